@@ -1,0 +1,147 @@
+"""``emostream``: the service's command line (``run``, ``devices``, ``evaluate``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from stream import __version__
+from stream.config import Config, ConfigError, load_config
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+logger = logging.getLogger("stream")
+
+DEFAULT_CONFIG = "config.toml"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help=f"config file (default: ./{DEFAULT_CONFIG} when present)")
+    p.add_argument("--asr-model", default=None, help="tiny.en | base (packaged) | a local folder | a hub name")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N, for Whisper and the classifier")
+    p.add_argument("--checkpoint", default=None, help="classifier checkpoint (default: classifier.checkpoint)")
+    p.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emostream",
+        description="Real-time speech emotion monitor: live audio -> VAD -> Whisper -> emotion -> websocket events.",
+    )
+    parser.add_argument("--version", action="version", version=f"emostream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the service on the microphone and/or media files")
+    _add_common(run)
+    run.add_argument(
+        "--source",
+        action="append",
+        default=None,
+        metavar="mic|DEVICE|PATH",
+        help="'mic' (default input), a device index or name, or a media file; repeat for several streams "
+        "(default: the bundled demo recording)",
+    )
+    pace = run.add_mutually_exclusive_group()
+    pace.add_argument("--fast", action="store_true", help="replay files as fast as the pipeline can go")
+    pace.add_argument("--speed", type=float, default=None, metavar="X", help="replay files at X times real time")
+    run.add_argument("--jsonl", default=None, metavar="PATH", help="also write every event to PATH, one per line")
+    run.add_argument("--host", default=None, help="websocket/dashboard host (default: server.host)")
+    run.add_argument("--port", type=int, default=None, help="websocket/dashboard port (default: server.port)")
+    run.add_argument("--no-server", action="store_true", help="no websocket server; exit when files are done")
+    run.add_argument("--exit-when-done", action="store_true", help="exit 0 once every file source has ended")
+    run.add_argument("--quiet", action="store_true", help="no per-event lines on stdout")
+
+    sub.add_parser("devices", help="list audio input devices")
+
+    ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
+    _add_common(ev)
+    try:
+        from stream import evaluate as evaluate_mod
+    except ImportError:  # pragma: no cover - evaluation is optional at build time
+        evaluate_mod = None  # type: ignore[assignment]
+    if evaluate_mod is not None and hasattr(evaluate_mod, "add_arguments"):
+        evaluate_mod.add_arguments(ev)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the config file and apply the CLI overrides (checked like file values)."""
+    from pathlib import Path
+
+    path = args.config
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    overrides: dict[str, Any] = {}
+    if getattr(args, "asr_model", None):
+        overrides["asr.model"] = args.asr_model
+    if getattr(args, "device", None):
+        overrides["asr.device"] = args.device
+        overrides["classifier.device"] = args.device
+    if getattr(args, "checkpoint", None):
+        overrides["classifier.checkpoint"] = args.checkpoint
+    if getattr(args, "log_level", None):
+        overrides["log.level"] = args.log_level
+    if getattr(args, "host", None):
+        overrides["server.host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["server.port"] = args.port
+    if getattr(args, "speed", None) is not None:
+        overrides["audio.replay_speed"] = args.speed
+    if getattr(args, "fast", False):
+        overrides["audio.replay_fast"] = True
+    if getattr(args, "no_server", False):
+        overrides["server.enabled"] = False
+    return load_config(path, **overrides)
+
+
+def _cmd_devices() -> int:
+    from stream.devices import DeviceError, list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except DeviceError as exc:
+        print(f"emostream: {exc}", file=sys.stderr)
+        return 1
+    if not devices:
+        print("emostream: PortAudio works, but it lists no input device (no microphone connected?)", file=sys.stderr)
+        return 1
+    print(f"{'index':>5}  {'ch':>2}  {'rate':>6}  host API / name")
+    for d in devices:
+        star = "*" if d.is_default else " "
+        print(f"{d.index:>4}{star}  {d.max_input_channels:>2}  {d.default_sample_rate_hz:>6.0f}  {d.hostapi} / {d.name}")
+    print("(* = default input; use `emostream run --source INDEX` or a part of the name)")
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "devices":
+        return _cmd_devices()
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"emostream: config error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log.level)
+    if args.command == "run":
+        from stream.service import run_from_cli
+
+        return run_from_cli(config, args)
+    from stream.evaluate import run_from_cli as evaluate_from_cli
+
+    return evaluate_from_cli(config, args)

@@ -1,0 +1,168 @@
+"""The service configuration: ``config.toml`` -> frozen dataclasses, strictly checked at start.
+
+Every tunable has a default here; the file overrides any subset. An unknown key, a wrong type or an
+out-of-range value raises :class:`ConfigError` naming the dotted key and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.settings import ConfigError, TrainingConfig, bounds, choices, load_section, read_toml
+
+__all__ = [
+    "ASRConfig",
+    "AudioConfig",
+    "ClassifierConfig",
+    "Config",
+    "ConfigError",
+    "LogConfig",
+    "ServerConfig",
+    "VADConfig",
+    "load_config",
+]
+
+_DEVICE = choices("auto", "cpu", "cuda", pattern_ok="cuda:")
+
+
+@dataclass(frozen=True, slots=True)
+class AudioConfig:
+    sample_rate_hz: int = field(default=16000, metadata=bounds(8000, 48000))
+    mic_device: str = ""  # index or name substring; empty = the system default input
+    mic_block_ms: int = field(default=30, metadata=bounds(10, 1000))
+    mic_buffer_s: float = field(default=10.0, metadata=bounds(0.5, 600.0))
+    mic_retry_initial_s: float = field(default=0.5, metadata=bounds(0.01, 60.0))
+    mic_retry_max_s: float = field(default=30.0, metadata=bounds(0.1, 3600.0))
+    replay_speed: float = field(default=1.0, metadata=bounds(0.0, 1000.0, low_open=True))
+    replay_fast: bool = False
+    replay_chunk_ms: int = field(default=100, metadata=bounds(10, 10000))
+
+    def __post_init__(self) -> None:
+        if self.sample_rate_hz != 16000:
+            # The VAD, Whisper and the audio features all work at 16 kHz; sources resample to it.
+            raise ConfigError(f"audio.sample_rate_hz = {self.sample_rate_hz} is not supported; allowed: 16000")
+        if self.mic_retry_max_s < self.mic_retry_initial_s:
+            raise ConfigError("audio.mic_retry_max_s must be >= audio.mic_retry_initial_s")
+
+
+@dataclass(frozen=True, slots=True)
+class VADConfig:
+    engine: str = field(default="webrtc", metadata=choices("webrtc", "silero"))
+    frame_ms: int = field(default=30, metadata=bounds(10, 30))
+    aggressiveness: int = field(default=2, metadata=bounds(0, 3))
+    silero_threshold: float = field(default=0.5, metadata=bounds(0.0, 1.0, low_open=True, high_open=True))
+    pre_roll_ms: int = field(default=300, metadata=bounds(0, 5000))
+    post_roll_ms: int = field(default=200, metadata=bounds(0, 5000))
+    min_speech_ms: int = field(default=250, metadata=bounds(0, 60000))
+    max_utterance_s: float = field(default=15.0, metadata=bounds(0.5, 120.0))
+    end_silence_ms: int = field(default=500, metadata=bounds(30, 10000))
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in (10, 20, 30):
+            raise ConfigError(f"vad.frame_ms = {self.frame_ms} is not allowed; choose one of 10, 20, 30")
+
+
+@dataclass(frozen=True, slots=True)
+class ASRConfig:
+    model: str = "base"  # "base" | "tiny.en" (packaged) | a local folder | a hub name
+    device: str = field(default="auto", metadata=_DEVICE)
+    compute_type: str = field(
+        default="auto", metadata=choices("auto", "int8", "int8_float32", "float16", "int8_float16", "float32")
+    )
+    language: str = ""  # empty = detect (English-only models always use "en")
+    beam_size: int = field(default=1, metadata=bounds(1, 16))
+    cpu_threads: int = field(default=0, metadata=bounds(0, 256))  # 0 = CTranslate2's default
+    no_speech_threshold: float = field(default=0.6, metadata=bounds(0.0, 1.0))
+    min_avg_logprob: float = field(default=-1.0, metadata=bounds(-100.0, 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierConfig:
+    checkpoint: str = "models/emostream-default.pt"
+    device: str = field(default="auto", metadata=_DEVICE)
+    max_batch: int = field(default=16, metadata=bounds(1, 1024))
+    batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = field(default=8765, metadata=bounds(0, 65535))
+    # Limits
+    max_connections: int = field(default=2000, metadata=bounds(1, 100000))
+    max_message_bytes: int = field(default=4096, metadata=bounds(64, 1 << 20))
+    subscriber_queue_events: int = field(default=1000, metadata=bounds(1, 1_000_000))
+    allowed_origins: tuple[str, ...] = ()  # empty = any origin (and clients sending none)
+    # Timeouts
+    ping_interval_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))
+    ping_timeout_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))
+    stats_interval_s: float = field(default=5.0, metadata=bounds(0.0, 3600.0, low_open=True))
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = field(default="INFO", metadata=choices("DEBUG", "INFO", "WARNING", "ERROR"))
+    event_log_dir: str = "runs/events"
+    stdout_events: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    audio: AudioConfig = AudioConfig()
+    vad: VADConfig = VADConfig()
+    asr: ASRConfig = ASRConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
+    training: TrainingConfig = TrainingConfig()
+    # Where the file was read from; relative paths in it are taken relative to its folder.
+    base_dir: str = field(default=".", compare=False)
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder when not absolute."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Read ``path`` (``None``: the defaults) and apply dotted ``overrides`` like ``{"asr.model": "tiny.en"}``.
+
+    Overrides are checked exactly like file values.
+    """
+    raw: dict[str, Any] = read_toml(path) if path is not None else {}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.replace("__", ".").partition(".")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"[{section}] must be a table")
+        raw[section][key] = value
+    base_dir = str(Path(path).resolve().parent) if path is not None else "."
+    names = {f.name for f in dataclasses.fields(Config)} - {"base_dir"}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; allowed sections: {', '.join(sorted(names))}")
+    sections: dict[str, Any] = {}
+    for fld in dataclasses.fields(Config):
+        if fld.name == "base_dir" or fld.name not in raw:
+            continue
+        table = raw[fld.name]
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{fld.name}] must be a table, got {type(table).__name__}")
+        sections[fld.name] = load_section(_TYPES[fld.name], table, fld.name)
+    return Config(**sections, base_dir=base_dir)
+
+
+_TYPES: dict[str, type] = {
+    "audio": AudioConfig,
+    "vad": VADConfig,
+    "asr": ASRConfig,
+    "classifier": ClassifierConfig,
+    "server": ServerConfig,
+    "log": LogConfig,
+    "training": TrainingConfig,
+}

@@ -1,0 +1,1 @@
+"""The static dashboard, shipped as package data and served by ``stream.server``."""
