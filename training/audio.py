@@ -44,7 +44,6 @@ def _iter_resampled(path: Path, sample_rate_hz: int) -> Iterator[np.ndarray]:
     container = _open(path)
     try:
         stream = container.streams.audio[0]
-        stream.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate_hz)
         try:
             for frame in container.decode(stream):
