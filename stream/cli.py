@@ -58,12 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
     _add_common(ev)
-    try:
-        from stream import evaluate as evaluate_mod
-    except ImportError:  # pragma: no cover - evaluation is optional at build time
-        evaluate_mod = None  # type: ignore[assignment]
-    if evaluate_mod is not None and hasattr(evaluate_mod, "add_arguments"):
-        evaluate_mod.add_arguments(ev)
+    from stream import evaluate
+
+    evaluate.add_arguments(ev)
     return parser
 
 
@@ -111,7 +108,8 @@ def _cmd_devices() -> int:
     print(f"{'index':>5}  {'ch':>2}  {'rate':>6}  host API / name")
     for d in devices:
         star = "*" if d.is_default else " "
-        print(f"{d.index:>4}{star}  {d.max_input_channels:>2}  {d.default_sample_rate_hz:>6.0f}  {d.hostapi} / {d.name}")
+        rate = f"{d.default_sample_rate_hz:>6.0f}"
+        print(f"{d.index:>4}{star}  {d.max_input_channels:>2}  {rate}  {d.hostapi} / {d.name}")
     print("(* = default input; use `emostream run --source INDEX` or a part of the name)")
     return 0
 
