@@ -1,0 +1,206 @@
+"""The sans-I/O utterance segmenter: VAD frame decisions in, utterance boundaries out.
+
+No asyncio, no clocks, no models: :class:`Segmenter` is a pure state machine fed one fixed-size
+frame at a time together with the VAD's speech/non-speech decision for it, and :class:`Framer` cuts
+arbitrary chunks into those frames. Every boundary is an exact sample index on the source's timeline.
+
+Rules (all lengths rounded up to whole frames):
+
+* Up to ``pre_roll`` of audio before the first speech frame is kept (never audio from before the
+  previous utterance's end).
+* A candidate becomes an utterance (:class:`SpeechStart`) once its speech span -- first to last
+  speech frame, short pauses included -- reaches ``min_speech``; shorter bursts are discarded.
+* ``end_silence`` of non-speech after the last speech frame ends the utterance
+  (:class:`UtteranceEnd`), keeping ``post_roll`` of that silence.
+* An utterance reaching ``max_utterance`` is cut there (``forced=True``); the speech that follows
+  starts a new candidate with no pre-roll, so no sample belongs to two utterances.
+* :meth:`Segmenter.flush` (end of input) ends a confirmed utterance and drops an unconfirmed one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Framer", "SegmenterParams", "Segmenter", "SpeechStart", "UtteranceEnd"]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterParams:
+    """Segmentation lengths in milliseconds (see the module docstring for their meaning)."""
+
+    frame_samples: int
+    sample_rate_hz: int = 16000
+    pre_roll_ms: int = 300
+    post_roll_ms: int = 200
+    min_speech_ms: int = 250
+    max_utterance_ms: int = 15000
+    end_silence_ms: int = 500
+
+    def __post_init__(self) -> None:
+        if self.frame_samples <= 0:
+            raise ValueError(f"frame_samples must be positive, got {self.frame_samples}")
+        for name in ("pre_roll_ms", "post_roll_ms", "min_speech_ms", "end_silence_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_utterance_ms * self.sample_rate_hz < 1000 * self.frame_samples:
+            raise ValueError("max_utterance_ms must be at least one frame long")
+
+    def frames(self, ms: int) -> int:
+        """``ms`` as a whole number of frames, rounded up."""
+        return math.ceil(ms * self.sample_rate_hz / (1000 * self.frame_samples))
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStart:
+    """An utterance was confirmed; it begins at ``start_sample`` (pre-roll included)."""
+
+    start_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnd:
+    """A finished utterance: ``pcm`` covers ``[start_sample, end_sample)`` exactly."""
+
+    start_sample: int
+    end_sample: int
+    speech_end_sample: int  # end of the last speech frame (before post-roll)
+    pcm: np.ndarray
+    forced: bool = False  # cut at max_utterance, not ended by silence
+
+
+SegmenterOutput = SpeechStart | UtteranceEnd
+
+
+class Framer:
+    """Cuts chunks of any size into ``frame_samples`` frames, tracking their start samples.
+
+    A chunk whose start does not follow the previous one (dropped audio) discards the partial frame,
+    and :attr:`gap` reports it so the caller can end the current utterance first.
+    """
+
+    def __init__(self, frame_samples: int) -> None:
+        self.frame_samples = frame_samples
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending_start = 0
+
+    @property
+    def next_sample(self) -> int:
+        """The sample index the next chunk is expected to start at."""
+        return self._pending_start + self._pending.size
+
+    def push(self, pcm: np.ndarray, start_sample: int) -> tuple[bool, list[tuple[int, np.ndarray]]]:
+        """Return (gap, frames) where frames are ``(start_sample, frame)`` pairs."""
+        gap = start_sample != self.next_sample and (self._pending.size > 0 or self._pending_start > 0)
+        if start_sample != self.next_sample:
+            self._pending = np.zeros(0, dtype=np.int16)
+            self._pending_start = start_sample
+        buf = np.concatenate([self._pending, pcm]) if self._pending.size else pcm
+        n = buf.size // self.frame_samples
+        frames = [
+            (self._pending_start + i * self.frame_samples, buf[i * self.frame_samples : (i + 1) * self.frame_samples])
+            for i in range(n)
+        ]
+        self._pending = buf[n * self.frame_samples :].copy()
+        self._pending_start += n * self.frame_samples
+        return gap, frames
+
+
+class Segmenter:
+    """Pure utterance state machine over (frame, is_speech) pairs; see the module docstring."""
+
+    def __init__(self, params: SegmenterParams) -> None:
+        self.params = params
+        self._pre_frames = params.frames(params.pre_roll_ms)
+        self._post_frames = params.frames(params.post_roll_ms)
+        self._min_frames = max(1, params.frames(params.min_speech_ms))
+        self._end_frames = max(1, params.frames(params.end_silence_ms))
+        self._max_frames = max(1, params.max_utterance_ms * params.sample_rate_hz // (1000 * params.frame_samples))
+        self._preroll: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, self._pre_frames))
+        self._frames: list[tuple[int, np.ndarray]] = []  # the candidate/utterance, pre-roll included
+        self._active = False
+        self._confirmed = False
+        self._first_speech = 0  # index into self._frames
+        self._last_speech = 0
+
+    @property
+    def in_utterance(self) -> bool:
+        """True while a confirmed utterance is open."""
+        return self._confirmed
+
+    def push(self, start_sample: int, frame: np.ndarray, is_speech: bool) -> list[SegmenterOutput]:
+        """Feed one frame (which must start where the previous one ended, unless after :meth:`flush`)."""
+        out: list[SegmenterOutput] = []
+        if not self._active:
+            if not is_speech:
+                if self._pre_frames:
+                    self._preroll.append((start_sample, frame))
+                return out
+            self._frames = list(self._preroll) if self._pre_frames else []
+            self._preroll.clear()
+            self._frames.append((start_sample, frame))
+            self._active = True
+            self._confirmed = False
+            self._first_speech = self._last_speech = len(self._frames) - 1
+        else:
+            self._frames.append((start_sample, frame))
+            if is_speech:
+                self._last_speech = len(self._frames) - 1
+        index = len(self._frames) - 1
+        if not self._confirmed and self._last_speech - self._first_speech + 1 >= self._min_frames:
+            self._confirmed = True
+            out.append(SpeechStart(self._frames[0][0]))
+        silence = index - self._last_speech
+        if silence >= max(self._end_frames, self._post_frames):
+            if self._confirmed:
+                out.append(self._finish(self._last_speech + self._post_frames + 1, forced=False))
+            else:
+                self._discard()
+        elif self._confirmed and len(self._frames) >= self._max_frames:
+            out.append(self._finish(len(self._frames), forced=True))
+        return out
+
+    def flush(self) -> list[SegmenterOutput]:
+        """End of input: close a confirmed utterance, drop an unconfirmed candidate, forget pre-roll."""
+        out: list[SegmenterOutput] = []
+        if self._active and self._confirmed:
+            out.append(self._finish(min(len(self._frames), self._last_speech + self._post_frames + 1), forced=False))
+        self._reset()
+        self._preroll.clear()
+        return out
+
+    def _finish(self, keep: int, *, forced: bool) -> UtteranceEnd:
+        kept = self._frames[:keep]
+        rest = self._frames[keep:]
+        start = kept[0][0]
+        end = kept[-1][0] + kept[-1][1].size
+        last = self._frames[min(self._last_speech, keep - 1)]
+        utt = UtteranceEnd(
+            start_sample=start,
+            end_sample=end,
+            speech_end_sample=last[0] + last[1].size,
+            pcm=np.concatenate([f for _, f in kept]),
+            forced=forced,
+        )
+        self._reset()
+        # Silence after the post-roll may serve as the next utterance's pre-roll.
+        self._preroll.clear()
+        if self._pre_frames:
+            self._preroll.extend(rest[-self._pre_frames :])
+        return utt
+
+    def _discard(self) -> None:
+        frames = self._frames
+        self._reset()
+        self._preroll.clear()
+        if self._pre_frames:
+            self._preroll.extend(frames[-self._pre_frames :])
+
+    def _reset(self) -> None:
+        self._frames = []
+        self._active = False
+        self._confirmed = False
+        self._first_speech = self._last_speech = 0
