@@ -1,0 +1,763 @@
+"""Replay evaluation: score emostream's utterances, transcripts and emotions against ground truth.
+
+``emostream evaluate MEDIA --truth CSV`` replays ``MEDIA`` through the real pipeline as fast as it goes,
+reads the ``emotion`` events it produced and aligns them to ground-truth utterances by time overlap.
+Everything after the replay is pure and tested without I/O: truth parsing (:func:`parse_timestamp`,
+:func:`read_truth_rows`), alignment (:func:`align`), word error rate (:func:`word_errors`), emotion
+metrics (:func:`emotion_scores`) and the report (:func:`build_report`, :func:`report_markdown`).
+
+Ground truth is either MELD's own CSV (``StartTime``/``EndTime`` like ``00:16:16,059``; one
+``Season``/``Episode`` at a time) or a plain CSV with the header ``start_s,end_s,text,emotion``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import re
+import sys
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream.config import Config
+from stream.protocol import LABELS
+
+__all__ = [
+    "EmotionScores",
+    "Match",
+    "TruthError",
+    "Utterance",
+    "WordErrors",
+    "add_arguments",
+    "align",
+    "build_report",
+    "emotion_scores",
+    "load_truth",
+    "normalise_words",
+    "parse_timestamp",
+    "predictions_from_events",
+    "read_events",
+    "read_truth_rows",
+    "replay",
+    "report_markdown",
+    "run_from_cli",
+    "word_errors",
+]
+
+logger = logging.getLogger(__name__)
+
+MELD_COLUMNS = ("Utterance", "Emotion", "StartTime", "EndTime")
+PLAIN_COLUMNS = ("start_s", "end_s", "text", "emotion")
+
+
+class TruthError(ValueError):
+    """A ground-truth file is missing, malformed, or selects no utterance."""
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One utterance on the recording's timeline (truth or prediction)."""
+
+    start_s: float
+    end_s: float
+    text: str
+    emotion: str | None  # one of LABELS; None = not annotated / not classified
+    uid: str = ""
+    latency_ms: float | None = None  # predictions only: the pipeline's own figure
+
+
+# --------------------------------------------------------------------------- ground truth
+
+_TIME_RE = re.compile(r"\s*(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,6}))?\s*")
+
+
+def parse_timestamp(value: str) -> float:
+    """``"00:16:16,059"`` / ``"0:12:43,012"`` / ``"12:43.5"`` -> seconds. Raises ``ValueError`` naming it."""
+    m = _TIME_RE.fullmatch(value)
+    if m is None:
+        raise ValueError(f"not a timestamp like 00:16:16,059: {value!r}")
+    hours, minutes, seconds, frac = m.groups()
+    if int(minutes) >= 60 or int(seconds) >= 60:
+        raise ValueError(f"minutes and seconds must be below 60 in timestamp {value!r}")
+    out = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
+    return out + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def _repair(text: str) -> str:
+    """Undo the cp1252 mojibake older MELD copies carry (``heâ€™s`` -> ``he’s``); leave good text alone."""
+    if "â" in text or "Ã" in text:
+        try:
+            return text.encode("cp1252").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return text
+    return text
+
+
+def _label(raw: str, where: str) -> str | None:
+    value = raw.strip().lower()
+    if not value:
+        return None
+    if value not in LABELS:
+        raise TruthError(f"{where}: unknown emotion {raw!r}; allowed: {', '.join(LABELS)} (or empty)")
+    return value
+
+
+def read_truth_rows(
+    text: str,
+    *,
+    source: str = "truth",
+    season: int | None = None,
+    episode: int | None = None,
+    offset_s: float = 0.0,
+) -> list[Utterance]:
+    """Parse a truth CSV given as text (MELD or plain format, detected from the header).
+
+    MELD rows are kept for one ``season``/``episode``; a MELD file spanning several episodes needs both.
+    ``offset_s`` is added to every time (for a recording that starts earlier or later than the annotation).
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    is_meld = all(c in header for c in MELD_COLUMNS)
+    if not is_meld and not all(c in header for c in PLAIN_COLUMNS):
+        raise TruthError(
+            f"{source}: header {header!r} is neither MELD's (needs {', '.join(MELD_COLUMNS)}) "
+            f"nor the plain format ({','.join(PLAIN_COLUMNS)})"
+        )
+    if not is_meld and (season is not None or episode is not None):
+        raise TruthError(f"{source}: --season/--episode apply to MELD CSVs only")
+    stem = Path(source).stem  # MELD's dialogue ids repeat across splits: keep the file in the id
+    rows: list[Utterance] = []
+    episodes: set[tuple[str, str]] = set()
+    for line, row in enumerate(reader, start=2):
+        where = f"{source} line {line}"
+        try:
+            if is_meld:
+                ep = (row.get("Season", "").strip(), row.get("Episode", "").strip())
+                if season is not None and ep[0] != str(season):
+                    continue
+                if episode is not None and ep[1] != str(episode):
+                    continue
+                episodes.add(ep)
+                start, end = parse_timestamp(row["StartTime"]), parse_timestamp(row["EndTime"])
+                uid = f"{stem}/dia{row.get('Dialogue_ID', '?').strip()}_utt{row.get('Utterance_ID', '?').strip()}"
+                utt_text, emotion = _repair(row["Utterance"]), row["Emotion"]
+            else:
+                start, end = float(row["start_s"]), float(row["end_s"])
+                uid, utt_text, emotion = f"row{line}", row["text"] or "", row["emotion"] or ""
+        except (ValueError, TypeError) as exc:  # TypeError: a short row gives None fields
+            raise TruthError(f"{where}: {exc}") from exc
+        if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
+            raise TruthError(f"{where}: times must be finite and non-negative, got {start}..{end}")
+        if end <= start:
+            # MELD test has one such row; a zero-length span cannot be aligned, so it is left out.
+            logger.warning("%s: end %.3f s is not after start %.3f s; row skipped", where, end, start)
+            continue
+        rows.append(Utterance(start + offset_s, end + offset_s, utt_text.strip(), _label(emotion, where), uid))
+    if is_meld and len(episodes) > 1:
+        raise TruthError(
+            f"{source} spans {len(episodes)} episodes; choose one with --season S --episode E "
+            "(MELD times restart in every episode)"
+        )
+    return rows
+
+
+def load_truth(
+    paths: Sequence[str | Path],
+    *,
+    season: int | None = None,
+    episode: int | None = None,
+    offset_s: float = 0.0,
+) -> list[Utterance]:
+    """Read one or more truth CSVs (e.g. MELD train+dev+test rows of one episode), merged in time order.
+
+    Identical rows (same span and text) are kept once. Raises :class:`TruthError` when nothing is left.
+    """
+    merged: dict[tuple[float, float, str], Utterance] = {}
+    for path in paths:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except FileNotFoundError as exc:
+            raise TruthError(f"truth file not found: {p}") from exc
+        except UnicodeDecodeError:
+            text = p.read_bytes().decode("cp1252", errors="replace")  # old MELD copies
+        for u in read_truth_rows(text, source=str(p), season=season, episode=episode, offset_s=offset_s):
+            merged.setdefault((round(u.start_s, 3), round(u.end_s, 3), u.text), u)
+    if not merged:
+        where = f" for season {season} episode {episode}" if season is not None or episode is not None else ""
+        raise TruthError(f"no ground-truth utterances{where} in {', '.join(map(str, paths))}")
+    return sorted(merged.values(), key=lambda u: (u.start_s, u.end_s))
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL event file (``emostream run --jsonl``); a malformed line raises ``ValueError``."""
+    events: list[dict[str, Any]] = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path} line {n} is not JSON: {exc}") from exc
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path} line {n} is not a JSON object")
+            events.append(obj)
+    return events
+
+
+def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str | None = None) -> list[Utterance]:
+    """The ``emotion`` events of one stream as utterances, in time order.
+
+    ``stream=None`` accepts the only stream there is and raises ``ValueError`` when there are several.
+    """
+    emotions = [e for e in events if e.get("type") == "emotion"]
+    streams = sorted({str(e.get("stream")) for e in emotions})
+    if stream is None and len(streams) > 1:
+        raise ValueError(f"events hold {len(streams)} streams ({', '.join(streams)}); choose one with --stream")
+    out = []
+    for e in emotions:
+        if stream is not None and e.get("stream") != stream:
+            continue
+        d = e.get("data") or {}
+        label = d.get("label")
+        latency = d.get("latency_ms")
+        out.append(
+            Utterance(
+                start_s=float(d["start_s"]),
+                end_s=float(d["end_s"]),
+                text=str(d.get("text") or ""),
+                emotion=label if label in LABELS else None,
+                uid=str(d.get("utterance_id", "")),
+                latency_ms=float(latency) if isinstance(latency, int | float) else None,
+            )
+        )
+    return sorted(out, key=lambda u: (u.start_s, u.end_s))
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    pred: int  # index into the predictions
+    truth: int  # index into the truth
+    overlap_s: float
+
+
+def _overlap(a: Utterance, b: Utterance) -> float:
+    return max(0.0, min(a.end_s, b.end_s) - max(a.start_s, b.start_s))
+
+
+def align(pred: Sequence[Utterance], truth: Sequence[Utterance], *, min_overlap: float = 0.5) -> list[Match]:
+    """Match predictions to truth one-to-one by time overlap.
+
+    A pair may match when their overlap covers at least ``min_overlap`` of the shorter of the two (so
+    a padded prediction still matches a tight truth span, and a loose subtitle span matches the speech
+    inside it). Among matchings that keep time order (no crossing pairs), the one with the most pairs
+    and then the most total overlap is chosen, exactly: a prediction spanning two truth utterances
+    matches one of them, the other counts as missed. Both inputs must be sorted by start time.
+    """
+    if not 0.0 < min_overlap <= 1.0:
+        raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+    # Eligible pairs. Both lists are sorted by start, so a sweep finds them without an n*m scan.
+    pairs: list[tuple[int, int, float]] = []
+    j0 = 0
+    for i, p in enumerate(pred):
+        while j0 < len(truth) and truth[j0].end_s <= p.start_s:  # ends before p, so before every later one
+            j0 += 1
+        for j in range(j0, len(truth)):
+            t = truth[j]
+            if t.start_s >= p.end_s:
+                break
+            ov = _overlap(p, t)
+            shorter = max(min(p.end_s - p.start_s, t.end_s - t.start_s), 1e-9)
+            if ov > 0 and ov >= min_overlap * shorter - 1e-9:
+                pairs.append((i, j, ov))
+    # Heaviest chain with strictly increasing pred and truth indices: a Fenwick tree of prefix maxima
+    # over truth indices, fed one prediction at a time (query all of its pairs before inserting any).
+    size = len(truth)
+    tree: list[tuple[int, float, int]] = [(0, 0.0, -1)] * (size + 1)
+    best: list[tuple[int, float, int]] = []  # per pair: (count, overlap, previous pair or -1)
+
+    def query(j: int) -> tuple[int, float, int]:  # best chain ending at a truth index < j
+        out = (0, 0.0, -1)
+        while j > 0:
+            if tree[j][:2] > out[:2]:
+                out = tree[j]
+            j -= j & -j
+        return out
+
+    def update(j: int, value: tuple[int, float, int]) -> None:
+        j += 1
+        while j <= size:
+            if value[:2] > tree[j][:2]:
+                tree[j] = value
+            j += j & -j
+
+    k = 0
+    while k < len(pairs):
+        group_end = k
+        while group_end < len(pairs) and pairs[group_end][0] == pairs[k][0]:
+            group_end += 1
+        for idx in range(k, group_end):
+            prev = query(pairs[idx][1])
+            best.append((prev[0] + 1, prev[1] + pairs[idx][2], prev[2]))
+        for idx in range(k, group_end):
+            update(pairs[idx][1], (best[idx][0], best[idx][1], idx))
+        k = group_end
+    if not best:
+        return []
+    cur = max(range(len(best)), key=lambda n: (best[n][0], best[n][1], -n))
+    chain: list[Match] = []
+    while cur != -1:
+        i, j, ov = pairs[cur]
+        chain.append(Match(i, j, ov))
+        cur = best[cur][2]
+    return chain[::-1]
+
+
+# --------------------------------------------------------------------------- word error rate
+
+_PUNCT_RE = re.compile(r"[^\w\s']+")
+_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower-case words without punctuation: ``"He’s  lost-it!"`` -> ``["hes", "lost", "it"]``.
+
+    Apostrophes are dropped rather than split on, so ``he's`` and ``hes`` compare equal; hyphens and
+    other punctuation separate words.
+    """
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+    text = _PUNCT_RE.sub(" ", text.replace("_", " ")).replace("'", "")
+    return text.split()
+
+
+@dataclass(frozen=True, slots=True)
+class WordErrors:
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    ref_words: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float:
+        """Errors per reference word; with no reference words, 0 when nothing was inserted, else inf."""
+        if self.ref_words == 0:
+            return 0.0 if self.insertions == 0 else math.inf
+        return self.errors / self.ref_words
+
+    def __add__(self, other: WordErrors) -> WordErrors:
+        return WordErrors(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.ref_words + other.ref_words,
+        )
+
+
+def word_errors(reference: str | Sequence[str], hypothesis: str | Sequence[str]) -> WordErrors:
+    """Levenshtein alignment of words (normalised when given strings), counting S, D and I.
+
+    Among minimal alignments the one with the fewest substitutions is chosen (ties are then broken
+    towards deletions), so the counts are deterministic.
+    """
+    ref = normalise_words(reference) if isinstance(reference, str) else list(reference)
+    hyp = normalise_words(hypothesis) if isinstance(hypothesis, str) else list(hypothesis)
+    # Row of (cost, substitutions, deletions, insertions) for the prefix of ref against all prefixes of hyp.
+    prev = [(j, 0, 0, j) for j in range(len(hyp) + 1)]
+    for i in range(1, len(ref) + 1):
+        cur = [(i, 0, i, 0)]
+        for j in range(1, len(hyp) + 1):
+            c, s, d, n = prev[j - 1]
+            diag = (c, s, d, n) if ref[i - 1] == hyp[j - 1] else (c + 1, s + 1, d, n)
+            c, s, d, n = prev[j]
+            dele = (c + 1, s, d + 1, n)
+            c, s, d, n = cur[j - 1]
+            ins = (c + 1, s, d, n + 1)
+            cur.append(min(diag, dele, ins, key=lambda t: (t[0], t[1], -t[2])))
+        prev = cur
+    _, s, d, n = prev[-1]
+    return WordErrors(s, d, n, len(ref))
+
+
+# --------------------------------------------------------------------------- emotion metrics
+
+
+@dataclass(frozen=True, slots=True)
+class EmotionScores:
+    n: int
+    accuracy: float
+    weighted_f1: float
+    macro_f1: float  # over the labels present in truth or predictions (scikit-learn's default)
+    per_class_f1: dict[str, float]
+    confusion: tuple[tuple[int, ...], ...]  # rows = truth, columns = prediction, in LABELS order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "weighted_f1": self.weighted_f1,
+            "macro_f1": self.macro_f1,
+            "per_class_f1": dict(self.per_class_f1),
+            "confusion": {"labels": list(LABELS), "rows": "truth", "matrix": [list(r) for r in self.confusion]},
+        }
+
+
+def emotion_scores(truth: Sequence[str], pred: Sequence[str]) -> EmotionScores:
+    """Accuracy, weighted-F1 (by truth support), macro-F1 and the confusion matrix over :data:`LABELS`."""
+    if len(truth) != len(pred):
+        raise ValueError(f"{len(truth)} truth labels but {len(pred)} predictions")
+    index = {label: k for k, label in enumerate(LABELS)}
+    for label in (*truth, *pred):
+        if label not in index:
+            raise ValueError(f"unknown label {label!r}; allowed: {', '.join(LABELS)}")
+    matrix = [[0] * len(LABELS) for _ in LABELS]
+    for t, p in zip(truth, pred, strict=True):
+        matrix[index[t]][index[p]] += 1
+    n = len(truth)
+    per_class: dict[str, float] = {}
+    weighted = 0.0
+    for k, label in enumerate(LABELS):
+        tp = matrix[k][k]
+        support = sum(matrix[k])
+        predicted = sum(row[k] for row in matrix)
+        if support == 0 and predicted == 0:
+            continue
+        f1 = 2 * tp / (support + predicted)
+        per_class[label] = f1
+        weighted += f1 * support
+    return EmotionScores(
+        n=n,
+        accuracy=sum(matrix[k][k] for k in range(len(LABELS))) / n if n else 0.0,
+        weighted_f1=weighted / n if n else 0.0,
+        macro_f1=sum(per_class.values()) / len(per_class) if per_class else 0.0,
+        per_class_f1=per_class,
+        confusion=tuple(tuple(r) for r in matrix),
+    )
+
+
+def _stats(values: Sequence[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "mean": None, "median": None, "p95_abs": None, "max_abs": None}
+    ordered = sorted(values)
+    absolute = sorted(abs(v) for v in values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    p95 = absolute[min(len(absolute) - 1, math.ceil(0.95 * len(absolute)) - 1)]
+    return {
+        "n": len(values),
+        "mean": sum(values) / len(values),
+        "median": median,
+        "p95_abs": p95,
+        "max_abs": absolute[-1],
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def build_report(
+    pred: Sequence[Utterance],
+    truth: Sequence[Utterance],
+    *,
+    oracle: Sequence[str] | None = None,
+    min_overlap: float = 0.5,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score ``pred`` against ``truth`` (both in time order). ``oracle``: the classifier's label for
+    each truth utterance's own text, in truth order (the text oracle); ``None`` leaves it out."""
+    if oracle is not None and len(oracle) != len(truth):
+        raise ValueError(f"oracle has {len(oracle)} labels for {len(truth)} truth utterances")
+    matches = align(pred, truth, min_overlap=min_overlap)
+    n_match = len(matches)
+    precision = n_match / len(pred) if pred else 0.0
+    recall = n_match / len(truth) if truth else 0.0
+    matched_wer = sum((word_errors(truth[m.truth].text, pred[m.pred].text) for m in matches), WordErrors())
+    overall_wer = word_errors(" ".join(u.text for u in truth), " ".join(u.text for u in pred))
+    scored = [m for m in matches if truth[m.truth].emotion and pred[m.pred].emotion]
+    report: dict[str, Any] = {
+        "counts": {"truth": len(truth), "predicted": len(pred), "matched": n_match},
+        "alignment": {"min_overlap": min_overlap, "rule": "overlap >= min_overlap * shorter span, in time order"},
+        "detection": {
+            "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        },
+        "wer": {
+            "matched": _finite(matched_wer.wer),
+            "overall": _finite(overall_wer.wer),
+            "matched_counts": _wer_dict(matched_wer),
+            "overall_counts": _wer_dict(overall_wer),
+        },
+        "emotion": emotion_scores(
+            [truth[m.truth].emotion or "" for m in scored], [pred[m.pred].emotion or "" for m in scored]
+        ).to_dict(),
+        "timing": {
+            "start_offset_s": _stats([pred[m.pred].start_s - truth[m.truth].start_s for m in matches]),
+            "end_offset_s": _stats([pred[m.pred].end_s - truth[m.truth].end_s for m in matches]),
+            "latency_ms": _stats([u.latency_ms for u in pred if u.latency_ms is not None]),
+        },
+        "matches": [
+            {"truth": truth[m.truth].uid, "pred": pred[m.pred].uid, "overlap_s": round(m.overlap_s, 3)} for m in matches
+        ],
+    }
+    if oracle is not None:
+        known = [k for k, u in enumerate(truth) if u.emotion]
+        report["text_oracle"] = {
+            "matched": emotion_scores(
+                [truth[m.truth].emotion or "" for m in scored], [oracle[m.truth] for m in scored]
+            ).to_dict(),
+            "all_truth": emotion_scores([truth[k].emotion or "" for k in known], [oracle[k] for k in known]).to_dict(),
+        }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no inf: "no reference words, some inserted"
+
+
+def _wer_dict(w: WordErrors) -> dict[str, int]:
+    return {
+        "substitutions": w.substitutions,
+        "deletions": w.deletions,
+        "insertions": w.insertions,
+        "ref_words": w.ref_words,
+    }
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """The report as markdown: a summary table (pipeline vs text oracle) and the confusion matrix."""
+    c, det, wer, emo = report["counts"], report["detection"], report["wer"], report["emotion"]
+    oracle = report.get("text_oracle", {}).get("matched")
+    timing = report["timing"]
+
+    def orc(key: str) -> str:
+        return _fmt(oracle[key]) if oracle else "–"
+
+    lines = [
+        "| metric | pipeline | text oracle |",
+        "|---|---:|---:|",
+        f"| utterances (truth / predicted / matched) | {c['truth']} / {c['predicted']} / {c['matched']} | |",
+        f"| detection precision | {_fmt(det['precision'])} | |",
+        f"| detection recall | {_fmt(det['recall'])} | |",
+        f"| WER, matched utterances | {_fmt(wer['matched'])} | |",
+        f"| WER, whole recording | {_fmt(wer['overall'])} | |",
+        f"| emotion n (matched, labelled) | {emo['n']} | {oracle['n'] if oracle else '–'} |",
+        f"| emotion accuracy | {_fmt(emo['accuracy'])} | {orc('accuracy')} |",
+        f"| emotion weighted-F1 | {_fmt(emo['weighted_f1'])} | {orc('weighted_f1')} |",
+        f"| emotion macro-F1 | {_fmt(emo['macro_f1'])} | {orc('macro_f1')} |",
+        f"| start offset median (s) | {_fmt(timing['start_offset_s']['median'])} | |",
+        f"| end offset median (s) | {_fmt(timing['end_offset_s']['median'])} | |",
+        f"| latency p50 / max (ms, pipeline's own) | {_fmt(timing['latency_ms']['median'], 0)} / "
+        f"{_fmt(timing['latency_ms']['max_abs'], 0)} | |",
+    ]
+    if "replay" in report:
+        rp = report["replay"]
+        lines.append(
+            f"| replay wall time (s) / audio (s) / RTF | {_fmt(rp.get('wall_s'), 1)} / "
+            f"{_fmt(rp.get('audio_s'), 1)} / {_fmt(rp.get('rtf'))} | |"
+        )
+    if "all_truth" in report.get("text_oracle", {}):
+        all_t = report["text_oracle"]["all_truth"]
+        lines.append(
+            f"| text oracle on all {all_t['n']} truth utterances, weighted-F1 | | {_fmt(all_t['weighted_f1'])} |"
+        )
+    lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
+    short = [label[:4] for label in LABELS]
+    lines.append("| truth \\ pred | " + " | ".join(short) + " |")
+    lines.append("|---|" + "---:|" * len(LABELS))
+    for label, row in zip(LABELS, emo["confusion"]["matrix"], strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- replay and CLI
+
+
+def media_duration_s(path: str | Path) -> float | None:
+    """The audio duration PyAV reports for ``path`` (container metadata; ``None`` when unknown)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if container.streams.audio:
+                s = container.streams.audio[0]
+                if s.duration is not None and s.time_base is not None:
+                    return float(s.duration * s.time_base)
+            return container.duration / 1_000_000 if container.duration else None
+    except (av.error.FFmpegError, OSError) as exc:
+        logger.warning("cannot read the duration of %s: %s", path, exc)
+        return None
+
+
+def _pipeline_args(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for flag in ("config", "asr_model", "device", "checkpoint", "log_level"):
+        value = getattr(args, flag, None)
+        if value:
+            out += [f"--{flag.replace('_', '-')}", str(value)]
+    return out
+
+
+def replay(media: str | Path, events_path: str | Path, *, run_args: Sequence[str] = ()) -> float:
+    """Run ``emostream run --source MEDIA --fast --no-server --jsonl EVENTS --quiet`` and return its wall time.
+
+    A separate process, so the replay measures exactly what users run (model loading included) and
+    a crash in the pipeline cannot take the evaluation down with it.
+    """
+    import subprocess
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream",
+        "run",
+        "--source",
+        str(media),
+        "--fast",
+        "--no-server",
+        "--jsonl",
+        str(events_path),
+        "--quiet",
+        *run_args,
+    ]
+    logger.info("replaying: %s", " ".join(cmd))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"the replay exited with status {proc.returncode}:\n{tail}")
+    return wall
+
+
+def _oracle_labels(config: Config, truth: Sequence[Utterance]) -> list[str]:
+    from training.inference import EmotionPredictor
+
+    predictor = EmotionPredictor.from_checkpoint(
+        config.resolve_path(config.classifier.checkpoint), device=config.classifier.device
+    )
+    labels: list[str] = []
+    batch = max(1, config.classifier.max_batch)
+    for k in range(0, len(truth), batch):
+        chunk = truth[k : k + batch]
+        preds = predictor.predict([u.text or None for u in chunk], [None] * len(chunk))
+        labels += [p.label for p in preds]
+    return labels
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``emostream evaluate`` (the common ones come from :mod:`stream.cli`)."""
+    parser.add_argument("media", nargs="?", default=None, help="the recording to replay (any file PyAV decodes)")
+    parser.add_argument(
+        "--truth",
+        action="append",
+        required=True,
+        metavar="CSV",
+        help="ground truth: MELD's CSV or start_s,end_s,text,emotion; repeat to merge files",
+    )
+    parser.add_argument("--season", type=int, default=None, help="MELD truth: keep this Season only")
+    parser.add_argument("--episode", type=int, default=None, help="MELD truth: keep this Episode only")
+    parser.add_argument("--offset-s", type=float, default=0.0, help="add this to every truth time (default 0)")
+    parser.add_argument("--json", default=None, metavar="OUT", help="write the full report as JSON")
+    parser.add_argument(
+        "--events",
+        default=None,
+        metavar="JSONL",
+        help="score these events (from `emostream run --jsonl`) instead of replaying MEDIA",
+    )
+    parser.add_argument("--keep-events", default=None, metavar="JSONL", help="where the replay writes its events")
+    parser.add_argument("--stream", default=None, help="the stream id to score when the events hold several")
+    parser.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.5,
+        help="overlap needed to match, as a fraction of the shorter span (default 0.5)",
+    )
+    parser.add_argument("--no-oracle", action="store_true", help="skip the text oracle (no classifier load)")
+
+
+def run_from_cli(config: Config, args: argparse.Namespace) -> int:
+    """``emostream evaluate``: replay (or read events), score, print markdown, optionally write JSON."""
+    if args.media is None and args.events is None:
+        print("emostream evaluate: give the MEDIA to replay, or --events JSONL to score", file=sys.stderr)
+        return 2
+    if args.media is not None and not Path(args.media).is_file():
+        print(f"emostream evaluate: media file not found: {args.media}", file=sys.stderr)
+        return 2
+    try:
+        truth = load_truth(args.truth, season=args.season, episode=args.episode, offset_s=args.offset_s)
+    except TruthError as exc:
+        print(f"emostream evaluate: {exc}", file=sys.stderr)
+        return 2
+    extra: dict[str, Any] = {
+        "media": args.media,
+        "truth_files": list(args.truth),
+        "asr_model": config.asr.model,
+        "checkpoint": config.classifier.checkpoint,
+    }
+    try:
+        if args.events is not None:
+            events = read_events(args.events)
+        else:
+            with tempfile.TemporaryDirectory(prefix="emostream-eval-") as tmp:
+                events_path = Path(args.keep_events or Path(tmp) / "events.jsonl")
+                wall = replay(args.media, events_path, run_args=_pipeline_args(args))
+                events = read_events(events_path)
+            audio_s = media_duration_s(args.media)
+            extra["replay"] = {"wall_s": wall, "audio_s": audio_s, "rtf": wall / audio_s if audio_s else None}
+        pred = predictions_from_events(events, stream=args.stream)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"emostream evaluate: {exc}", file=sys.stderr)
+        return 1
+    oracle = None
+    if not args.no_oracle:
+        try:
+            oracle = _oracle_labels(config, truth)
+        except (ImportError, OSError, ValueError, RuntimeError) as exc:
+            print(f"emostream evaluate: text oracle unavailable ({exc}); use --no-oracle to skip it", file=sys.stderr)
+            return 1
+    try:
+        report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra)
+    except ValueError as exc:
+        print(f"emostream evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(report_markdown(report), end="")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n")
+        print(f"report written to {args.json}")
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    raise TypeError(f"not JSON serialisable: {value!r}")
