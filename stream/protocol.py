@@ -19,6 +19,7 @@ from typing import Any, Final
 
 __all__ = [
     "CLIENT_TYPES",
+    "CONNECTION_STREAM",
     "EVENT_TYPES",
     "LABELS",
     "LABEL_COLORS",
@@ -49,6 +50,12 @@ LABEL_COLORS: Final = {
 # Events that concern the whole service rather than one source use this stream id.
 SERVICE_STREAM: Final = "_service"
 
+# Events that only one connection sees (``hello``, ``lagged``, ``pong``, ``error`` replies to what that
+# client sent) use this stream id. They are never logged nor replayed, and their ``seq`` is a watermark
+# (the last seq the service had assigned when they were made), not an id of their own: clients must not
+# use it for ``resume`` or de-duplication.
+CONNECTION_STREAM: Final = "_connection"
+
 EVENT_TYPES: Final = (
     "hello",  # on connect: labels, colours, streams, model ids
     "speech",  # state start/end of an utterance
@@ -58,6 +65,7 @@ EVENT_TYPES: Final = (
     "error",  # code + message; a stream or the service hit a problem
     "end",  # a stream's source finished
     "lagged",  # this subscriber lost `dropped` events because it read too slowly
+    "pong",  # the reply to a client's {"type": "ping"}
 )
 
 CLIENT_TYPES: Final = ("subscribe", "resume", "ping")
@@ -139,9 +147,34 @@ class ClientMessage:
 
 MAX_STREAM_FILTER: Final = 256
 MAX_STREAM_ID_CHARS: Final = 128
+# The largest client frame any config allows (``server.max_message_bytes`` <= 1 MiB): the parser refuses
+# bigger ones itself, so it stays bounded even when called without the websocket layer's limit.
+MAX_CLIENT_MESSAGE_BYTES: Final = 1 << 20
+# Error texts quote what the client sent; keep them short, whatever it sent.
+_MAX_QUOTE_CHARS: Final = 60
 
 
-def parse_client_message(raw: str | bytes) -> ClientMessage:
+def _quote(value: Any) -> str:
+    """A short description of a client-supplied value for an error message."""
+    if value is None or isinstance(value, str | int | float | bool):
+        text = repr(value) if not isinstance(value, int) or abs(value) < 10**40 else "a huge integer"
+    else:
+        # repr of a client's nested containers could be huge (or recurse deeply): name the type only.
+        text = f"a JSON {'array' if isinstance(value, list) else 'object' if isinstance(value, dict) else 'value'}"
+    return text if len(text) <= _MAX_QUOTE_CHARS else text[: _MAX_QUOTE_CHARS - 3] + "..."
+
+
+def _valid_stream_id(s: object) -> bool:
+    if not isinstance(s, str) or not 0 < len(s) <= MAX_STREAM_ID_CHARS:
+        return False
+    try:
+        s.encode("utf-8")  # a JSON escape such as "\ud800" yields a lone surrogate, which no event could carry
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMessage:
     """Parse one client frame; anything unexpected raises :class:`ProtocolError` with a reason.
 
     Accepted::
@@ -149,7 +182,21 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         {"type": "subscribe", "streams": ["mic", "ep1"]}   # or "streams": null for all
         {"type": "resume", "after_seq": 41}
         {"type": "ping"}
+
+    Frames over :data:`MAX_CLIENT_MESSAGE_BYTES` are refused; error messages stay short (they never
+    echo a whole payload back).
     """
+    if isinstance(raw, bytearray | memoryview):
+        raw = bytes(raw)
+    if isinstance(raw, str):
+        # len() counts characters; the UTF-8 size is at most 4 per character, so encode only near the limit.
+        size = len(raw) if len(raw) * 4 <= MAX_CLIENT_MESSAGE_BYTES else len(raw.encode("utf-8", "surrogatepass"))
+    elif isinstance(raw, bytes):
+        size = len(raw)
+    else:
+        raise ProtocolError("bad_message", f"message must be text or bytes, got {type(raw).__name__}")
+    if size > MAX_CLIENT_MESSAGE_BYTES:
+        raise ProtocolError("bad_message", f"message of {size} bytes exceeds the {MAX_CLIENT_MESSAGE_BYTES}-byte limit")
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -158,12 +205,14 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     try:
         obj = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError("bad_message", f"message is not valid JSON: {exc}") from exc
+        raise ProtocolError("bad_message", f"message is not valid JSON: {str(exc)[:120]}") from exc
     if not isinstance(obj, dict):
         raise ProtocolError("bad_message", "message must be a JSON object")
     kind = obj.get("type")
-    if kind not in CLIENT_TYPES:
-        raise ProtocolError("bad_request", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        raise ProtocolError(
+            "bad_request", f"unknown message type {_quote(kind)}; expected one of {', '.join(CLIENT_TYPES)}"
+        )
     if kind == "ping":
         return ClientMessage("ping")
     if kind == "subscribe":
@@ -172,10 +221,12 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
             return ClientMessage("subscribe", streams=None)
         if not isinstance(streams, list) or len(streams) > MAX_STREAM_FILTER:
             raise ProtocolError("bad_request", f"streams must be a list of at most {MAX_STREAM_FILTER} stream ids")
-        if not all(isinstance(s, str) and 0 < len(s) <= MAX_STREAM_ID_CHARS for s in streams):
-            raise ProtocolError("bad_request", f"each stream id must be a string of 1-{MAX_STREAM_ID_CHARS} characters")
+        if not all(_valid_stream_id(s) for s in streams):
+            raise ProtocolError(
+                "bad_request", f"each stream id must be a valid string of 1-{MAX_STREAM_ID_CHARS} characters"
+            )
         return ClientMessage("subscribe", streams=tuple(dict.fromkeys(streams)))
     after = obj.get("after_seq")
     if not isinstance(after, int) or isinstance(after, bool) or after < -1 or after > 2**53:
-        raise ProtocolError("bad_request", f"after_seq must be an integer >= -1, got {after!r}")
+        raise ProtocolError("bad_request", f"after_seq must be an integer in [-1, 2**53], got {_quote(after)}")
     return ClientMessage("resume", after_seq=after)
