@@ -138,8 +138,12 @@ def read_truth_rows(
     stem = Path(source).stem  # MELD's dialogue ids repeat across splits: keep the file in the id
     rows: list[Utterance] = []
     episodes: set[tuple[str, str]] = set()
-    for line, row in enumerate(reader, start=2):
+    required = MELD_COLUMNS if is_meld else PLAIN_COLUMNS
+    for row in reader:
+        line = reader.line_num  # the physical line, also after quoted multi-line texts
         where = f"{source} line {line}"
+        if any(row.get(c) is None for c in required):
+            raise TruthError(f"{where}: too few fields; expected the columns {', '.join(required)}")
         try:
             if is_meld:
                 ep = (row.get("Season", "").strip(), row.get("Episode", "").strip())
@@ -154,7 +158,7 @@ def read_truth_rows(
             else:
                 start, end = float(row["start_s"]), float(row["end_s"])
                 uid, utt_text, emotion = f"row{line}", row["text"] or "", row["emotion"] or ""
-        except (ValueError, TypeError) as exc:  # TypeError: a short row gives None fields
+        except ValueError as exc:
             raise TruthError(f"{where}: {exc}") from exc
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
             raise TruthError(f"{where}: times must be finite and non-negative, got {start}..{end}")
