@@ -1,0 +1,1 @@
+"""Benchmarks: latency, throughput, fan-out, memory, classifier (see README "Benchmarks")."""
