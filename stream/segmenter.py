@@ -13,7 +13,8 @@ Rules (all lengths rounded up to whole frames):
 * ``end_silence`` of non-speech after the last speech frame ends the utterance
   (:class:`UtteranceEnd`), keeping ``post_roll`` of that silence.
 * An utterance reaching ``max_utterance`` is cut there (``forced=True``); the speech that follows
-  starts a new candidate with no pre-roll, so no sample belongs to two utterances.
+  starts a new candidate with no pre-roll, so no sample belongs to two utterances; when it resumes
+  within ``end_silence`` it continues the cut utterance and is kept however short.
 * :meth:`Segmenter.flush` (end of input) ends a confirmed utterance and drops an unconfirmed one.
 """
 
@@ -125,6 +126,9 @@ class Segmenter:
         self._confirmed = False
         self._first_speech = 0  # index into self._frames
         self._last_speech = 0
+        # Frames of silence since a forced split (None: no split pending). Speech resuming within
+        # end_silence continues the cut utterance, so it needs no min_speech to be kept.
+        self._since_forced: int | None = None
 
     @property
     def in_utterance(self) -> bool:
@@ -136,6 +140,8 @@ class Segmenter:
         out: list[SegmenterOutput] = []
         if not self._active:
             if not is_speech:
+                if self._since_forced is not None:
+                    self._since_forced = self._since_forced + 1 if self._since_forced + 1 < self._end_frames else None
                 if self._pre_frames:
                     self._preroll.append((start_sample, frame))
                 return out
@@ -150,8 +156,10 @@ class Segmenter:
             if is_speech:
                 self._last_speech = len(self._frames) - 1
         index = len(self._frames) - 1
-        if not self._confirmed and self._last_speech - self._first_speech + 1 >= self._min_frames:
+        continuing = self._since_forced is not None
+        if not self._confirmed and (continuing or self._last_speech - self._first_speech + 1 >= self._min_frames):
             self._confirmed = True
+            self._since_forced = None
             out.append(SpeechStart(self._frames[0][0]))
         silence = index - self._last_speech
         if silence >= max(self._end_frames, self._post_frames):
@@ -161,6 +169,7 @@ class Segmenter:
                 self._discard()
         elif self._confirmed and len(self._frames) >= self._max_frames:
             out.append(self._finish(len(self._frames), forced=True))
+            self._since_forced = 0
         return out
 
     def flush(self) -> list[SegmenterOutput]:
@@ -170,6 +179,7 @@ class Segmenter:
             out.append(self._finish(min(len(self._frames), self._last_speech + self._post_frames + 1), forced=False))
         self._reset()
         self._preroll.clear()
+        self._since_forced = None
         return out
 
     def _finish(self, keep: int, *, forced: bool) -> UtteranceEnd:
