@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Framer", "SegmenterParams", "Segmenter", "SpeechStart", "UtteranceEnd"]
+__all__ = ["Framer", "Segmenter", "SegmenterParams", "SpeechStart", "Utterance", "UtteranceEnd"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +214,17 @@ class Segmenter:
         self._active = False
         self._confirmed = False
         self._first_speech = self._last_speech = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A finished utterance of one stream, as the later stages see it (times on the source's timeline)."""
+
+    stream: str
+    utterance_id: str
+    start_s: float
+    end_s: float
+    speech_end_s: float  # end of the last speech frame (``end_s`` adds the post-roll)
+    audio: np.ndarray  # float32 mono 16 kHz in [-1, 1]
+    speech_end_at: float  # clock time when the end of speech was heard (for ``latency_ms``)
+    forced: bool = False

@@ -1,0 +1,370 @@
+"""Audio sources: the microphone (sounddevice) and replay of media files (PyAV).
+
+A source is an async iterator of :class:`AudioChunk` (16 kHz mono int16 with its exact start sample
+on the source's own timeline) and :class:`SourceProblem` (something to report as an ``error`` event).
+A gap between consecutive chunks' samples means audio was dropped.
+
+Overflow policy: file replay is never lossy -- when the pipeline falls behind it simply reads the
+file later (back-pressure). The microphone cannot wait, so its PortAudio callback only copies the
+block into :class:`MicBuffer`, which keeps at most ``audio.mic_buffer_s`` seconds and drops the
+*oldest* audio beyond that, counting the dropped samples for ``stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from stream.config import AudioConfig
+from stream.devices import AudioDevice, DeviceError, find_input_device, load_sounddevice
+from training.audio import AudioDecodeError, iter_audio_chunks
+
+__all__ = [
+    "AudioChunk",
+    "MicBuffer",
+    "MicSource",
+    "ReplaySource",
+    "Source",
+    "SourceItem",
+    "SourceProblem",
+    "to_int16",
+]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """``pcm`` (int16 mono, 16 kHz) starts at ``start_sample`` of stream ``stream``."""
+
+    stream: str
+    start_sample: int
+    pcm: np.ndarray
+    arrival: float  # clock time when the chunk's last sample became available to the pipeline
+
+    @property
+    def end_sample(self) -> int:
+        return self.start_sample + self.pcm.size
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProblem:
+    """A problem to report (``code`` from ``stream.protocol.ERROR_CODES``); fatal ones end the source."""
+
+    stream: str
+    code: str
+    message: str
+    fatal: bool = False
+
+
+SourceItem = AudioChunk | SourceProblem
+
+
+class Source(Protocol):
+    """What the pipeline needs from a source."""
+
+    stream_id: str
+    kind: str  # "file" | "mic"
+    name: str  # the path or the device, for ``hello``
+    speed: float | None  # audio seconds per wall second (1.0 live); None = as fast as possible
+
+    def __aiter__(self) -> AsyncIterator[SourceItem]: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """float32 [-1, 1] -> int16, rounding and clipping."""
+    return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+class ReplaySource:
+    """A media file decoded by ``training.audio.iter_audio_chunks`` in a worker thread.
+
+    Paced at ``speed`` times real time (chunk *n* is released when its last sample is due), or as
+    fast as the consumer takes it with ``fast=True``.
+    """
+
+    kind = "file"
+
+    def __init__(
+        self,
+        stream_id: str,
+        path: str | Path,
+        *,
+        chunk_ms: int = 100,
+        speed: float = 1.0,
+        fast: bool = False,
+        sample_rate_hz: int = 16000,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError(f"replay speed must be > 0, got {speed}")
+        self.stream_id = stream_id
+        self.path = Path(path)
+        self.name = str(path)
+        self.speed: float | None = None if fast else speed
+        self._chunk = sample_rate_hz * chunk_ms // 1000
+        self._rate = sample_rate_hz
+        self._clock = clock
+        self._sleep = sleep
+        self._samples = 0
+        self._behind_s = 0.0
+
+    def stats(self) -> dict[str, float]:
+        return {"audio_s": self._samples / self._rate, "behind_s": round(self._behind_s, 3)}
+
+    def __aiter__(self) -> AsyncIterator[SourceItem]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[SourceItem]:
+        loop = asyncio.get_running_loop()
+        chunks = iter_audio_chunks(self.path, chunk_samples=self._chunk, sample_rate_hz=self._rate)
+        start = self._clock()
+        try:
+            while True:
+                try:
+                    block = await loop.run_in_executor(None, next, chunks, None)
+                except (AudioDecodeError, OSError) as exc:
+                    yield SourceProblem(self.stream_id, "source_failed", f"cannot replay {self.path}: {exc}", True)
+                    return
+                if block is None:
+                    return
+                pcm = to_int16(block)
+                if self.speed is not None:
+                    due = start + (self._samples + pcm.size) / (self._rate * self.speed)
+                    delay = due - self._clock()
+                    if delay > 0:
+                        await self._sleep(delay)
+                    else:
+                        self._behind_s = -delay  # the consumer is slower than the requested pace
+                chunk = AudioChunk(self.stream_id, self._samples, pcm, self._clock())
+                self._samples += pcm.size
+                yield chunk
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # stop the decoder and close the file now, not at garbage collection
+                close()
+
+
+class MicBuffer:
+    """The bounded hand-off from PortAudio's thread to the event loop.
+
+    :meth:`put` runs in the audio callback: it holds a lock for a few list operations only, never
+    waits, and drops the oldest blocks beyond ``capacity_samples`` (counted in ``dropped_samples``).
+    ``notify`` is called (from that thread) when a consumer is waiting; it must be thread-safe,
+    e.g. ``lambda: loop.call_soon_threadsafe(event.set)``.
+    """
+
+    def __init__(self, capacity_samples: int, notify: Callable[[], None]) -> None:
+        if capacity_samples <= 0:
+            raise ValueError("capacity_samples must be positive")
+        self.capacity_samples = capacity_samples
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._blocks: deque[tuple[int, np.ndarray, float]] = deque()
+        self._size = 0
+        self._waiting = True
+        self.dropped_samples = 0
+        self.next_sample = 0  # timeline position of the next captured sample
+
+    def put(self, pcm: np.ndarray, captured_at: float) -> None:
+        with self._lock:
+            self._blocks.append((self.next_sample, pcm, captured_at))
+            self.next_sample += pcm.size
+            self._size += pcm.size
+            while self._size > self.capacity_samples and len(self._blocks) > 1:
+                _, old, _ = self._blocks.popleft()
+                self._size -= old.size
+                self.dropped_samples += old.size
+            wake, self._waiting = self._waiting, False
+        if wake:
+            try:
+                self._notify()
+            except RuntimeError:  # the event loop is closing
+                pass
+
+    def take(self) -> list[tuple[int, np.ndarray, float]]:
+        """Everything buffered, oldest first; when empty, the next :meth:`put` notifies."""
+        with self._lock:
+            blocks = list(self._blocks)
+            self._blocks.clear()
+            self._size = 0
+            if not blocks:
+                self._waiting = True
+            return blocks
+
+    @property
+    def depth_samples(self) -> int:
+        with self._lock:
+            return self._size
+
+
+class _DeviceLost(Exception):
+    pass
+
+
+class MicSource:
+    """A sounddevice ``InputStream`` at 16 kHz mono int16; reconnects with exponential backoff.
+
+    When opening or streaming fails (device unplugged, PortAudio error, no audio for ``stall_s``), a
+    :class:`SourceProblem` is yielded, the stream is closed and reopened after ``mic_retry_initial_s``,
+    doubling up to ``mic_retry_max_s``. The timeline keeps running meanwhile, so the outage shows as a gap.
+    """
+
+    kind = "mic"
+    speed: float | None = 1.0
+
+    def __init__(
+        self,
+        stream_id: str,
+        device: str,
+        *,
+        config: AudioConfig,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        sounddevice: Any = None,
+        find_device: Callable[[str], AudioDevice] = find_input_device,
+        stall_s: float = 2.0,
+    ) -> None:
+        self.stream_id = stream_id
+        self.device_spec = device
+        self.name = device or "default input"
+        self._cfg = config
+        self._clock = clock
+        self._sleep = sleep
+        self._sd = sounddevice
+        self._find_device = find_device
+        self._rate = config.sample_rate_hz
+        self._block = config.mic_block_ms * self._rate // 1000
+        self._stall_s = max(stall_s, 4 * config.mic_block_ms / 1000)
+        self._buffer: MicBuffer | None = None
+        self._dropped_before = 0
+        self.overflows = 0
+        self.reconnects = 0
+        self._failed = False  # set from PortAudio's thread
+        self._failure = ""
+
+    def stats(self) -> dict[str, float]:
+        buf = self._buffer
+        dropped = self._dropped_before + (buf.dropped_samples if buf else 0)
+        return {
+            "dropped_s": dropped / self._rate,
+            "buffered_s": (buf.depth_samples if buf else 0) / self._rate,
+            "overflows": self.overflows,
+            "reconnects": self.reconnects,
+        }
+
+    def __aiter__(self) -> AsyncIterator[SourceItem]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[SourceItem]:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        t0 = self._clock()
+        delay = self._cfg.mic_retry_initial_s
+        first = True
+
+        def notify() -> None:  # runs in PortAudio's thread: schedule, never touch the Event directly
+            loop.call_soon_threadsafe(wake.set)
+
+        while True:
+            buf = MicBuffer(round(self._cfg.mic_buffer_s * self._rate), notify)
+            buf.next_sample = round((self._clock() - t0) * self._rate)  # the outage stays a gap on the timeline
+            if self._buffer is not None:
+                self._dropped_before += self._buffer.dropped_samples
+            self._buffer = buf
+            self._failed = False
+            stream = None
+            try:
+                stream = await loop.run_in_executor(None, self._open, buf)
+                logger.info("%s: recording from %s", self.stream_id, self.name)
+                async for chunk in self._drain(buf, wake, stream):
+                    delay = self._cfg.mic_retry_initial_s  # audio flows again: reset the backoff
+                    yield chunk
+            except (DeviceError, _DeviceLost, OSError, RuntimeError, ValueError) as exc:
+                code = "source_failed" if first else "device_lost"
+                yield SourceProblem(self.stream_id, code, f"microphone {self.name!r}: {exc}; retrying in {delay:g} s")
+                logger.warning("%s: microphone failed (%s); retrying in %g s", self.stream_id, exc, delay)
+            finally:
+                if stream is not None:
+                    await loop.run_in_executor(None, _close_quietly, stream)
+            first = False
+            self.reconnects += 1
+            await self._sleep(delay)
+            delay = min(delay * 2, self._cfg.mic_retry_max_s)
+
+    def _open(self, buf: MicBuffer) -> Any:
+        sd = self._sd if self._sd is not None else load_sounddevice()
+        dev = self._find_device(self.device_spec)
+        self.name = f"{dev.index}: {dev.name}"
+
+        def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+            # PortAudio's thread: copy, hand off, return. No waiting, no asyncio objects.
+            if status and getattr(status, "input_overflow", False):
+                self.overflows += 1
+            buf.put(indata[:, 0].copy(), self._clock())
+
+        def finished() -> None:
+            if not self._failed:
+                self._failed = True
+                self._failure = "the input stream stopped"
+                buf.put(np.zeros(0, dtype=np.int16), self._clock())  # wake the consumer
+
+        stream = sd.InputStream(
+            device=dev.index,
+            samplerate=self._rate,
+            channels=1,
+            dtype="int16",
+            blocksize=self._block,
+            callback=callback,
+            finished_callback=finished,
+        )
+        try:
+            stream.start()
+        except Exception:
+            _close_quietly(stream)
+            raise
+        return stream
+
+    async def _drain(self, buf: MicBuffer, wake: asyncio.Event, stream: Any) -> AsyncIterator[AudioChunk]:
+        while True:
+            blocks = buf.take()
+            if not blocks:
+                wake.clear()
+                blocks = buf.take()  # a put may have landed between take() and clear()
+            if not blocks:
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=self._stall_s)
+                except TimeoutError:
+                    raise _DeviceLost(f"no audio for {self._stall_s:g} s") from None
+                continue
+            for start, pcm, captured in blocks:
+                if pcm.size:
+                    yield AudioChunk(self.stream_id, start, pcm, captured)
+            if self._failed or not getattr(stream, "active", True):
+                raise _DeviceLost(self._failure or "the input stream is no longer active")
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.abort()
+    except Exception as exc:
+        logger.debug("aborting the input stream failed: %s", exc)
+    try:
+        stream.close()
+    except Exception as exc:
+        logger.debug("closing the input stream failed: %s", exc)
