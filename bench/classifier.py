@@ -1,0 +1,127 @@
+"""Classifier throughput: utterances per second, batch 1 vs batched, on CPU (and CUDA when present).
+
+Inputs are the utterances of the spoken test set (``bench.make_testset``: MELD dev text, espeak-ng
+audio cut at the truth spans), so text lengths and audio durations are realistic for dialogue. Two
+workloads: ``text`` (the text branch alone, what an utterance without usable audio costs) and
+``text+audio`` (what the service runs per utterance: Whisper-encoder features + prosody + fusion).
+Without the default checkpoint an untrained model of the default architecture is timed instead
+(same cost; the result says so).
+
+Usage: ``python -m bench.classifier [--n 16] [--batches 1,8,16] [--repeats 2]``; ``--full`` uses 64
+utterances and 3 repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import REPO, RESULTS, markdown_table, setup_logging, write_result
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = REPO / "models" / "emostream-default.pt"
+
+
+def load_utterances(n: int, *, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
+    """``n`` (text, audio) pairs from a spoken test set built (or reused) under bench/results/."""
+    from bench.make_testset import build_testset
+    from training.audio import load_audio
+
+    ts = build_testset(RESULTS / f"testset-classifier-{n}", n=n, seed=seed)
+    audio = load_audio(ts.wav)
+    texts, clips = [], []
+    with ts.truth_csv.open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            a, b = round(float(row["start_s"]) * 16000), round(float(row["end_s"]) * 16000)
+            texts.append(row["text"])
+            clips.append(audio[a:b].copy())
+    return texts, clips
+
+
+def load_predictor(checkpoint: Path, device: str) -> tuple[Any, str]:
+    """The checkpoint's predictor, or an untrained default-architecture one when it is missing."""
+    from training.inference import EmotionPredictor
+
+    if checkpoint.is_file():
+        return EmotionPredictor.from_checkpoint(checkpoint, device=device), str(checkpoint)
+    from stream.protocol import LABELS
+    from training.device import resolve_device
+    from training.features import AudioFeatureExtractor, FeatureConfig
+    from training.model import FusionClassifier, ModelConfig
+
+    logger.warning("%s not found: timing an untrained model of the default architecture", checkpoint)
+    features = FeatureConfig()
+    dim = AudioFeatureExtractor(features).dim
+    model = FusionClassifier(ModelConfig(labels=tuple(LABELS), mode="fusion", audio_dim=dim), features)
+    model = model.to(resolve_device(device))
+    return EmotionPredictor(model, name="untrained default architecture"), "untrained default architecture"
+
+
+def time_predict(
+    predictor: Any, texts: Sequence[str], clips: Sequence[np.ndarray | None], batch: int, repeats: int
+) -> dict[str, float]:
+    """Best of ``repeats`` passes over all utterances in batches of ``batch``: utterances/s and ms/utterance."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for k in range(0, len(texts), batch):
+            predictor.predict(list(texts[k : k + batch]), list(clips[k : k + batch]))
+        best = min(best, time.perf_counter() - t0)
+    return {"utterances_per_s": len(texts) / best, "ms_per_utterance": 1000 * best / len(texts)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.classifier", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=16, help="utterances (default 16)")
+    p.add_argument("--batches", default="1,8,16", help="batch sizes (default 1,8,16)")
+    p.add_argument("--repeats", type=int, default=2, help="passes per setting; the best counts (default 2)")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--devices", default="auto", help="cpu,cuda or auto (= cpu, plus cuda when present)")
+    p.add_argument("--full", action="store_true", help="64 utterances, batches 1,8,16,32, 3 repeats")
+    args = p.parse_args(argv)
+    setup_logging()
+    import torch
+
+    n, repeats = (64, 3) if args.full else (args.n, args.repeats)
+    batches = [1, 8, 16, 32] if args.full else [int(b) for b in args.batches.split(",")]
+    devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])] if args.devices == "auto" else \
+        args.devices.split(",")  # fmt: skip
+    texts, clips = load_utterances(n)
+    seconds = sum(c.size for c in clips) / 16000
+    rows, results = [], []
+    for device in devices:
+        predictor, source = load_predictor(args.checkpoint, device)
+        workloads: dict[str, list[np.ndarray | None]] = {"text": [None] * len(texts)}
+        if predictor.uses_audio:
+            workloads["text+audio"] = list(clips)
+        for name, audio in workloads.items():
+            predictor.predict(texts[:2], audio[:2])  # warm-up: lazy model loads, first-call allocations
+            for batch in batches:
+                r = time_predict(predictor, texts, audio, batch, repeats)
+                row = {"device": device, "workload": name, "batch": batch,
+                       "utt/s": round(r["utterances_per_s"], 1), "ms/utt": round(r["ms_per_utterance"], 1)}  # fmt: skip
+                rows.append(row)
+                results.append({**row, **r})
+                logger.info("%s %s batch %d: %.1f utt/s", device, name, batch, r["utterances_per_s"])
+    table = markdown_table(rows)
+    print(table)
+    path = write_result("classifier", {
+        "settings": {"utterances": len(texts), "audio_s": round(seconds, 2), "repeats": repeats,
+                     "checkpoint": source, "torch_threads": torch.get_num_threads()},
+        "results": results,
+        "table": table,
+    })  # fmt: skip
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
