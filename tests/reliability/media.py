@@ -107,9 +107,7 @@ def build_corpus(folder: Path, *, seed: int = 7) -> dict[str, MediaCase]:
     _truncate(folder / "_full.mp4", folder / "truncated-moov-last.mp4", 0.5)
     add("truncated-moov-last.mp4", "error")
     # mp4 with its index first: the index promises samples the file no longer has.
-    ffmpeg(
-        [*_sine(440, 44100, 2.0), "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(folder / "_fs.m4a")]
-    )
+    ffmpeg([*_sine(440, 44100, 2.0), "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(folder / "_fs.m4a")])
     _truncate(folder / "_fs.m4a", folder / "truncated-faststart.m4a", 0.6)
     add("truncated-faststart.m4a", "either", duration_s=2.0)
 
