@@ -1,0 +1,382 @@
+"""``FusionClassifier``: text branch + audio branch, concatenated, MLP head over the MELD labels.
+
+* Text branch: a transformers encoder (default the packaged all-MiniLM-L6-v2), mean-pooled over
+  real tokens; only its top ``text_trainable_layers`` layers are trained.
+* Audio branch: the feature vector of :mod:`training.features`, standardised with statistics from
+  the training set, then an MLP (or, for ``logmel-cnn``, a small CNN over the log-mel patch).
+* A missing branch (no transcript, no audio, or a mode without that branch) is replaced by a
+  learned "missing" embedding, so the head always sees ``[text, audio]``. Modality dropout during
+  training (see ``training.train``) teaches the head to work with either branch alone.
+
+Checkpoints are self-describing and store only what training changed: the frozen layers of the
+packaged text encoder are reloaded from the packaged weights, whose sha256 is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.device import resolve_device
+from training.features import LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
+from training.settings import ConfigError
+from training.weights import ModelError, ResolvedModel, resolve_text_encoder, sha256_file
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "FusionClassifier", "ModelConfig"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "emostream-fusion-classifier"
+CHECKPOINT_VERSION = 1
+MODES = ("text", "audio", "fusion")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, of another format/version, or does not match its base models."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """The architecture; stored in the checkpoint so the model rebuilds from the file alone."""
+
+    labels: tuple[str, ...]
+    mode: str = "fusion"  # "text" | "audio" | "fusion"
+    text_encoder: str = "all-MiniLM-L6-v2"
+    text_trainable_layers: int = 2
+    max_text_tokens: int = 64
+    audio_dim: int = 0  # length of the feature vector from training.features
+    audio_kind: str = "whisper"  # "whisper" (MLP over pooled encoder states) | "logmel-cnn"
+    hidden_dim: int = 256
+    dropout: float = 0.3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode != "text" and self.audio_dim <= 0:
+            raise ValueError(f"mode {self.mode!r} needs audio_dim > 0")
+        if len(self.labels) < 2:
+            raise ValueError("at least two labels are needed")
+
+    @property
+    def uses_text(self) -> bool:
+        return self.mode in ("text", "fusion")
+
+    @property
+    def uses_audio(self) -> bool:
+        return self.mode in ("audio", "fusion")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**{**data, "labels": tuple(data["labels"])})
+
+
+def _encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer block list of a transformers encoder (BERT, RoBERTa, MPNet, DistilBERT...)."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None) or getattr(
+        getattr(model, "config", None), "n_layers", None
+    )
+    best: nn.ModuleList | None = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and (n is None or len(module) == n):
+            best = module
+            break
+    if best is None:
+        raise ModelError(f"cannot find the layer list of {type(model).__name__}")
+    return best
+
+
+def _text_sha256(resolved: ResolvedModel) -> str:
+    if resolved.provenance.get("sha256"):
+        return resolved.provenance["sha256"]
+    folder = Path(resolved.path)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return sha256_file(folder / name)
+    return ""  # a hub name: identified by name only
+
+
+class _AudioCNN(nn.Module):
+    """Log-mel patch (+ prosody tail) -> vector, trained from scratch."""
+
+    def __init__(self, audio_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.mel_size = LOGMEL_BANDS * LOGMEL_FRAMES
+        self.tail = audio_dim - self.mel_size
+        if self.tail < 0:
+            raise ValueError(f"logmel-cnn needs audio_dim >= {self.mel_size}, got {audio_dim}")
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.GELU(), nn.AdaptiveAvgPool2d(1),
+        )  # fmt: skip
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(64 + self.tail, hidden), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mel = x[:, : self.mel_size].reshape(-1, 1, LOGMEL_BANDS, LOGMEL_FRAMES)
+        pooled = self.conv(mel).flatten(1)
+        return self.out(torch.cat([pooled, x[:, self.mel_size :]], dim=1))
+
+
+class FusionClassifier(nn.Module):
+    """Late-fusion classifier; see the module docstring. ``forward`` returns logits ``(B, n_labels)``."""
+
+    audio_mean: torch.Tensor
+    audio_std: torch.Tensor
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        feature_config: FeatureConfig | None = None,
+        *,
+        text_model: ResolvedModel | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_config = feature_config if config.uses_audio else None
+        if config.uses_audio and feature_config is None:
+            raise ValueError("a model with an audio branch needs its feature_config")
+        hidden = config.hidden_dim
+        self.text_model: ResolvedModel | None = None
+        self.text_sha256 = ""
+        self._trainable_text_prefixes: tuple[str, ...] = ()
+        if config.uses_text:
+            from transformers import AutoModel, AutoTokenizer
+
+            resolved = text_model or resolve_text_encoder(config.text_encoder)
+            self.text_model = resolved
+            self.text_sha256 = _text_sha256(resolved)
+            self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+            self.text_encoder = AutoModel.from_pretrained(resolved.path)
+            self._freeze_text(config.text_trainable_layers)
+            width = int(self.text_encoder.config.hidden_size)
+            self.text_proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, hidden), nn.GELU())
+        if config.uses_audio:
+            self.register_buffer("audio_mean", torch.zeros(config.audio_dim))
+            self.register_buffer("audio_std", torch.ones(config.audio_dim))
+            if config.audio_kind == "logmel-cnn":
+                self.audio_net: nn.Module = _AudioCNN(config.audio_dim, hidden, config.dropout)
+            else:
+                self.audio_net = nn.Sequential(
+                    nn.Dropout(0.1),
+                    nn.Linear(config.audio_dim, hidden), nn.GELU(), nn.Dropout(config.dropout),
+                    nn.Linear(hidden, hidden), nn.GELU(),
+                )  # fmt: skip
+        self.text_missing = nn.Parameter(torch.zeros(hidden))
+        self.audio_missing = nn.Parameter(torch.zeros(hidden))
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(hidden, len(config.labels)),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ text
+    def _freeze_text(self, trainable_layers: int) -> None:
+        for p in self.text_encoder.parameters():
+            p.requires_grad_(False)
+        layers = _encoder_layers(self.text_encoder)
+        k = min(trainable_layers, len(layers))
+        names = {id(m): n for n, m in self.text_encoder.named_modules()}
+        prefixes = [f"text_encoder.{names[id(layer)]}." for layer in list(layers)[len(layers) - k :]]
+        if trainable_layers > len(layers):  # "all": embeddings too
+            for p in self.text_encoder.parameters():
+                p.requires_grad_(True)
+            prefixes = ["text_encoder."]
+        for layer in list(layers)[len(layers) - k :]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        self._trainable_text_prefixes = tuple(prefixes)
+
+    def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.config.max_text_tokens, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.text_proj(pooled)
+
+    # ------------------------------------------------------------------ audio
+    def set_audio_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardise audio features with training-set statistics (stored in the checkpoint)."""
+        self.audio_mean.copy_(mean.to(self.audio_mean))
+        self.audio_std.copy_(std.to(self.audio_std).clamp(min=1e-4))
+
+    def encode_audio(self, features: torch.Tensor) -> torch.Tensor:
+        return self.audio_net((features - self.audio_mean) / self.audio_std)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        *,
+        batch_size: int,
+        text_rows: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        audio_rows: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for ``batch_size`` rows.
+
+        ``text_rows``: indices of the rows that have text, with ``input_ids``/``attention_mask`` for
+        exactly those rows; ``audio_rows`` likewise with ``audio_features``. Other rows use the
+        learned "missing" embedding for that branch.
+        """
+        hidden = self.config.hidden_dim
+        text_vec = self.text_missing.expand(batch_size, hidden)
+        audio_vec = self.audio_missing.expand(batch_size, hidden)
+        if text_rows is not None and text_rows.numel():
+            if not self.config.uses_text:
+                raise ValueError("this model has no text branch")
+            assert input_ids is not None and attention_mask is not None
+            enc = self.encode_text(input_ids, attention_mask).to(text_vec.dtype)
+            text_vec = text_vec.index_put((text_rows,), enc)
+        if audio_rows is not None and audio_rows.numel():
+            if not self.config.uses_audio:
+                raise ValueError("this model has no audio branch")
+            assert audio_features is not None
+            enc = self.encode_audio(audio_features.float()).to(audio_vec.dtype)
+            audio_vec = audio_vec.index_put((audio_rows,), enc)
+        return self.head(torch.cat([text_vec, audio_vec], dim=1))
+
+    # ------------------------------------------------------------------ checkpoints
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything except the frozen text-encoder weights (those come from the packaged model)."""
+        out = {}
+        for key, value in self.state_dict().items():
+            if key.startswith("text_encoder.") and not key.startswith(self._trainable_text_prefixes):
+                continue
+            out[key] = value.detach().cpu().clone()
+        return out
+
+    def base_models(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        if self.text_model is not None:
+            out["text"] = {
+                "name": self.text_model.name,
+                "model_id": self.text_model.model_id,
+                "sha256": self.text_sha256,
+                **{k: v for k, v in self.text_model.provenance.items() if k != "sha256"},
+            }
+        return out
+
+    def save(
+        self,
+        path: str | Path,
+        *,
+        metrics: dict[str, Any] | None = None,
+        trained_on: dict[str, str] | None = None,
+        audio_model: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write the self-describing checkpoint (atomically) and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        base = self.base_models()
+        if audio_model:
+            base["audio"] = dict(audio_model)
+        try:
+            version = importlib.metadata.version("emostream")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        blob = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "emostream_version": version,
+            "torch_version": str(torch.__version__),
+            "labels": list(self.config.labels),
+            "model_config": self.config.to_dict(),
+            "feature_config": self.feature_config.to_dict() if self.feature_config else None,
+            "modalities": [m for m, on in (("text", self.config.uses_text), ("audio", self.config.uses_audio)) if on],
+            "base_models": base,
+            "trained_on": dict(trained_on or {}),
+            "metrics": dict(metrics or {}),
+            "extra": dict(extra or {}),
+            "state_dict": self.trained_state_dict(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+        return path
+
+    @staticmethod
+    def read_checkpoint(path: str | Path) -> dict[str, Any]:
+        """The checkpoint's dict, validated for format and version (weights not yet applied)."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged file
+            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
+        if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is not an emostream classifier checkpoint (format {CHECKPOINT_FORMAT!r})")
+        version = blob.get("format_version")
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{path} has checkpoint format version {version}; this emostream reads version {CHECKPOINT_VERSION}"
+            )
+        for key in ("model_config", "labels", "state_dict", "base_models"):
+            if key not in blob:
+                raise CheckpointError(f"checkpoint {path} lacks {key!r}")
+        return blob
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> FusionClassifier:
+        """Rebuild the model from the checkpoint alone (plus the packaged base models), in eval mode."""
+        blob = cls.read_checkpoint(path)
+        try:
+            config = ModelConfig.from_dict(blob["model_config"])
+            fcfg = FeatureConfig.from_dict(blob["feature_config"]) if blob.get("feature_config") else None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {path} has an incompatible model config: {exc}") from exc
+        try:
+            model = cls(config, fcfg)
+        except (ModelError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot build the model of checkpoint {path}: {exc}") from exc
+        stored = blob["base_models"].get("text", {}).get("sha256", "")
+        if config.uses_text and stored and model.text_sha256 and stored != model.text_sha256:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on text encoder {config.text_encoder!r} with sha256 {stored[:12]}..., "
+                f"but the installed one has {model.text_sha256[:12]}...; reinstall the pinned package or retrain"
+            )
+        state = blob["state_dict"]
+        expected = set(model.trained_state_dict())
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit its model config: missing {sorted(missing)[:3]}, "
+                f"unexpected {sorted(unexpected)[:3]}"
+            )
+        try:
+            model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {path} has weights of the wrong shape: {exc}") from exc
+        model.checkpoint_meta = {k: v for k, v in blob.items() if k != "state_dict"}
+        try:
+            dev = resolve_device(device)
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from exc
+        return model.to(dev).eval()
+
+    checkpoint_meta: dict[str, Any] = {}  # noqa: RUF012 - set per instance by from_checkpoint
