@@ -198,6 +198,9 @@ class TrainingDataConfig:
     calm_as_neutral: bool = True  # RAVDESS calm -> neutral (False: drop calm clips)
     ravdess_test_actors: tuple[int, ...] = (17, 18, 19, 20)
     emodb_test_speakers: tuple[int, ...] = (15, 16)
+    ravdess_dev_actors: tuple[int, ...] = (15, 16)  # early stopping for the audio branch; never tested on
+    emodb_dev_speakers: tuple[int, ...] = (14,)
+    audio_corpora: tuple[str, ...] = ("ravdess", "emodb")  # extra audio-only corpora ([] = none)
     cache_dir: str = ""  # feature cache; empty = the user cache dir
     max_train_samples: int = field(default=0, metadata=bounds(0))  # 0 = all
 
@@ -226,6 +229,8 @@ class TrainingOptimConfig:
     warmup_ratio: float = field(default=0.1, metadata=bounds(0.0, 1.0))
     patience_epochs: int = field(default=2, metadata=bounds(1, 1000))
     class_weighted_loss: bool = True
+    class_weight_power: float = field(default=0.5, metadata=bounds(0.0, 2.0))  # (N/(K*n_c))**power
+    audio_oversample: int = field(default=0, metadata=bounds(0, 100))  # 0 = auto; repeats of audio-only rows
     seed: int = field(default=1234, metadata=bounds(0))
     device: str = field(default="auto", metadata=_DEVICE)
     num_threads: int = field(default=0, metadata=bounds(0, 1024))  # 0 = torch default
