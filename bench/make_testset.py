@@ -146,7 +146,7 @@ def write_testset(
 ) -> TestSet:
     """Speak ``lines`` one after another with random gaps in ``gap_s`` and write the test set files.
 
-    Truth spans are where the (trimmed) speech of each line lies, exact to the sample.
+    Truth spans are where the (trimmed) speech of each line lies, written to 10 µs (under a sample).
     """
     if not lines:
         raise ValueError("no lines to speak")
@@ -179,7 +179,7 @@ def write_testset(
     with truth.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["start_s", "end_s", "text", "emotion"])
-        writer.writerows((f"{a:.3f}", f"{b:.3f}", text, emo) for a, b, text, emo in rows)
+        writer.writerows((f"{a:.5f}", f"{b:.5f}", text, emo) for a, b, text, emo in rows)
     mp4_path = None
     if mp4:
         mp4_path = out_dir / "testset.mp4"
