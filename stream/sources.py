@@ -227,6 +227,7 @@ class MicSource:
 
     kind = "mic"
     speed: float | None = 1.0
+    FIRST_AUDIO_S = 5.0
 
     def __init__(
         self,
@@ -283,26 +284,28 @@ class MicSource:
 
         while True:
             buf = MicBuffer(round(self._cfg.mic_buffer_s * self._rate), notify)
-            buf.next_sample = round((self._clock() - t0) * self._rate)  # the outage stays a gap on the timeline
+            # The outage stays a gap on the timeline (which never runs backwards).
+            buf.next_sample = round((self._clock() - t0) * self._rate)
             if self._buffer is not None:
                 self._dropped_before += self._buffer.dropped_samples
+                buf.next_sample = max(buf.next_sample, self._buffer.next_sample)
             self._buffer = buf
             self._failed = False
             stream = None
             try:
                 stream = await loop.run_in_executor(None, self._open, buf)
+                first = False  # from now on a failure means the device was lost
                 logger.info("%s: recording from %s", self.stream_id, self.name)
                 async for chunk in self._drain(buf, wake, stream):
                     delay = self._cfg.mic_retry_initial_s  # audio flows again: reset the backoff
                     yield chunk
             except (DeviceError, _DeviceLost, OSError, RuntimeError, ValueError) as exc:
-                code = "source_failed" if first else "device_lost"
+                code = "source_failed" if first else "device_lost"  # never opened yet vs. lost
                 yield SourceProblem(self.stream_id, code, f"microphone {self.name!r}: {exc}; retrying in {delay:g} s")
                 logger.warning("%s: microphone failed (%s); retrying in %g s", self.stream_id, exc, delay)
             finally:
                 if stream is not None:
                     await loop.run_in_executor(None, _close_quietly, stream)
-            first = False
             self.reconnects += 1
             await self._sleep(delay)
             delay = min(delay * 2, self._cfg.mic_retry_max_s)
@@ -341,6 +344,8 @@ class MicSource:
         return stream
 
     async def _drain(self, buf: MicBuffer, wake: asyncio.Event, stream: Any) -> AsyncIterator[AudioChunk]:
+        # Opening can take a moment before the first block (PulseAudio through ALSA): allow longer then.
+        timeout = max(self._stall_s, self.FIRST_AUDIO_S)
         while True:
             blocks = buf.take()
             if not blocks:
@@ -348,10 +353,11 @@ class MicSource:
                 blocks = buf.take()  # a put may have landed between take() and clear()
             if not blocks:
                 try:
-                    await asyncio.wait_for(wake.wait(), timeout=self._stall_s)
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
                 except TimeoutError:
-                    raise _DeviceLost(f"no audio for {self._stall_s:g} s") from None
+                    raise _DeviceLost(f"no audio for {timeout:g} s") from None
                 continue
+            timeout = self._stall_s
             for start, pcm, captured in blocks:
                 if pcm.size:
                     yield AudioChunk(self.stream_id, start, pcm, captured)

@@ -31,6 +31,9 @@ SAMPLE_RATE_HZ = 16000
 __all__ = [
     "SAMPLE_RATE_HZ",
     "Dialogue",
+    "FakePrediction",
+    "ScriptedPredictor",
+    "ScriptedTranscriber",
     "espeak_available",
     "make_dialogue",
     "make_video_mp4",
@@ -185,3 +188,79 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 def speech_factory() -> Callable[..., np.ndarray]:
     """``speech_factory(text, voice=..., speed_wpm=..., pitch=...)`` -> float32 speech (skips without espeak)."""
     return synthesize
+
+
+# Scripted fakes for the pipeline's models -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FakePrediction:
+    label: str
+    scores: dict[str, float]
+    modalities: tuple[str, ...]
+
+
+class ScriptedPredictor:
+    """Stands in for ``training.inference.EmotionPredictor``: a fixed label per text keyword.
+
+    Records every ``predict`` call (``calls``: list of (texts, audio)) so tests can check batching
+    and which modalities were passed; ``fail_on`` makes a call whose texts contain it raise.
+    """
+
+    def __init__(
+        self,
+        *,
+        uses_text: bool = True,
+        uses_audio: bool = True,
+        keywords: dict[str, str] | None = None,
+        fail_on: str | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        from stream.protocol import LABELS
+
+        self.labels = tuple(LABELS)
+        self.uses_text = uses_text
+        self.uses_audio = uses_audio
+        self.model_ids = {"classifier": "scripted"}
+        self.keywords = keywords or {}
+        self.fail_on = fail_on
+        self.delay_s = delay_s
+        self.calls: list[tuple[list[str | None], list[np.ndarray | None]]] = []
+
+    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]) -> list[FakePrediction]:
+        import time
+
+        self.calls.append((list(texts), list(audio)))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_on is not None and any(t and self.fail_on in t for t in texts):
+            raise RuntimeError(f"scripted failure on {self.fail_on!r}")
+        out = []
+        for text, clip in zip(texts, audio, strict=True):
+            if text is None and clip is None:
+                raise ValueError("a row needs text or audio")
+            label = next((lab for key, lab in self.keywords.items() if text and key in text.lower()), "neutral")
+            scores = {lab: (0.7 if lab == label else 0.05) for lab in self.labels}
+            mods = tuple(m for m, x in (("text", text), ("audio", clip)) if x is not None)
+            out.append(FakePrediction(label, scores, mods))
+        return out
+
+
+class ScriptedTranscriber:
+    """Stands in for ``WhisperTranscriber``: returns ``texts`` in order (``None`` = raise)."""
+
+    model_id = "scripted-asr"
+
+    def __init__(self, texts: Sequence[str | None] = (), *, default: str = "hello") -> None:
+        self.texts = list(texts)
+        self.default = default
+        self.calls = 0
+
+    def transcribe(self, audio: np.ndarray) -> object:
+        from stream.transcriber import Transcript
+
+        text = self.texts[self.calls] if self.calls < len(self.texts) else self.default
+        self.calls += 1
+        if text is None:
+            raise RuntimeError("scripted transcription failure")
+        return Transcript(text, "en", -0.2, 0.01, None if text else "empty", text)
