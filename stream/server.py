@@ -1,0 +1,392 @@
+"""One asyncio server for the dashboard's static files (``/``) and the event stream (``/ws``).
+
+Built on ``websockets``: its ``process_request`` hook answers plain HTTP requests for the files of the
+``web`` package (found with :mod:`importlib.resources`, so an installed wheel works too) and lets
+``/ws`` upgrade. Only files listed when the server starts can be served, looked up by exact name: no
+path is ever joined from the request, so there is no way outside ``web/`` and no directory listing.
+
+Per connection: a ``hello`` event, then live events from a :class:`stream.hub.Subscription`. Client
+messages (``subscribe``, ``resume``, ``ping``) are handled in order by the one task that sends, so a
+reply never overtakes the events before it. ``resume`` replays the event log and rejoins the live flow
+with no gap and no duplicate (see :meth:`Server._resume`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import ipaddress
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from stream.config import ServerConfig
+from stream.eventlog import EventLog
+from stream.hub import Hub, Published, Subscription
+from stream.protocol import (
+    CONNECTION_STREAM,
+    LABEL_COLORS,
+    LABELS,
+    PROTOCOL_VERSION,
+    ClientMessage,
+    Event,
+    ProtocolError,
+    parse_client_message,
+)
+
+__all__ = ["CONTENT_TYPES", "WS_PATH", "Server", "static_files"]
+
+logger = logging.getLogger(__name__)
+# websockets logs every HTTP request and connection at INFO; keep that out of the service log.
+_ws_logger = logging.getLogger(__name__ + ".websockets")
+if _ws_logger.level == logging.NOTSET:
+    _ws_logger.setLevel(logging.WARNING)
+
+WS_PATH: Final = "/ws"
+CONTENT_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+# Same-origin only; the page needs no inline script and no third-party host.
+_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_SEND_BATCH: Final = 64
+_COMMAND_QUEUE: Final = 16
+
+
+def static_files(package: str = "web") -> dict[str, Traversable]:
+    """URL path -> file for every servable file in ``package`` (``/`` is ``index.html``)."""
+    table: dict[str, Traversable] = {}
+
+    def walk(folder: Traversable, prefix: str) -> None:
+        for entry in folder.iterdir():
+            name = entry.name
+            if name.startswith((".", "_")):
+                continue
+            if entry.is_dir():
+                walk(entry, f"{prefix}{name}/")
+            elif entry.is_file() and _suffix(name) in CONTENT_TYPES:
+                table[f"{prefix}{name}"] = entry
+
+    walk(resources.files(package), "/")
+    if "/index.html" not in table:
+        # e.g. a folder named `web` earlier on sys.path shadows the installed package
+        raise RuntimeError(f"the {package!r} package at {resources.files(package)} has no index.html")
+    table["/"] = table["/index.html"]
+    return table
+
+
+def _suffix(name: str) -> str:
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot > 0 else ""
+
+
+@dataclass(slots=True, eq=False)  # hashed by identity: kept in a set
+class _Connection:
+    ws: ServerConnection
+    sub: Subscription
+    commands: asyncio.Queue[ClientMessage | ProtocolError] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=_COMMAND_QUEUE)
+    )
+    # What this client already holds since the current phase began (so `resume` never repeats it):
+    # every accepted event with phase_from < seq <= sent_max, except the ranges it was told it lost.
+    phase_from: int = -1
+    sent_max: int = -1
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+
+    def has(self, seq: int) -> bool:
+        return self.phase_from < seq <= self.sent_max and not any(a <= seq <= b for a, b in self.gaps)
+
+    def new_phase(self, after: int, upto: int) -> None:
+        self.phase_from, self.sent_max, self.gaps = after, upto, []
+
+
+class Server:
+    """The websocket + static file server. Use as ``async with Server(...) as server:``.
+
+    ``hello`` is called for every new connection and returns the service part of the ``hello``
+    event's data (``labels``, ``colors``, ``streams``, ``model_ids``, ...); the server adds
+    ``protocol``, ``run_id``, ``last_seq`` and its limits.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        hub: Hub,
+        event_log: EventLog,
+        hello: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.event_log = event_log
+        self._hello = hello
+        self._files = static_files()
+        self._connections: set[_Connection] = set()
+        self._ws_server: WsServer | None = None
+        self.port: int = config.port
+        self.refused = 0  # connections refused because the server was full
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Server:
+        cfg = self.config
+        self._ws_server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            max_size=cfg.max_message_bytes,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.ping_timeout_s,
+            close_timeout=2.0,
+            # No permessage-deflate: it would compress every event once per connection, which costs
+            # more CPU than the small JSON events save in bandwidth on a fan-out server.
+            compression=None,
+            server_header=None,
+            logger=_ws_logger,
+        )
+        sockets = list(self._ws_server.sockets)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        logger.info("dashboard at %s (websocket %s)", self.url, self.ws_url)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection (1001 going away) and stop listening."""
+        if self._ws_server is not None:
+            server, self._ws_server = self._ws_server, None
+            server.close()
+            await server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        return f"http://{_url_host(self.config.host)}:{self.port}/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{_url_host(self.config.host)}:{self.port}{WS_PATH}"
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == WS_PATH:
+            origin = request.headers.get("Origin")
+            if origin is not None and not self._origin_allowed(origin):
+                logger.warning("refused a websocket from origin %r (not in server.allowed_origins)", origin)
+                return connection.respond(http.HTTPStatus.FORBIDDEN, f"origin {origin[:100]!r} is not allowed\n")
+            return None  # let websockets complete (or refuse) the upgrade
+        file = self._files.get(path)
+        if file is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        try:
+            body = file.read_bytes()
+        except OSError as exc:  # pragma: no cover - the package was modified under us
+            logger.error("cannot read static file %s: %s", path, exc)
+            return connection.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "cannot read file\n")
+        name = "index.html" if path == "/" else path
+        headers = Headers(
+            [
+                ("Content-Type", CONTENT_TYPES[_suffix(name)]),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-cache"),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Referrer-Policy", "no-referrer"),
+                ("Content-Security-Policy", _CSP),
+            ]
+        )
+        return Response(200, "OK", headers, body)
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = self.config.allowed_origins
+        if not allowed:
+            return True
+        # The dashboard this server serves is always allowed to connect to it.
+        own = {f"http://{_url_host(self.config.host)}:{self.port}"}
+        if _is_loopback(self.config.host):
+            own |= {f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}", f"http://[::1]:{self.port}"}
+        return origin in allowed or origin in own
+
+    # -- websocket -------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        limit = self.config.max_connections
+        if len(self._connections) >= limit:
+            self.refused += 1
+            logger.warning("refused a websocket: %d connections open (server.max_connections)", limit)
+            await ws.close(CloseCode.TRY_AGAIN_LATER, f"server full: at most {limit} connections")
+            return
+        # Subscribe before building hello: every event after hello's watermark is then queued.
+        conn = _Connection(ws, self.hub.subscribe())
+        watermark = self.hub.last_seq
+        conn.new_phase(-1 if watermark is None else watermark, -1 if watermark is None else watermark)
+        self._connections.add(conn)
+        sender: asyncio.Task[None] | None = None
+        try:
+            await self._send(conn, Published.of(self.hub.connection_event("hello", self._hello_data())))
+            sender = asyncio.create_task(self._send_loop(conn), name="ws-send")
+            async for raw in ws:
+                try:
+                    command: ClientMessage | ProtocolError = parse_client_message(raw)
+                except ProtocolError as exc:
+                    command = exc
+                await conn.commands.put(command)  # waits when 16 are pending: back-pressure on this client
+                conn.sub.wake()
+        except ConnectionClosed:
+            pass
+        finally:
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await sender
+            conn.sub.close()
+            self._connections.discard(conn)
+
+    def _hello_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"labels": list(LABELS), "colors": dict(LABEL_COLORS), "streams": [], "model_ids": {}}
+        try:
+            data.update(self._hello())
+        except Exception:
+            logger.exception("the hello() callback failed; sending the defaults")
+        data.update(
+            protocol=PROTOCOL_VERSION,
+            run_id=self.event_log.run_id,
+            last_seq=self.hub.last_seq,
+            limits={
+                "max_message_bytes": self.config.max_message_bytes,
+                "queue_events": self.hub.queue_events,
+                "ping_interval_s": self.config.ping_interval_s,
+            },
+        )
+        return data
+
+    async def _send(self, conn: _Connection, item: Published) -> None:
+        event = item.event
+        if event.stream != CONNECTION_STREAM:
+            conn.sent_max = max(conn.sent_max, event.seq)
+        elif event.type == "lagged":
+            conn.gaps.append((int(event.data["first_seq"]), int(event.data["last_seq"])))
+        await conn.ws.send(item.payload)
+
+    async def _send_loop(self, conn: _Connection) -> None:
+        try:
+            while True:
+                while not conn.commands.empty():
+                    await self._run_command(conn, conn.commands.get_nowait())
+                items = conn.sub.take(_SEND_BATCH)
+                for item in items:
+                    await self._send(conn, item)
+                if not items and conn.commands.empty():
+                    await conn.sub.wait()
+        except (ConnectionClosed, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("websocket sender failed; closing that connection")
+            await conn.ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    async def _reply(self, conn: _Connection, kind: str, data: dict[str, Any]) -> None:
+        await self._send(conn, Published.of(self.hub.connection_event(kind, data)))
+
+    async def _run_command(self, conn: _Connection, command: ClientMessage | ProtocolError) -> None:
+        if isinstance(command, ProtocolError):
+            await self._reply(conn, "error", {"code": command.code, "message": command.message})
+        elif command.type == "ping":
+            await self._reply(conn, "pong", {})
+        elif command.type == "subscribe":
+            conn.sub.set_streams(command.streams)
+        elif command.type == "resume":
+            assert command.after_seq is not None
+            await self._resume(conn, command.after_seq)
+
+    async def _resume(self, conn: _Connection, after_seq: int) -> None:
+        """Replay the log after ``after_seq``, then rejoin the live flow: no gap, no duplicate.
+
+        The subscription is detached first (its queue is dropped: the log holds those events). Then,
+        repeatedly: note the watermark (the bus logs every event before publishing it, so all seqs up
+        to it are in the file), replay up to it, and try :meth:`Hub.go_live`. ``go_live`` is
+        synchronous, so once it succeeds the next published event is the first live one.
+        """
+        last = self.hub.last_seq
+        run = self.event_log.run_id
+        if after_seq > (last if last is not None else -1):
+            await self._reply(conn, "error", {
+                "code": "resume_unavailable",
+                "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
+            })
+            return
+        if self.event_log.write_errors:
+            await self._reply(conn, "error", {
+                "code": "resume_unavailable",
+                "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
+            })
+        sub = conn.sub
+        sub.detach()
+        cursor = after_seq
+        replayed = 0
+        while not self.hub.go_live(sub, cursor):
+            high = self.hub.last_seq
+            assert high is not None
+            for event in _until(self.event_log.read_after(cursor), high):
+                cursor = event.seq
+                # Skip what this connection already delivered (live events that arrived after hello,
+                # before this request was read): the client gets each event once.
+                if sub.accepts(event.stream) and not conn.has(event.seq):
+                    await conn.ws.send(event.to_json())
+                    replayed += 1
+            cursor = max(cursor, high)  # events the bus published without logging are not replayable
+        # The client now holds every accepted event in (after_seq, cursor]; live continues from there.
+        conn.new_phase(after_seq, max(cursor, after_seq))
+        logger.debug("resume after %d: replayed %d events, live from %d", after_seq, replayed, cursor)
+
+
+def _until(events: Iterator[Event], high: int) -> Iterator[Event]:
+    for event in events:
+        if event.seq > high:
+            return
+        yield event
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
