@@ -397,3 +397,38 @@ def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     bad_events.write_text("{not json\n", encoding="utf-8")
     assert main(["evaluate", "--truth", str(good), "--events", str(bad_events), "--no-oracle"]) == 1
     assert "line 1 is not JSON" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- end to end (real models)
+
+CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "emostream-default.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"no trained checkpoint at {CHECKPOINT} yet")
+def test_evaluate_replays_a_spoken_recording_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import make_dialogue, write_wav
+
+    lines = [
+        ("I am so happy to see you again.", "joy"),
+        ("Get out of my house right now.", "anger"),
+        ("The meeting is at three tomorrow.", "neutral"),
+    ]
+    talk = make_dialogue([text for text, _ in lines], gap_s=1.2)
+    wav = write_wav(tmp_path / "talk.wav", talk.audio)
+    truth = tmp_path / "truth.csv"
+    rows = [f"{a:.4f},{b:.4f},{text},{emo}" for (a, b), (text, emo) in zip(talk.spans_s(), lines, strict=True)]
+    truth.write_text("start_s,end_s,text,emotion\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "report.json"
+    argv = ["evaluate", str(wav), "--truth", str(truth), "--asr-model", "tiny.en", "--checkpoint", str(CHECKPOINT),
+            "--json", str(out), "--keep-events", str(tmp_path / "events.jsonl")]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["counts"] == {"truth": 3, "predicted": 3, "matched": 3}
+    assert report["wer"]["matched"] < 0.25
+    assert report["emotion"]["n"] == 3
+    assert report["text_oracle"]["all_truth"]["n"] == 3
+    assert 0 < report["replay"]["rtf"] < 5
+    assert abs(report["timing"]["start_offset_s"]["median"]) < 0.5
+    assert (tmp_path / "events.jsonl").stat().st_size > 0
+    assert "| detection recall | 1.000 |" in capsys.readouterr().out
