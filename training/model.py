@@ -159,6 +159,9 @@ class FusionClassifier(nn.Module):
         self._trainable_text_prefixes: tuple[str, ...] = ()
         if config.uses_text:
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # "Loading weights" bars on every checkpoint load
 
             resolved = text_model or resolve_text_encoder(config.text_encoder)
             self.text_model = resolved
