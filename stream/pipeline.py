@@ -124,15 +124,16 @@ class SegmentStage:
         return items
 
     def _process(self, chunk: AudioChunk) -> list[SegmentItem]:
-        self._last = chunk
         gap, frames = self._framer.push(chunk.pcm, chunk.start_sample)
-        outputs: list[SpeechStart | UtteranceEnd] = []
-        if gap:
-            outputs += self._seg.flush()
+        items: list[SegmentItem] = []
+        if gap:  # close what was open before the lost audio, timed against the chunks before it
+            items += self._convert(self._seg.flush())
             self._vad.reset()
+        self._last = chunk
+        outputs: list[SpeechStart | UtteranceEnd] = []
         for start, frame in frames:
             outputs += self._seg.push(start, frame, self._vad.is_speech(frame))
-        return self._convert(outputs)
+        return items + self._convert(outputs)
 
     def _flush(self) -> list[SegmentItem]:
         return self._convert(self._seg.flush())

@@ -1,0 +1,109 @@
+"""Classifier stage with a scripted predictor: micro-batches across streams, modalities, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
+import pytest
+from conftest import ScriptedPredictor
+
+from stream.classifier import ClassifierStage, load_predictor
+from stream.segmenter import Utterance
+from stream.transcriber import Transcribed, Transcript
+
+
+def item(stream: str, i: int, text: str | None = "hello", dropped: str | None = None) -> Transcribed:
+    utt = Utterance(stream, f"{stream}-{i}", float(i), i + 1.0, i + 0.8, np.full(16000, 0.1, np.float32), 0.0)
+    if text is None:
+        return Transcribed(utt, None, "transcription failed: boom")
+    return Transcribed(utt, Transcript(text, "en", -0.2, 0.0, dropped, text))
+
+
+async def arrive(items: Sequence[Transcribed], gaps_s: Sequence[float] = ()) -> AsyncIterator[Transcribed]:
+    for k, it in enumerate(items):
+        if k < len(gaps_s) and gaps_s[k]:
+            await asyncio.sleep(gaps_s[k])
+        yield it
+
+
+async def test_utterances_ready_together_are_classified_in_one_batch_across_streams() -> None:
+    pred = ScriptedPredictor(keywords={"angry": "anger"})
+    stage = ClassifierStage(pred, max_batch=8, batch_wait_ms=50)
+    items = [item("a", 0, "I am angry"), item("b", 0, "fine"), item("a", 1, "ok")]
+    out = [c async for c in stage.run(arrive(items))]
+    assert len(pred.calls) == 1 and len(pred.calls[0][0]) == 3
+    assert [c.item.utterance.utterance_id for c in out] == ["a-0", "b-0", "a-1"]
+    assert [c.prediction.label for c in out if c.prediction] == ["anger", "neutral", "neutral"]
+    assert all(c.batch_size == 3 for c in out)
+    assert stage.batches == 1 and stage.items == 3
+
+
+async def test_max_batch_and_the_wait_window_bound_the_batches() -> None:
+    pred = ScriptedPredictor()
+    stage = ClassifierStage(pred, max_batch=2, batch_wait_ms=20)
+    items = [item("a", i) for i in range(5)]
+    out = [c async for c in stage.run(arrive(items, gaps_s=[0, 0, 0, 0, 0.2]))]
+    assert [len(texts) for texts, _ in pred.calls] == [2, 2, 1]
+    assert len(out) == 5
+
+
+async def test_empty_or_dropped_text_uses_audio_alone() -> None:
+    pred = ScriptedPredictor()
+    items = [item("a", 0, ""), item("a", 1, "", dropped="no_speech"), item("a", 2, None), item("a", 3, "words")]
+    out = [c async for c in ClassifierStage(pred, batch_wait_ms=20).run(arrive(items))]
+    texts, audio = pred.calls[0]
+    assert texts == [None, None, None, "words"]
+    assert all(a is not None for a in audio)
+    assert [c.prediction.modalities for c in out if c.prediction] == [("audio",)] * 3 + [("text", "audio")]
+
+
+async def test_text_only_checkpoint_never_gets_audio_and_skips_rows_without_text() -> None:
+    pred = ScriptedPredictor(uses_audio=False)
+    stage = ClassifierStage(pred, batch_wait_ms=20)
+    out = [c async for c in stage.run(arrive([item("a", 0, "hi"), item("a", 1, "")]))]
+    texts, audio = pred.calls[0]
+    assert texts == ["hi"] and audio == [None]
+    assert out[0].prediction is not None and out[0].prediction.modalities == ("text",)
+    assert out[1].prediction is None and "no usable modality" in (out[1].error or "")
+    assert stage.unclassifiable == 1
+
+
+async def test_a_failing_batch_reports_each_utterance_and_the_next_batch_works() -> None:
+    pred = ScriptedPredictor(fail_on="explode")
+    stage = ClassifierStage(pred, max_batch=2, batch_wait_ms=10)
+    items = [item("a", 0, "explode"), item("a", 1, "x"), item("a", 2, "fine")]
+    out = [c async for c in stage.run(arrive(items, gaps_s=[0, 0, 0.1]))]
+    assert [c.error is not None for c in out] == [True, True, False]
+    assert "scripted failure" in (out[0].error or "")
+
+
+async def test_classification_runs_off_the_event_loop() -> None:
+    pred = ScriptedPredictor(delay_s=0.2)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    [_ async for _ in ClassifierStage(pred).run(arrive([item("a", 0)]))]
+    task.cancel()
+    assert ticks >= 10
+
+
+async def test_an_input_failure_reaches_the_consumer() -> None:
+    async def broken() -> AsyncIterator[Transcribed]:
+        yield item("a", 0)
+        raise RuntimeError("upstream broke")
+
+    with pytest.raises(RuntimeError, match="upstream broke"):
+        [_ async for _ in ClassifierStage(ScriptedPredictor()).run(broken())]
+
+
+def test_a_missing_checkpoint_names_the_file_and_the_fix(tmp_path: object) -> None:
+    with pytest.raises(FileNotFoundError, match="emostream-train"):
+        load_predictor("/nonexistent/model.pt")
