@@ -26,7 +26,7 @@ from stream.config import Config
 from stream.console import ConsolePrinter
 from stream.events import EventBus, JsonlWriter, Sink
 from stream.pipeline import Pipeline
-from stream.protocol import LABEL_COLORS, SERVICE_STREAM
+from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
 from stream.sources import MicSource, ReplaySource, Source
 from stream.transcriber import Transcriber, WhisperTranscriber
 from stream.vad import make_vad
@@ -161,6 +161,13 @@ async def run_service(
         if config.log.stdout_events and not options.quiet:
             sinks.append(ConsolePrinter(out))
         bus = EventBus(sinks)
+        ended: dict[str, str] = {}  # stream -> its `end` reason: did anything work at all?
+
+        def note_end(event: Event) -> None:
+            if event.type == "end":
+                ended[event.stream] = str(event.data.get("reason"))
+
+        bus.add_sink(note_end)
         if models is None:
             logger.info("loading Whisper %s and the classifier %s", config.asr.model, config.classifier.checkpoint)
             try:
@@ -215,6 +222,9 @@ async def run_service(
             if run.done() and not run.cancelled() and run.exception() is not None:
                 err = run.exception()
                 logger.error("the pipeline failed: %s", err, exc_info=err)
+                status = 1
+            if status == 0 and files and len(files) == len(sources) and all(ended.get(f) == "error" for f in files):
+                logger.error("no source could be processed")
                 status = 1
             for task in waiters:
                 task.cancel()
