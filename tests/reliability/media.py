@@ -20,9 +20,10 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["FFMPEG", "MediaCase", "build_corpus", "ffmpeg", "make_long_silence"]
+__all__ = ["ESPEAK", "FFMPEG", "MediaCase", "build_corpus", "ffmpeg", "make_long_silence", "make_speech"]
 
 FFMPEG = shutil.which("ffmpeg")
+ESPEAK = shutil.which("espeak-ng")
 
 Expect = Literal["audio", "error", "either"]
 
@@ -219,4 +220,26 @@ def build_corpus(folder: Path, *, seed: int = 7) -> dict[str, MediaCase]:
 def make_long_silence(path: Path, seconds: float) -> Path:
     """A long mono 44.1 kHz FLAC of silence: tiny on disk, ``seconds`` long (and resampled) when decoded."""
     ffmpeg(["-f", "lavfi", "-i", "anullsrc=channel_layout=mono:sample_rate=44100", "-t", str(seconds), str(path)])
+    return path
+
+
+def make_speech(path: Path, sentences: Sequence[str], *, gap_s: float = 0.8, lead_s: float = 0.5) -> Path:
+    """espeak-ng ``sentences`` separated by ``gap_s`` of silence, as a 16 kHz mono WAV at ``path``."""
+    if ESPEAK is None:
+        raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng)")
+    parts = [np.zeros(int(lead_s * 16000), dtype=np.int16)]
+    for i, text in enumerate(sentences):
+        raw = path.with_name(f"_{path.stem}-{i}.wav")
+        subprocess.run([ESPEAK, "-v", "en-us", "-s", "165", "-w", str(raw), text], check=True, timeout=60)
+        resampled = path.with_name(f"_{path.stem}-{i}-16k.raw")
+        ffmpeg(["-i", str(raw), "-ar", "16000", "-ac", "1", "-f", "s16le", str(resampled)])
+        parts.append(np.frombuffer(resampled.read_bytes(), dtype="<i2"))
+        parts.append(np.zeros(int(gap_s * 16000), dtype=np.int16))
+        raw.unlink()
+        resampled.unlink()
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.concatenate(parts).astype("<i2").tobytes())
     return path
