@@ -17,17 +17,22 @@ import argparse
 import csv
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import REPO, RESULTS, markdown_table, setup_logging, write_result
+from bench.common import (
+    DEFAULT_CHECKPOINT,
+    RESULTS,
+    checkpoint_or_untrained,
+    markdown_table,
+    setup_logging,
+    write_result,
+)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CHECKPOINT = REPO / "models" / "emostream-default.pt"
 
 
 def load_utterances(n: int, *, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
@@ -47,35 +52,45 @@ def load_utterances(n: int, *, seed: int = 0) -> tuple[list[str], list[np.ndarra
 
 
 def load_predictor(checkpoint: Path, device: str) -> tuple[Any, str]:
-    """The checkpoint's predictor, or an untrained default-architecture one when it is missing."""
+    """The checkpoint's predictor (an untrained stand-in of the same architecture when it is missing)."""
     from training.inference import EmotionPredictor
 
-    if checkpoint.is_file():
-        return EmotionPredictor.from_checkpoint(checkpoint, device=device), str(checkpoint)
-    from stream.protocol import LABELS
-    from training.device import resolve_device
-    from training.features import AudioFeatureExtractor, FeatureConfig
-    from training.model import FusionClassifier, ModelConfig
-
-    logger.warning("%s not found: timing an untrained model of the default architecture", checkpoint)
-    features = FeatureConfig()
-    dim = AudioFeatureExtractor(features).dim
-    model = FusionClassifier(ModelConfig(labels=tuple(LABELS), mode="fusion", audio_dim=dim), features)
-    model = model.to(resolve_device(device))
-    return EmotionPredictor(model, name="untrained default architecture"), "untrained default architecture"
+    path, source = checkpoint_or_untrained(checkpoint)
+    return EmotionPredictor.from_checkpoint(path, device=device), source
 
 
-def time_predict(
-    predictor: Any, texts: Sequence[str], clips: Sequence[np.ndarray | None], batch: int, repeats: int
-) -> dict[str, float]:
-    """Best of ``repeats`` passes over all utterances in batches of ``batch``: utterances/s and ms/utterance."""
+def time_batches(run: Callable[[int, int], Any], n: int, batch: int, repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` passes of ``run(start, stop)`` over ``n`` items in batches: items/s and ms/item."""
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for k in range(0, len(texts), batch):
-            predictor.predict(list(texts[k : k + batch]), list(clips[k : k + batch]))
+        for k in range(0, n, batch):
+            run(k, min(n, k + batch))
         best = min(best, time.perf_counter() - t0)
-    return {"utterances_per_s": len(texts) / best, "ms_per_utterance": 1000 * best / len(texts)}
+    return {"utterances_per_s": n / best, "ms_per_utterance": 1000 * best / n}
+
+
+def bench_device(
+    predictor: Any, device: str, texts: list[str], clips: list[np.ndarray], *, batches: Sequence[int], repeats: int
+) -> list[dict[str, Any]]:
+    """Time each workload at each batch size on one device."""
+    # What one utterance costs: the text branch alone, the full fusion (audio features + both
+    # branches), and the audio features alone (so fusion - features = the networks).
+    workloads: dict[str, Callable[[int, int], Any]] = {
+        "text": lambda a, b: predictor.predict(texts[a:b], [None] * (b - a)),
+    }
+    if predictor.uses_audio:
+        workloads["text+audio"] = lambda a, b: predictor.predict(texts[a:b], clips[a:b])
+        workloads["audio features only"] = lambda a, b: predictor.audio_features(clips[a:b])
+    out = []
+    for name, run in workloads.items():
+        run(0, 2)  # warm-up: lazy model loads, first-call allocations
+        for batch in batches:
+            r = time_batches(run, len(texts), batch, repeats)
+            out.append({"device": device, "workload": name, "batch": batch, "utt/s": round(r["utterances_per_s"], 1),
+                        "ms/utt": round(r["ms_per_utterance"], 1), **r})  # fmt: skip
+            logger.info("%s %s batch %d: %.1f utt/s", device, name, batch, r["utterances_per_s"])
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,18 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, results = [], []
     for device in devices:
         predictor, source = load_predictor(args.checkpoint, device)
-        workloads: dict[str, list[np.ndarray | None]] = {"text": [None] * len(texts)}
-        if predictor.uses_audio:
-            workloads["text+audio"] = list(clips)
-        for name, audio in workloads.items():
-            predictor.predict(texts[:2], audio[:2])  # warm-up: lazy model loads, first-call allocations
-            for batch in batches:
-                r = time_predict(predictor, texts, audio, batch, repeats)
-                row = {"device": device, "workload": name, "batch": batch,
-                       "utt/s": round(r["utterances_per_s"], 1), "ms/utt": round(r["ms_per_utterance"], 1)}  # fmt: skip
-                rows.append(row)
-                results.append({**row, **r})
-                logger.info("%s %s batch %d: %.1f utt/s", device, name, batch, r["utterances_per_s"])
+        for row in bench_device(predictor, device, texts, clips, batches=batches, repeats=repeats):
+            results.append(row)
+            rows.append({k: row[k] for k in ("device", "workload", "batch", "utt/s", "ms/utt")})
     table = markdown_table(rows)
     print(table)
     path = write_result("classifier", {

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DEFAULT_CHECKPOINT",
     "REPO",
     "RESULTS",
+    "checkpoint_or_untrained",
     "machine_info",
     "markdown_table",
     "percentile",
@@ -133,3 +135,29 @@ def setup_logging(verbose: bool = False) -> None:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+DEFAULT_CHECKPOINT = REPO / "models" / "emostream-default.pt"
+
+
+def checkpoint_or_untrained(path: Path = DEFAULT_CHECKPOINT) -> tuple[Path, str]:
+    """``path`` when it exists; else an untrained checkpoint of the default architecture (same cost to run).
+
+    Speed and memory do not depend on the trained weights, so the benchmarks still run before a model
+    is shipped; the second value says which one was used and goes into every result.
+    """
+    if path.is_file():
+        return path, str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+    stand_in = RESULTS / "untrained-default-architecture.pt"
+    if not stand_in.is_file():
+        from stream.protocol import LABELS
+        from training.features import AudioFeatureExtractor, FeatureConfig
+        from training.model import FusionClassifier, ModelConfig
+
+        logging.getLogger(__name__).warning("%s not found: building an untrained stand-in for timing", path)
+        features = FeatureConfig()
+        dim = AudioFeatureExtractor(features).dim
+        model = FusionClassifier(ModelConfig(labels=tuple(LABELS), mode="fusion", audio_dim=dim), features)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        model.save(stand_in, extra={"note": "untrained stand-in for benchmarks"})
+    return stand_in, "untrained stand-in (default architecture; no checkpoint shipped yet)"
