@@ -46,7 +46,7 @@ def format_event(event: Event) -> str:
         return f"{head} end      {d.get('reason', '')} after {float(d.get('audio_s', 0.0)):.1f}s of audio"
     if event.type == "stats":
         queues = " ".join(f"{k}={v}" for k, v in (d.get("queues") or {}).items())
-        return f"{head} stats    rtf={d.get('rtf', {}).get('asr', 0.0):.2f} {queues}"
+        return f"{head} stats    asr rtf {d.get('rtf', {}).get('asr', 0.0):.2f}, queues: {queues}"
     if event.type == "hello":
         return f"{head} hello    streams: {', '.join(s.get('id', '?') for s in d.get('streams', []))}"
     return f"{head} {event.type:<8} {dict(d)}"

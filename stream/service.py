@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stream.classifier import Predictor, load_predictor
 from stream.config import Config
 from stream.console import ConsolePrinter
@@ -110,9 +112,13 @@ def build_sources(specs: Sequence[SourceSpec], config: Config, *, clock: Callabl
 
 
 def _load_models(config: Config) -> tuple[Transcriber, Predictor]:
+    """Load and warm up both models (blocking), so the first utterance does not pay for lazy loading."""
     checkpoint = str(config.resolve_path(config.classifier.checkpoint))
     predictor = load_predictor(checkpoint, device=config.classifier.device)
     transcriber = WhisperTranscriber.load(config.asr)
+    warm = np.zeros(16000, dtype=np.float32)
+    predictor.predict(["warm up"] if predictor.uses_text else [None], [warm] if predictor.uses_audio else [None])
+    transcriber.transcribe(warm)
     return transcriber, predictor
 
 
@@ -132,6 +138,11 @@ async def run_service(
     """
     from stream.eventlog import EventLog, EventLogError
     from stream.hub import Hub
+
+    # faster-whisper logs every utterance at INFO; our own events already say what happened.
+    fw_logger = logging.getLogger("faster_whisper")
+    if fw_logger.level == logging.NOTSET:
+        fw_logger.setLevel(logging.WARNING)
 
     try:
         specs = parse_sources(options.sources)
