@@ -327,20 +327,25 @@ class MicSource:
                 self._failure = "the input stream stopped"
                 buf.put(np.zeros(0, dtype=np.int16), self._clock())  # wake the consumer
 
-        stream = sd.InputStream(
-            device=dev.index,
-            samplerate=self._rate,
-            channels=1,
-            dtype="int16",
-            blocksize=self._block,
-            callback=callback,
-            finished_callback=finished,
-        )
+        # sounddevice.PortAudioError (device unplugged, busy, unavailable) derives from Exception only:
+        # turn it into DeviceError so the retry loop handles it instead of ending the stream.
+        try:
+            stream = sd.InputStream(
+                device=dev.index,
+                samplerate=self._rate,
+                channels=1,
+                dtype="int16",
+                blocksize=self._block,
+                callback=callback,
+                finished_callback=finished,
+            )
+        except Exception as exc:
+            raise DeviceError(str(exc)) from exc
         try:
             stream.start()
-        except Exception:
+        except Exception as exc:
             _close_quietly(stream)
-            raise
+            raise DeviceError(str(exc)) from exc
         return stream
 
     async def _drain(self, buf: MicBuffer, wake: asyncio.Event, stream: Any) -> AsyncIterator[AudioChunk]:
