@@ -1,0 +1,362 @@
+// The dashboard: wires the connection, the store and the charts to the page.
+
+import { Connection } from "./connection.js";
+import { clock, drawBars, drawShare, drawShareTrend, drawTimeline } from "./charts.js";
+import { confidence, emotionShare, shareSeries, Store, textOn, toCSV, toJSONL } from "./store.js";
+
+const FEED_ROWS = 40;
+const $ = (id) => document.getElementById(id);
+
+const store = new Store();
+const ui = { selected: decodeURIComponent((location.hash.match(/stream=([^&]+)/) || [])[1] || ""), queued: false };
+
+function wsUrl() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${proto}//${location.host}/ws`;
+}
+
+const conn = new Connection(wsUrl(), {
+  onHello(data) {
+    const after = store.applyHello(data);
+    renderLegend();
+    schedule();
+    return after;
+  },
+  onEvent(event) {
+    store.add(event);
+    schedule();
+  },
+  onState(s) {
+    setConnState(s);
+  },
+  resumeSeq() {
+    return store.lastSeq;
+  },
+});
+
+// -- connection state -------------------------------------------------------------------------
+
+let countdown = null;
+function setConnState({ state, detail, retryAt }) {
+  const box = $("conn");
+  box.dataset.state = state;
+  clearInterval(countdown);
+  const text = $("conn-text");
+  if (state === "live") {
+    text.textContent = "live";
+    box.title = detail || "";
+  } else if (state === "connecting") {
+    text.textContent = "connecting…";
+    box.title = detail || "";
+  } else {
+    const tick = () => {
+      const s = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+      text.textContent = `reconnecting${s ? ` in ${s}s` : "…"}`;
+    };
+    tick();
+    countdown = setInterval(tick, 250);
+    box.title = detail || "";
+  }
+  $("run").textContent = store.runId ? `run ${store.runId}` : "";
+}
+
+// -- rendering --------------------------------------------------------------------------------
+
+function schedule() {
+  if (ui.queued) return;
+  ui.queued = true;
+  requestAnimationFrame(() => {
+    ui.queued = false;
+    render();
+  });
+}
+
+function currentStream() {
+  const streams = store.sourceStreams();
+  if (!streams.length) return null;
+  return streams.find((s) => s.id === ui.selected) || streams[0];
+}
+
+function render() {
+  renderStreams();
+  const st = currentStream();
+  const color = (l) => store.color(l);
+  const utts = st ? st.utterances : [];
+  const latest = st ? st.latest : null;
+  renderNow(st, latest);
+  drawBars($("bars"), latest, store.labels, color);
+  drawTimeline($("timeline"), utts, {
+    spanS: Number($("tl-span").value),
+    color,
+    onHover: showTip,
+    onLeave: hideTip,
+  });
+  const windowS = Number($("share-span").value);
+  const share = emotionShare(utts, store.labels, windowS);
+  drawShare($("share-bar"), share, store.labels, color);
+  renderShareList(share);
+  drawShareTrend($("share-trend"), shareSeries(utts, store.labels, windowS), store.labels, color);
+  renderKpis(utts, share, windowS);
+  renderFeed(utts);
+  renderFooter();
+  $("run").textContent = store.runId ? `run ${store.runId}` : "";
+}
+
+function chip(label) {
+  const span = document.createElement("span");
+  span.className = "chip";
+  span.dataset.label = label;
+  span.style.setProperty("--c", store.color(label));
+  span.style.color = textOn(store.color(label));
+  span.textContent = label;
+  return span;
+}
+
+function renderStreams() {
+  const nav = $("streams");
+  const streams = store.sourceStreams();
+  nav.hidden = streams.length < 2;
+  const wanted = streams.map((s) => `${s.id}|${s.latest ? s.latest.label : ""}|${s.ended}|${s.speaking}`).join(",");
+  if (nav.dataset.key === wanted + ui.selected) return;
+  nav.dataset.key = wanted + ui.selected;
+  nav.replaceChildren();
+  const current = currentStream();
+  for (const s of streams) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "stream-tab";
+    b.dataset.stream = s.id;
+    b.setAttribute("aria-pressed", String(current && current.id === s.id));
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    dot.style.background = s.latest ? store.color(s.latest.label) : "transparent";
+    const name = document.createElement("span");
+    name.textContent = s.name !== s.id ? `${s.id} · ${s.name}` : s.id;
+    b.append(dot, name);
+    if (s.ended) {
+      const e = document.createElement("span");
+      e.className = "tab-note";
+      e.textContent = "ended";
+      b.append(e);
+    }
+    b.addEventListener("click", () => {
+      ui.selected = s.id;
+      history.replaceState(null, "", `#stream=${encodeURIComponent(s.id)}`);
+      schedule();
+    });
+    nav.append(b);
+  }
+}
+
+function renderNow(st, latest) {
+  const label = $("now-label");
+  const text = $("now-text");
+  const meta = $("now-meta");
+  $("speaking").hidden = !(st && st.speaking);
+  $("ended").hidden = !(st && st.ended);
+  // The transcript may be newer than the last emotion (it arrives first).
+  const tr = st && st.transcript;
+  const showTranscript = tr && (!latest || (tr.utterance_id !== latest.utterance_id && (tr.seq ?? 0) > latest.seq));
+  if (!latest) {
+    label.replaceChildren(document.createTextNode(st ? "waiting for speech…" : "waiting for a stream…"));
+    delete label.dataset.label;
+    text.textContent = showTranscript ? tr.text || "" : "";
+    meta.textContent = "";
+    return;
+  }
+  label.dataset.label = latest.label;
+  const conf = document.createElement("span");
+  conf.className = "conf";
+  conf.textContent = `${(confidence(latest) * 100).toFixed(0)}%`;
+  label.replaceChildren(chip(latest.label), conf);
+  text.textContent = showTranscript ? tr.text || "" : latest.text || "(no words — judged from the voice)";
+  const parts = [`${clock(Number(latest.start_s) || 0)}–${clock(Number(latest.end_s) || 0)}`];
+  if (Number.isFinite(Number(latest.latency_ms))) parts.push(`latency ${Math.round(Number(latest.latency_ms))} ms`);
+  if (Array.isArray(latest.modalities)) parts.push(latest.modalities.join(" + "));
+  meta.textContent = parts.join(" · ");
+}
+
+function renderKpis(utts, share, windowS) {
+  const box = $("kpis");
+  box.replaceChildren();
+  const run = utts.length ? utts[utts.length - 1].run_id : null;
+  const mine = utts.filter((u) => u.run_id === run);
+  const lat = mine.map((u) => Number(u.latency_ms)).filter(Number.isFinite).sort((a, b) => a - b);
+  const top = store.labels.reduce((best, l) => (share[l] && share[l].share > (share[best]?.share ?? 0) ? l : best), null);
+  const span = Number.isFinite(windowS) ? `last ${Math.round(windowS / 60)} min` : "whole run";
+  const tiles = [
+    ["utterances", String(mine.length), null],
+    [`mostly · ${span}`, top && share[top].share > 0 ? top : "–", top && share[top].share > 0 ? top : null],
+    ["median latency", lat.length ? `${Math.round(lat[Math.floor(lat.length / 2)])} ms` : "–", null],
+  ];
+  for (const [name, value, label] of tiles) {
+    const tile = document.createElement("div");
+    tile.className = "kpi";
+    const v = document.createElement("div");
+    v.className = "kpi-value";
+    if (label) v.append(chip(label));
+    else v.textContent = value;
+    const n = document.createElement("div");
+    n.className = "kpi-name";
+    n.textContent = name;
+    tile.append(v, n);
+    box.append(tile);
+  }
+}
+
+function renderShareList(share) {
+  const list = $("share-list");
+  list.replaceChildren();
+  const entries = store.labels.map((l) => [l, share[l] || { seconds: 0, share: 0 }]);
+  entries.sort((a, b) => b[1].share - a[1].share);
+  for (const [label, v] of entries) {
+    const row = document.createElement("div");
+    row.className = `share-row${v.share ? "" : " zero"}`;
+    row.dataset.label = label;
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = store.color(label);
+    const name = document.createElement("span");
+    name.className = "share-name";
+    name.textContent = label;
+    const pct = document.createElement("span");
+    pct.className = "share-pct";
+    pct.textContent = `${(v.share * 100).toFixed(0)}%`;
+    const secs = document.createElement("span");
+    secs.className = "share-secs";
+    secs.textContent = `${v.seconds.toFixed(1)} s`;
+    row.append(sw, name, pct, secs);
+    list.append(row);
+  }
+}
+
+function renderFeed(utts) {
+  const feed = $("feed");
+  const rows = utts.slice(-FEED_ROWS).reverse();
+  const key = rows.map((u) => `${u.run_id}:${u.seq}`).join(",");
+  if (feed.dataset.key === key) return;
+  feed.dataset.key = key;
+  feed.replaceChildren();
+  for (const u of rows) {
+    const li = document.createElement("li");
+    li.className = "feed-item";
+    li.dataset.label = u.label;
+    li.dataset.seq = String(u.seq);
+    const t = document.createElement("span");
+    t.className = "feed-time";
+    t.textContent = clock(Number(u.start_s) || 0);
+    const words = document.createElement("span");
+    words.className = "feed-text";
+    words.textContent = u.text || "—";
+    li.append(t, chip(u.label), words);
+    feed.append(li);
+  }
+}
+
+function renderLegend() {
+  const legend = $("legend");
+  legend.replaceChildren();
+  for (const label of store.labels) {
+    const item = document.createElement("span");
+    item.className = "legend-item";
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = store.color(label);
+    const name = document.createElement("span");
+    name.textContent = label;
+    item.append(sw, name);
+    legend.append(item);
+  }
+}
+
+function renderFooter() {
+  const parts = [`${store.events.length} events`];
+  const s = store.stats;
+  if (s) {
+    for (const [k, v] of Object.entries(s)) {
+      if (typeof v === "number" && k !== "ts") parts.push(`${k.replace(/_/g, " ")} ${Number.isInteger(v) ? v : v.toFixed(2)}`);
+    }
+  }
+  if (store.lagged) parts.push(`lost while lagging ${store.lagged} (refetched)`);
+  $("stats").textContent = parts.join(" · ");
+  const err = store.errors[store.errors.length - 1];
+  $("errors").textContent = err ? `${err.code || "error"}: ${err.message || ""}` : "";
+}
+
+// -- tooltip ----------------------------------------------------------------------------------
+
+function showTip(u, cx, cy) {
+  const tip = $("tip");
+  tip.replaceChildren();
+  const head = document.createElement("div");
+  head.className = "tip-head";
+  const when = document.createElement("span");
+  when.className = "tip-time";
+  const wall = new Date(u.ts * 1000).toLocaleTimeString();
+  when.textContent = `${clock(Number(u.start_s) || 0)}–${clock(Number(u.end_s) || 0)} · ${wall}`;
+  head.append(chip(u.label), when);
+  const text = document.createElement("div");
+  text.className = "tip-text";
+  text.textContent = u.text ? `“${u.text}”` : "(no words)";
+  const scores = document.createElement("div");
+  scores.className = "tip-scores";
+  const sorted = store.labels.map((l) => [l, Number(u.scores?.[l]) || 0]).sort((a, b) => b[1] - a[1]);
+  for (const [label, v] of sorted) {
+    const row = document.createElement("div");
+    row.className = "tip-row";
+    const name = document.createElement("span");
+    name.textContent = label;
+    const bar = document.createElement("span");
+    bar.className = "tip-bar";
+    const fill = document.createElement("span");
+    fill.style.width = `${(v * 100).toFixed(1)}%`;
+    fill.style.background = store.color(label);
+    bar.append(fill);
+    const val = document.createElement("span");
+    val.className = "tip-val";
+    val.textContent = `${(v * 100).toFixed(1)}%`;
+    row.append(name, bar, val);
+    scores.append(row);
+  }
+  tip.append(head, text, scores);
+  tip.hidden = false;
+  const r = tip.getBoundingClientRect();
+  const x = Math.min(window.innerWidth - r.width - 8, cx + 14);
+  const y = cy + r.height + 20 > window.innerHeight ? cy - r.height - 14 : cy + 14;
+  tip.style.left = `${Math.max(8, x)}px`;
+  tip.style.top = `${Math.max(8, y)}px`;
+}
+
+function hideTip() {
+  $("tip").hidden = true;
+}
+
+// -- downloads --------------------------------------------------------------------------------
+
+function download(name, type, text) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+function sessionName() {
+  return `emostream-${store.runId || "session"}`;
+}
+
+$("dl-jsonl").addEventListener("click", () => download(`${sessionName()}.jsonl`, "application/x-ndjson", toJSONL(store)));
+$("dl-csv").addEventListener("click", () => download(`${sessionName()}.csv`, "text/csv", toCSV(store)));
+$("tl-span").addEventListener("change", schedule);
+$("share-span").addEventListener("change", schedule);
+window.addEventListener("resize", schedule);
+
+// For people poking at the page from the console, and for the browser test.
+window.emostream = { store, conn };
+
+renderLegend();
+render();
+conn.start();
