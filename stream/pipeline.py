@@ -172,6 +172,7 @@ class Pipeline:
         batch_wait_ms: int = 5,
         utterance_queue: int = 32,
         stats_interval_s: float = 5.0,
+        extra_stats: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -185,6 +186,7 @@ class Pipeline:
         self._clock = clock
         self._sleep = sleep
         self._stats_interval_s = stats_interval_s
+        self._extra_stats = extra_stats  # e.g. the hub's subscriber counts and drops
         self._vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self._queue: asyncio.Queue[Utterance | None] = asyncio.Queue(utterance_queue)
         self.asr = TranscribeStage(transcriber, clock=clock)
@@ -214,7 +216,9 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         streams = {s.stream_id: s.stats() for s in self.sources}
+        extra = self._extra_stats() if self._extra_stats is not None else {}
         return {
+            **extra,
             "queues": {"utterances": self._queue.qsize(), "classifier": self.classifier.depth},
             "queue_limits": {"utterances": self._queue.maxsize},
             "drops": {

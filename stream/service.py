@@ -198,6 +198,7 @@ async def run_service(
             max_batch=config.classifier.max_batch,
             batch_wait_ms=config.classifier.batch_wait_ms,
             stats_interval_s=config.server.stats_interval_s,
+            extra_stats=lambda: {"hub": hub.stats().to_dict()},
             clock=clock,
         )
 

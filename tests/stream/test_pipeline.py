@@ -158,3 +158,35 @@ async def test_segment_stage_closes_an_utterance_at_a_gap_and_times_the_end_of_s
     assert utt.audio.dtype == np.float32 and utt.audio.size == round((utt.end_s - utt.start_s) * 16000)
     # The end of speech lies in the chunk that arrived at t=100.0 and ended at `cut`.
     assert utt.speech_end_at == pytest.approx(100.0 - (cut / 16000 - utt.speech_end_s), abs=1e-6)
+
+
+async def test_dropped_text_still_gets_an_audio_only_emotion(tmp_path: Path) -> None:
+    talk = make_dialogue(LINES_B[:1])
+    events: list[Event] = []
+    src = ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)
+    await build([src], events, transcriber=ScriptedTranscriber([""])).run()
+    (tr,) = by(events, "transcript")
+    assert tr.data["text"] == "" and tr.data["dropped"] == "empty"
+    (emo,) = by(events, "emotion")
+    assert emo.data["modalities"] == ["audio"] and emo.data["text"] == ""
+
+
+async def test_silero_engine_finds_the_same_sentences(tmp_path: Path) -> None:
+    talk = make_dialogue(LINES_A, gap_s=1.2)
+    cfg = VADConfig(engine="silero")
+    events: list[Event] = []
+    pipeline = Pipeline(
+        [ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)],
+        vad_factory=lambda: make_vad(cfg),
+        vad_config=cfg,
+        transcriber=ScriptedTranscriber(),  # type: ignore[arg-type]
+        predictor=ScriptedPredictor(),  # type: ignore[arg-type]
+        bus=EventBus([events.append]),
+        extra_stats=lambda: {"hub": {"subscribers": 0}},
+    )
+    await pipeline.run()
+    emotions = by(events, "emotion")
+    assert len(emotions) == len(LINES_A)
+    for emo, (s0, s1) in zip(emotions, talk.spans_s(), strict=True):
+        assert s0 - 0.4 <= emo.data["start_s"] <= s0 + 0.1 and s1 - 0.1 <= emo.data["end_s"] <= s1 + 0.6
+    assert by(events, "stats")[-1].data["hub"] == {"subscribers": 0}
