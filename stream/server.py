@@ -73,6 +73,7 @@ _CSP: Final = (
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _SEND_BATCH: Final = 64
+_REPLAY_YIELD_EVERY: Final = 256  # a resume replay lets the other connections run this often
 _COMMAND_QUEUE: Final = 16
 
 
@@ -353,7 +354,7 @@ class Server:
         sub = conn.sub
         sub.detach()
         cursor = after_seq
-        replayed = 0
+        replayed = scanned = 0
         while not self.hub.go_live(sub, cursor):
             high = self.hub.last_seq
             assert high is not None
@@ -364,6 +365,11 @@ class Server:
                 if sub.accepts(event.stream) and not conn.has(event.seq):
                     await conn.ws.send(event.to_json())
                     replayed += 1
+                scanned += 1
+                if scanned % _REPLAY_YIELD_EVERY == 0:
+                    # Sends to a fast reader (or none, when the filter skips everything) never suspend:
+                    # without this a long log would block the event loop for every other client.
+                    await asyncio.sleep(0)
             cursor = max(cursor, high)  # events the bus published without logging are not replayable
         # The client now holds every accepted event in (after_seq, cursor]; live continues from there.
         conn.new_phase(after_seq, max(cursor, after_seq))
