@@ -26,6 +26,8 @@ from stream.protocol import LABEL_COLORS, LABELS
 from stream.server import Server
 
 CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
+if not Path(CHROMIUM).exists():
+    CHROMIUM = shutil.which("chromium") or CHROMIUM
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 GOLDEN = Path(__file__).with_name("protocol_golden.json")
 
@@ -33,8 +35,8 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(120),
     pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() or shutil.which("chromium")),
-        reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium, or `make test` installs it)",
+        not Path(CHROMIUM).exists(),
+        reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; `make test` installs it)",
     ),
 ]
 
@@ -58,7 +60,7 @@ def hello() -> dict[str, Any]:
 async def chromium_page() -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"],
         )
