@@ -269,12 +269,24 @@ function renderLegend() {
   }
 }
 
+// What the footer shows from the latest `stats` event (free-form; missing keys are skipped).
+const STATS_SHOWN = [
+  ["utterances", "utterances"],
+  ["rtf.asr", "ASR real-time factor"],
+  ["rtf.classifier", "classifier RTF"],
+  ["queues.utterances", "queued"],
+  ["hub.subscribers", "subscribers"],
+  ["hub.dropped_total", "dropped for slow subscribers"],
+  ["drops.mic_audio_s", "mic audio dropped (s)"],
+];
+
 function renderFooter() {
   const parts = [`${store.events.length} events`];
   const s = store.stats;
   if (s) {
-    for (const [k, v] of Object.entries(s)) {
-      if (typeof v === "number" && k !== "ts") parts.push(`${k.replace(/_/g, " ")} ${Number.isInteger(v) ? v : v.toFixed(2)}`);
+    for (const [path, name] of STATS_SHOWN) {
+      const v = path.split(".").reduce((o, k) => (o && typeof o === "object" ? o[k] : undefined), s);
+      if (typeof v === "number") parts.push(`${name} ${Number.isInteger(v) ? v : v.toFixed(3)}`);
     }
   }
   if (store.lagged) parts.push(`lost while lagging ${store.lagged} (refetched)`);

@@ -199,3 +199,56 @@ async def test_page_protocol_module_matches_the_golden_file(tmp_path: Path) -> N
             )
     assert got == golden["constants"]
     await asyncio.sleep(0)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT = ROOT / "models" / "emostream-default.pt"
+DEMO = ROOT / "stream" / "assets" / "demo.flac"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"no classifier checkpoint at {CHECKPOINT} (train one)")
+@pytest.mark.skipif(not DEMO.is_file(), reason=f"no demo recording at {DEMO}")
+async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
+    """The real service (packaged tiny.en + the default checkpoint) replays the demo; the page shows
+    every emotion event the service logged, with the same labels, in order."""
+    from stream.config import load_config
+    from stream.eventlog import read_events
+    from stream.service import RunOptions, run_service
+
+    overrides: dict[str, Any] = {
+        "server.port": 0,
+        "log.event_log_dir": str(tmp_path / "events"),
+        "asr.model": "tiny.en",
+        "audio.replay_speed": 3.0,
+        "classifier.checkpoint": str(CHECKPOINT),
+    }
+    config = load_config(None, **overrides)
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[Any] = loop.create_future()
+    stop = asyncio.Event()
+    service = asyncio.create_task(run_service(
+        config, RunOptions(sources=(str(DEMO),), quiet=True), stop=stop,
+        on_ready=lambda server: ready.done() or ready.set_result(server),
+    ))
+    try:
+        async with asyncio.timeout(120):
+            server = await ready
+        watch = server.hub.subscribe()
+        async with chromium_page() as page:
+            await page.goto(server.url)
+            await page.wait_for_selector("#conn[data-state=live]", timeout=15000)
+            log_path = server.event_log.path
+            async with asyncio.timeout(150):
+                while (await watch.get()).event.type != "end":
+                    pass
+            labels = [e.data["label"] for e in read_events(log_path) if e.type == "emotion"]
+            assert len(labels) >= 5  # the demo has 7 sentences
+            await wait_for_feed(page, len(labels))
+            assert await feed_labels(page) == labels[::-1]
+            await page.wait_for_selector("#ended:not([hidden])")
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-replay.png"), full_page=True)
+    finally:
+        stop.set()
+        status = await asyncio.wait_for(service, 60)
+    assert status == 0
