@@ -208,6 +208,11 @@ class Server:
                 logger.warning("refused a websocket from origin %r (not in server.allowed_origins)", origin)
                 return connection.respond(http.HTTPStatus.FORBIDDEN, f"origin {origin[:100]!r} is not allowed\n")
             return None  # let websockets complete (or refuse) the upgrade
+        method = getattr(request, "method", "GET")
+        if method not in ("GET", "HEAD"):
+            response = connection.respond(http.HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD\n")
+            response.headers["Allow"] = "GET, HEAD"
+            return response
         file = self._files.get(path)
         if file is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -221,13 +226,14 @@ class Server:
             [
                 ("Content-Type", CONTENT_TYPES[_suffix(name)]),
                 ("Content-Length", str(len(body))),
+                ("Connection", "close"),  # websockets answers one request per connection
                 ("Cache-Control", "no-cache"),
                 ("X-Content-Type-Options", "nosniff"),
                 ("Referrer-Policy", "no-referrer"),
                 ("Content-Security-Policy", _CSP),
             ]
         )
-        return Response(200, "OK", headers, body)
+        return Response(200, "OK", headers, b"" if method == "HEAD" else body)
 
     def _origin_allowed(self, origin: str) -> bool:
         allowed = self.config.allowed_origins

@@ -169,7 +169,13 @@ function renderNow(st, latest) {
   conf.className = "conf";
   conf.textContent = `${(confidence(latest) * 100).toFixed(0)}%`;
   label.replaceChildren(chip(latest.label), conf);
+  // A newer transcript whose emotion is still being computed: show its words, flag the label as older.
+  label.classList.toggle("stale", Boolean(showTranscript));
   text.textContent = showTranscript ? tr.text || "" : latest.text || "(no words — judged from the voice)";
+  if (showTranscript) {
+    meta.textContent = "classifying this utterance…";
+    return;
+  }
   const parts = [`${clock(Number(latest.start_s) || 0)}–${clock(Number(latest.end_s) || 0)}`];
   if (Number.isFinite(Number(latest.latency_ms))) parts.push(`latency ${Math.round(Number(latest.latency_ms))} ms`);
   if (Array.isArray(latest.modalities)) parts.push(latest.modalities.join(" + "));

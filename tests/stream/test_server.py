@@ -331,9 +331,9 @@ async def test_idle_client_that_never_pongs_is_dropped(tmp_path: Path) -> None:
         writer.close()
 
 
-async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     raw = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -354,6 +354,14 @@ async def test_static_files_and_content_types(tmp_path: Path) -> None:
         assert status == 200 and headers["content-type"].startswith("text/javascript")
         status, headers, _ = await http_get(port, "/index.html")
         assert status == 200
+        status, headers, _ = await http_get(port, "/styles.css")
+        assert status == 200 and headers["content-type"].startswith("text/css")
+        status, headers, _ = await http_get(port, "/favicon.svg")
+        assert status == 200 and headers["content-type"] == "image/svg+xml"
+        status, headers, body = await http_get(port, "/app.js", method="HEAD")
+        assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+        status, headers, _ = await http_get(port, "/", method="POST")
+        assert status == 405 and headers["allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize(
