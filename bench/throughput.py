@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.common import (
     DEFAULT_CHECKPOINT,
     REPO,
@@ -38,24 +40,54 @@ NOTE = (
 )
 
 
-def whisper_alone(model_name: str, wav: Path, *, vad_filter: bool, cpu_threads: int = 0) -> float:
-    """Seconds faster-whisper needs for all of ``wav`` (model loaded and warmed outside the timing)."""
+def load_whisper(model_name: str, cpu_threads: int = 0) -> Any:
+    """faster-whisper with the packaged weights, as the service loads it on CPU (int8)."""
     from faster_whisper import WhisperModel
 
-    from training.audio import load_audio
     from training.weights import resolve_asr_model
 
     resolved = resolve_asr_model(model_name)
-    model = WhisperModel(resolved.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads,
-                         local_files_only=resolved.packaged)  # fmt: skip
-    audio = load_audio(wav)
-    options: dict[str, Any] = {"language": "en", "beam_size": 1, "temperature": 0.0,
-                               "condition_on_previous_text": False, "vad_filter": vad_filter}  # fmt: skip
-    list(model.transcribe(audio[:16000], **options)[0])  # warm-up
+    return WhisperModel(resolved.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads,
+                        local_files_only=resolved.packaged)  # fmt: skip
+
+
+# The service's decoding options (stream.transcriber), for the floor and the profile.
+OPTIONS: dict[str, Any] = {"language": "en", "beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False}
+
+
+def whisper_alone(model: Any, audio: np.ndarray, *, vad_filter: bool) -> float:
+    """Seconds faster-whisper needs for all of ``audio`` (warmed up outside the timing)."""
+    list(model.transcribe(audio[:16000], vad_filter=vad_filter, **OPTIONS)[0])  # warm-up
     t0 = time.perf_counter()
-    segments, _ = model.transcribe(audio, **options)
+    segments, _ = model.transcribe(audio, vad_filter=vad_filter, **OPTIONS)
     list(segments)
     return time.perf_counter() - t0
+
+
+def asr_profile(model: Any, clips: list[np.ndarray]) -> dict[str, float]:
+    """Mean ms per utterance: the service's transcribe call, and the encoder on a 30 s padded input
+    (what faster-whisper does for every utterance) vs on the utterance alone."""
+    import ctranslate2
+
+    fe = model.feature_extractor
+    totals = {"transcribe_ms": 0.0, "encoder_30s_ms": 0.0, "encoder_trimmed_ms": 0.0}
+    for clip in clips:
+        t0 = time.perf_counter()
+        list(model.transcribe(clip, vad_filter=False, without_timestamps=True, **OPTIONS)[0])
+        t1 = time.perf_counter()
+        padded = np.zeros(fe.n_samples, dtype=np.float32)
+        padded[: min(clip.size, fe.n_samples)] = clip[: fe.n_samples]
+        mel30 = fe(padded, padding=0)[:, : fe.nb_max_frames]
+        model.model.encode(ctranslate2.StorageView.from_array(mel30[None].astype(np.float32)))
+        t2 = time.perf_counter()
+        frames = min(fe.nb_max_frames, -(-clip.size // fe.hop_length // 2) * 2)  # even: the encoder halves it
+        mel = fe(clip[: fe.n_samples], padding=0)[:, :frames]
+        model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32)))
+        t3 = time.perf_counter()
+        totals["transcribe_ms"] += 1000 * (t1 - t0)
+        totals["encoder_30s_ms"] += 1000 * (t2 - t1)
+        totals["encoder_trimmed_ms"] += 1000 * (t3 - t2)
+    return {k: round(v / max(1, len(clips)), 1) for k, v in totals.items()}
 
 
 def _classifier_seconds(predictor: Any, events: list[dict[str, Any]], audio: Any) -> float:
@@ -87,8 +119,20 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     # Transcript and emotion events leave together after classification, so the classifier's share is
     # re-timed here on the same utterances (text + audio span), one at a time as in a live stream.
     classifier_s = _classifier_seconds(result.predictor, events, load_audio(wav))
-    floor_full = whisper_alone(model_name, wav, vad_filter=False)
-    floor_vad = whisper_alone(model_name, wav, vad_filter=True)
+    whisper = load_whisper(model_name)
+    audio = load_audio(wav)
+    floor_full = whisper_alone(whisper, audio, vad_filter=False)
+    floor_vad = whisper_alone(whisper, audio, vad_filter=True)
+    clips = [audio[round(e["data"]["start_s"] * 16000) : round(e["data"]["end_s"] * 16000)]
+             for e in events if e["type"] == "emotion"]  # fmt: skip
+    profile = asr_profile(whisper, clips)
+    features_ms = 0.0
+    if result.predictor.uses_audio and clips:
+        t0 = time.perf_counter()
+        for clip in clips:
+            result.predictor.audio_features([clip])
+        features_ms = 1000 * (time.perf_counter() - t0) / len(clips)
+    profile["audio_features_ms"] = round(features_ms, 1)
     run_s = result.run_s
     return {
         "model": model_name,
@@ -106,6 +150,7 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
         "whisper_vad_rtf": round(floor_vad / audio_s, 4),
         "ratio_to_whisper_alone": round(run_s / floor_full, 2),
         "ratio_to_whisper_vad": round(run_s / floor_vad, 2),
+        "profile_ms_per_utterance": profile,
         "utterances": report["counts"],
         "wer_matched": report["wer"]["matched"],
         "detection": report["detection"],
@@ -132,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cols = ["model", "audio_s", "pipeline_s", "rtf", "whisper_alone_rtf", "ratio_to_whisper_alone", "whisper_vad_rtf",
             "ratio_to_whisper_vad", "asr_busy_s", "classifier_busy_s", "other_s", "wer_matched"]  # fmt: skip
     table = markdown_table(results, cols)
+    profile_rows = [{"model": r["model"], **r["profile_ms_per_utterance"]} for r in results]
+    table += "\nWhere an utterance's time goes (mean ms per utterance)\n\n" + markdown_table(profile_rows)
     print(table)
     path = write_result("throughput", {
         "settings": {"utterances": ts.n_utterances, "audio_s": ts.duration_s, "checkpoint": source,
