@@ -393,3 +393,29 @@ async def test_no_directory_listing(tmp_path: Path) -> None:
             status, _, body = await http_get(r.server.port, path)
             assert status == 404, path
             assert b"index.html" not in body
+
+
+async def test_resume_after_lagged_fills_the_gap_without_repeating(tmp_path: Path) -> None:
+    async with rig(tmp_path, queue_events=3) as r, connect(r.server.ws_url) as ws:
+        await recv_event(ws)
+        for _ in range(10):  # in one go: the sender cannot run, so a queue of 3 overflows
+            r.bus.utterance()
+        lagged = await recv_event(ws)
+        assert lagged["type"] == "lagged" and lagged["data"] == {"dropped": 7, "first_seq": 0, "last_seq": 6}
+        got = [(await recv_event(ws))["seq"] for _ in range(3)]
+        assert got == [7, 8, 9]
+        await ws.send(json.dumps({"type": "resume", "after_seq": -1}))  # what the dashboard does
+        got += [e["seq"] for e in await sync(ws)]
+        assert sorted(got) == list(range(10)) and len(got) == 10
+
+
+async def test_a_failing_hello_callback_still_greets_with_the_defaults(tmp_path: Path) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("model ids not ready")
+
+    config = ServerConfig(port=0)
+    with EventLog(tmp_path) as log:
+        async with Server(config, Hub(queue_events=5), log, broken) as server, connect(server.ws_url) as ws:
+            hello = await recv_event(ws)
+            assert hello["type"] == "hello" and hello["data"]["labels"] == list(LABELS)
+            assert hello["data"]["run_id"] == log.run_id
