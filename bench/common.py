@@ -148,7 +148,10 @@ def checkpoint_or_untrained(path: Path = DEFAULT_CHECKPOINT) -> tuple[Path, str]
     """
     if path.is_file():
         return path, str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-    stand_in = RESULTS / "untrained-default-architecture.pt"
+    from training import features as feats
+
+    # Named by the feature version, so a stand-in never outlives the feature code it was built for.
+    stand_in = RESULTS / f"untrained-default-architecture-features-v{getattr(feats, 'FEATURE_VERSION', 0)}.pt"
     if not stand_in.is_file():
         from stream.protocol import LABELS
         from training.features import AudioFeatureExtractor, FeatureConfig
