@@ -172,18 +172,36 @@ class ClassifierStage:
             audio = [rows[i][1] for i in ready]
             t0 = self._clock()
             try:
-                loop = asyncio.get_running_loop()
-                preds: Sequence[Any] = await loop.run_in_executor(self._executor, self._predictor.predict, texts, audio)
-                if len(preds) != len(ready):
-                    raise RuntimeError(f"predict returned {len(preds)} results for {len(ready)} inputs")
+                preds = await self._predict(texts, audio)
                 for i, pred in zip(ready, preds, strict=True):
                     results[i] = Classified(batch[i], pred, None, len(ready))
             except Exception as exc:
-                logger.exception("classifying a batch of %d failed", len(ready))
-                for i in ready:
-                    results[i] = Classified(batch[i], None, f"classification failed: {type(exc).__name__}: {exc}")
+                if len(ready) == 1:
+                    logger.exception("classifying %s failed", batch[ready[0]].utterance.utterance_id)
+                    results[ready[0]] = Classified(batch[ready[0]], None, _failure(exc))
+                else:
+                    # One bad row must not cost its batch-mates their emotion: retry the rows one by one.
+                    logger.warning("a batch of %d failed (%s); classifying its rows one by one", len(ready), exc)
+                    for i in ready:
+                        try:
+                            (pred,) = await self._predict([rows[i][0]], [rows[i][1]])
+                            results[i] = Classified(batch[i], pred, None, 1)
+                        except Exception as row_exc:
+                            logger.exception("classifying %s failed", batch[i].utterance.utterance_id)
+                            results[i] = Classified(batch[i], None, _failure(row_exc))
             self.busy_s += self._clock() - t0
             self.batches += 1
             self.items += len(ready)
             self.audio_s += sum(batch[i].utterance.audio.size for i in ready) / 16000
         return [r for r in results if r is not None]
+
+    async def _predict(self, texts: list[str | None], audio: list[np.ndarray | None]) -> Sequence[PredictionLike]:
+        loop = asyncio.get_running_loop()
+        preds: Sequence[Any] = await loop.run_in_executor(self._executor, self._predictor.predict, texts, audio)
+        if len(preds) != len(texts):
+            raise RuntimeError(f"predict returned {len(preds)} results for {len(texts)} inputs")
+        return preds
+
+
+def _failure(exc: BaseException) -> str:
+    return f"classification failed: {type(exc).__name__}: {exc}"

@@ -196,6 +196,8 @@ class Pipeline:
         self._segments: dict[str, SegmentStage] = {}
         self._end_sent: dict[str, asyncio.Event] = {i: asyncio.Event() for i in ids}
         self._queue_full_waits = 0
+        self._source_tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.utterances = 0
 
     # Events ---------------------------------------------------------------------------------------
@@ -203,6 +205,9 @@ class Pipeline:
     async def _end_if_done(self, stream: str) -> None:
         reason = self._ended[stream]
         if reason is not None and self._pending[stream] == 0:
+            if all(done.is_set() for sid, done in self._end_sent.items() if sid != stream):
+                # The last stream to end: a final summary first, so that `end` is the run's last event.
+                await self._bus.emit("stats", SERVICE_STREAM, self.stats())
             seg = self._segments.get(stream)
             await self._bus.emit("end", stream, {"reason": reason, "audio_s": round(seg.audio_s if seg else 0.0, 3)})
             self._ended[stream] = None
@@ -246,6 +251,10 @@ class Pipeline:
         )
         self._segments[stream] = stage
         reason = "eof"
+        if self._stopping:
+            self._ended[stream] = "stopped"
+            await self._end_if_done(stream)
+            return
         try:
             async for item in stage.run(aiter(source)):
                 if isinstance(item, SourceProblem):
@@ -274,6 +283,10 @@ class Pipeline:
                     if self._queue.full():
                         self._queue_full_waits += 1
                     await self._queue.put(item)
+        except asyncio.CancelledError:
+            if not self._stopping:  # cancelled from outside (the TaskGroup): not ours to swallow
+                raise
+            reason = "stopped"  # stop(): utterances already ended still get their events
         except Exception as exc:  # one broken stream must not stop the others
             logger.exception("stream %s failed", stream)
             await self._bus.emit("error", stream, {"code": "source_failed", "message": f"{type(exc).__name__}: {exc}"})
@@ -333,12 +346,25 @@ class Pipeline:
             await self._sleep(self._stats_interval_s)
             await self._bus.emit("stats", SERVICE_STREAM, self.stats())
 
+    def stop(self) -> None:
+        """Stop reading the sources (``end`` reason ``stopped``); utterances whose speech already ended
+        still go through Whisper and the classifier, then :meth:`run` returns."""
+        self._stopping = True
+        for task in self._source_tasks:
+            task.cancel()
+
+    @property
+    def in_flight(self) -> int:
+        """Utterances whose speech ended but whose events are not all out yet."""
+        return sum(self._pending.values())
+
     async def run(self) -> None:
         """Run until every source has ended and every utterance has its events."""
         try:
             async with asyncio.TaskGroup() as tg:
                 stats = tg.create_task(self._stats_loop())
                 sources = [tg.create_task(self._run_source(s)) for s in self.sources]
+                self._source_tasks = sources
 
                 async def close_queue() -> None:
                     await asyncio.gather(*sources)
@@ -347,6 +373,5 @@ class Pipeline:
                 tg.create_task(close_queue())
                 await self._run_stages()
                 stats.cancel()
-            await self._bus.emit("stats", SERVICE_STREAM, self.stats())
         finally:
             self._vad_executor.shutdown(wait=False, cancel_futures=True)

@@ -122,6 +122,7 @@ class Segmenter:
         self._max_frames = max(1, params.max_utterance_ms * params.sample_rate_hz // (1000 * params.frame_samples))
         self._preroll: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, self._pre_frames))
         self._frames: list[tuple[int, np.ndarray]] = []  # the candidate/utterance, pre-roll included
+        self._flags: list[bool] = []  # the VAD decision of each frame in self._frames
         self._active = False
         self._confirmed = False
         self._first_speech = 0  # index into self._frames
@@ -146,6 +147,7 @@ class Segmenter:
                     self._preroll.append((start_sample, frame))
                 return out
             self._frames = list(self._preroll) if self._pre_frames else []
+            self._flags = [False] * len(self._frames) + [True]
             self._preroll.clear()
             self._frames.append((start_sample, frame))
             self._active = True
@@ -153,6 +155,7 @@ class Segmenter:
             self._first_speech = self._last_speech = len(self._frames) - 1
         else:
             self._frames.append((start_sample, frame))
+            self._flags.append(is_speech)
             if is_speech:
                 self._last_speech = len(self._frames) - 1
         index = len(self._frames) - 1
@@ -160,7 +163,15 @@ class Segmenter:
         if not self._confirmed and (continuing or self._last_speech - self._first_speech + 1 >= self._min_frames):
             self._confirmed = True
             self._since_forced = None
+            # Lengths that barely fit max_utterance (long pre-roll, long min_speech): give up pre-roll first.
+            drop = min(max(0, len(self._frames) - self._max_frames + 1), self._first_speech)
+            if drop:
+                self._frames = self._frames[drop:]
+                self._flags = self._flags[drop:]
+                self._first_speech -= drop
+                self._last_speech -= drop
             out.append(SpeechStart(self._frames[0][0]))
+            index = len(self._frames) - 1
         silence = index - self._last_speech
         if silence >= max(self._end_frames, self._post_frames):
             if self._confirmed:
@@ -168,8 +179,25 @@ class Segmenter:
             else:
                 self._discard()
         elif self._confirmed and len(self._frames) >= self._max_frames:
-            out.append(self._finish(len(self._frames), forced=True))
-            self._since_forced = 0
+            out += self._split_forced()
+        return out
+
+    def _split_forced(self) -> list[SegmenterOutput]:
+        """Cut exactly ``max_utterance``; speech already buffered past the cut continues at once."""
+        out: list[SegmenterOutput] = []
+        while self._confirmed and len(self._frames) >= self._max_frames:
+            rest = self._frames[self._max_frames :]
+            rest_flags = self._flags[self._max_frames :]
+            last_in_rest = self._last_speech - self._max_frames
+            out.append(self._finish(self._max_frames, forced=True))
+            if last_in_rest >= 0:  # the talker goes on: the rest is the next part of the same speech
+                self._preroll.clear()
+                self._frames, self._flags = rest, rest_flags
+                self._active = self._confirmed = True
+                self._first_speech, self._last_speech = rest_flags.index(True), last_in_rest
+                out.append(SpeechStart(rest[0][0]))
+            else:
+                self._since_forced = len(rest) if len(rest) < self._end_frames else None
         return out
 
     def flush(self) -> list[SegmenterOutput]:
@@ -187,7 +215,9 @@ class Segmenter:
         rest = self._frames[keep:]
         start = kept[0][0]
         end = kept[-1][0] + kept[-1][1].size
-        last = self._frames[min(self._last_speech, keep - 1)]
+        # The last speech frame inside what is kept (a forced cut may fall in a pause).
+        spoken = [i for i in range(min(self._last_speech, keep - 1), -1, -1) if self._flags[i]]
+        last = self._frames[spoken[0] if spoken else keep - 1]
         utt = UtteranceEnd(
             start_sample=start,
             end_sample=end,
@@ -211,6 +241,7 @@ class Segmenter:
 
     def _reset(self) -> None:
         self._frames = []
+        self._flags = []
         self._active = False
         self._confirmed = False
         self._first_speech = self._last_speech = 0

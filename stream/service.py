@@ -27,7 +27,7 @@ from stream.classifier import Predictor, load_predictor
 from stream.config import Config
 from stream.console import ConsolePrinter
 from stream.events import EventBus, JsonlWriter, Sink
-from stream.pipeline import Pipeline
+from stream.pipeline import Pipeline, segmenter_params
 from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
 from stream.sources import MicSource, ReplaySource, Source
 from stream.transcriber import Transcriber, WhisperTranscriber
@@ -130,11 +130,13 @@ async def run_service(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Any], None] | None = None,
     out: Any = None,
+    drain_s: float = 30.0,
 ) -> int:
     """Run until done (see the module docstring); returns the process exit status.
 
     ``models`` skips loading (tests pass fakes); ``stop`` ends the run like SIGINT; ``on_ready``
-    gets the started server (or ``None``) once events start flowing.
+    gets the started server (or ``None``) once events start flowing. On stop, utterances whose speech
+    had ended still get their events, for at most ``drain_s`` (a second SIGINT skips the wait).
     """
     from stream.eventlog import EventLog, EventLogError
     from stream.hub import Hub
@@ -153,9 +155,22 @@ async def run_service(
     sources = build_sources(specs, config, clock=clock)
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
+    force = asyncio.Event()
+
+    def on_signal() -> None:  # the first signal drains what is in flight, a second one quits now
+        if stop.is_set():
+            force.set()
+        else:
+            stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        segmenter_params(config.vad, make_vad(config.vad).frame_samples)
+    except ValueError as exc:
+        logger.error("config error in [vad]: %s", exc)
+        return 2
 
     try:
         event_log = EventLog(config.resolve_path(config.log.event_log_dir))
@@ -230,6 +245,7 @@ async def run_service(
             if run.done() and run.exception() is None and not stop.is_set() and not exit_when_done:
                 logger.info("all sources ended; still serving the dashboard (Ctrl-C to stop)")
                 await stop.wait()
+            await _drain(pipeline, run, force, drain_s)
             status = 0
             if run.done() and not run.cancelled() and run.exception() is not None:
                 err = run.exception()
@@ -248,6 +264,23 @@ async def run_service(
         if jsonl is not None:
             jsonl.close()
         event_log.close()
+
+
+async def _drain(pipeline: Pipeline, run: asyncio.Task[None], force: asyncio.Event, drain_s: float) -> None:
+    """Stop the sources and let utterances in flight finish (up to ``drain_s``, or until ``force``)."""
+    if run.done():
+        return
+    pipeline.stop()
+    if pipeline.in_flight:
+        logger.info("stopping: finishing %d utterance(s) in flight (Ctrl-C again to quit now)", pipeline.in_flight)
+    forced = asyncio.create_task(force.wait())
+    await asyncio.wait({run, forced}, timeout=drain_s, return_when=asyncio.FIRST_COMPLETED)
+    forced.cancel()
+    if not run.done():
+        logger.warning("stopping without the events of %d utterance(s) in flight", pipeline.in_flight)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
 
 
 def run_from_cli(config: Config, args: argparse.Namespace) -> int:

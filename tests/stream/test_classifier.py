@@ -70,13 +70,15 @@ async def test_text_only_checkpoint_never_gets_audio_and_skips_rows_without_text
     assert stage.unclassifiable == 1
 
 
-async def test_a_failing_batch_reports_each_utterance_and_the_next_batch_works() -> None:
+async def test_a_poisoned_row_fails_alone_and_its_batch_mates_are_retried_one_by_one() -> None:
     pred = ScriptedPredictor(fail_on="explode")
-    stage = ClassifierStage(pred, max_batch=2, batch_wait_ms=10)
-    items = [item("a", 0, "explode"), item("a", 1, "x"), item("a", 2, "fine")]
-    out = [c async for c in stage.run(arrive(items, gaps_s=[0, 0, 0.1]))]
-    assert [c.error is not None for c in out] == [True, True, False]
-    assert "scripted failure" in (out[0].error or "")
+    stage = ClassifierStage(pred, max_batch=3, batch_wait_ms=10)
+    items = [item("a", 0, "x"), item("a", 1, "explode"), item("b", 0, "y"), item("a", 2, "fine")]
+    out = [c async for c in stage.run(arrive(items, gaps_s=[0, 0, 0, 0.1]))]
+    assert [c.item.utterance.utterance_id for c in out] == ["a-0", "a-1", "b-0", "a-2"]
+    assert [c.error is not None for c in out] == [False, True, False, False]
+    assert "scripted failure" in (out[1].error or "")
+    assert [len(texts) for texts, _ in pred.calls] == [3, 1, 1, 1, 1]  # the batch, 3 retries, the next batch
 
 
 async def test_classification_runs_off_the_event_loop() -> None:

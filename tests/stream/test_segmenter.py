@@ -145,3 +145,17 @@ def test_utterances_are_ordered_disjoint_and_within_input(decisions: list[bool])
         assert u.end_sample - u.start_sample <= 100 * F
         assert u.pcm.size == u.end_sample - u.start_sample
         prev_end = u.end_sample
+
+
+def test_lengths_that_barely_fit_the_maximum_give_up_pre_roll_then_split() -> None:
+    # pre-roll 50 ms + min_speech 80 ms > max 100 ms: the pre-roll shrinks, no utterance is over 10 frames.
+    p = params(pre_roll_ms=50, min_speech_ms=80, max_utterance_ms=100, end_silence_ms=30, post_roll_ms=0)
+    out = run("0" * 10 + "1" * 25 + "0" * 10, p)
+    utts = utterances(out)
+    assert all(u.end_sample - u.start_sample <= 10 * F for u in utts)
+    assert utts[0].start_sample == 9 * F  # 1 of the 5 pre-roll frames kept
+    assert [u.forced for u in utts] == [True, True, False]
+    assert utts[-1].end_sample == 35 * F
+    assert all(b.start_sample == a.end_sample for a, b in zip(utts, utts[1:], strict=False))
+    starts = [o for o in out if isinstance(o, SpeechStart)]
+    assert len(starts) == len(utts)
