@@ -16,7 +16,8 @@ The total is also measured against the *truth* end of speech (the test set's spa
 start time is recovered from the utterances' ends (``E - (end_s - post_roll)``, median), and
 ``arrival - (start + truth end)`` is reported beside the pipeline's own figure.
 
-Usage: ``python -m bench.latency [--models tiny.en,base] [--n 6]``; ``--full`` uses 30 utterances.
+Usage: ``python -m bench.latency [--models tiny.en,base] [--n 6] [--set vad.end_silence_ms=300]``;
+``--full`` uses 30 utterances; ``--out NAME`` writes ``bench/results/NAME.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,11 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 120.0  # model loading included
 STAGES = ("vad_tail", "asr", "features_classifier", "delivery", "total", "total_vs_truth")
+
+
+def _split(item: str) -> tuple[str, Any]:
+    key, _, value = item.partition("=")
+    return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
 
 
 def free_port() -> int:
@@ -137,19 +144,35 @@ def breakdown(
     return rows
 
 
-def run_model(model: str, wav: Path, truth_csv: Path, checkpoint: Path, audio_s: float) -> dict[str, Any]:
+def config_text(port: int, log_dir: str, settings: Sequence[str] = ()) -> str:
+    """A TOML config for the service: loopback server on ``port``, event log in ``log_dir``, plus
+    ``section.key=value`` settings (TOML values, checked by the service's strict loader)."""
+    tables: dict[str, list[str]] = {"server": [f"port = {port}", 'host = "127.0.0.1"'],
+                                    "log": [f"event_log_dir = {json.dumps(log_dir)}"]}  # fmt: skip
+    for item in settings:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (sep and dot and name and value.strip()):
+            raise ValueError(f"--set wants section.key=value, got {item!r}")
+        tables.setdefault(section, []).append(f"{name} = {value.strip()}")
+    return "".join(f"[{t}]\n" + "".join(line + "\n" for line in lines) for t, lines in tables.items())
+
+
+def run_model(
+    model: str, wav: Path, truth_csv: Path, checkpoint: Path, audio_s: float, *, settings: Sequence[str] = ()
+) -> dict[str, Any]:
     import psutil
 
     from stream.config import load_config
     from stream.evaluate import load_truth
 
     port = free_port()
-    cfg = load_config(REPO / "config.toml")
+    cfg = load_config(None, **dict(_split(x) for x in settings))
     frame = round(cfg.audio.sample_rate_hz * cfg.vad.frame_ms / 1000)
     post_roll_s = math.ceil(cfg.vad.post_roll_ms * 16 / frame) * frame / 16000  # as the segmenter rounds it
     with tempfile.TemporaryDirectory(prefix="emostream-latency-") as tmp:
         conf = Path(tmp) / "bench.toml"
-        conf.write_text(f'[server]\nport = {port}\nhost = "127.0.0.1"\n[log]\nevent_log_dir = "{tmp}"\n')
+        conf.write_text(config_text(port, tmp, settings))
         cmd = [sys.executable, "-m", "stream", "run", "--config", str(conf), "--source", str(wav),
                "--asr-model", model, "--device", "cpu", "--checkpoint", str(checkpoint), "--exit-when-done",
                "--quiet", "--log-level", "WARNING"]  # fmt: skip
@@ -187,6 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=6, help="utterances (default 6: about 40 s per model at real time)")
     p.add_argument("--checkpoint", type=Path, default=None, help="classifier (default: the shipped one)")
     p.add_argument("--full", action="store_true", help="30 utterances (about 3 minutes per model)")
+    p.add_argument("--out", default="latency", help="result name under bench/results/ (default latency)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a service setting for this run, e.g. vad.end_silence_ms=300 (repeatable)",
+    )
     args = p.parse_args(argv)
     setup_logging()
     from bench.make_testset import build_testset
@@ -197,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, rows = [], []
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         logger.info("latency: %s, %d utterances replayed at real time (%.0f s)", model, n, ts.duration_s)
-        r = run_model(model, ts.wav, ts.truth_csv, checkpoint, ts.duration_s)
+        r = run_model(model, ts.wav, ts.truth_csv, checkpoint, ts.duration_s, settings=args.set)
         results.append(r)
         st = r["stages_s"]
         for stage in STAGES:
@@ -205,8 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "max s": st[stage]["max"], "n": st[stage]["n"]})  # fmt: skip
     table = markdown_table(rows)
     print(table)
-    path = write_result("latency", {
+    path = write_result(args.out, {
         "settings": {"utterances": ts.n_utterances, "audio_s": ts.duration_s, "checkpoint": source,
+                     "service_settings": args.set,
                      "replay": "real time, service in its own process, one websocket client on 127.0.0.1"},
         "results": results,
         "table": table,

@@ -61,3 +61,21 @@ def test_fanout_smoke_on_loopback() -> None:
     assert r["events_published"] >= 15
     assert r["delivered_fraction"] == 1.0
     assert 0 <= r["delivery_ms"]["p50"] < 1000
+
+
+def test_config_text_is_a_valid_service_config(tmp_path: Any) -> None:
+    from bench.latency import config_text
+    from stream.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(8123, str(tmp_path / "log dir"), ["vad.end_silence_ms=300", 'asr.language="en"']))
+    cfg = load_config(path)
+    assert (cfg.server.port, cfg.server.host, cfg.vad.end_silence_ms, cfg.asr.language) == (
+        8123,
+        "127.0.0.1",
+        300,
+        "en",
+    )
+    assert cfg.log.event_log_dir == str(tmp_path / "log dir")
+    with pytest.raises(ValueError, match="section.key=value"):
+        config_text(1, "x", ["end_silence_ms"])
