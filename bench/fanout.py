@@ -110,20 +110,21 @@ async def _serve(expect: int, rate: float, duration_s: float, log_dir: Path) -> 
 async def _client(url: str, latencies: list[float], counts: dict[str, int], done: asyncio.Event) -> None:
     from websockets.asyncio.client import connect
 
+    # Stamp arrivals now and parse later: one process reads for all N subscribers, so parsing inside
+    # the loop would delay the later readers and be counted as the server's delivery time.
+    got: list[tuple[float, str | bytes]] = []
     async with connect(url, max_size=2**20, open_timeout=60, ping_interval=None) as ws:
         counts["connected"] += 1
         async for raw in ws:
-            now = time.time()
-            event = json.loads(raw)
-            kind = event.get("type")
-            if kind == "emotion":
-                latencies.append(now - event["ts"])
-            elif kind == "lagged":
-                counts["lagged"] += 1
-            elif kind == "end":
+            got.append((time.time(), raw))
+            if (isinstance(raw, str) and '"type":"end"' in raw) or done.is_set():
                 break
-            if done.is_set():
-                break
+    for arrival, raw in got:
+        event = json.loads(raw)
+        if event.get("type") == "emotion":
+            latencies.append(arrival - event["ts"])
+        elif event.get("type") == "lagged":
+            counts["lagged"] += 1
 
 
 async def _run_clients(url: str, n: int, timeout_s: float) -> tuple[list[float], dict[str, int], str | None]:
