@@ -253,7 +253,9 @@ class MicSource:
         self._block = config.mic_block_ms * self._rate // 1000
         self._stall_s = max(stall_s, 4 * config.mic_block_ms / 1000)
         self._buffer: MicBuffer | None = None
-        self._dropped_before = 0
+        self._device_rate = self._rate  # what the device records at (16 kHz unless it cannot)
+        self._dropped_before_s = 0.0
+        self._end = 0  # timeline end of the last chunk delivered
         self.overflows = 0
         self.reconnects = 0
         self._failed = False  # set from PortAudio's thread
@@ -261,10 +263,11 @@ class MicSource:
 
     def stats(self) -> dict[str, float]:
         buf = self._buffer
-        dropped = self._dropped_before + (buf.dropped_samples if buf else 0)
+        dropped_s = self._dropped_before_s + (buf.dropped_samples if buf else 0) / self._device_rate
         return {
-            "dropped_s": dropped / self._rate,
-            "buffered_s": (buf.depth_samples if buf else 0) / self._rate,
+            "dropped_s": round(dropped_s, 3),
+            "buffered_s": (buf.depth_samples if buf else 0) / self._device_rate,
+            "device_rate_hz": self._device_rate,
             "overflows": self.overflows,
             "reconnects": self.reconnects,
         }
@@ -284,11 +287,11 @@ class MicSource:
 
         while True:
             buf = MicBuffer(round(self._cfg.mic_buffer_s * self._rate), notify)
-            # The outage stays a gap on the timeline (which never runs backwards).
-            buf.next_sample = round((self._clock() - t0) * self._rate)
+            # The buffer counts this connection's samples from 0; the outage stays a gap on the
+            # timeline, which never runs backwards.
+            base = max(round((self._clock() - t0) * self._rate), self._end)
             if self._buffer is not None:
-                self._dropped_before += self._buffer.dropped_samples
-                buf.next_sample = max(buf.next_sample, self._buffer.next_sample)
+                self._dropped_before_s += self._buffer.dropped_samples / self._device_rate
             self._buffer = buf
             self._failed = False
             stream = None
@@ -296,7 +299,7 @@ class MicSource:
                 stream = await loop.run_in_executor(None, self._open, buf)
                 first = False  # from now on a failure means the device was lost
                 logger.info("%s: recording from %s", self.stream_id, self.name)
-                async for chunk in self._drain(buf, wake, stream):
+                async for chunk in self._drain(buf, wake, stream, base):
                     delay = self._cfg.mic_retry_initial_s  # audio flows again: reset the backoff
                     yield chunk
             except (DeviceError, _DeviceLost, OSError, RuntimeError, ValueError) as exc:
@@ -327,20 +330,35 @@ class MicSource:
                 self._failure = "the input stream stopped"
                 buf.put(np.zeros(0, dtype=np.int16), self._clock())  # wake the consumer
 
-        # sounddevice.PortAudioError (device unplugged, busy, unavailable) derives from Exception only:
-        # turn it into DeviceError so the retry loop handles it instead of ending the stream.
-        try:
-            stream = sd.InputStream(
+        def open_at(rate: int) -> Any:
+            return sd.InputStream(
                 device=dev.index,
-                samplerate=self._rate,
+                samplerate=rate,
                 channels=1,
                 dtype="int16",
-                blocksize=self._block,
+                blocksize=self._cfg.mic_block_ms * rate // 1000,
                 callback=callback,
                 finished_callback=finished,
             )
+
+        # sounddevice.PortAudioError (device unplugged, busy, unavailable) derives from Exception only:
+        # turn it into DeviceError so the retry loop handles it instead of ending the stream.
+        native = round(dev.default_sample_rate_hz)
+        try:
+            try:
+                stream = open_at(self._rate)
+                self._device_rate = self._rate
+            except Exception as exc:
+                # Hardware devices often record only at 44.1/48 kHz: record natively, resample here.
+                if native == self._rate or native <= 0 or "sample rate" not in str(exc).lower():
+                    raise
+                stream = open_at(native)
+                self._device_rate = native
+                logger.info("%s: %s cannot record at %d Hz; recording at %d Hz and resampling",
+                            self.stream_id, self.name, self._rate, native)
         except Exception as exc:
             raise DeviceError(str(exc)) from exc
+        buf.capacity_samples = max(1, round(self._cfg.mic_buffer_s * self._device_rate))
         try:
             stream.start()
         except Exception as exc:
@@ -348,9 +366,10 @@ class MicSource:
             raise DeviceError(str(exc)) from exc
         return stream
 
-    async def _drain(self, buf: MicBuffer, wake: asyncio.Event, stream: Any) -> AsyncIterator[AudioChunk]:
+    async def _drain(self, buf: MicBuffer, wake: asyncio.Event, stream: Any, base: int) -> AsyncIterator[AudioChunk]:
         # Opening can take a moment before the first block (PulseAudio through ALSA): allow longer then.
         timeout = max(self._stall_s, self.FIRST_AUDIO_S)
+        resampler = _Resampler(self._device_rate, self._rate) if self._device_rate != self._rate else None
         while True:
             blocks = buf.take()
             if not blocks:
@@ -363,11 +382,43 @@ class MicSource:
                     raise _DeviceLost(f"no audio for {timeout:g} s") from None
                 continue
             timeout = self._stall_s
-            for start, pcm, captured in blocks:
+            for start_in, block, captured in blocks:
+                start, pcm = resampler.push(start_in, block) if resampler is not None else (start_in, block)
                 if pcm.size:
-                    yield AudioChunk(self.stream_id, start, pcm, captured)
+                    self._end = base + start + pcm.size
+                    yield AudioChunk(self.stream_id, base + start, pcm, captured)
             if self._failed or not getattr(stream, "active", True):
                 raise _DeviceLost(self._failure or "the input stream is no longer active")
+
+
+class _Resampler:
+    """Streaming int16 mono resampling (PyAV/FFmpeg's swresample), continuous across blocks.
+
+    ``push(start, pcm)`` takes the block's start in input samples and returns its start in output
+    samples; a jump in ``start`` (dropped audio) restarts the filter at the matching output position.
+    """
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        self._in, self._out = rate_in, rate_out
+        self._res: Any = None
+        self._expected = -1
+        self._pos = 0
+
+    def push(self, start: int, pcm: np.ndarray) -> tuple[int, np.ndarray]:
+        import av
+
+        if self._res is None or start != self._expected:
+            self._res = av.AudioResampler(format="s16", layout="mono", rate=self._out)
+            self._pos = round(start * self._out / self._in)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16",
+                                           layout="mono")
+        frame.sample_rate = self._in
+        parts = [f.to_ndarray().reshape(-1) for f in self._res.resample(frame)]
+        out = np.concatenate(parts).astype(np.int16, copy=False) if parts else np.zeros(0, dtype=np.int16)
+        begin = self._pos
+        self._pos += out.size
+        self._expected = start + pcm.size
+        return begin, out
 
 
 def _close_quietly(stream: Any) -> None:

@@ -156,7 +156,10 @@ class FakeInputStream:
         for i in range(self.sd.blocks_per_open):
             if not self.active:
                 return
-            data = np.full((block, 1), i % 100, dtype=np.int16)
+            if self.sd.signal is not None:
+                data = self.sd.signal[i * block : (i + 1) * block].reshape(-1, 1)
+            else:
+                data = np.full((block, 1), i % 100, dtype=np.int16)
             self.kw["callback"](data, block, None, None)
             time.sleep(0.001)
         if self.sd.die_after_blocks:
@@ -172,13 +175,27 @@ class FakeInputStream:
 
 
 class FakeSoundDevice:
-    def __init__(self, *, blocks_per_open: int = 20, die_after_blocks: bool = True, fail_opens: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        blocks_per_open: int = 20,
+        die_after_blocks: bool = True,
+        fail_opens: int = 0,
+        only_rate: int | None = None,
+        signal: np.ndarray | None = None,
+    ) -> None:
         self.blocks_per_open = blocks_per_open
         self.die_after_blocks = die_after_blocks
         self.fail_opens = fail_opens
+        self.only_rate = only_rate
+        self.signal = signal
         self.opened = self.closed = 0
+        self.rates: list[int] = []
 
     def InputStream(self, **kw: Any) -> FakeInputStream:  # noqa: N802 - mirrors sounddevice
+        self.rates.append(kw["samplerate"])
+        if self.only_rate is not None and kw["samplerate"] != self.only_rate:
+            raise RuntimeError("Error opening InputStream: Invalid sample rate [PaErrorCode -9997]")
         return FakeInputStream(self, **kw)
 
 
@@ -245,6 +262,29 @@ async def test_mic_reports_a_missing_device_and_keeps_retrying() -> None:
     items = await collect(aiter(mic), limit=3)
     assert all(isinstance(i, SourceProblem) and "emostream devices" in i.message for i in items)
     assert calls == 3
+
+
+async def test_a_device_without_16_khz_records_natively_and_is_resampled() -> None:
+    rate = 48000
+    t = np.arange(rate * 2) / rate
+    sine = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    sd = FakeSoundDevice(only_rate=rate, blocks_per_open=60, die_after_blocks=False, signal=sine)
+
+    def device48k(spec: str) -> AudioDevice:
+        return AudioDevice(3, "USB Mic", "ALSA", 1, 48000.0, False)
+
+    mic = MicSource("mic", "3", config=AudioConfig(mic_block_ms=30), sounddevice=sd, find_device=device48k)
+    items = await collect(aiter(mic), limit=60)
+    assert sd.rates == [16000, 48000]
+    chunks = [i for i in items if isinstance(i, AudioChunk)]
+    assert len(chunks) == 60
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert b.start_sample == a.end_sample  # continuous on the 16 kHz timeline
+    pcm = np.concatenate([c.pcm for c in chunks]).astype(np.float32)
+    assert abs(pcm.size - 60 * 480) < 64  # 1.8 s at 16 kHz (the filter holds back a few samples)
+    spectrum = np.abs(np.fft.rfft(pcm[1000:17000]))
+    assert abs(np.argmax(spectrum) * 16000 / 16000 - 440) <= 2  # the tone's pitch is unchanged
+    assert mic.stats()["device_rate_hz"] == 48000
 
 
 async def test_mic_stall_without_audio_counts_as_a_lost_device() -> None:
