@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripted import SCRIPT, Speaker
 
 from stream.config import ServerConfig
 from stream.eventlog import EventLog
@@ -81,9 +82,8 @@ async def wait_for_feed(page: Any, count: int) -> None:
     )
 
 
-async def test_dashboard_connects_shows_labels_and_resumes_after_restart(
-    tmp_path: Path, script: Any, speaker: Any
-) -> None:
+async def test_dashboard_connects_shows_labels_and_resumes_after_restart(tmp_path: Path) -> None:
+    script, speaker = SCRIPT, Speaker
     ARTIFACTS.mkdir(exist_ok=True)
     hub = Hub(queue_events=1000)
     log = EventLog(tmp_path / "events")
@@ -232,8 +232,11 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
         on_ready=lambda server: ready.done() or ready.set_result(server),
     ))
     try:
-        async with asyncio.timeout(120):
-            server = await ready
+        await asyncio.wait({ready, service}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            status = service.result() if service.done() else "still loading after 120 s"
+            pytest.fail(f"the service did not start serving (exit status {status}); see its log above")
+        server = ready.result()
         watch = server.hub.subscribe()
         async with chromium_page() as page:
             await page.goto(server.url)

@@ -1,11 +1,11 @@
-"""Helpers for the dashboard tests: scripted utterances published through the real EventBus."""
+"""Helpers for the dashboard tests: scripted utterances published through the real EventBus.
+
+(Not a conftest.py: other test folders import `conftest` by name, and a second one would shadow it.)"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-
-import pytest
 
 from stream.events import EventBus
 from stream.protocol import LABELS
@@ -62,14 +62,3 @@ class Speaker:
     def say_all(self, lines: Sequence[tuple[str, str]]) -> None:
         for text, label in lines:
             self.say(text, label)
-
-
-@pytest.fixture
-def script() -> tuple[tuple[str, str], ...]:
-    return SCRIPT
-
-
-@pytest.fixture
-def speaker() -> type[Speaker]:
-    """``speaker(bus, stream_id, seed=0)`` -> a :class:`Speaker`."""
-    return Speaker
