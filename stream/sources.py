@@ -285,6 +285,13 @@ class MicSource:
         def notify() -> None:  # runs in PortAudio's thread: schedule, never touch the Event directly
             loop.call_soon_threadsafe(wake.set)
 
+        if self._sd is None:
+            try:
+                self._sd = load_sounddevice()
+            except DeviceError as exc:  # no PortAudio library: retrying cannot help
+                yield SourceProblem(self.stream_id, "source_failed", f"microphone: {exc}", fatal=True)
+                return
+
         while True:
             buf = MicBuffer(round(self._cfg.mic_buffer_s * self._rate), notify)
             # The buffer counts this connection's samples from 0; the outage stays a gap on the
@@ -314,7 +321,7 @@ class MicSource:
             delay = min(delay * 2, self._cfg.mic_retry_max_s)
 
     def _open(self, buf: MicBuffer) -> Any:
-        sd = self._sd if self._sd is not None else load_sounddevice()
+        sd = self._sd
         dev = self._find_device(self.device_spec)
         self.name = f"{dev.index}: {dev.name}"
 

@@ -287,6 +287,19 @@ async def test_a_device_without_16_khz_records_natively_and_is_resampled() -> No
     assert mic.stats()["device_rate_hz"] == 48000
 
 
+async def test_a_missing_portaudio_library_ends_the_mic_stream_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream import sources
+
+    def no_portaudio() -> Any:
+        raise DeviceError("PortAudio is not available (libportaudio.so). Install it with `sudo apt-get install ...`")
+
+    monkeypatch.setattr(sources, "load_sounddevice", no_portaudio)
+    items = await collect(aiter(MicSource("mic", "", config=AudioConfig(), find_device=_device)))
+    assert len(items) == 1 and items[0].fatal and "apt-get install" in items[0].message
+
+
 async def test_mic_stall_without_audio_counts_as_a_lost_device() -> None:
     sd = FakeSoundDevice(blocks_per_open=2, die_after_blocks=False)  # goes silent but stays "active"
 
