@@ -75,6 +75,7 @@ _CSP: Final = (
 _SEND_BATCH: Final = 64
 _REPLAY_YIELD_EVERY: Final = 256  # a resume replay lets the other connections run this often
 _COMMAND_QUEUE: Final = 16
+_MAX_GAPS: Final = 256  # lagged ranges remembered per connection (see _Connection.has)
 
 
 def static_files(package: str = "web") -> dict[str, Traversable]:
@@ -303,6 +304,11 @@ class Server:
         if event.stream != CONNECTION_STREAM:
             conn.sent_max = max(conn.sent_max, event.seq)
         elif event.type == "lagged":
+            if len(conn.gaps) >= _MAX_GAPS:
+                # Bounded: merge the two oldest gaps. A later resume may then repeat the few events
+                # delivered between them (a client that lags this often without resuming).
+                (a, _), (_, b) = conn.gaps[0], conn.gaps[1]
+                conn.gaps[:2] = [(a, b)]
             conn.gaps.append((int(event.data["first_seq"]), int(event.data["last_seq"])))
         await conn.ws.send(item.payload)
 
