@@ -22,7 +22,7 @@ from bench.common import REPO, RESULTS, setup_logging
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("accuracy", "classifier", "throughput", "latency", "fanout", "memory")
+BENCHMARKS = ("accuracy", "classifier", "throughput", "asr_padding", "latency", "fanout", "memory")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
