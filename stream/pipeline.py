@@ -295,17 +295,25 @@ class Pipeline:
         await self._end_if_done(stream)
 
     async def _run_stages(self) -> None:
-        async for out in self.classifier.run(self.asr.run(_drain(self._queue))):
+        transcribed = self._announce_transcripts(self.asr.run(_drain(self._queue)))
+        async for out in self.classifier.run(transcribed):
             await self._emit_results(out)
 
-    async def _emit_results(self, out: Classified) -> None:
-        item: Transcribed = out.item
+    async def _announce_transcripts(self, items: AsyncIterator[Transcribed]) -> AsyncIterator[Transcribed]:
+        """Send each ``transcript`` (or its error) as soon as Whisper is done, before classification."""
+        async for item in items:
+            await self._emit_transcript(item)
+            yield item
+
+    @staticmethod
+    def _span(utt: Utterance) -> dict[str, Any]:
+        return {"utterance_id": utt.utterance_id, "start_s": round(utt.start_s, 3), "end_s": round(utt.end_s, 3)}
+
+    async def _emit_transcript(self, item: Transcribed) -> None:
         utt = item.utterance
-        span = {"utterance_id": utt.utterance_id, "start_s": round(utt.start_s, 3), "end_s": round(utt.end_s, 3)}
-        text = ""
+        span = self._span(utt)
         if item.transcript is not None:
             t = item.transcript
-            text = t.text
             await self._bus.emit(
                 "transcript",
                 utt.stream,
@@ -321,6 +329,12 @@ class Pipeline:
             )
         else:
             await self._bus.emit("error", utt.stream, {"code": "stage_failed", "message": item.error or "", **span})
+
+    async def _emit_results(self, out: Classified) -> None:
+        item: Transcribed = out.item
+        utt = item.utterance
+        span = self._span(utt)
+        text = item.transcript.text if item.transcript is not None else ""
         pred = out.prediction
         if pred is not None:
             total = sum(float(v) for v in pred.scores.values()) or 1.0

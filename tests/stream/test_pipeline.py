@@ -190,3 +190,19 @@ async def test_silero_engine_finds_the_same_sentences(tmp_path: Path) -> None:
     for emo, (s0, s1) in zip(emotions, talk.spans_s(), strict=True):
         assert s0 - 0.4 <= emo.data["start_s"] <= s0 + 0.1 and s1 - 0.1 <= emo.data["end_s"] <= s1 + 0.6
     assert by(events, "stats")[-1].data["hub"] == {"subscribers": 0}
+
+
+async def test_the_transcript_goes_out_before_classification_starts(tmp_path: Path) -> None:
+    talk = make_dialogue(LINES_A[:2])
+    events: list[Event] = []
+    seen_at_predict: list[set[str]] = []
+
+    class Watching(ScriptedPredictor):
+        def predict(self, texts, audio):  # type: ignore[no-untyped-def]
+            seen_at_predict.append({e.data["text"] for e in events if e.type == "transcript"})
+            return super().predict(texts, audio)
+
+    src = ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)
+    await build([src], events, transcriber=ScriptedTranscriber(["first", "second"]), predictor=Watching()).run()
+    assert all(seen for seen in seen_at_predict)
+    assert "first" in seen_at_predict[0]
