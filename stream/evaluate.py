@@ -150,14 +150,16 @@ def read_truth_rows(
             raise TruthError(f"{where}: too few fields; expected the columns {', '.join(required)}")
         try:
             if is_meld:
-                ep = (row.get("Season", "").strip(), row.get("Episode", "").strip())
+                ep = ((row.get("Season") or "").strip(), (row.get("Episode") or "").strip())
                 if season is not None and ep[0] != str(season):
                     continue
                 if episode is not None and ep[1] != str(episode):
                     continue
                 episodes.add(ep)
                 start, end = parse_timestamp(row["StartTime"]), parse_timestamp(row["EndTime"])
-                uid = f"{stem}/dia{row.get('Dialogue_ID', '?').strip()}_utt{row.get('Utterance_ID', '?').strip()}"
+                uid = (
+                    f"{stem}/dia{(row.get('Dialogue_ID') or '?').strip()}_utt{(row.get('Utterance_ID') or '?').strip()}"
+                )
                 utt_text, emotion = _repair(row["Utterance"]), row["Emotion"]
             else:
                 start, end = float(row["start_s"]), float(row["end_s"])
@@ -228,31 +230,43 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
 
 
 def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str | None = None) -> list[Utterance]:
-    """The ``emotion`` events of one stream as utterances, in time order.
+    """The utterances one stream produced, in time order.
 
-    ``stream=None`` accepts the only stream there is and raises ``ValueError`` when there are several.
+    An utterance is a ``speech`` end event (what the segmenter found), joined by ``utterance_id`` with
+    its ``transcript`` text and its ``emotion`` label and ``latency_ms``; one without an emotion (e.g.
+    its classification failed) keeps ``emotion=None``. Events with no ``speech`` end (an emotion-only
+    file) count by their ``emotion`` event. ``stream=None`` accepts the only stream there is and raises
+    ``ValueError`` when there are several.
     """
-    emotions = [e for e in events if e.get("type") == "emotion"]
-    streams = sorted({str(e.get("stream")) for e in emotions})
+    kinds = ("speech", "transcript", "emotion")
+    relevant = [e for e in events if e.get("type") in kinds]
+    streams = sorted({str(e.get("stream")) for e in relevant})
     if stream is None and len(streams) > 1:
         raise ValueError(f"events hold {len(streams)} streams ({', '.join(streams)}); choose one with --stream")
-    out = []
-    for e in emotions:
+    found: dict[str, dict[str, Any]] = {}
+    for e in relevant:
         if stream is not None and e.get("stream") != stream:
             continue
         d = e.get("data") or {}
-        label = d.get("label")
-        latency = d.get("latency_ms")
-        out.append(
-            Utterance(
-                start_s=float(d["start_s"]),
-                end_s=float(d["end_s"]),
-                text=str(d.get("text") or ""),
-                emotion=label if label in LABELS else None,
-                uid=str(d.get("utterance_id", "")),
-                latency_ms=float(latency) if isinstance(latency, int | float) else None,
-            )
-        )
+        if e["type"] == "speech" and d.get("state") != "end":
+            continue
+        slot = found.setdefault(str(d.get("utterance_id", f"seq{e.get('seq')}")), {})
+        try:
+            if e["type"] in ("speech", "emotion") and "start_s" not in slot:
+                slot["start_s"], slot["end_s"] = float(d["start_s"]), float(d["end_s"])
+            if e["type"] in ("transcript", "emotion") and d.get("text"):
+                slot["text"] = str(d["text"])
+            if e["type"] == "emotion":
+                slot["label"] = d.get("label") if d.get("label") in LABELS else None
+                latency = d.get("latency_ms")
+                slot["latency_ms"] = float(latency) if isinstance(latency, int | float) else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{e['type']} event seq {e.get('seq')} has no usable start_s/end_s: {exc!r}") from exc
+    out = [
+        Utterance(v["start_s"], v["end_s"], v.get("text", ""), v.get("label"), uid, v.get("latency_ms"))
+        for uid, v in found.items()
+        if "start_s" in v
+    ]
     return sorted(out, key=lambda u: (u.start_s, u.end_s))
 
 
@@ -503,7 +517,12 @@ def build_report(
     overall_wer = word_errors(" ".join(u.text for u in truth), " ".join(u.text for u in pred))
     scored = [m for m in matches if truth[m.truth].emotion and pred[m.pred].emotion]
     report: dict[str, Any] = {
-        "counts": {"truth": len(truth), "predicted": len(pred), "matched": n_match},
+        "counts": {
+            "truth": len(truth),
+            "predicted": len(pred),
+            "matched": n_match,
+            "unclassified": sum(1 for u in pred if u.emotion is None),  # found, but no emotion event
+        },
         "alignment": {"min_overlap": min_overlap, "rule": "overlap >= min_overlap * shorter span, in time order"},
         "detection": {
             "precision": precision,

@@ -324,6 +324,29 @@ def test_predictions_from_events_keeps_emotion_events_of_one_stream() -> None:
     assert [p.text for p in predictions_from_events(events, stream="b")] == ["other"]
 
 
+def test_predictions_join_speech_transcript_and_emotion_by_utterance() -> None:
+    def ev(kind: str, seq: int, **data: object) -> dict[str, object]:
+        return {"v": 1, "type": kind, "seq": seq, "stream": "a", "ts": float(seq), "data": data}
+
+    events = [
+        ev("speech", 0, state="start", utterance_id="a-1", t_s=0.2),
+        ev("speech", 1, state="end", utterance_id="a-1", start_s=0.2, end_s=1.9, forced=False),
+        ev("speech", 2, state="end", utterance_id="a-2", start_s=3.0, end_s=4.0, forced=False),
+        ev("transcript", 3, utterance_id="a-1", start_s=0.2, end_s=1.9, text="Hello there."),
+        ev("emotion", 4, utterance_id="a-1", start_s=0.2, end_s=1.9, text="Hello there.", label="joy",
+           latency_ms=420.5),
+        ev("transcript", 5, utterance_id="a-2", start_s=3.0, end_s=4.0, text="Bye."),
+        ev("error", 6, code="stage_failed", message="classification failed", utterance_id="a-2"),
+    ]  # fmt: skip
+    preds = predictions_from_events(events)
+    assert preds == [
+        Utterance(0.2, 1.9, "Hello there.", "joy", "a-1", 420.5),
+        Utterance(3.0, 4.0, "Bye.", None, "a-2", None),  # found and transcribed, but not classified
+    ]
+    with pytest.raises(ValueError, match="speech event seq 9 has no usable start_s"):
+        predictions_from_events([ev("speech", 9, state="end", utterance_id="x", start_s="soon", end_s=1)])
+
+
 def test_build_report_numbers() -> None:
     truth = [
         u(0, 1, "hello there", "joy", "t0"),
@@ -338,7 +361,7 @@ def test_build_report_numbers() -> None:
         u(9, 10, "uh", "neutral", "p3"),
     ]
     report = build_report(pred, truth, oracle=["joy", "anger", "neutral", "joy"])
-    assert report["counts"] == {"truth": 4, "predicted": 4, "matched": 3}
+    assert report["counts"] == {"truth": 4, "predicted": 4, "matched": 3, "unclassified": 0}
     assert report["detection"]["precision"] == 0.75
     assert report["detection"]["recall"] == 0.75
     assert report["wer"]["matched"] == pytest.approx(1 / 5)
@@ -424,7 +447,7 @@ def test_evaluate_replays_a_spoken_recording_end_to_end(tmp_path: Path, capsys: 
             "--json", str(out), "--keep-events", str(tmp_path / "events.jsonl")]  # fmt: skip
     assert main(argv) == 0
     report = json.loads(out.read_text())
-    assert report["counts"] == {"truth": 3, "predicted": 3, "matched": 3}
+    assert report["counts"] == {"truth": 3, "predicted": 3, "matched": 3, "unclassified": 0}
     assert report["wer"]["matched"] < 0.25
     assert report["emotion"]["n"] == 3
     assert report["text_oracle"]["all_truth"]["n"] == 3
