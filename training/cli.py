@@ -141,7 +141,7 @@ def _load_config(args: argparse.Namespace) -> tuple[TrainingConfig, Path]:
 
 def _feature_config(cfg: TrainingConfig) -> FeatureConfig:
     return FeatureConfig(encoder=cfg.model.audio_encoder, whisper_model=cfg.model.whisper_model,
-                         prosody=cfg.model.prosody)
+                         prosody=cfg.model.prosody, trim_silence=cfg.model.trim_silence)
 
 
 def _options(cfg: TrainingConfig, progress: bool) -> TrainOptions:

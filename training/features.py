@@ -42,13 +42,16 @@ from training.audio import AudioDecodeError, load_audio
 from training.weights import cache_root, resolve_asr_model
 
 __all__ = [
+    "FEATURE_VERSION",
     "LOGMEL_BANDS",
     "LOGMEL_FRAMES",
     "PROSODY_DIM",
     "AudioFeatureExtractor",
     "FeatureCache",
     "FeatureConfig",
+    "pitch_track",
     "prosody_features",
+    "trim_silence",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ WINDOW_FRAMES = 3000  # Whisper's 30 s window
 PROSODY_DIM = 10
 LOGMEL_BANDS = 64
 LOGMEL_FRAMES = 256  # 2.56 s at 10 ms; longer audio is centre-cropped, shorter zero-padded
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: autocorrelation pitch tracker
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class FeatureConfig:
     whisper_model: str = "base"
     prosody: bool = True
     pad_to_s: float = 2.0  # the utterance is zero-padded up to a multiple of this before encoding
+    trim_silence: bool = False  # drop leading/trailing silence (energy-based) before all features
     version: int = FEATURE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +100,40 @@ def _frame_signal(audio: np.ndarray, frame: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(audio, (n, frame), (audio.strides[0] * hop, audio.strides[0]))
 
 
+def pitch_track(
+    audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ, *, low_hz: float = 60.0, high_hz: float = 500.0
+) -> np.ndarray:
+    """F0 in Hz per 10 ms frame (0 = unvoiced) from the normalised autocorrelation of 40 ms frames.
+
+    A frame is voiced when its autocorrelation peak in the pitch range exceeds 0.5; the first lag
+    within 90 % of the best peak is taken, which avoids most octave-down errors.
+    """
+    frame, hop = int(0.040 * sample_rate_hz), int(0.010 * sample_rate_hz)
+    if audio.size < frame:
+        return np.zeros(0, dtype=np.float32)
+    frames = _frame_signal(np.ascontiguousarray(audio, dtype=np.float32), frame, hop).astype(np.float64)
+    frames = (frames - frames.mean(axis=1, keepdims=True)) * np.hanning(frame)
+    nfft = 1 << (2 * frame - 1).bit_length()
+    spec = np.fft.rfft(frames, nfft, axis=1)
+    ac = np.fft.irfft(np.abs(spec) ** 2, nfft, axis=1)[:, :frame]
+    # Undo the window's own autocorrelation so that peaks at long lags are not penalised.
+    win_ac = np.fft.irfft(np.abs(np.fft.rfft(np.hanning(frame), nfft)) ** 2, nfft)[:frame]
+    norm = ac / np.maximum(ac[:, :1], 1e-12) / np.maximum(win_ac / win_ac[0], 1e-3)
+    lo, hi = int(sample_rate_hz / high_hz), min(int(sample_rate_hz / low_hz), frame - 1)
+    band = norm[:, lo : hi + 1]
+    best = band.max(axis=1)
+    first = np.argmax(band >= 0.9 * best[:, None], axis=1)
+    # walk to the local maximum following the first qualifying lag
+    lags = first.copy()
+    for i in range(band.shape[0]):
+        j = lags[i]
+        while j + 1 < band.shape[1] and band[i, j + 1] > band[i, j]:
+            j += 1
+        lags[i] = j
+    f0 = sample_rate_hz / (lags + lo).astype(np.float64)
+    return np.where(best > 0.5, f0, 0.0).astype(np.float32)
+
+
 def prosody_features(audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Cheap prosody: :data:`PROSODY_DIM` float32 values, finite for any input (silence included)."""
     audio = np.ascontiguousarray(audio, dtype=np.float32)
@@ -119,19 +157,14 @@ def prosody_features(audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) ->
     active_s = max(float(active.sum()) * 0.010, 0.05)
 
     pitch_mean = pitch_std = pitch_range = 0.0
-    if audio.size >= int(0.1 * sample_rate_hz):
-        with torch.no_grad():
-            f0 = torchaudio.functional.detect_pitch_frequency(
-                torch.from_numpy(audio)[None], sample_rate_hz, frame_time=0.01, freq_low=60, freq_high=500
-            )[0].numpy()
-        # detect_pitch_frequency gives one value per 10 ms frame; keep frames that are loud enough.
-        n = min(f0.size, active.size)
-        voiced = f0[:n][active[:n] & (f0[:n] >= 60) & (f0[:n] <= 500)]
-        if voiced.size >= 3:
-            semis = 12.0 * np.log2(voiced / 100.0)
-            pitch_mean = float(np.mean(semis))
-            pitch_std = float(np.std(semis))
-            pitch_range = float(np.percentile(semis, 90) - np.percentile(semis, 10))
+    f0 = pitch_track(audio, sample_rate_hz)
+    n = min(f0.size, active.size)
+    voiced = f0[:n][active[:n] & (f0[:n] > 0)]
+    if voiced.size >= 3:
+        semis = 12.0 * np.log2(voiced / 100.0)
+        pitch_mean = float(np.median(semis))
+        pitch_std = float(np.std(semis))
+        pitch_range = float(np.percentile(semis, 90) - np.percentile(semis, 10))
     out = np.array(
         [
             math.log(duration_s),
@@ -150,6 +183,26 @@ def prosody_features(audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) ->
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def trim_silence(
+    audio: np.ndarray, *, below_peak_db: float = 35.0, floor_db: float = -55.0, margin_s: float = 0.1
+) -> np.ndarray:
+    """``audio`` without leading/trailing frames quieter than ``below_peak_db`` under its loudest frame.
+
+    Pooled encoder states then describe the speech, not the pauses around it (RAVDESS clips start
+    with ~1 s of silence; VAD segments carry pre/post roll). Silence-only audio is returned unchanged.
+    """
+    hop = int(0.010 * SAMPLE_RATE_HZ)
+    frames = _frame_signal(np.ascontiguousarray(audio, dtype=np.float32), int(0.025 * SAMPLE_RATE_HZ), hop)
+    energy_db = 20.0 * np.log10(np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12) + 1e-8)
+    active = np.flatnonzero(energy_db > max(energy_db.max() - below_peak_db, floor_db))
+    if active.size == 0:
+        return audio
+    margin = int(margin_s * SAMPLE_RATE_HZ)
+    start = max(0, int(active[0]) * hop - margin)
+    end = min(audio.size, (int(active[-1]) * hop + int(0.025 * SAMPLE_RATE_HZ)) + margin)
+    return audio[start:end] if end - start >= int(0.1 * SAMPLE_RATE_HZ) else audio
+
+
 # --------------------------------------------------------------------------------------------
 # extractor
 # --------------------------------------------------------------------------------------------
@@ -159,6 +212,11 @@ class AudioFeatureExtractor:
     """Audio -> fixed-size feature vectors (see the module docstring). Thread-safe."""
 
     def __init__(self, config: FeatureConfig, *, device: str = "cpu", cpu_threads: int = 0) -> None:
+        if config.version != FEATURE_VERSION:
+            raise ValueError(
+                f"audio features of version {config.version} come from another emostream release (this one computes "
+                f"version {FEATURE_VERSION}); retrain the checkpoint with this release"
+            )
         if config.encoder not in ("whisper", "logmel-cnn"):
             raise ValueError(f"unknown audio encoder {config.encoder!r}; use 'whisper' or 'logmel-cnn'")
         self.config = config
@@ -212,6 +270,8 @@ class AudioFeatureExtractor:
             audio = np.ascontiguousarray(raw, dtype=np.float32).reshape(-1)
             if audio.size == 0:
                 raise ValueError(f"audio #{i} is empty")
+            if self.config.trim_silence:
+                audio = trim_silence(audio)
             parts = [self._whisper(audio) if self.config.encoder == "whisper" else _logmel_patch(audio)]
             if self.config.prosody:
                 parts.append(prosody_features(audio))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from training.device import resolve_device
-from training.features import LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
+from training.features import FEATURE_VERSION, LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
 from training.settings import ConfigError
 from training.weights import ModelError, ResolvedModel, resolve_text_encoder, sha256_file
 
@@ -353,6 +353,11 @@ class FusionClassifier(nn.Module):
             fcfg = FeatureConfig.from_dict(blob["feature_config"]) if blob.get("feature_config") else None
         except (TypeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {path} has an incompatible model config: {exc}") from exc
+        if fcfg is not None and fcfg.version != FEATURE_VERSION:
+            raise CheckpointError(
+                f"checkpoint {path} was trained on audio features of version {fcfg.version}; this emostream computes "
+                f"version {FEATURE_VERSION}, so its audio branch would see different inputs: retrain it"
+            )
         try:
             model = cls(config, fcfg)
         except (ModelError, OSError, ValueError) as exc:

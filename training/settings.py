@@ -213,6 +213,7 @@ class TrainingModelConfig:
     audio_encoder: str = field(default="whisper", metadata=choices("whisper", "logmel-cnn"))
     whisper_model: str = "base"
     prosody: bool = True
+    trim_silence: bool = True  # audio features skip leading/trailing silence
     hidden_dim: int = field(default=256, metadata=bounds(8, 4096))
     dropout: float = field(default=0.3, metadata=bounds(0.0, 1.0, high_open=True))
     modality_dropout: float = field(default=0.3, metadata=bounds(0.0, 1.0, high_open=True))
