@@ -26,11 +26,14 @@ from bench.common import (
     setup_logging,
     write_result,
 )
+from bench.latency import _split
 
 logger = logging.getLogger(__name__)
 
 
-def run_model(model: str, wav: Path, truth_csv: Path, checkpoint: Path) -> dict[str, Any]:
+def run_model(
+    model: str, wav: Path, truth_csv: Path, checkpoint: Path, *, settings: Sequence[str] = ()
+) -> dict[str, Any]:
     from stream.config import load_config
     from stream.evaluate import (
         build_report,
@@ -45,7 +48,8 @@ def run_model(model: str, wav: Path, truth_csv: Path, checkpoint: Path) -> dict[
     truth = load_truth([truth_csv])
     with tempfile.TemporaryDirectory(prefix="emostream-accuracy-") as tmp:
         overrides = {"asr.model": model, "asr.device": "cpu", "classifier.device": "cpu",
-                     "classifier.checkpoint": str(checkpoint), "log.event_log_dir": tmp}  # fmt: skip
+                     "classifier.checkpoint": str(checkpoint), "log.event_log_dir": tmp,
+                     **dict(_split(x) for x in settings)}  # fmt: skip
         config = load_config(REPO / "config.toml", **overrides)
         result = replay(config, wav, Path(tmp) / "events.jsonl")
         events = read_events(Path(tmp) / "events.jsonl")
@@ -62,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=20, help="utterances (default 20)")
     p.add_argument("--checkpoint", type=Path, default=None, help="classifier (default: the shipped one)")
     p.add_argument("--full", action="store_true", help="100 utterances")
+    p.add_argument("--out", default="accuracy", help="result name under bench/results/ (default accuracy)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a service setting for this run, e.g. vad.end_silence_ms=300 (repeatable)",
+    )
     args = p.parse_args(argv)
     setup_logging()
     from bench.make_testset import build_testset
@@ -72,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports, rows = [], []
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         logger.info("accuracy: %s on %d utterances", model, ts.n_utterances)
-        r = run_model(model, ts.wav, ts.truth_csv, checkpoint)
+        r = run_model(model, ts.wav, ts.truth_csv, checkpoint, settings=args.set)
         reports.append(r)
         oracle = r["text_oracle"]["matched"]
         rows.append({
@@ -89,9 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         })  # fmt: skip
     table = markdown_table(rows)
     print(table)
-    path = write_result("accuracy", {
+    path = write_result(args.out, {
         "settings": {"utterances": ts.n_utterances, "audio_s": ts.duration_s, "checkpoint": source,
-                     "test_set": "MELD dev utterances spoken by espeak-ng (TTS), seed 0"},
+                     "test_set": "MELD dev utterances spoken by espeak-ng (TTS), seed 0",
+                     "service_settings": args.set},
         "results": reports,
         "table": table,
     })  # fmt: skip
