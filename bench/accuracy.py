@@ -26,7 +26,7 @@ from bench.common import (
     setup_logging,
     write_result,
 )
-from bench.latency import _split
+from bench.latency import parse_setting
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run_model(
     with tempfile.TemporaryDirectory(prefix="emostream-accuracy-") as tmp:
         overrides = {"asr.model": model, "asr.device": "cpu", "classifier.device": "cpu",
                      "classifier.checkpoint": str(checkpoint), "log.event_log_dir": tmp,
-                     **dict(_split(x) for x in settings)}  # fmt: skip
+                     **dict(parse_setting(x) for x in settings)}  # fmt: skip
         config = load_config(REPO / "config.toml", **overrides)
         result = replay(config, wav, Path(tmp) / "events.jsonl")
         events = read_events(Path(tmp) / "events.jsonl")

@@ -55,7 +55,7 @@ CONNECT_TIMEOUT_S = 120.0  # model loading included
 STAGES = ("vad_tail", "asr", "features_classifier", "delivery", "total", "total_vs_truth")
 
 
-def _split(item: str) -> tuple[str, Any]:
+def parse_setting(item: str) -> tuple[str, Any]:
     key, _, value = item.partition("=")
     return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
 
@@ -167,7 +167,7 @@ def run_model(
     from stream.evaluate import load_truth
 
     port = free_port()
-    cfg = load_config(None, **dict(_split(x) for x in settings))
+    cfg = load_config(None, **dict(parse_setting(x) for x in settings))
     frame = round(cfg.audio.sample_rate_hz * cfg.vad.frame_ms / 1000)
     post_roll_s = math.ceil(cfg.vad.post_roll_ms * 16 / frame) * frame / 16000  # as the segmenter rounds it
     with tempfile.TemporaryDirectory(prefix="emostream-latency-") as tmp:
