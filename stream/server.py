@@ -269,7 +269,16 @@ class Server:
                     command: ClientMessage | ProtocolError = parse_client_message(raw)
                 except ProtocolError as exc:
                     command = exc
-                await conn.commands.put(command)  # waits when 16 are pending: back-pressure on this client
+                if conn.commands.full():
+                    # Back-pressure on this client: wait for its sender to take a command -- unless the
+                    # sender has ended (the connection died while blocked), which would never happen.
+                    put = asyncio.ensure_future(conn.commands.put(command))
+                    await asyncio.wait((put, sender), return_when=asyncio.FIRST_COMPLETED)
+                    if not put.done():
+                        put.cancel()
+                        break
+                else:
+                    conn.commands.put_nowait(command)
                 conn.sub.wake()
         except ConnectionClosed:
             pass
