@@ -363,3 +363,44 @@ async def test_resume_storm_does_not_block_the_loop(tmp_path: Path) -> None:
             await ws.close()
         assert rtt < 500, f"pong took {rtt:.0f} ms during the resume storm"
         assert lag.max_s < 0.25, f"event loop blocked for {lag.max_s * 1000:.0f} ms"
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client->server websocket text frame (clients must mask), for raw-socket clients."""
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.timeout(60)
+async def test_client_that_floods_commands_then_vanishes_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Its sender blocks (it never reads), its commands pile up, then it resets: no leak, no hung shutdown."""
+    cfg = replace(CFG, ping_interval_s=30.0, ping_timeout_s=30.0)  # the keepalive must not be what saves us
+    async with service(tmp_path, cfg) as svc, connect(svc.url) as good:
+        await recv_until(good, "hello")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connect: a tiny window
+        s.connect(("127.0.0.1", svc.server.port))
+        s.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await asyncio.sleep(0.2)
+        for _ in range(150):  # 30 MB: more than the kernel buffers hold, so its sender blocks in send()
+            svc.publish(100, pad=2000)
+            await asyncio.sleep(0.005)
+        (conn,) = [c for c in svc.server._connections if c.ws.remote_address[1] == s.getsockname()[1]]
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(200):  # more commands than the per-connection queue holds
+                s.send(masked_text_frame(b'{"type":"ping"}'))
+        await asyncio.sleep(0.3)
+        assert conn.commands.full(), "the scenario needs a full command queue"
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # TCP reset
+        await wait_drained(svc, timeout=5)
+        assert await good_client_checks(svc, good) < 500
+        t0 = time.monotonic()
+        await good.close()
+        await asyncio.wait_for(svc.server.aclose(), 5)  # shutdown must not wait on a dead connection
+    assert time.monotonic() - t0 < 5
