@@ -182,7 +182,11 @@ async def run_service(
     jsonl = None
     try:
         if options.jsonl:
-            jsonl = JsonlWriter(options.jsonl)
+            try:
+                jsonl = JsonlWriter(options.jsonl)
+            except OSError as exc:
+                logger.error("cannot write --jsonl %s: %s", options.jsonl, exc)
+                return 1
             sinks.append(jsonl)
         if config.log.stdout_events and not options.quiet:
             sinks.append(ConsolePrinter(out))
