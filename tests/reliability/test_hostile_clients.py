@@ -187,16 +187,16 @@ async def test_oversize_frame_closes_only_that_client(tmp_path: Path) -> None:
 
 
 async def test_flood_of_messages_from_a_client_that_never_reads(tmp_path: Path) -> None:
-    """20 000 pings, none of the pongs read: back-pressure on that client, nobody else waits."""
+    """Pings as fast as possible, none of the pongs read: nobody else waits."""
     async with service(tmp_path) as svc, connect(svc.url) as good:
         await recv_until(good, "hello")
-        flooder = await connect(svc.url, ping_interval=None)
+        flooder = await connect(svc.url, ping_interval=None, close_timeout=0.5)
         await recv_until(flooder, "hello")
 
         async def flood() -> int:
             sent = 0
             with contextlib.suppress(ConnectionClosed, TimeoutError):
-                for _ in range(20_000):
+                for _ in range(5_000):
                     await asyncio.wait_for(flooder.send('{"type":"ping"}'), 2.0)
                     sent += 1
             return sent

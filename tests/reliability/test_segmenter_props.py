@@ -178,11 +178,6 @@ def test_speech_after_a_forced_split_is_kept() -> None:
     assert len(utts) == 2 and utts[1].start_sample == 50 * 480, "the 150 ms after the forced split were dropped"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segmenter: pre_roll + min_speech (+ a pause shorter than end_silence) longer than max_utterance "
-    "gives utterances over the maximum; neither SegmenterParams nor [vad] config refuses such lengths",
-)
 @pytest.mark.parametrize(
     ("pre_roll_ms", "min_speech_ms", "end_silence_ms", "speech"),
     [

@@ -5,7 +5,8 @@ What is checked here, each by running the command line in a subprocess:
 * a stage raising on one utterance: that utterance gets an ``error`` event, the others go on;
 * every file of the bad-media corpus as one stream among many: a broken one ends with exactly one
   ``error`` and an ``end``, the others go on; exit status 0, non-zero only when nothing worked;
-* SIGINT / SIGTERM mid-replay: exit 0, in-flight utterances finish, the event log is complete;
+* SIGINT / SIGTERM mid-replay (also with clients that never read): exit 0, in-flight utterances
+  finish, the event log is complete;
 * ``kill -9`` mid-replay: the event log is valid JSONL up to the last complete event, and a restarted
   service writes a new log without touching the old one;
 * absurd config values and a missing or corrupt checkpoint stop the start with a message naming them.
@@ -283,30 +284,10 @@ def test_signal_mid_replay_stops_cleanly(
     assert read_jsonl(log) == events, "the event log must hold every event, flushed, with no torn line"
     # Sources stopped: the replay did not run to its end (it lasts 11 s of audio, 5.5 s at speed 2).
     assert not any(e["type"] == "speech" and e["data"]["utterance_id"] == "speech-4" for e in events)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="service: on SIGINT/SIGTERM run_service cancels the pipeline task at once, so an utterance "
-    "whose speech had ended (already in Whisper or queued) never gets its emotion/error event",
-)
-def test_in_flight_utterance_finishes_after_sigint(
-    workdir: Path, speech_wav: Path, started: list[subprocess.Popen[str]]
-) -> None:
-    proc = start(
-        fake_cmd("run", "--config", "config.toml", "--source", str(speech_wav), "--speed", "2")
-        + ["--no-server", "--jsonl", "out.jsonl", "--quiet"],
-        workdir,
-        started,
-        FAKE_ASR_DELAY_S="0.8",
-    )
-    out = workdir / "out.jsonl"
-    wait_for(lambda: any(t == "speech" and d["state"] == "end" for t, d in jsonl_types(out)), 30, "the first utterance")
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    events = read_jsonl(out)
+    # ... but every utterance whose speech had ended was finished, and each stream says it stopped.
     assert not unfinished_utterances(events), "an utterance in flight at the signal was dropped"
+    ends = [e for e in events if e["type"] == "end"]
+    assert len(ends) == 1 and ends[0]["data"]["reason"] == "stopped" and events[-1] is ends[0]
 
 
 def test_kill_9_leaves_a_valid_log_and_a_restart_does_not_touch_it(
@@ -404,3 +385,74 @@ def test_corrupt_checkpoint_fails_at_start_naming_it(workdir: Path, speech_wav: 
     assert proc.returncode != 0
     assert "corrupt.pt" in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--speed", "0"], "replay_speed"),
+        (["--speed", "-2"], "replay_speed"),
+        (["--speed", "nan"], "replay_speed"),
+        (["--port", "70000"], "server.port"),
+        (["--device", "tpu"], "device"),
+        (["--log-level", "LOUD"], "--log-level"),
+    ],
+)
+def test_absurd_flags_fail_at_start_naming_them(workdir: Path, speech_wav: Path, flags: list[str], named: str) -> None:
+    proc = run(real_cmd("run", "--config", "config.toml", "--no-server", "--source", str(speech_wav), *flags), workdir)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-1500:])
+    assert named in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("target", ["log-dir-is-a-file", "jsonl-under-a-file"])
+def test_unwritable_outputs_fail_at_start_naming_them(workdir: Path, speech_wav: Path, target: str) -> None:
+    blocker = workdir / "a-file"
+    blocker.write_text("not a folder\n")
+    args = ["run", "--config", "config.toml", "--no-server", "--source", str(speech_wav), "--quiet"]
+    if target == "log-dir-is-a-file":
+        (workdir / "config.toml").write_text(f'[log]\nevent_log_dir = "{blocker}"\n', encoding="utf-8")
+    else:
+        args += ["--jsonl", str(blocker / "out.jsonl")]
+    proc = run(fake_cmd(*args), workdir)
+    assert proc.returncode != 0
+    assert str(blocker) in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_sigterm_with_hostile_clients_connected_still_exits(
+    workdir: Path, speech_wav: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """Clients that never read (their sends blocked) must not hold the shutdown."""
+    import re
+    import socket
+
+    proc = start(fake_cmd("run", "--config", "config.toml", "--source", str(speech_wav), "--quiet"), workdir, started)
+    assert proc.stderr is not None
+    port = None
+    deadline = time.monotonic() + 30
+    while port is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if m := re.search(r"http://127\.0\.0\.1:(\d+)/", line):
+            port = int(m.group(1))
+    assert port is not None, "the service did not say where it listens"
+    sleepers = []
+    for _ in range(5):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        s.connect(("127.0.0.1", port))
+        s.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        sleepers.append(s)
+    time.sleep(2.0)  # events flow to them meanwhile
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    finally:
+        for s in sleepers:
+            s.close()
+    assert proc.returncode == 0
+    (log,) = event_logs(workdir / "events")
+    check_envelopes(read_jsonl(log))

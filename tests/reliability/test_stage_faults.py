@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import numpy as np
-import pytest
 
 from stream.classifier import Classified, ClassifierStage
 from stream.segmenter import Utterance
@@ -32,12 +31,6 @@ async def feed(items: list[Transcribed]) -> AsyncIterator[Transcribed]:
         yield item
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classifier stage: when predict() raises for a micro-batch, every utterance of the batch gets an "
-    "error -- healthy utterances batched with the poisoned one lose their emotion (no per-row retry); "
-    "tests/stream/test_classifier.py currently asserts that behaviour",
-)
 async def test_one_poisoned_row_does_not_fail_its_batch() -> None:
     stage = ClassifierStage(FakePredictor(fail_texts={"poison"}), max_batch=8, batch_wait_ms=50)
     items = [transcribed(0, "fine"), transcribed(1, "poison"), transcribed(2, "also fine")]
