@@ -191,6 +191,10 @@ class Segmenter:
             last_in_rest = self._last_speech - self._max_frames
             out.append(self._finish(self._max_frames, forced=True))
             if last_in_rest >= 0:  # the talker goes on: the rest is the next part of the same speech
+                # A pause may open the rest: keep at most a pre-roll of it (less than the maximum), so that
+                # no part is all pause.
+                skip = max(0, rest_flags.index(True) - min(self._pre_frames, self._max_frames - 1))
+                rest, rest_flags, last_in_rest = rest[skip:], rest_flags[skip:], last_in_rest - skip
                 self._preroll.clear()
                 self._frames, self._flags = rest, rest_flags
                 self._active = self._confirmed = True
