@@ -456,3 +456,36 @@ def test_sigterm_with_hostile_clients_connected_still_exits(
     assert proc.returncode == 0
     (log,) = event_logs(workdir / "events")
     check_envelopes(read_jsonl(log))
+
+
+# -- the real models -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_models_survive_bad_media_beside_speech(
+    workdir: Path, speech_wav: Path, corpus: dict[str, MediaCase]
+) -> None:
+    """Whisper tiny.en and the shipped checkpoint: broken and odd streams beside a good one."""
+    checkpoint = REPO / "models" / "emostream-default.pt"
+    if not checkpoint.is_file():
+        pytest.skip(f"no classifier checkpoint at {checkpoint} (train one with emostream-train)")
+    names = ["not-audio.wav", "truncated.mp3", "surround-5.1.flac", "noise.wav", "music.ogg", "video-no-audio.mp4"]
+    staged = stage_sources(corpus, workdir / "media", names)
+    args = ["run", "--config", "config.toml", "--asr-model", "tiny.en", "--checkpoint", str(checkpoint)]
+    args += ["--fast", "--no-server", "--jsonl", "out.jsonl", "--quiet", "--source", str(speech_wav)]
+    for case in staged.values():
+        args += ["--source", str(case.path)]
+    proc = run(real_cmd(*args), workdir, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = read_jsonl(workdir / "out.jsonl")
+    check_envelopes(events)
+    for stream, case in staged.items():
+        mine = by_stream(events, stream)
+        assert mine[-1]["type"] == "end", case.name
+        errors = [e for e in mine if e["type"] == "error"]
+        assert len(errors) == (1 if case.expect == "error" else 0), (case.name, errors)
+    emotions = [e for e in by_stream(events, "speech") if e["type"] == "emotion"]
+    assert len(emotions) == len(SENTENCES)
+    for e in emotions:
+        assert abs(sum(e["data"]["scores"].values()) - 1) < 1e-3 and e["data"]["text"]
+    assert not unfinished_utterances(events)
