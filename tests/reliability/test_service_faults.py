@@ -131,6 +131,9 @@ def test_transcription_fault_on_one_utterance(workdir: Path, speech_wav: Path) -
     assert "injected transcription fault" in errors[0]["data"]["message"]
     # The other utterances are untouched, and the stream ends normally after all of them.
     texts = {e["data"]["utterance_id"]: e["data"]["text"] for e in events if e["type"] == "emotion"}
+    # The failed one still gets an emotion from its audio alone.
+    (lost,) = [e["data"] for e in events if e["type"] == "emotion" and e["data"]["utterance_id"] == "speech-2"]
+    assert lost["modalities"] == ["audio"] and lost["text"] == ""
     assert {k: v for k, v in texts.items() if k != "speech-2"} == {
         "speech-1": "utterance 1",
         "speech-3": "utterance 3",
@@ -213,7 +216,7 @@ def test_nothing_processable_exits_non_zero(workdir: Path, corpus: dict[str, Med
 def test_source_that_is_not_a_file_fails_at_start(workdir: Path, corpus: dict[str, MediaCase]) -> None:
     for bad in (corpus["directory.wav"].path, workdir / "missing.mp3"):
         proc = run(fake_cmd("run", "--config", "config.toml", "--no-server", "--source", str(bad)), workdir)
-        assert proc.returncode != 0
+        assert proc.returncode == 2
         assert str(bad) in proc.stderr, proc.stderr[-1000:]
         assert "Traceback" not in proc.stderr
 
@@ -368,7 +371,7 @@ def test_missing_checkpoint_fails_at_start_naming_it(workdir: Path, speech_wav: 
         + ["--no-server", "--source", str(speech_wav)],
         workdir,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert str(missing) in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
 
@@ -382,7 +385,7 @@ def test_corrupt_checkpoint_fails_at_start_naming_it(workdir: Path, speech_wav: 
         + ["--no-server", "--source", str(speech_wav)],
         workdir,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "corrupt.pt" in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
@@ -415,7 +418,7 @@ def test_unwritable_outputs_fail_at_start_naming_them(workdir: Path, speech_wav:
     else:
         args += ["--jsonl", str(blocker / "out.jsonl")]
     proc = run(fake_cmd(*args), workdir)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert str(blocker) in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
