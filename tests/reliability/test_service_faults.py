@@ -492,3 +492,20 @@ def test_real_models_survive_bad_media_beside_speech(
     for e in emotions:
         assert abs(sum(e["data"]["scores"].values()) - 1) < 1e-3 and e["data"]["text"]
     assert not unfinished_utterances(events)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU may be present: the refusal needs none")
+def test_cuda_asked_for_without_cuda_fails_at_start_naming_it(workdir: Path, speech_wav: Path) -> None:
+    device = "cuda:7"
+    checkpoint = REPO / "models" / "emostream-default.pt"
+    if not checkpoint.is_file():
+        pytest.skip(f"no classifier checkpoint at {checkpoint}")
+    proc = run(
+        real_cmd("run", "--config", "config.toml", "--device", device, "--checkpoint", str(checkpoint))
+        + ["--asr-model", "tiny.en", "--no-server", "--source", str(speech_wav)],
+        workdir,
+    )
+    assert proc.returncode == 1
+    assert f"'{device}'" in proc.stderr and "CUDA is not available" in proc.stderr, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
