@@ -509,3 +509,39 @@ def test_cuda_asked_for_without_cuda_fails_at_start_naming_it(workdir: Path, spe
     assert proc.returncode == 1
     assert f"'{device}'" in proc.stderr and "CUDA is not available" in proc.stderr, proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr
+
+
+def test_kill_9_at_random_moments_of_a_fast_replay(
+    workdir: Path, speech_wav: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """Killed while six streams are written as fast as possible: every log is valid up to its last line."""
+    import random
+
+    from stream.eventlog import read_events
+
+    rng = random.Random(7)
+    sources = []
+    for i in range(6):
+        copy = workdir / f"talk{i}.wav"
+        shutil.copyfile(speech_wav, copy)
+        sources += ["--source", str(copy)]
+    folder = workdir / "events"
+    for _ in range(3):
+        before = set(event_logs(folder))
+        proc = start(
+            fake_cmd("run", "--config", "config.toml", "--fast", "--no-server", "--quiet", *sources),
+            workdir,
+            started,
+        )
+        wait_for(lambda b=before: len(set(event_logs(folder)) - b) == 1, 30, "the new event log")
+        (log,) = set(event_logs(folder)) - before
+        wait_for(lambda p=log: p.stat().st_size > 0, 30, "the first event")
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.kill()
+        proc.wait(10)
+        data = log.read_bytes()
+        *complete, _torn = data.split(b"\n")  # whatever follows the last newline may be torn
+        events = [json.loads(line) for line in complete]
+        check_envelopes(events)
+        assert [e.seq for e in read_events(log)] == [e["seq"] for e in events]  # a torn tail is skipped
+    assert len(event_logs(folder)) == 3
