@@ -86,5 +86,8 @@ class JsonlWriter:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as exc:  # e.g. the disk is full: the unwritten tail is lost (already logged)
+                logger.error("closing %s failed: %s", self.path, exc)
