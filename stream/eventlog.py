@@ -135,6 +135,8 @@ class EventLog:
         if self._file is not None:
             try:
                 self._file.close()
+            except OSError as exc:  # a full disk: the events it could not take were counted in write_errors
+                logger.error("event log %s: closing failed: %s", self.path, exc)
             finally:
                 self._file = None
 
