@@ -545,3 +545,35 @@ def test_kill_9_at_random_moments_of_a_fast_replay(
         check_envelopes(events)
         assert [e.seq for e in read_events(log)] == [e["seq"] for e in events]  # a torn tail is skipped
     assert len(event_logs(folder)) == 3
+
+
+def test_disk_full_mid_run_loses_only_what_could_not_be_written(workdir: Path, speech_wav: Path) -> None:
+    """Files capped at 3 000 bytes (RLIMIT_FSIZE: writes beyond fail like a full disk)."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    proc = subprocess.run(
+        fake_cmd("run", "--config", "config.toml", "--source", str(speech_wav), "--fast", "--no-server")
+        + ["--jsonl", "out.jsonl"],
+        cwd=workdir,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=cap,  # noqa: PLW1509 - no threads in the test process touch this fork
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "File too large" in proc.stderr
+    # The run itself went on: every utterance reached the console.
+    assert proc.stdout.count(" JOY ") == len(SENTENCES), proc.stdout[-2000:]
+    # The event log is valid JSONL up to its last complete line, and readers skip the torn rest.
+    from stream.eventlog import read_events
+
+    (log,) = event_logs(workdir / "events")
+    *complete, _torn = log.read_bytes().split(b"\n")
+    events = [json.loads(line) for line in complete]
+    check_envelopes(events)
+    assert [e.seq for e in read_events(log)] == [e["seq"] for e in events]
