@@ -50,6 +50,10 @@ class WebRtcVad:
     def is_speech(self, frame: np.ndarray) -> bool:
         if frame.size != self.frame_samples:
             raise ValueError(f"expected a frame of {self.frame_samples} samples, got {frame.size}")
+        if not frame.any():
+            # Digital silence is never speech -- and feeding it to webrtcvad for long (minutes of zeros
+            # between sentences of a replayed file) drifts its adaptive models until it calls silence speech.
+            return False
         return bool(self._vad.is_speech(np.ascontiguousarray(frame, dtype=np.int16).tobytes(), self._rate))
 
     def reset(self) -> None:
