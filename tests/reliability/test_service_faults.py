@@ -14,6 +14,7 @@ What is checked here, each by running the command line in a subprocess:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -577,3 +579,70 @@ def test_disk_full_mid_run_loses_only_what_could_not_be_written(workdir: Path, s
     events = [json.loads(line) for line in complete]
     check_envelopes(events)
     assert [e.seq for e in read_events(log)] == [e["seq"] for e in events]
+
+
+@dataclass(frozen=True, slots=True)
+class HourRun:
+    events: list[dict[str, Any]]
+    rss_mb: list[float]  # the service's resident memory, sampled every 0.2 s
+    loops: int
+
+
+@pytest.fixture(scope="module")
+def hour_run(tmp_path_factory: pytest.TempPathFactory, speech_wav: Path) -> HourRun:
+    """60 minutes of the four sentences on a loop (digital silence between them), replayed --fast."""
+    import psutil
+
+    from .media import ffmpeg
+
+    workdir = tmp_path_factory.mktemp("hour")
+    (workdir / "config.toml").write_text('[log]\nevent_log_dir = "events"\n', encoding="utf-8")
+    loops = 330  # x 11 s of audio
+    long = workdir / "hour.flac"
+    ffmpeg(["-stream_loop", str(loops - 1), "-i", str(speech_wav), "-c:a", "flac", str(long)])
+    proc = subprocess.Popen(
+        fake_cmd("run", "--config", "config.toml", "--source", str(long), "--fast", "--no-server", "--quiet"),
+        cwd=workdir,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ps = psutil.Process(proc.pid)
+    rss: list[float] = []
+    try:
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                rss.append(ps.memory_info().rss / 2**20)
+            time.sleep(0.2)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    (log,) = event_logs(workdir / "events")
+    return HourRun(read_jsonl(log), rss, loops)
+
+
+@pytest.mark.slow
+def test_an_hour_of_speech_through_the_service_keeps_memory_flat(hour_run: HourRun) -> None:
+    rss = hour_run.rss_mb
+    assert not any(e["type"] == "error" for e in hour_run.events)
+    assert sum(e["type"] == "emotion" for e in hour_run.events) > hour_run.loops * 2
+    warm = rss[len(rss) // 10 : len(rss) // 5]  # after start-up (imports, first buffers)
+    assert len(rss) > 20 and warm
+    growth = max(rss[len(rss) // 5 :]) - max(warm)
+    assert growth < 15, f"RSS grew {growth:.1f} MB over the hour (from {max(warm):.0f} MB)"
+
+
+@pytest.mark.slow
+def test_an_hour_of_speech_segments_the_same_at_the_end_as_at_the_start(hour_run: HourRun) -> None:
+    """webrtcvad adapts to what it hears: fed long runs of digital silence it used to drift after ~25 min
+    until the silent gaps counted as speech and sentences merged."""
+    spans = [
+        e["data"]["end_s"] - e["data"]["start_s"]
+        for e in hour_run.events
+        if e["type"] == "speech" and e["data"]["state"] == "end"
+    ]
+    assert len(spans) == hour_run.loops * len(SENTENCES)
+    assert max(spans) < 3.0, "sentences merged into one utterance"
