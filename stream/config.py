@@ -77,6 +77,8 @@ class ASRConfig:
     cpu_threads: int = field(default=0, metadata=bounds(0, 256))  # 0 = CTranslate2's default
     no_speech_threshold: float = field(default=0.6, metadata=bounds(0.0, 1.0))
     min_avg_logprob: float = field(default=-1.0, metadata=bounds(-100.0, 0.0))
+    # Seconds of silence after an utterance (<= 30 s) in place of Whisper's 30 s window; 30 = always the window.
+    pad_s: float = field(default=5.0, metadata=bounds(0.0, 30.0))
 
 
 @dataclass(frozen=True, slots=True)

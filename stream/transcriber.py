@@ -4,6 +4,14 @@ faster-whisper's ``transcribe`` returns a *lazy* generator: the decoding happens
 iterated, so :meth:`WhisperTranscriber.transcribe` calls ``list(segments)`` itself and the stage
 runs that whole call in a one-worker executor -- the event loop never decodes.
 
+Whisper's 30 s window is mostly padding for a 2-5 s utterance, and on CPU the encoder pass over it
+dominates. :class:`WhisperTranscriber` therefore encodes utterances up to 30 s with only
+``asr.pad_s`` seconds of silence after them and decodes that encoder output directly with
+CTranslate2 (the *trimmed* path: same greedy decoding, prompt, token suppression and scores as
+faster-whisper). A little trailing silence matters: with none, ``base`` falls into decoding loops.
+When the trimmed decode loops anyway, when an utterance is longer than 30 s, or when
+``asr.pad_s = 30``, faster-whisper's ``transcribe`` (the *padded* path) does the work.
+
 Whisper invents text for non-speech ("Thank you.", repeated phrases, "[Music]"). Such text is dropped
 by :func:`hallucination_reason` with the reason kept; the utterance still goes on to the classifier,
 which then uses the audio alone.
@@ -13,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +42,7 @@ __all__ = [
     "Transcriber",
     "Transcript",
     "WhisperTranscriber",
+    "decoding_loop",
     "hallucination_reason",
 ]
 
@@ -99,14 +110,48 @@ def hallucination_reason(
     return None
 
 
+SAMPLE_RATE_HZ = 16000
+WINDOW_S = 30  # Whisper's window; longer utterances are decoded window by window by faster-whisper
+MAX_LENGTH = 448  # Whisper's decoder context (prompt + generated tokens)
+# The trimmed decode's token budget: far above real speech (English is ~4 tokens/s, fast Japanese
+# ~10), so a decode that uses all of it is looping; the bound caps what a loop costs. The padded
+# path gets twice as much, so that a fast speaker it redoes is never cut short.
+TOKENS_PER_S = 12
+EXTRA_TOKENS = 16
+
+
+def token_budget(seconds: float) -> int:
+    """Tokens the trimmed path may generate for ``seconds`` of audio."""
+    return EXTRA_TOKENS + math.ceil(TOKENS_PER_S * min(seconds, WINDOW_S))
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    text: str
+    language: str
+    avg_logprob: float
+    no_speech_prob: float
+    looped: bool  # the decode ran into its token budget or ended in a repeated n-gram
+
+
 class WhisperTranscriber:
-    """faster-whisper with the packaged weights; blocking -- call from a worker thread."""
+    """faster-whisper with the packaged weights; blocking -- call from a worker thread.
+
+    Utterances up to 30 s take the trimmed path (see the module docstring). Its result is redone on
+    the padded path when it looped, or when it is empty or Whisper doubts it (no-speech probability
+    above ``asr.no_speech_threshold`` or average log-prob below ``asr.min_avg_logprob``): non-speech
+    is where the short window hallucinates more than the 30 s one, and speech that Whisper is sure
+    of never pays for the check. ``paths`` counts what happened: ``trimmed`` (kept), ``padded``,
+    and of those, ``loop_redone`` and ``unsure_redone``.
+    """
 
     def __init__(self, model: Any, cfg: ASRConfig, *, model_id: str = "", english_only: bool = False) -> None:
         self._model = model
         self._cfg = cfg
         self.model_id = model_id or cfg.model
         self._language = "en" if english_only else (cfg.language or None)
+        self._english_only = english_only
+        self.paths: Counter[str] = Counter()
 
     @classmethod
     def load(cls, cfg: ASRConfig) -> WhisperTranscriber:
@@ -133,39 +178,136 @@ class WhisperTranscriber:
                 raise ModelError(hub_failure_message("asr", cfg.model, exc)) from exc
             raise ModelError(f"could not load Whisper model {cfg.model!r} from {resolved.path}: {exc}") from exc
         english_only = not getattr(model.model, "is_multilingual", True)
-        logger.info("Whisper %s on %s (%s)", resolved.model_id, device, compute)
+        logger.info("Whisper %s on %s (%s), pad_s %g", resolved.model_id, device, compute, cfg.pad_s)
         return cls(model, cfg, model_id=resolved.model_id, english_only=english_only)
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
+        audio = np.asarray(audio, dtype=np.float32)
+        decoded = None
+        if self._cfg.pad_s < WINDOW_S and audio.size <= WINDOW_S * SAMPLE_RATE_HZ:
+            decoded = self._decode_trimmed(audio)
+            redo = self._redo_reason(decoded)
+            if redo:
+                logger.debug("redoing a trimmed decode on the padded path (%s): %r", redo, decoded.text[:80])
+                self.paths[f"{redo}_redone"] += 1
+                decoded = None
+            else:
+                self.paths["trimmed"] += 1
+        if decoded is None:
+            decoded = self._decode_padded(audio)
+            self.paths["padded"] += 1
+        reason = "repetition" if decoded.looped else None
+        reason = reason or hallucination_reason(
+            decoded.text,
+            decoded.avg_logprob,
+            decoded.no_speech_prob,
+            no_speech_threshold=self._cfg.no_speech_threshold,
+            min_avg_logprob=self._cfg.min_avg_logprob,
+        )
+        return Transcript(
+            text="" if reason else decoded.text,
+            language=decoded.language,
+            avg_logprob=round(decoded.avg_logprob, 4),
+            no_speech_prob=round(decoded.no_speech_prob, 4),
+            dropped=reason,
+            raw_text=decoded.text,
+        )
+
+    def _redo_reason(self, decoded: _Decoded) -> str | None:
+        if decoded.looped:
+            return "loop"
+        if (
+            not decoded.text
+            or decoded.no_speech_prob > self._cfg.no_speech_threshold
+            or decoded.avg_logprob < self._cfg.min_avg_logprob
+        ):
+            return "unsure"
+        return None
+
+    def _decode_padded(self, audio: np.ndarray) -> _Decoded:
+        """faster-whisper's own ``transcribe``: 30 s windows, any length."""
         segments, info = self._model.transcribe(
-            np.asarray(audio, dtype=np.float32),
+            audio,
             language=self._language,
             beam_size=self._cfg.beam_size,
-            temperature=0.0,  # no fallback re-decoding: latency matters more; loops are caught below
+            temperature=0.0,  # no fallback re-decoding: latency matters more; loops are caught later
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,  # our own VAD already cut the utterance
+            max_new_tokens=min(MAX_LENGTH - 8, 2 * token_budget(audio.size / SAMPLE_RATE_HZ)),
         )
         segs = list(segments)  # the decoding happens here, in this (worker) thread
         raw = " ".join(s.text.strip() for s in segs).strip()
         tokens = [max(1, len(s.tokens)) for s in segs]
         avg_logprob = float(np.average([s.avg_logprob for s in segs], weights=tokens)) if segs else -10.0
         no_speech = max((float(s.no_speech_prob) for s in segs), default=1.0)
-        reason = hallucination_reason(
-            raw,
-            avg_logprob,
-            no_speech,
-            no_speech_threshold=self._cfg.no_speech_threshold,
-            min_avg_logprob=self._cfg.min_avg_logprob,
-        )
-        return Transcript(
-            text="" if reason else raw,
-            language=str(info.language or self._language or ""),
-            avg_logprob=round(avg_logprob, 4),
-            no_speech_prob=round(no_speech, 4),
-            dropped=reason,
-            raw_text=raw,
-        )
+        looped = any(decoding_loop(s.tokens) for s in segs)
+        return _Decoded(raw, str(info.language or self._language or ""), avg_logprob, no_speech, looped)
+
+    def _decode_trimmed(self, audio: np.ndarray) -> _Decoded:
+        """One encoder pass over the utterance plus ``pad_s`` of silence, then one greedy decode.
+
+        Mirrors faster-whisper's first window (prompt, suppressed tokens, scores, log-prob average)
+        without the 30 s padding, and detects the language on the same encoder output.
+        """
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model = self._model
+        seconds = min(WINDOW_S, max(1, math.ceil(audio.size / SAMPLE_RATE_HZ + self._cfg.pad_s)))
+        encoded = model.encode(self._log_mel(audio, seconds))
+        language = self._language
+        if language is None:
+            ((token, _prob), *_) = model.model.detect_language(encoded)[0]
+            language = str(token)[2:-2]  # "<|de|>" -> "de"
+        tokenizer = Tokenizer(model.hf_tokenizer, not self._english_only, task="transcribe", language=language)
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+        budget = min(MAX_LENGTH - len(prompt) - 1, token_budget(audio.size / SAMPLE_RATE_HZ))
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=self._cfg.beam_size,
+            patience=1,
+            max_length=len(prompt) + budget + 1,  # CTranslate2 counts the prompt and the end token
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, (-1,)) or ()),
+        )[0]
+        tokens = list(result.sequences_ids[0])
+        # CTranslate2 returns the length-normalised score; faster-whisper turns it back into a sum
+        # (length_penalty 1) and averages it over the tokens plus the end token.
+        avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
+        text = str(tokenizer.decode(tokens)).strip()
+        looped = len(tokens) >= budget or decoding_loop(tokens)
+        return _Decoded(text, language, avg_logprob, float(result.no_speech_prob), looped)
+
+    def _log_mel(self, audio: np.ndarray, seconds: int) -> np.ndarray:
+        """Log-mel features of ``audio`` followed by silence, ``seconds`` long."""
+        wave = np.zeros(seconds * SAMPLE_RATE_HZ, dtype=np.float32)
+        wave[: audio.size] = audio
+        # The silence is in the waveform, so that it is normalised like silence in a recording;
+        # zeros appended to the log-mel (faster-whisper's padding) make base loop on short inputs.
+        return np.asarray(self._model.feature_extractor(wave, padding=0)[:, : seconds * 100])
+
+
+def decoding_loop(tokens: Sequence[int], *, min_repeats: int = 4, min_tokens: int = 20, max_n: int = 16) -> bool:
+    """Whether ``tokens`` end in an n-gram repeated back to back: a greedy decode stuck in a loop.
+
+    It takes ``min_repeats`` copies covering at least ``min_tokens`` tokens, so "no, no, no, no"
+    (real speech) is not a loop, while " no no no ..." up to the token budget is.
+    """
+    size = len(tokens)
+    for n in range(1, max_n + 1):
+        if size < n * min_repeats:
+            break
+        tail = list(tokens[size - n :])
+        repeats = 1
+        while (repeats + 1) * n <= size and list(tokens[size - (repeats + 1) * n : size - repeats * n]) == tail:
+            repeats += 1
+        if repeats >= min_repeats and repeats * n >= min_tokens:
+            return True
+    return False
 
 
 def _whisper_device(device: str) -> str:
@@ -219,4 +361,3 @@ class TranscribeStage:
             self.busy_s += spent
             self.audio_s += utt.audio.size / 16000
             yield Transcribed(utt, transcript, error, spent)
-
