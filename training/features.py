@@ -73,7 +73,7 @@ class FeatureConfig:
     whisper_model: str = "base"
     prosody: bool = True
     pad_to_s: float = 2.0  # the utterance is zero-padded up to a multiple of this before encoding
-    trim_silence: bool = False  # drop leading/trailing silence (energy-based) before all features
+    trim_silence: bool = True  # drop leading/trailing silence (energy-based) before all features
     version: int = FEATURE_VERSION
 
     def to_dict(self) -> dict[str, Any]:

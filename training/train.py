@@ -127,7 +127,7 @@ def batch_inputs(
 ) -> dict[str, Any]:
     """Forward kwargs for rows ``idx`` of ``data`` (text/audio the model does not use are ignored)."""
     use_text, use_audio = model.config.uses_text, model.config.uses_audio
-    text_rows, texts, audio_rows = [], [], []
+    text_rows, texts, audio_pos, audio_idx = [], [], [], []
     for j, i in enumerate(idx):
         ex = data.examples[i]
         t = use_text and bool(ex.text and ex.text.strip())
@@ -140,17 +140,17 @@ def batch_inputs(
         if t:
             text_rows.append(j)
             texts.append(str(ex.text).strip())
-        if a:
-            audio_rows.append(i)
+        if a:  # by batch position: an oversampled row may appear twice in one batch
+            audio_pos.append(j)
+            audio_idx.append(i)
     kwargs: dict[str, Any] = {"batch_size": len(idx)}
     if text_rows:
         kwargs.update(model.tokenize(texts, device))
         kwargs["text_rows"] = torch.tensor(text_rows, device=device)
-    if audio_rows:
+    if audio_pos:
         assert data.features is not None
-        kwargs["audio_features"] = torch.from_numpy(data.features[audio_rows]).to(device)
-        pos = {i: j for j, i in enumerate(idx)}
-        kwargs["audio_rows"] = torch.tensor([pos[i] for i in audio_rows], device=device)
+        kwargs["audio_features"] = torch.from_numpy(data.features[audio_idx]).to(device)
+        kwargs["audio_rows"] = torch.tensor(audio_pos, device=device)
     return kwargs
 
 

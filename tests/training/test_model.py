@@ -171,3 +171,13 @@ def test_shipped_default_checkpoint_loads_and_predicts() -> None:
     assert preds[0].label in ("anger", "disgust", "surprise")
     for p in preds:
         assert abs(sum(p.scores.values()) - 1.0) < 1e-6
+
+
+def test_a_row_repeated_in_one_batch_gets_its_audio_in_every_position() -> None:
+    model = _audio_model()
+    data = _toy_data()
+    kwargs = batch_inputs(model, data, [1, 2, 1], torch.device("cpu"))
+    assert kwargs["audio_rows"].tolist() == [0, 1, 2]
+    logits = model.eval()(**kwargs)
+    assert torch.allclose(logits[0], logits[2])
+    assert not torch.allclose(logits[0], logits[1])
