@@ -40,7 +40,8 @@ EPILOG = """commands:
   ablate    train and evaluate text-only, audio-only and fusion; writes ablation.md + ablation.json
   export    check a checkpoint loads, then copy it (e.g. to models/emostream-default.pt) and print its summary
 
-example: emostream-train train --epochs 6 --out models/emostream-default.pt
+example (the shipped default):
+  emostream-train train --text-trainable-layers 3 --lr-encoder 1e-4 --epochs 8 --out models/emostream-default.pt
 """
 
 
