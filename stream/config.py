@@ -78,7 +78,7 @@ class ASRConfig:
     no_speech_threshold: float = field(default=0.6, metadata=bounds(0.0, 1.0))
     min_avg_logprob: float = field(default=-1.0, metadata=bounds(-100.0, 0.0))
     # Seconds of silence after an utterance (<= 30 s) in place of Whisper's 30 s window; 30 = always the window.
-    pad_s: float = field(default=5.0, metadata=bounds(0.0, 30.0))
+    pad_s: float = field(default=8.0, metadata=bounds(0.0, 30.0))
 
 
 @dataclass(frozen=True, slots=True)

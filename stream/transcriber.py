@@ -8,13 +8,15 @@ Whisper's 30 s window is mostly padding for a 2-5 s utterance, and on CPU the en
 dominates. :class:`WhisperTranscriber` therefore encodes utterances up to 30 s with only
 ``asr.pad_s`` seconds of silence after them and decodes that encoder output directly with
 CTranslate2 (the *trimmed* path: same greedy decoding, prompt, token suppression and scores as
-faster-whisper). A little trailing silence matters: with none, ``base`` falls into decoding loops.
-When the trimmed decode loops anyway, when an utterance is longer than 30 s, or when
-``asr.pad_s = 30``, faster-whisper's ``transcribe`` (the *padded* path) does the work.
+faster-whisper). The trailing silence matters: with 0-1 s ``base`` falls into decoding loops, and
+with under ~8 s it misdetects the language of short utterances more often. Utterances longer than
+30 s, and all of them when ``asr.pad_s = 30``, take faster-whisper's ``transcribe`` (the *padded*
+path); so does a trimmed result that looped or that Whisper doubts (see :class:`WhisperTranscriber`).
 
 Whisper invents text for non-speech ("Thank you.", repeated phrases, "[Music]"). Such text is dropped
-by :func:`hallucination_reason` with the reason kept; the utterance still goes on to the classifier,
-which then uses the audio alone.
+by :func:`hallucination_reason` with the reason kept, and a decode stuck in a loop
+(:func:`decoding_loop`) is dropped as ``repetition``; the utterance still goes on to the
+classifier, which then uses the audio alone.
 """
 
 from __future__ import annotations

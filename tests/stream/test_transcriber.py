@@ -167,12 +167,12 @@ SENTENCE = "I can't believe you would do something like that."
 
 @pytest.fixture(scope="module")
 def tiny_en() -> WhisperTranscriber:
-    return WhisperTranscriber.load(ASRConfig(model="tiny.en", device="cpu", pad_s=5))
+    return WhisperTranscriber.load(ASRConfig(model="tiny.en", device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def base() -> WhisperTranscriber:
-    return WhisperTranscriber.load(ASRConfig(model="base", device="cpu", pad_s=5))
+    return WhisperTranscriber.load(ASRConfig(model="base", device="cpu"))
 
 
 @pytest.mark.slow
@@ -257,7 +257,7 @@ class _LoopingModel:
 
 @pytest.mark.slow
 def test_a_trimmed_decode_that_loops_is_redone_on_the_padded_path(tiny_en: WhisperTranscriber) -> None:
-    asr = WhisperTranscriber(_LoopingModel(tiny_en._model), ASRConfig(model="tiny.en", pad_s=5), english_only=True)
+    asr = WhisperTranscriber(_LoopingModel(tiny_en._model), ASRConfig(model="tiny.en"), english_only=True)
     got = asr.transcribe(synthesize(SENTENCE))
     assert asr.paths == {"loop_redone": 1, "padded": 1}
     assert got.dropped is None and word_error_rate(SENTENCE, got.text) < 0.25, got.text
