@@ -140,6 +140,17 @@ def _load_config(args: argparse.Namespace) -> tuple[TrainingConfig, Path]:
     return load_section(TrainingConfig, merged, "training"), base
 
 
+def _fusion_rule(mode: str, train: Dataset) -> str:
+    """``learned`` when some training row has both text and audio (paired data), else ``pool``.
+
+    Without paired rows the head never sees both branches at once (see ``training.model``).
+    """
+    if mode != "fusion":
+        return "learned"
+    paired = any(ex.text and train.audio_ok(i) for i, ex in enumerate(train.examples))
+    return "learned" if paired else "pool"
+
+
 def _feature_config(cfg: TrainingConfig) -> FeatureConfig:
     return FeatureConfig(encoder=cfg.model.audio_encoder, whisper_model=cfg.model.whisper_model,
                          prosody=cfg.model.prosody, trim_silence=cfg.model.trim_silence)
@@ -198,7 +209,9 @@ def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool)
         text_trainable_layers=cfg.model.text_trainable_layers, max_text_tokens=cfg.model.max_text_tokens,
         audio_dim=extractor.dim if extractor else 0, audio_kind=cfg.model.audio_encoder,
         hidden_dim=cfg.model.hidden_dim, dropout=cfg.model.dropout,
+        fusion=_fusion_rule(mode, data.train), audio_weight=cfg.model.pool_audio_weight,
     )  # fmt: skip
+    logger.info("fusion rule: %s", mcfg.fusion)
     model = FusionClassifier(mcfg, fcfg if uses_audio else None)
     if uses_audio and data.train.features is not None and data.train.has_audio is not None:
         import torch

@@ -7,6 +7,13 @@
 * A missing branch (no transcript, no audio, or a mode without that branch) is replaced by a
   learned "missing" embedding, so the head always sees ``[text, audio]``. Modality dropout during
   training (see ``training.train``) teaches the head to work with either branch alone.
+* ``fusion = "learned"``: rows with both branches go through the head on ``[text, audio]``; right
+  when training had paired rows (MELD.Raw: text and audio of the same utterance).
+  ``fusion = "pool"``: when the branches were trained on different corpora (MELD text, acted-speech
+  audio) the head never saw both at once, so its output for such a row would be arbitrary. Such
+  rows instead mix the two single-branch predictions, ``(1 - w) p_text + w p_audio`` with
+  ``w = audio_weight``; a linear pool keeps a confident branch from being vetoed by an
+  overconfident one on audio unlike its training corpora.
 
 Checkpoints are self-describing and store only what training changed: the frozen layers of the
 packaged text encoder are reloaded from the packaged weights, whose sha256 is checked.
@@ -30,13 +37,21 @@ from training.features import FEATURE_VERSION, LOGMEL_BANDS, LOGMEL_FRAMES, Feat
 from training.settings import ConfigError
 from training.weights import ModelError, ResolvedModel, resolve_text_encoder, sha256_file
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "FusionClassifier", "ModelConfig"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "FUSION_RULES",
+    "CheckpointError",
+    "FusionClassifier",
+    "ModelConfig",
+]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "emostream-fusion-classifier"
 CHECKPOINT_VERSION = 1
 MODES = ("text", "audio", "fusion")
+FUSION_RULES = ("learned", "pool")
 
 
 class CheckpointError(RuntimeError):
@@ -56,6 +71,8 @@ class ModelConfig:
     audio_kind: str = "whisper"  # "whisper" (MLP over pooled encoder states) | "logmel-cnn"
     hidden_dim: int = 256
     dropout: float = 0.3
+    fusion: str = "learned"  # "learned" | "pool" (see the module docstring)
+    audio_weight: float = 0.3  # w of the "pool" rule
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +82,10 @@ class ModelConfig:
             raise ValueError(f"mode {self.mode!r} needs audio_dim > 0")
         if len(self.labels) < 2:
             raise ValueError("at least two labels are needed")
+        if self.fusion not in FUSION_RULES:
+            raise ValueError(f"fusion must be one of {FUSION_RULES}, got {self.fusion!r}")
+        if not 0.0 <= self.audio_weight <= 1.0:
+            raise ValueError(f"audio_weight must lie in [0, 1], got {self.audio_weight!r}")
 
     @property
     def uses_text(self) -> bool:
@@ -259,7 +280,22 @@ class FusionClassifier(nn.Module):
             assert audio_features is not None
             enc = self.encode_audio(audio_features.float()).to(audio_vec.dtype)
             audio_vec = audio_vec.index_put((audio_rows,), enc)
-        return self.head(torch.cat([text_vec, audio_vec], dim=1))
+        logits = self.head(torch.cat([text_vec, audio_vec], dim=1))
+        if self.config.fusion == "pool" and text_rows is not None and audio_rows is not None:
+            both = torch.zeros(batch_size, dtype=torch.bool, device=logits.device)
+            both[text_rows] = True
+            seen_audio = torch.zeros_like(both)
+            seen_audio[audio_rows] = True
+            both &= seen_audio
+            if bool(both.any()):
+                n = int(both.sum())
+                text_only = self.head(torch.cat([text_vec[both], self.audio_missing.expand(n, hidden)], dim=1))
+                audio_only = self.head(torch.cat([self.text_missing.expand(n, hidden), audio_vec[both]], dim=1))
+                w = self.config.audio_weight
+                mixed = (1.0 - w) * text_only.float().softmax(-1) + w * audio_only.float().softmax(-1)
+                # Log-probabilities are valid logits: softmax gives the mixture back.
+                logits = logits.index_put((both.nonzero().squeeze(1),), mixed.clamp_min(1e-12).log().to(logits.dtype))
+        return logits
 
     # ------------------------------------------------------------------ checkpoints
     def trained_state_dict(self) -> dict[str, torch.Tensor]:

@@ -217,6 +217,8 @@ class TrainingModelConfig:
     hidden_dim: int = field(default=256, metadata=bounds(8, 4096))
     dropout: float = field(default=0.3, metadata=bounds(0.0, 1.0, high_open=True))
     modality_dropout: float = field(default=0.3, metadata=bounds(0.0, 1.0, high_open=True))
+    # Fusion without paired training rows mixes the branch predictions: (1 - w) p_text + w p_audio.
+    pool_audio_weight: float = field(default=0.3, metadata=bounds(0.0, 1.0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,3 +181,40 @@ def test_a_row_repeated_in_one_batch_gets_its_audio_in_every_position() -> None:
     logits = model.eval()(**kwargs)
     assert torch.allclose(logits[0], logits[2])
     assert not torch.allclose(logits[0], logits[1])
+
+
+def test_pool_fusion_mixes_the_single_branch_predictions() -> None:
+    """Without paired training rows, a row with both branches gets (1 - w) p_text + w p_audio."""
+    data = _toy_data()
+    learned = _fusion_model()
+    pooled = _fusion_model()
+    settings = {**learned.config.to_dict(), "labels": LABELS, "fusion": "pool", "audio_weight": 0.25}
+    pooled.config = ModelConfig(**settings)
+    pooled.load_state_dict(learned.state_dict())
+    both = [i for i, ex in enumerate(data.examples) if ex.text and data.audio_ok(i)]
+    assert both, "the toy data must have rows with both branches"
+    text_only = Dataset("t", data.examples, data.features, np.zeros(len(data), dtype=bool))
+    audio_only = Dataset(
+        "a", tuple(Example(uid=e.uid, label=e.label, text=None, audio_path="x") for e in data.examples),
+        data.features, data.has_audio,
+    )  # fmt: skip
+    p_text = _logits(learned, text_only).softmax(-1)
+    p_audio = _logits(learned, audio_only).softmax(-1)
+    p_pooled = _logits(pooled, data).softmax(-1)
+    expected = 0.75 * p_text[both] + 0.25 * p_audio[both]
+    assert torch.allclose(p_pooled[both], expected, atol=1e-5)
+    # Rows with one branch are untouched by the rule.
+    single = [i for i in range(len(data)) if i not in both]
+    assert torch.allclose(p_pooled[single], _logits(learned, data).softmax(-1)[single], atol=1e-6)
+    with pytest.raises(ValueError, match="fusion"):
+        ModelConfig(labels=LABELS, fusion="average")
+
+
+def test_shipped_default_pools_because_its_branches_saw_different_corpora() -> None:
+    predictor = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu")
+    assert predictor.model.config.fusion == "pool"
+    # A clearly worded text keeps its label whatever the (here: synthetic, unlike any corpus) audio says.
+    clip = tone(220, 2.0, seed=5)
+    pred = predictor.predict(["I miss her so much, everything feels empty since she left."], [clip])[0]
+    assert pred.modalities == ("text", "audio")
+    assert pred.label == "sadness"
