@@ -120,6 +120,9 @@ MAX_LENGTH = 448  # Whisper's decoder context (prompt + generated tokens)
 # path gets twice as much, so that a fast speaker it redoes is never cut short.
 TOKENS_PER_S = 12
 EXTRA_TOKENS = 16
+# Below this probability the language detected on the short window is a guess (faster-whisper's
+# language_detection_threshold); base misreads 1-2 s English lines as Thai or Japanese that way.
+MIN_LANGUAGE_PROB = 0.5
 
 
 def token_budget(seconds: float) -> int:
@@ -134,6 +137,7 @@ class _Decoded:
     avg_logprob: float
     no_speech_prob: float
     looped: bool  # the decode ran into its token budget or ended in a repeated n-gram
+    language_prob: float = 1.0  # of the detected language; 1.0 when it was given
 
 
 class WhisperTranscriber:
@@ -141,10 +145,11 @@ class WhisperTranscriber:
 
     Utterances up to 30 s take the trimmed path (see the module docstring). Its result is redone on
     the padded path when it looped, or when it is empty or Whisper doubts it (no-speech probability
-    above ``asr.no_speech_threshold`` or average log-prob below ``asr.min_avg_logprob``): non-speech
-    is where the short window hallucinates more than the 30 s one, and speech that Whisper is sure
-    of never pays for the check. ``paths`` counts what happened: ``trimmed`` (kept), ``padded``,
-    and of those, ``loop_redone`` and ``unsure_redone``.
+    above ``asr.no_speech_threshold``, average log-prob below ``asr.min_avg_logprob``, or a detected
+    language below ``MIN_LANGUAGE_PROB``): non-speech and very short lines are where the short
+    window errs more than the 30 s one, and speech that Whisper is sure of never pays for the check.
+    ``paths`` counts what happened: ``trimmed`` (kept), ``padded``, and of those, ``loop_redone`` and
+    ``unsure_redone``.
     """
 
     def __init__(self, model: Any, cfg: ASRConfig, *, model_id: str = "", english_only: bool = False) -> None:
@@ -222,6 +227,7 @@ class WhisperTranscriber:
             not decoded.text
             or decoded.no_speech_prob > self._cfg.no_speech_threshold
             or decoded.avg_logprob < self._cfg.min_avg_logprob
+            or decoded.language_prob < MIN_LANGUAGE_PROB
         ):
             return "unsure"
         return None
@@ -258,9 +264,9 @@ class WhisperTranscriber:
         model = self._model
         seconds = min(WINDOW_S, max(1, math.ceil(audio.size / SAMPLE_RATE_HZ + self._cfg.pad_s)))
         encoded = model.encode(self._log_mel(audio, seconds))
-        language = self._language
+        language, language_prob = self._language, 1.0
         if language is None:
-            ((token, _prob), *_) = model.model.detect_language(encoded)[0]
+            ((token, language_prob), *_) = model.model.detect_language(encoded)[0]
             language = str(token)[2:-2]  # "<|de|>" -> "de"
         tokenizer = Tokenizer(model.hf_tokenizer, not self._english_only, task="transcribe", language=language)
         prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
@@ -282,7 +288,7 @@ class WhisperTranscriber:
         avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
         text = str(tokenizer.decode(tokens)).strip()
         looped = len(tokens) >= budget or decoding_loop(tokens)
-        return _Decoded(text, language, avg_logprob, float(result.no_speech_prob), looped)
+        return _Decoded(text, language, avg_logprob, float(result.no_speech_prob), looped, float(language_prob))
 
     def _log_mel(self, audio: np.ndarray, seconds: int) -> np.ndarray:
         """Log-mel features of ``audio`` followed by silence, ``seconds`` long."""
