@@ -4,6 +4,13 @@ Utterances that are ready at about the same time (within ``batch_wait_ms``, at m
 are classified in one ``predict`` call in a worker thread. Each row gets the modalities it has and
 the checkpoint uses: no text when Whisper's text was empty or dropped, no audio when the checkpoint
 has no audio branch (so its features are never computed). A row with neither is not classified.
+
+Audio features ahead of time: when the predictor can take precomputed feature vectors
+(:class:`FeaturePredictor`, e.g. ``EmotionPredictor``), :meth:`ClassifierStage.prefetch` starts an
+utterance's features in their own one-worker executor as soon as its speech ends, so they are
+computed while Whisper transcribes it; the classifier then only runs the small networks on the text
+and the ready vector. A row whose features fail is classified on its text alone (an error when it
+has no text either). Rows never prefetched get their features started when they reach the stage.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stream.segmenter import Utterance
 from stream.transcriber import Transcribed
 
-__all__ = ["ClassifierStage", "Classified", "Predictor", "load_predictor"]
+__all__ = ["ClassifierStage", "Classified", "FeaturePredictor", "Predictor", "load_predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,23 @@ class Predictor(Protocol):
     def predict(
         self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]
     ) -> Sequence[PredictionLike]: ...
+
+
+class FeaturePredictor(Predictor, Protocol):
+    """A :class:`Predictor` whose audio features can be computed apart from the classification."""
+
+    def audio_features(self, audio: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def predict_features(
+        self, texts: Sequence[str | None], features: Sequence[np.ndarray | None]
+    ) -> Sequence[PredictionLike]: ...
+
+
+def takes_features(predictor: Predictor) -> bool:
+    """Whether ``predictor`` uses audio and can take precomputed feature vectors."""
+    return predictor.uses_audio and all(
+        callable(getattr(predictor, name, None)) for name in ("audio_features", "predict_features")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +109,7 @@ class ClassifierStage:
         batch_wait_ms: int = 5,
         queue_items: int = 64,
         executor: Executor | None = None,
+        features_executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._predictor = predictor
@@ -92,6 +118,17 @@ class ClassifierStage:
         self._queue_items = max(queue_items, max_batch)
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
         self._clock = clock
+        # Features get their own thread: they run while Whisper works on the same utterance.
+        self._feature_predictor: FeaturePredictor | None = None
+        self._features_executor: Executor | None = None
+        if takes_features(predictor):
+            self._feature_predictor = predictor  # type: ignore[assignment]
+            self._features_executor = features_executor or ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="features"
+            )
+        self._features: dict[str, asyncio.Future[np.ndarray]] = {}  # utterance id -> its feature vector
+        self.features_busy_s = 0.0
+        self.feature_failures = 0
         self.batches = 0
         self.items = 0
         self.unclassifiable = 0
@@ -105,7 +142,55 @@ class ClassifierStage:
 
     @property
     def rtf(self) -> float:
+        """Seconds of classification (features included when they are not precomputed) per audio second."""
         return self.busy_s / self.audio_s if self.audio_s else 0.0
+
+    @property
+    def features_rtf(self) -> float:
+        """Seconds spent on precomputed audio features per second of classified audio."""
+        return self.features_busy_s / self.audio_s if self.audio_s else 0.0
+
+    def prefetch(self, utt: Utterance) -> None:
+        """Start ``utt``'s audio features now (call on the event loop when its speech ends); a no-op
+        when the predictor has no audio branch or cannot take precomputed features."""
+        if self._feature_predictor is None or utt.audio.size == 0 or utt.utterance_id in self._features:
+            return
+        loop = asyncio.get_running_loop()
+        self._features[utt.utterance_id] = loop.run_in_executor(self._features_executor, self._extract, utt.audio)
+
+    def _extract(self, audio: np.ndarray) -> np.ndarray:
+        assert self._feature_predictor is not None
+        t0 = self._clock()
+        try:
+            return np.asarray(self._feature_predictor.audio_features([audio])[0], dtype=np.float32)
+        finally:
+            self.features_busy_s += self._clock() - t0
+
+    async def _with_features(
+        self, batch: list[Transcribed], rows: list[tuple[str | None, np.ndarray | None]]
+    ) -> tuple[list[tuple[str | None, np.ndarray | None]], dict[int, str]]:
+        """Replace each row's audio by its feature vector; a row whose features failed loses its audio
+        (``failed`` maps it to why)."""
+        waits: dict[int, asyncio.Future[np.ndarray]] = {}
+        for i, (_, audio) in enumerate(rows):
+            if audio is not None:
+                utt = batch[i].utterance
+                self.prefetch(utt)  # a no-op when it was prefetched
+                waits[i] = self._features.pop(utt.utterance_id)
+        done = await asyncio.gather(*waits.values(), return_exceptions=True)
+        out = list(rows)
+        failed: dict[int, str] = {}
+        for i, res in zip(waits, done, strict=True):
+            if isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                self.feature_failures += 1
+                failed[i] = f"audio features failed: {type(res).__name__}: {res}"
+                logger.warning("%s for %s; classifying its text alone", failed[i], batch[i].utterance.utterance_id)
+                out[i] = (rows[i][0], None)
+            else:
+                out[i] = (rows[i][0], res)
+        return out, failed
 
     def _row(self, item: Transcribed) -> tuple[str | None, np.ndarray | None]:
         text = item.transcript.text.strip() if item.transcript is not None else ""
@@ -161,10 +246,15 @@ class ClassifierStage:
 
     async def _classify(self, batch: list[Transcribed]) -> list[Classified]:
         rows = [self._row(item) for item in batch]
+        failed: dict[int, str] = {}
+        if self._feature_predictor is not None:
+            rows, failed = await self._with_features(batch, rows)
         ready = [i for i, (t, a) in enumerate(rows) if t is not None or a is not None]
         results: list[Classified | None] = [None] * len(batch)
         for i, _ in enumerate(batch):
-            if i not in ready:
+            if i in failed and i not in ready:
+                results[i] = Classified(batch[i], None, failed[i])
+            elif i not in ready:
                 self.unclassifiable += 1
                 results[i] = Classified(batch[i], None, "no usable modality (empty transcript, no audio branch)")
         if ready:
@@ -196,8 +286,11 @@ class ClassifierStage:
         return [r for r in results if r is not None]
 
     async def _predict(self, texts: list[str | None], audio: list[np.ndarray | None]) -> Sequence[PredictionLike]:
+        """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`)."""
         loop = asyncio.get_running_loop()
-        preds: Sequence[Any] = await loop.run_in_executor(self._executor, self._predictor.predict, texts, audio)
+        fp = self._feature_predictor
+        fn = fp.predict_features if fp is not None else self._predictor.predict
+        preds: Sequence[Any] = await loop.run_in_executor(self._executor, fn, texts, audio)
         if len(preds) != len(texts):
             raise RuntimeError(f"predict returned {len(preds)} results for {len(texts)} inputs")
         return preds

@@ -5,6 +5,11 @@
     source[i] --SegmentStage--+                                   (one task per stream)
                               +--> utterance queue --> TranscribeStage --> ClassifierStage --> events
     source[j] --SegmentStage--+      (bounded)           (1 thread)          (micro-batches)
+                              |                                              ^
+                              +--> audio features (1 thread) ----------------+
+
+An utterance's audio features (when the checkpoint uses audio) start as soon as its speech ends,
+while Whisper transcribes it, so the classifier only runs the small networks once the text is there.
 
 Everything runs in one :class:`asyncio.TaskGroup`; blocking work (decoding, VAD, Whisper, the
 classifier) runs in executors. Overflow policy: the utterance queue is bounded and *blocks* its
@@ -189,6 +194,7 @@ class Pipeline:
         self._extra_stats = extra_stats  # e.g. the hub's subscriber counts and drops
         self._vad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self._queue: asyncio.Queue[Utterance | None] = asyncio.Queue(utterance_queue)
+        self._transcriber = transcriber
         self.asr = TranscribeStage(transcriber, clock=clock)
         self.classifier = ClassifierStage(predictor, max_batch=max_batch, batch_wait_ms=batch_wait_ms, clock=clock)
         self._pending: dict[str, int] = dict.fromkeys(ids, 0)
@@ -230,8 +236,15 @@ class Pipeline:
                 "mic_audio_s": round(sum(float(v.get("dropped_s", 0.0)) for v in streams.values()), 3),
                 "utterance_queue_full": self._queue_full_waits,
                 "sink_errors": sum(self._bus.sink_errors.values()),
+                "feature_failures": self.classifier.feature_failures,
             },
-            "rtf": {"asr": round(self.asr.rtf, 3), "classifier": round(self.classifier.rtf, 4)},
+            "rtf": {
+                "asr": round(self.asr.rtf, 3),
+                "features": round(self.classifier.features_rtf, 4),
+                "classifier": round(self.classifier.rtf, 4),
+            },
+            # How Whisper decoded (WhisperTranscriber.paths: trimmed, padded, loop_redone, unsure_redone).
+            "asr_paths": dict(getattr(self._transcriber, "paths", {})),
             "streams": streams,
             "utterances": self.utterances,
             "batches": self.classifier.batches,
@@ -280,6 +293,7 @@ class Pipeline:
                     )
                     self._pending[stream] += 1
                     self.utterances += 1
+                    self.classifier.prefetch(item)  # features run while Whisper transcribes
                     if self._queue.full():
                         self._queue_full_waits += 1
                     await self._queue.put(item)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,3 +110,92 @@ async def test_an_input_failure_reaches_the_consumer() -> None:
 def test_a_missing_checkpoint_names_the_file_and_the_fix(tmp_path: object) -> None:
     with pytest.raises(FileNotFoundError, match="emostream-train"):
         load_predictor("/nonexistent/model.pt")
+
+
+class FeatureScriptedPredictor(ScriptedPredictor):
+    """A scripted predictor that, like ``EmotionPredictor``, takes precomputed audio feature vectors.
+
+    ``audio_features`` fails on audio whose first sample is negative and records the thread it ran in.
+    """
+
+    def __init__(self, *, feature_delay_s: float = 0.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.feature_delay_s = feature_delay_s
+        self.feature_threads: list[str] = []
+        self.feature_calls: list[list[np.ndarray | None]] = []
+
+    def audio_features(self, audio: Sequence[np.ndarray]) -> np.ndarray:
+        import threading
+        import time
+
+        self.feature_threads.append(threading.current_thread().name)
+        time.sleep(self.feature_delay_s)
+        if any(a[0] < 0 for a in audio):
+            raise RuntimeError("scripted feature failure")
+        return np.stack([np.full(4, float(a.mean()), np.float32) for a in audio])
+
+    def predict_features(self, texts: Sequence[str | None], features: Sequence[np.ndarray | None]) -> Sequence[object]:
+        self.feature_calls.append(list(features))
+        return self.predict(texts, features)
+
+
+async def test_prefetched_features_run_in_their_own_thread_while_whisper_works() -> None:
+    pred = FeatureScriptedPredictor(feature_delay_s=0.15)
+    stage = ClassifierStage(pred, batch_wait_ms=5)
+    items = [item("a", 0, "one"), item("b", 0, "two")]
+    loop = asyncio.get_running_loop()
+    released = 0.0
+
+    async def whisper() -> AsyncIterator[Transcribed]:
+        nonlocal released
+        for it in items:
+            stage.prefetch(it.utterance)  # the pipeline calls this when the speech ends
+        await asyncio.sleep(0.4)  # "Whisper" takes longer than both feature vectors together
+        released = loop.time()
+        for it in items:
+            yield it
+
+    out = [c async for c in stage.run(whisper())]
+    assert loop.time() - released < 0.1  # nothing left to compute but the small networks
+    assert [c.prediction.modalities for c in out if c.prediction] == [("text", "audio")] * 2
+    assert pred.feature_threads and all(name.startswith("features") for name in pred.feature_threads)
+    (features,) = pred.feature_calls
+    assert all(f is not None and f.shape == (4,) and f[0] == pytest.approx(0.1) for f in features)
+    assert stage.features_busy_s >= 0.3 and stage.features_rtf > 0
+
+
+async def test_features_not_prefetched_are_computed_when_the_transcript_arrives() -> None:
+    pred = FeatureScriptedPredictor()
+    out = [c async for c in ClassifierStage(pred, batch_wait_ms=20).run(arrive([item("a", 0, ""), item("a", 1)]))]
+    assert [c.prediction.modalities for c in out if c.prediction] == [("audio",), ("text", "audio")]
+    assert len(pred.feature_threads) == 2
+
+
+async def test_a_feature_failure_leaves_the_text_and_without_text_is_an_error() -> None:
+    def bad(it: Transcribed) -> Transcribed:
+        utt = it.utterance
+        return Transcribed(
+            Utterance(utt.stream, utt.utterance_id, utt.start_s, utt.end_s, utt.speech_end_s, -utt.audio, 0.0),
+            it.transcript,
+            it.error,
+        )
+
+    pred = FeatureScriptedPredictor()
+    stage = ClassifierStage(pred, batch_wait_ms=20)
+    items = [bad(item("a", 0, "hi")), bad(item("a", 1, "")), item("a", 2, "fine")]
+    out = [c async for c in stage.run(arrive(items))]
+    assert [c.item.utterance.utterance_id for c in out] == ["a-0", "a-1", "a-2"]
+    assert out[0].prediction is not None and out[0].prediction.modalities == ("text",)
+    assert out[1].prediction is None and "audio features failed: RuntimeError" in (out[1].error or "")
+    assert out[2].prediction is not None and out[2].prediction.modalities == ("text", "audio")
+    assert stage.feature_failures == 2 and stage.unclassifiable == 0
+
+
+async def test_a_text_only_checkpoint_never_computes_features() -> None:
+    pred = FeatureScriptedPredictor(uses_audio=False)
+    stage = ClassifierStage(pred, batch_wait_ms=5)
+    it = item("a", 0, "hi")
+    stage.prefetch(it.utterance)
+    out = [c async for c in stage.run(arrive([it]))]
+    assert out[0].prediction is not None and out[0].prediction.modalities == ("text",)
+    assert pred.feature_threads == [] and pred.feature_calls == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +209,66 @@ async def test_the_transcript_goes_out_before_classification_starts(tmp_path: Pa
     await build([src], events, transcriber=ScriptedTranscriber(["first", "second"]), predictor=Watching()).run()
     assert all(seen for seen in seen_at_predict)
     assert "first" in seen_at_predict[0]
+
+
+class _Timed:
+    """Records (start, end) of each call in ``spans``, sleeping ``delay_s`` inside it."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.spans: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def timed(self) -> object:
+        t0 = time.monotonic()
+        time.sleep(self.delay_s)
+        with self._lock:
+            self.spans.append((t0, time.monotonic()))
+        return None
+
+
+class SlowTranscriber(ScriptedTranscriber):
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(default="I am so angry")
+        self.clock = _Timed(delay_s)
+        self.paths: Counter[str] = Counter()
+
+    def transcribe(self, audio: np.ndarray) -> object:
+        self.clock.timed()
+        self.paths["trimmed"] += 1
+        return super().transcribe(audio)
+
+
+class FeaturePredictor(ScriptedPredictor):
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(keywords={"angry": "anger"})
+        self.clock = _Timed(delay_s)
+
+    def audio_features(self, audio: Sequence[np.ndarray]) -> np.ndarray:
+        self.clock.timed()
+        return np.ones((len(audio), 4), np.float32)
+
+    def predict_features(self, texts: Sequence[str | None], features: Sequence[np.ndarray | None]) -> Sequence[object]:
+        assert all(f is not None and f.shape == (4,) for f in features)
+        return self.predict(texts, features)
+
+
+async def test_audio_features_overlap_whisper_and_events_keep_their_order(tmp_path: Path) -> None:
+    talk = make_dialogue(LINES_A)
+    events: list[Event] = []
+    asr, pred = SlowTranscriber(0.15), FeaturePredictor(0.1)
+    src = ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)
+    await build([src], events, transcriber=asr, predictor=pred).run()
+    # Each utterance's features ran while Whisper was busy, not after its transcript.
+    assert len(pred.clock.spans) == len(asr.clock.spans) == len(LINES_A)
+    for (f0, _), (_, a1) in zip(pred.clock.spans, asr.clock.spans, strict=True):
+        assert f0 < a1
+    for i in range(1, len(LINES_A) + 1):  # per utterance: its transcript, then its emotion
+        kinds = [e.type for e in events if e.data.get("utterance_id") == f"a-{i}" and e.type != "speech"]
+        assert kinds == ["transcript", "emotion"]
+    assert events[-1].type == "end"
+    emotions = by(events, "emotion")
+    assert all(e.data["modalities"] == ["text", "audio"] and e.data["label"] == "anger" for e in emotions)
+    stats = by(events, "stats")[-1].data
+    assert stats["asr_paths"] == {"trimmed": len(LINES_A)}
+    assert stats["rtf"]["features"] > 0 and stats["drops"]["feature_failures"] == 0
