@@ -10,7 +10,6 @@ Usage: ``python -m bench.accuracy [--models tiny.en,base] [--n 20]``; ``--full``
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +22,8 @@ from bench.common import (
     RESULTS,
     checkpoint_or_untrained,
     markdown_table,
+    models_of,
+    replay_parser,
     setup_logging,
     write_result,
 )
@@ -61,28 +62,16 @@ def run_model(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="tiny.en,base", help="ASR models (default tiny.en,base)")
-    p.add_argument("--n", type=int, default=20, help="utterances (default 20)")
-    p.add_argument("--checkpoint", type=Path, default=None, help="classifier (default: the shipped one)")
-    p.add_argument("--full", action="store_true", help="100 utterances")
-    p.add_argument("--out", default="accuracy", help="result name under bench/results/ (default accuracy)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="a service setting for this run, e.g. vad.end_silence_ms=300 (repeatable)",
-    )
+    p = replay_parser("accuracy", __doc__, default_n=20, n_help="20", full_n=100, full_help="100 utterances")
     args = p.parse_args(argv)
     setup_logging()
     from bench.make_testset import build_testset
 
-    n = 100 if args.full else args.n
+    n = args.full_n if args.full else args.n
     ts = build_testset(RESULTS / f"testset-{n}", n=n)
     checkpoint, source = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
     reports, rows = [], []
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for model in models_of(args.models):
         logger.info("accuracy: %s on %d utterances", model, ts.n_utterances)
         r = run_model(model, ts.wav, ts.truth_csv, checkpoint, settings=args.set)
         reports.append(r)

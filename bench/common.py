@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -164,3 +165,29 @@ def checkpoint_or_untrained(path: Path = DEFAULT_CHECKPOINT) -> tuple[Path, str]
         RESULTS.mkdir(parents=True, exist_ok=True)
         model.save(stand_in, extra={"note": "untrained stand-in for benchmarks"})
     return stand_in, "untrained stand-in (default architecture; no checkpoint shipped yet)"
+
+
+def replay_parser(
+    name: str, doc: str | None, *, default_n: int, n_help: str, full_n: int, full_help: str
+) -> argparse.ArgumentParser:
+    """The options every benchmark that replays the spoken test set through the service shares."""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=(doc or "").split("\n\n")[0])
+    p.add_argument("--models", default="tiny.en,base", help="ASR models (default tiny.en,base)")
+    p.add_argument("--n", type=int, default=default_n, help=f"utterances (default {n_help})")
+    p.add_argument("--checkpoint", type=Path, default=None, help="classifier (default: the shipped one)")
+    p.add_argument("--full", action="store_true", help=full_help)
+    p.add_argument("--out", default=name, help=f"result name under bench/results/ (default {name})")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a service setting for this run, e.g. vad.end_silence_ms=300 (repeatable)",
+    )
+    p.set_defaults(full_n=full_n)
+    return p
+
+
+def models_of(spec: str) -> list[str]:
+    """``"tiny.en, base"`` -> ``["tiny.en", "base"]``."""
+    return [m.strip() for m in spec.split(",") if m.strip()]

@@ -22,7 +22,6 @@ Usage: ``python -m bench.latency [--models tiny.en,base] [--n 6] [--set vad.end_
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -44,6 +43,8 @@ from bench.common import (
     RESULTS,
     checkpoint_or_untrained,
     markdown_table,
+    models_of,
+    replay_parser,
     setup_logging,
     summarize,
     write_result,
@@ -205,28 +206,19 @@ def run_model(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="tiny.en,base", help="ASR models (default tiny.en,base)")
-    p.add_argument("--n", type=int, default=6, help="utterances (default 6: about 40 s per model at real time)")
-    p.add_argument("--checkpoint", type=Path, default=None, help="classifier (default: the shipped one)")
-    p.add_argument("--full", action="store_true", help="30 utterances (about 3 minutes per model)")
-    p.add_argument("--out", default="latency", help="result name under bench/results/ (default latency)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="a service setting for this run, e.g. vad.end_silence_ms=300 (repeatable)",
-    )
+    p = replay_parser(
+        "latency", __doc__, default_n=6, n_help="6: about 40 s per model at real time",
+        full_n=30, full_help="30 utterances (about 3 minutes per model)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     setup_logging()
     from bench.make_testset import build_testset
 
-    n = 30 if args.full else args.n
+    n = args.full_n if args.full else args.n
     ts = build_testset(RESULTS / f"testset-{n}", n=n)
     checkpoint, source = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
     results, rows = [], []
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for model in models_of(args.models):
         logger.info("latency: %s, %d utterances replayed at real time (%.0f s)", model, n, ts.duration_s)
         r = run_model(model, ts.wav, ts.truth_csv, checkpoint, ts.duration_s, settings=args.set)
         results.append(r)
