@@ -1,0 +1,247 @@
+"""Scoring predicted utterances against ground truth: alignment, word error rate, emotion metrics.
+
+Pure functions, no I/O: :func:`align` matches predictions to truth by time overlap, keeping time order,
+:func:`word_errors` counts word edits on normalised text, :func:`emotion_scores` gives weighted/macro-F1,
+accuracy and the confusion matrix. ``stream.evaluate`` builds its report from them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stream.protocol import LABELS
+
+__all__ = [
+    "EmotionScores",
+    "Match",
+    "Utterance",
+    "WordErrors",
+    "align",
+    "emotion_scores",
+    "normalise_words",
+    "word_errors",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One utterance on the recording's timeline (truth or prediction)."""
+
+    start_s: float
+    end_s: float
+    text: str
+    emotion: str | None  # one of LABELS; None = not annotated / not classified
+    uid: str = ""
+    latency_ms: float | None = None  # predictions only: the pipeline's own figure
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    pred: int  # index into the predictions
+    truth: int  # index into the truth
+    overlap_s: float
+
+
+def _overlap(a: Utterance, b: Utterance) -> float:
+    return max(0.0, min(a.end_s, b.end_s) - max(a.start_s, b.start_s))
+
+
+def align(pred: Sequence[Utterance], truth: Sequence[Utterance], *, min_overlap: float = 0.5) -> list[Match]:
+    """Match predictions to truth one-to-one by time overlap.
+
+    A pair may match when their overlap covers at least ``min_overlap`` of the shorter of the two (so
+    a padded prediction still matches a tight truth span, and a loose subtitle span matches the speech
+    inside it). Among matchings that keep time order (no crossing pairs), the one with the most pairs
+    and then the most total overlap is chosen, exactly: a prediction spanning two truth utterances
+    matches one of them, the other counts as missed. Both inputs must be sorted by start time.
+    """
+    if not 0.0 < min_overlap <= 1.0:
+        raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
+    # Eligible pairs. Both lists are sorted by start, so a sweep finds them without an n*m scan.
+    pairs: list[tuple[int, int, float]] = []
+    j0 = 0
+    for i, p in enumerate(pred):
+        while j0 < len(truth) and truth[j0].end_s <= p.start_s:  # ends before p, so before every later one
+            j0 += 1
+        for j in range(j0, len(truth)):
+            t = truth[j]
+            if t.start_s >= p.end_s:
+                break
+            ov = _overlap(p, t)
+            shorter = max(min(p.end_s - p.start_s, t.end_s - t.start_s), 1e-9)
+            if ov > 0 and ov >= min_overlap * shorter - 1e-9:
+                pairs.append((i, j, ov))
+    # Heaviest chain with strictly increasing pred and truth indices: a Fenwick tree of prefix maxima
+    # over truth indices, fed one prediction at a time (query all of its pairs before inserting any).
+    size = len(truth)
+    tree: list[tuple[int, float, int]] = [(0, 0.0, -1)] * (size + 1)
+    best: list[tuple[int, float, int]] = []  # per pair: (count, overlap, previous pair or -1)
+
+    def query(j: int) -> tuple[int, float, int]:  # best chain ending at a truth index < j
+        out = (0, 0.0, -1)
+        while j > 0:
+            if tree[j][:2] > out[:2]:
+                out = tree[j]
+            j -= j & -j
+        return out
+
+    def update(j: int, value: tuple[int, float, int]) -> None:
+        j += 1
+        while j <= size:
+            if value[:2] > tree[j][:2]:
+                tree[j] = value
+            j += j & -j
+
+    k = 0
+    while k < len(pairs):
+        group_end = k
+        while group_end < len(pairs) and pairs[group_end][0] == pairs[k][0]:
+            group_end += 1
+        for idx in range(k, group_end):
+            prev = query(pairs[idx][1])
+            best.append((prev[0] + 1, prev[1] + pairs[idx][2], prev[2]))
+        for idx in range(k, group_end):
+            update(pairs[idx][1], (best[idx][0], best[idx][1], idx))
+        k = group_end
+    if not best:
+        return []
+    cur = max(range(len(best)), key=lambda n: (best[n][0], best[n][1], -n))
+    chain: list[Match] = []
+    while cur != -1:
+        i, j, ov = pairs[cur]
+        chain.append(Match(i, j, ov))
+        cur = best[cur][2]
+    return chain[::-1]
+
+
+# --------------------------------------------------------------------------- word error rate
+
+_PUNCT_RE = re.compile(r"[^\w\s']+")
+_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower-case words without punctuation: ``"He’s  lost-it!"`` -> ``["hes", "lost", "it"]``.
+
+    Apostrophes are dropped rather than split on, so ``he's`` and ``hes`` compare equal; hyphens and
+    other punctuation separate words.
+    """
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+    text = _PUNCT_RE.sub(" ", text.replace("_", " ")).replace("'", "")
+    return text.split()
+
+
+@dataclass(frozen=True, slots=True)
+class WordErrors:
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    ref_words: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float:
+        """Errors per reference word; with no reference words, 0 when nothing was inserted, else inf."""
+        if self.ref_words == 0:
+            return 0.0 if self.insertions == 0 else math.inf
+        return self.errors / self.ref_words
+
+    def __add__(self, other: WordErrors) -> WordErrors:
+        return WordErrors(
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+            self.ref_words + other.ref_words,
+        )
+
+
+def word_errors(reference: str | Sequence[str], hypothesis: str | Sequence[str]) -> WordErrors:
+    """Levenshtein alignment of words (normalised when given strings), counting S, D and I.
+
+    Among minimal alignments the one with the fewest substitutions is chosen (ties are then broken
+    towards deletions), so the counts are deterministic.
+    """
+    ref = normalise_words(reference) if isinstance(reference, str) else list(reference)
+    hyp = normalise_words(hypothesis) if isinstance(hypothesis, str) else list(hypothesis)
+    # Row of (cost, substitutions, deletions, insertions) for the prefix of ref against all prefixes of hyp.
+    prev = [(j, 0, 0, j) for j in range(len(hyp) + 1)]
+    for i in range(1, len(ref) + 1):
+        cur = [(i, 0, i, 0)]
+        for j in range(1, len(hyp) + 1):
+            c, s, d, n = prev[j - 1]
+            diag = (c, s, d, n) if ref[i - 1] == hyp[j - 1] else (c + 1, s + 1, d, n)
+            c, s, d, n = prev[j]
+            dele = (c + 1, s, d + 1, n)
+            c, s, d, n = cur[j - 1]
+            ins = (c + 1, s, d, n + 1)
+            cur.append(min(diag, dele, ins, key=lambda t: (t[0], t[1], -t[2])))
+        prev = cur
+    _, s, d, n = prev[-1]
+    return WordErrors(s, d, n, len(ref))
+
+
+# --------------------------------------------------------------------------- emotion metrics
+
+
+@dataclass(frozen=True, slots=True)
+class EmotionScores:
+    n: int
+    accuracy: float
+    weighted_f1: float
+    macro_f1: float  # over the labels present in truth or predictions (scikit-learn's default)
+    per_class_f1: dict[str, float]
+    confusion: tuple[tuple[int, ...], ...]  # rows = truth, columns = prediction, in LABELS order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "weighted_f1": self.weighted_f1,
+            "macro_f1": self.macro_f1,
+            "per_class_f1": dict(self.per_class_f1),
+            "confusion": {"labels": list(LABELS), "rows": "truth", "matrix": [list(r) for r in self.confusion]},
+        }
+
+
+def emotion_scores(truth: Sequence[str], pred: Sequence[str]) -> EmotionScores:
+    """Accuracy, weighted-F1 (by truth support), macro-F1 and the confusion matrix over :data:`LABELS`."""
+    if len(truth) != len(pred):
+        raise ValueError(f"{len(truth)} truth labels but {len(pred)} predictions")
+    index = {label: k for k, label in enumerate(LABELS)}
+    for label in (*truth, *pred):
+        if label not in index:
+            raise ValueError(f"unknown label {label!r}; allowed: {', '.join(LABELS)}")
+    matrix = [[0] * len(LABELS) for _ in LABELS]
+    for t, p in zip(truth, pred, strict=True):
+        matrix[index[t]][index[p]] += 1
+    n = len(truth)
+    per_class: dict[str, float] = {}
+    weighted = 0.0
+    for k, label in enumerate(LABELS):
+        tp = matrix[k][k]
+        support = sum(matrix[k])
+        predicted = sum(row[k] for row in matrix)
+        if support == 0 and predicted == 0:
+            continue
+        f1 = 2 * tp / (support + predicted)
+        per_class[label] = f1
+        weighted += f1 * support
+    return EmotionScores(
+        n=n,
+        accuracy=sum(matrix[k][k] for k in range(len(LABELS))) / n if n else 0.0,
+        weighted_f1=weighted / n if n else 0.0,
+        macro_f1=sum(per_class.values()) / len(per_class) if per_class else 0.0,
+        per_class_f1=per_class,
+        confusion=tuple(tuple(r) for r in matrix),
+    )
