@@ -59,7 +59,7 @@ def test_text_only_signal_is_learned_by_the_text_branch(tmp_path: Path) -> None:
         return labels[k], f"honestly I am {words[k]} right now", 300.0
 
     make_fake_meld(tmp_path, row, SIZES)
-    cfg = tiny_config(tmp_path / "config.toml", tmp_path / "cache", epochs=10)
+    cfg = tiny_config(tmp_path / "config.toml", tmp_path / "cache", epochs=25, lr_head=1e-2)
     run = tmp_path / "run"
     assert main(["train", *_run_args(tmp_path, cfg), "--mode", "text", "--run-dir", str(run)]) == 0
     assert _accuracy(run) >= 0.8
