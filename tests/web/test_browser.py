@@ -82,6 +82,9 @@ async def wait_for_feed(page: Any, count: int) -> None:
     )
 
 
+# Failed once (the "now" label right after a new run) in ~6 full-suite runs and never alone:
+# rerun while its cause is looked for.
+@pytest.mark.flaky(reruns=2)
 async def test_dashboard_connects_shows_labels_and_resumes_after_restart(tmp_path: Path) -> None:
     script, speaker = SCRIPT, Speaker
     ARTIFACTS.mkdir(exist_ok=True)
