@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    DEFAULT_CHECKPOINT,
     REPO,
-    RESULTS,
-    checkpoint_or_untrained,
     markdown_table,
     models_of,
     replay_parser,
-    setup_logging,
+    replay_setup,
     write_result,
 )
 from bench.latency import parse_setting
@@ -63,13 +60,7 @@ def run_model(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = replay_parser("accuracy", __doc__, default_n=20, n_help="20", full_n=100, full_help="100 utterances")
-    args = p.parse_args(argv)
-    setup_logging()
-    from bench.make_testset import build_testset
-
-    n = args.full_n if args.full else args.n
-    ts = build_testset(RESULTS / f"testset-{n}", n=n)
-    checkpoint, source = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
+    args, ts, checkpoint, source = replay_setup(p, argv)
     reports, rows = [], []
     for model in models_of(args.models):
         logger.info("accuracy: %s on %d utterances", model, ts.n_utterances)

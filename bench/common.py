@@ -191,3 +191,21 @@ def replay_parser(
 def models_of(spec: str) -> list[str]:
     """``"tiny.en, base"`` -> ``["tiny.en", "base"]``."""
     return [m.strip() for m in spec.split(",") if m.strip()]
+
+
+def replay_setup(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, Any, Path, str]:
+    """Parse ``argv``, set up logging, build the spoken test set and find the checkpoint.
+
+    Returns ``(args, testset, checkpoint, checkpoint_source)`` for the benchmarks built on
+    :func:`replay_parser`.
+    """
+    args = parser.parse_args(argv)
+    setup_logging()
+    from bench.make_testset import build_testset
+
+    n = args.full_n if args.full else args.n
+    testset = build_testset(RESULTS / f"testset-{n}", n=n)
+    checkpoint, source = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
+    return args, testset, checkpoint, source

@@ -38,14 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    DEFAULT_CHECKPOINT,
     REPO,
-    RESULTS,
-    checkpoint_or_untrained,
     markdown_table,
     models_of,
     replay_parser,
-    setup_logging,
+    replay_setup,
     summarize,
     write_result,
 )
@@ -210,16 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency", __doc__, default_n=6, n_help="6: about 40 s per model at real time",
         full_n=30, full_help="30 utterances (about 3 minutes per model)",
     )  # fmt: skip
-    args = p.parse_args(argv)
-    setup_logging()
-    from bench.make_testset import build_testset
-
-    n = args.full_n if args.full else args.n
-    ts = build_testset(RESULTS / f"testset-{n}", n=n)
-    checkpoint, source = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
+    args, ts, checkpoint, source = replay_setup(p, argv)
     results, rows = [], []
     for model in models_of(args.models):
-        logger.info("latency: %s, %d utterances replayed at real time (%.0f s)", model, n, ts.duration_s)
+        logger.info("latency: %s, %d utterances replayed at real time (%.0f s)", model, ts.n_utterances, ts.duration_s)
         r = run_model(model, ts.wav, ts.truth_csv, checkpoint, ts.duration_s, settings=args.set)
         results.append(r)
         st = r["stages_s"]
