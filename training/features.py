@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchaudio
 
 from training.audio import AudioDecodeError, load_audio
 from training.weights import cache_root, resolve_asr_model
@@ -300,9 +299,26 @@ class AudioFeatureExtractor:
         return np.concatenate([allf.mean(axis=0), allf.std(axis=0)]).astype(np.float32)
 
 
+def mel_filterbank(n_freqs: int, n_mels: int, sample_rate_hz: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
+    """HTK-scale triangular mel filters, (n_freqs, n_mels) float32, unnormalised.
+
+    The same matrix as ``torchaudio.functional.melscale_fbanks`` with its defaults (``norm=None``,
+    ``mel_scale="htk"``), which the log-mel branch was built on; torchaudio is not a dependency.
+    """
+    f_max = sample_rate_hz / 2 if f_max is None else f_max
+    all_freqs = np.linspace(0.0, sample_rate_hz // 2, n_freqs)
+    mel_min, mel_max = (2595.0 * np.log10(1.0 + f / 700.0) for f in (f_min, f_max))
+    f_pts = 700.0 * (10.0 ** (np.linspace(mel_min, mel_max, n_mels + 2) / 2595.0) - 1.0)
+    f_diff = np.diff(f_pts)
+    slopes = f_pts[None, :] - all_freqs[:, None]  # (n_freqs, n_mels + 2)
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    return np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
+
+
 def _logmel_patch(audio: np.ndarray) -> np.ndarray:
     """A (LOGMEL_BANDS, LOGMEL_FRAMES) log-mel patch, centre-cropped or zero-padded, flattened."""
-    spec = torchaudio.functional.melscale_fbanks(201, 0.0, 8000.0, LOGMEL_BANDS, SAMPLE_RATE_HZ)
+    spec = torch.from_numpy(mel_filterbank(201, LOGMEL_BANDS, SAMPLE_RATE_HZ))
     wave = torch.from_numpy(np.ascontiguousarray(audio))
     stft = torch.stft(wave, 400, HOP, window=torch.hann_window(400), return_complex=True).abs() ** 2
     mel = torch.log10(torch.clamp(spec.T @ stft, min=1e-10))
