@@ -27,34 +27,32 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from stream.events.bus import EventBus
 from stream.protocol import SERVICE_STREAM
-from stream.sources import AudioChunk, Source, SourceItem, SourceProblem
-from stream.stages.classifier import Classified, ClassifierStage, Predictor
-from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, Utterance, UtteranceEnd
-from stream.stages.transcriber import Transcribed, Transcriber, TranscribeStage
+from stream.records import (
+    SAMPLE_RATE_HZ,
+    AudioChunk,
+    Classified,
+    SegmentItem,
+    SourceItem,
+    SourceProblem,
+    SpeechBegan,
+    Transcribed,
+    Utterance,
+)
+from stream.sources import Source
+from stream.stages.classifier import ClassifierStage, Predictor
+from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, UtteranceEnd
+from stream.stages.transcriber import Transcriber, TranscribeStage
 from stream.stages.vad import FrameClassifier
 
-__all__ = ["Pipeline", "SegmentStage", "SpeechBegan", "segmenter_params"]
+__all__ = ["Pipeline", "SegmentStage", "segmenter_params"]
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE_HZ = 16000
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechBegan:
-    stream: str
-    utterance_id: str
-    start_s: float
-
-
-SegmentItem = SpeechBegan | Utterance | SourceProblem
 
 
 def segmenter_params(vad_cfg: Any, frame_samples: int) -> SegmenterParams:
@@ -364,7 +362,7 @@ class Pipeline:
                     "latency_ms": round(max(0.0, self._clock() - utt.speech_end_at) * 1000, 1),
                 },
             )
-        elif out.error and not out.error.startswith("no usable modality"):
+        elif out.error and not out.unclassifiable:
             await self._bus.emit("error", utt.stream, {"code": "stage_failed", "message": out.error, **span})
         self._pending[utt.stream] -= 1
         await self._end_if_done(utt.stream)

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from stream.records import LABELS
+
 __all__ = [
     "CLIENT_TYPES",
     "CONNECTION_STREAM",
@@ -33,8 +35,6 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 
-# The 7 MELD emotions, in the order the classifier's outputs use.
-LABELS: Final = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 
 # Colours the dashboard uses; sent in ``hello`` so that clients hard-code nothing.
 LABEL_COLORS: Final = {

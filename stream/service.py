@@ -28,6 +28,7 @@ from stream.events.bus import EventBus, JsonlWriter, Sink
 from stream.events.console import ConsolePrinter
 from stream.pipeline import Pipeline, segmenter_params
 from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
+from stream.records import SAMPLE_RATE_HZ
 from stream.sources import MicSource, ReplaySource, Source
 from stream.stages.classifier import Predictor, load_predictor
 from stream.stages.transcriber import Transcriber, WhisperTranscriber
@@ -111,12 +112,12 @@ def build_sources(specs: Sequence[SourceSpec], config: Config, *, clock: Callabl
     return sources
 
 
-def _load_models(config: Config) -> tuple[Transcriber, Predictor]:
+def load_models(config: Config) -> tuple[Transcriber, Predictor]:
     """Load and warm up both models (blocking), so the first utterance does not pay for lazy loading."""
     checkpoint = str(config.resolve_path(config.classifier.checkpoint))
     predictor = load_predictor(checkpoint, device=config.classifier.device)
     transcriber = WhisperTranscriber.load(config.asr)
-    warm = np.zeros(16000, dtype=np.float32)
+    warm = np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)  # one second of silence
     predictor.predict(["warm up"] if predictor.uses_text else [None], [warm] if predictor.uses_audio else [None])
     transcriber.transcribe(warm)
     return transcriber, predictor
@@ -201,7 +202,7 @@ async def run_service(
         if models is None:
             logger.info("loading Whisper %s and the classifier %s", config.asr.model, config.classifier.checkpoint)
             try:
-                models = await loop.run_in_executor(None, _load_models, config)
+                models = await loop.run_in_executor(None, load_models, config)
             except Exception as exc:  # model errors name the file/model and the fix
                 logger.error("cannot start: %s", exc)
                 await bus.emit("error", SERVICE_STREAM, {"code": "internal", "message": f"cannot start: {exc}"})

@@ -278,7 +278,7 @@ class ScriptedTranscriber:
         self.calls = 0
 
     def transcribe(self, audio: np.ndarray) -> object:
-        from stream.stages.transcriber import Transcript
+        from stream.records import Transcript
 
         text = self.texts[self.calls] if self.calls < len(self.texts) else self.default
         self.calls += 1

@@ -18,13 +18,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from stream.config import AudioConfig
+from stream.records import SAMPLE_RATE_HZ, AudioChunk, SourceItem, SourceProblem
 from stream.sources.devices import AudioDevice, DeviceError, find_input_device, load_sounddevice
 from training.audio import AudioDecodeError, iter_audio_chunks
 
@@ -43,33 +43,6 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class AudioChunk:
-    """``pcm`` (int16 mono, 16 kHz) starts at ``start_sample`` of stream ``stream``."""
-
-    stream: str
-    start_sample: int
-    pcm: np.ndarray
-    arrival: float  # clock time when the chunk's last sample became available to the pipeline
-
-    @property
-    def end_sample(self) -> int:
-        return self.start_sample + self.pcm.size
-
-
-@dataclass(frozen=True, slots=True)
-class SourceProblem:
-    """A problem to report (``code`` from ``stream.protocol.ERROR_CODES``); fatal ones end the source."""
-
-    stream: str
-    code: str
-    message: str
-    fatal: bool = False
-
-
-SourceItem = AudioChunk | SourceProblem
 
 
 class Source(Protocol):
@@ -107,7 +80,7 @@ class ReplaySource:
         chunk_ms: int = 100,
         speed: float = 1.0,
         fast: bool = False,
-        sample_rate_hz: int = 16000,
+        sample_rate_hz: int = SAMPLE_RATE_HZ,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:

@@ -21,26 +21,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from stream.stages.segmenter import Utterance
-from stream.stages.transcriber import Transcribed
+from stream.records import Classified, PredictionLike, Transcribed, Utterance
 
-__all__ = ["ClassifierStage", "Classified", "FeaturePredictor", "Predictor", "load_predictor"]
+__all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
 
 logger = logging.getLogger(__name__)
-
-
-class PredictionLike(Protocol):
-    @property
-    def label(self) -> str: ...
-    @property
-    def scores(self) -> dict[str, float]: ...
-    @property
-    def modalities(self) -> tuple[str, ...]: ...
 
 
 class Predictor(Protocol):
@@ -69,16 +58,6 @@ def takes_features(predictor: Predictor) -> bool:
     return predictor.uses_audio and all(
         callable(getattr(predictor, name, None)) for name in ("audio_features", "predict_features")
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Classified:
-    """The decision for one utterance; ``prediction`` is None when ``error`` says why."""
-
-    item: Transcribed
-    prediction: PredictionLike | None
-    error: str | None = None
-    batch_size: int = 1
 
 
 def load_predictor(path: str, *, device: str = "auto") -> Predictor:
@@ -253,7 +232,9 @@ class ClassifierStage:
                 results[i] = Classified(batch[i], None, failed[i])
             elif i not in ready:
                 self.unclassifiable += 1
-                results[i] = Classified(batch[i], None, "no usable modality (empty transcript, no audio branch)")
+                results[i] = Classified(
+                    batch[i], None, "no usable modality (empty transcript, no audio branch)", unclassifiable=True
+                )
         if ready:
             texts = [rows[i][0] for i in ready]
             audio = [rows[i][1] for i in ready]
@@ -279,7 +260,7 @@ class ClassifierStage:
             self.busy_s += self._clock() - t0
             self.batches += 1
             self.items += len(ready)
-            self.audio_s += sum(batch[i].utterance.audio.size for i in ready) / 16000
+            self.audio_s += sum(batch[i].utterance.duration_s for i in ready)
         return [r for r in results if r is not None]
 
     async def _predict(self, texts: list[str | None], audio: list[np.ndarray | None]) -> Sequence[PredictionLike]:

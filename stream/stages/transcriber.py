@@ -35,42 +35,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream.config import ASRConfig
-from stream.stages.segmenter import Utterance
+from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
 from training.weights import ModelError, hub_failure_message, resolve_asr_model
 
 __all__ = [
     "TranscribeStage",
-    "Transcribed",
     "Transcriber",
-    "Transcript",
     "WhisperTranscriber",
     "decoding_loop",
     "hallucination_reason",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """Whisper's result for one utterance; ``text`` is empty when ``dropped`` names why."""
-
-    text: str
-    language: str
-    avg_logprob: float
-    no_speech_prob: float
-    dropped: str | None = None  # "empty" | "no_speech" | "repetition" | "non_speech_marker"
-    raw_text: str = ""  # what Whisper said before filtering
-
-
-@dataclass(frozen=True, slots=True)
-class Transcribed:
-    """An utterance with its transcript, or the error that prevented one."""
-
-    utterance: Utterance
-    transcript: Transcript | None
-    error: str | None = None
-    asr_s: float = 0.0  # seconds spent in Whisper
 
 
 class Transcriber(Protocol):
@@ -112,7 +88,6 @@ def hallucination_reason(
     return None
 
 
-SAMPLE_RATE_HZ = 16000
 WINDOW_S = 30  # Whisper's window; longer utterances are decoded window by window by faster-whisper
 MAX_LENGTH = 448  # Whisper's decoder context (prompt + generated tokens)
 # The trimmed decode's token budget: far above real speech (English is ~4 tokens/s, fast Japanese
@@ -367,5 +342,5 @@ class TranscribeStage:
                 transcript, error = None, f"transcription failed: {type(exc).__name__}: {exc}"
             spent = self._clock() - t0
             self.busy_s += spent
-            self.audio_s += utt.audio.size / 16000
+            self.audio_s += utt.duration_s
             yield Transcribed(utt, transcript, error, spent)

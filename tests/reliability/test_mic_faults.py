@@ -22,7 +22,8 @@ from stream.config import AudioConfig, VADConfig
 from stream.events.bus import EventBus
 from stream.pipeline import Pipeline
 from stream.protocol import Event
-from stream.sources import AudioChunk, MicSource, SourceProblem
+from stream.records import AudioChunk, SourceProblem
+from stream.sources import MicSource
 from stream.sources.devices import AudioDevice
 from stream.stages.vad import make_vad
 

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from stream.stages.classifier import Classified, ClassifierStage
-from stream.stages.segmenter import Utterance
-from stream.stages.transcriber import Transcribed, Transcript
+from stream.records import Classified, Transcribed, Transcript, Utterance
+from stream.stages.classifier import ClassifierStage
 
 from .fakes import FakePredictor
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from conftest import ScriptedPredictor
 
+from stream.records import Transcribed, Transcript, Utterance
 from stream.stages.classifier import ClassifierStage, load_predictor
-from stream.stages.segmenter import Utterance
-from stream.stages.transcriber import Transcribed, Transcript
 
 
 def item(stream: str, i: int, text: str | None = "hello", dropped: str | None = None) -> Transcribed:

@@ -14,10 +14,10 @@ from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, writ
 
 from stream.config import VADConfig
 from stream.events.bus import EventBus
-from stream.pipeline import Pipeline, SegmentStage, SpeechBegan, segmenter_params
+from stream.pipeline import Pipeline, SegmentStage, segmenter_params
 from stream.protocol import LABELS, SERVICE_STREAM, Event
-from stream.sources import AudioChunk, ReplaySource, SourceItem, SourceProblem, to_int16
-from stream.stages.segmenter import Utterance
+from stream.records import AudioChunk, SourceItem, SourceProblem, SpeechBegan, Utterance
+from stream.sources import ReplaySource, to_int16
 from stream.stages.vad import WebRtcVad, make_vad
 
 LINES_A = ["Hello there, how are you today?", "I am so angry with you right now.", "Let's talk about it later."]

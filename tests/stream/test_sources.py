@@ -18,7 +18,8 @@ import pytest
 from conftest import make_dialogue, make_video_mp4, tone, write_wav
 
 from stream.config import AudioConfig
-from stream.sources import AudioChunk, MicBuffer, MicSource, ReplaySource, SourceProblem, to_int16
+from stream.records import AudioChunk, SourceProblem
+from stream.sources import MicBuffer, MicSource, ReplaySource, to_int16
 from stream.sources.devices import AudioDevice, DeviceError
 
 
@@ -359,7 +360,7 @@ def test_real_microphone_hears_paplay_through_pulseaudio(pulse_virtual_mic: dict
     script.write_text(
         "import asyncio, sys, numpy as np\n"
         "from stream.config import AudioConfig\n"
-        "from stream.sources import MicSource, AudioChunk\n"
+        "from stream.sources import MicSource\nfrom stream.records import AudioChunk\n"
         "async def main():\n"
         "    mic = MicSource('mic', 'pulse', config=AudioConfig())\n"
         "    peak, n = 0.0, 0\n"
