@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 
 from stream.events.bus import EventBus
-from stream.protocol import SERVICE_STREAM
+from stream.protocol import (
+    SERVICE_STREAM,
+    Stats,
+    emotion_data,
+    end_data,
+    error_data,
+    speech_end_data,
+    speech_start_data,
+    transcript_data,
+)
 from stream.records import (
     SAMPLE_RATE_HZ,
     AudioChunk,
@@ -213,7 +222,7 @@ class Pipeline:
                 # The last stream to end: a final summary first, so that `end` is the run's last event.
                 await self._bus.emit("stats", SERVICE_STREAM, self.stats())
             seg = self._segments.get(stream)
-            await self._bus.emit("end", stream, {"reason": reason, "audio_s": round(seg.audio_s if seg else 0.0, 3)})
+            await self._bus.emit("end", stream, end_data(reason, audio_s=seg.audio_s if seg else 0.0))
             self._ended[stream] = None
             self._pending.pop(stream)
             self._end_sent[stream].set()
@@ -225,28 +234,27 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         streams = {s.stream_id: s.stats() for s in self.sources}
-        extra = self._extra_stats() if self._extra_stats is not None else {}
-        return {
-            **extra,
-            "queues": {"utterances": self._queue.qsize(), "classifier": self.classifier.depth},
-            "queue_limits": {"utterances": self._queue.maxsize},
-            "drops": {
+        return Stats(
+            queues={"utterances": self._queue.qsize(), "classifier": self.classifier.depth},
+            queue_limits={"utterances": self._queue.maxsize},
+            drops={
                 "mic_audio_s": round(sum(float(v.get("dropped_s", 0.0)) for v in streams.values()), 3),
                 "utterance_queue_full": self._queue_full_waits,
                 "sink_errors": sum(self._bus.sink_errors.values()),
                 "feature_failures": self.classifier.feature_failures,
             },
-            "rtf": {
+            rtf={
                 "asr": round(self.asr.rtf, 3),
                 "features": round(self.classifier.features_rtf, 4),
                 "classifier": round(self.classifier.rtf, 4),
             },
             # How Whisper decoded (WhisperTranscriber.paths: trimmed, padded, loop_redone, unsure_redone).
-            "asr_paths": dict(getattr(self._transcriber, "paths", {})),
-            "streams": streams,
-            "utterances": self.utterances,
-            "batches": self.classifier.batches,
-        }
+            asr_paths=dict(getattr(self._transcriber, "paths", {})),
+            streams=streams,
+            utterances=self.utterances,
+            batches=self.classifier.batches,
+            extra=self._extra_stats() if self._extra_stats is not None else {},
+        ).to_data()
 
     # Tasks ----------------------------------------------------------------------------------------
 
@@ -269,26 +277,14 @@ class Pipeline:
         try:
             async for item in stage.run(aiter(source)):
                 if isinstance(item, SourceProblem):
-                    await self._bus.emit("error", stream, {"code": item.code, "message": item.message})
+                    await self._bus.emit("error", stream, error_data(item.code, item.message))
                     if item.fatal:
                         reason = "error"
                         break
                 elif isinstance(item, SpeechBegan):
-                    data = {"state": "start", "utterance_id": item.utterance_id, "t_s": round(item.start_s, 3)}
-                    await self._bus.emit("speech", stream, data)
+                    await self._bus.emit("speech", stream, speech_start_data(item))
                 else:
-                    await self._bus.emit(
-                        "speech",
-                        stream,
-                        {
-                            "state": "end",
-                            "utterance_id": item.utterance_id,
-                            "t_s": round(item.end_s, 3),
-                            "start_s": round(item.start_s, 3),
-                            "end_s": round(item.end_s, 3),
-                            "forced": item.forced,
-                        },
-                    )
+                    await self._bus.emit("speech", stream, speech_end_data(item))
                     self._pending[stream] += 1
                     self.utterances += 1
                     self.classifier.prefetch(item)  # features run while Whisper transcribes
@@ -301,7 +297,7 @@ class Pipeline:
             reason = "stopped"  # stop(): utterances already ended still get their events
         except Exception as exc:  # one broken stream must not stop the others
             logger.exception("stream %s failed", stream)
-            await self._bus.emit("error", stream, {"code": "source_failed", "message": f"{type(exc).__name__}: {exc}"})
+            await self._bus.emit("error", stream, error_data("source_failed", f"{type(exc).__name__}: {exc}"))
             reason = "error"
         self._ended[stream] = reason
         await self._end_if_done(stream)
@@ -317,53 +313,20 @@ class Pipeline:
             await self._emit_transcript(item)
             yield item
 
-    @staticmethod
-    def _span(utt: Utterance) -> dict[str, Any]:
-        return {"utterance_id": utt.utterance_id, "start_s": round(utt.start_s, 3), "end_s": round(utt.end_s, 3)}
-
     async def _emit_transcript(self, item: Transcribed) -> None:
         utt = item.utterance
-        span = self._span(utt)
         if item.transcript is not None:
-            t = item.transcript
-            await self._bus.emit(
-                "transcript",
-                utt.stream,
-                {
-                    **span,
-                    "text": t.text,
-                    "language": t.language,
-                    "avg_logprob": t.avg_logprob,
-                    "no_speech_prob": t.no_speech_prob,
-                    "dropped": t.dropped,
-                    "asr_ms": round(item.asr_s * 1000, 1),
-                },
-            )
+            await self._bus.emit("transcript", utt.stream, transcript_data(item))
         else:
-            await self._bus.emit("error", utt.stream, {"code": "stage_failed", "message": item.error or "", **span})
+            await self._bus.emit("error", utt.stream, error_data("stage_failed", item.error or "", utterance=utt))
 
     async def _emit_results(self, out: Classified) -> None:
-        item: Transcribed = out.item
-        utt = item.utterance
-        span = self._span(utt)
-        text = item.transcript.text if item.transcript is not None else ""
-        pred = out.prediction
-        if pred is not None:
-            total = sum(float(v) for v in pred.scores.values()) or 1.0
-            await self._bus.emit(
-                "emotion",
-                utt.stream,
-                {
-                    **span,
-                    "text": text,
-                    "label": pred.label,
-                    "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
-                    "modalities": list(pred.modalities),
-                    "latency_ms": round(max(0.0, self._clock() - utt.speech_end_at) * 1000, 1),
-                },
-            )
+        utt = out.item.utterance
+        if out.prediction is not None:
+            latency_s = self._clock() - utt.speech_end_at
+            await self._bus.emit("emotion", utt.stream, emotion_data(out, latency_s=latency_s))
         elif out.error and not out.unclassifiable:
-            await self._bus.emit("error", utt.stream, {"code": "stage_failed", "message": out.error, **span})
+            await self._bus.emit("error", utt.stream, error_data("stage_failed", out.error, utterance=utt))
         self._pending[utt.stream] -= 1
         await self._end_if_done(utt.stream)
 

@@ -27,7 +27,7 @@ from stream.config import Config
 from stream.events.bus import EventBus, JsonlWriter, Sink
 from stream.events.console import ConsolePrinter
 from stream.pipeline import Pipeline, segmenter_params
-from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
+from stream.protocol import SERVICE_STREAM, Event, error_data, service_description
 from stream.records import SAMPLE_RATE_HZ
 from stream.sources import MicSource, ReplaySource, Source
 from stream.stages.classifier import Predictor, load_predictor
@@ -205,7 +205,7 @@ async def run_service(
                 models = await loop.run_in_executor(None, load_models, config)
             except Exception as exc:  # model errors name the file/model and the fix
                 logger.error("cannot start: %s", exc)
-                await bus.emit("error", SERVICE_STREAM, {"code": "internal", "message": f"cannot start: {exc}"})
+                await bus.emit("error", SERVICE_STREAM, error_data("internal", f"cannot start: {exc}"))
                 return 1
         transcriber, predictor = models
         pipeline = Pipeline(
@@ -223,12 +223,11 @@ async def run_service(
         )
 
         def hello() -> dict[str, Any]:
-            return {
-                "labels": list(predictor.labels),
-                "colors": dict(LABEL_COLORS),
-                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in sources],
-                "model_ids": {"asr": transcriber.model_id, **dict(predictor.model_ids)},
-            }
+            return service_description(
+                labels=predictor.labels,
+                streams=[(s.stream_id, s.kind, s.name) for s in sources],
+                model_ids={"asr": transcriber.model_id, **dict(predictor.model_ids)},
+            )
 
         exit_when_done = options.exit_when_done or not config.server.enabled
         files = [s.stream_id for s in sources if s.kind == "file"]
