@@ -26,11 +26,12 @@ import numpy as np
 from stream.config import Config
 from stream.events.bus import EventBus, JsonlWriter, Sink
 from stream.events.console import ConsolePrinter
-from stream.pipeline import Pipeline, segmenter_params
+from stream.pipeline import Pipeline
 from stream.protocol import SERVICE_STREAM, Event, error_data, service_description
 from stream.records import SAMPLE_RATE_HZ
 from stream.sources import MicSource, ReplaySource, Source
 from stream.stages.classifier import Predictor, load_predictor
+from stream.stages.segment import segmenter_params
 from stream.stages.transcriber import Transcriber, WhisperTranscriber
 from stream.stages.vad import make_vad
 
@@ -210,14 +211,10 @@ async def run_service(
         transcriber, predictor = models
         pipeline = Pipeline(
             sources,
-            vad_factory=lambda: make_vad(config.vad),
-            vad_config=config.vad,
+            bus,
             transcriber=transcriber,
             predictor=predictor,
-            bus=bus,
-            max_batch=config.classifier.max_batch,
-            batch_wait_ms=config.classifier.batch_wait_ms,
-            stats_interval_s=config.server.stats_interval_s,
+            config=config,
             extra_stats=lambda: {"hub": hub.stats().to_dict()},
             clock=clock,
         )

@@ -271,6 +271,7 @@ class ScriptedTranscriber:
     """Stands in for ``WhisperTranscriber``: returns ``texts`` in order (``None`` = raise)."""
 
     model_id = "scripted-asr"
+    paths: dict[str, int] = {}  # noqa: RUF012 - read-only: a fake decodes one way
 
     def __init__(self, texts: Sequence[str | None] = (), *, default: str = "hello") -> None:
         self.texts = list(texts)

@@ -27,7 +27,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 class Transcriber(Protocol):
     model_id: str
+    paths: Mapping[str, int]  # how utterances were decoded, for ``stats`` (see WhisperTranscriber)
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
@@ -320,7 +321,7 @@ class TranscribeStage:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transcriber = transcriber
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self._executor = executor  # the caller's to shut down; None: each run() makes and ends its own
         self._clock = clock
         self.audio_s = 0.0  # audio transcribed so far
         self.busy_s = 0.0  # time spent transcribing it
@@ -330,17 +331,28 @@ class TranscribeStage:
         """Real-time factor: seconds of Whisper per second of audio (< 1 keeps up with live audio)."""
         return self.busy_s / self.audio_s if self.audio_s else 0.0
 
+    @property
+    def paths(self) -> dict[str, int]:
+        """How the transcriber decoded so far (e.g. ``trimmed``, ``padded``)."""
+        return dict(self._transcriber.paths)
+
     async def run(self, inp: AsyncIterator[Utterance]) -> AsyncIterator[Transcribed]:
         loop = asyncio.get_running_loop()
-        async for utt in inp:
-            t0 = self._clock()
-            try:
-                transcript = await loop.run_in_executor(self._executor, self._transcriber.transcribe, utt.audio)
-                error = None
-            except Exception as exc:
-                logger.exception("transcribing %s failed", utt.utterance_id)
-                transcript, error = None, f"transcription failed: {type(exc).__name__}: {exc}"
-            spent = self._clock() - t0
-            self.busy_s += spent
-            self.audio_s += utt.duration_s
-            yield Transcribed(utt, transcript, error, spent)
+        own = None if self._executor is not None else ThreadPoolExecutor(1, thread_name_prefix="whisper")
+        executor = self._executor or own
+        try:
+            async for utt in inp:
+                t0 = self._clock()
+                try:
+                    transcript = await loop.run_in_executor(executor, self._transcriber.transcribe, utt.audio)
+                    error = None
+                except Exception as exc:
+                    logger.exception("transcribing %s failed", utt.utterance_id)
+                    transcript, error = None, f"transcription failed: {type(exc).__name__}: {exc}"
+                spent = self._clock() - t0
+                self.busy_s += spent
+                self.audio_s += utt.duration_s
+                yield Transcribed(utt, transcript, error, spent)
+        finally:
+            if own is not None:
+                own.shutdown(wait=False, cancel_futures=True)

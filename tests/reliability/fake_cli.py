@@ -27,5 +27,5 @@ def _fake_models(config: object) -> tuple[FakeTranscriber, FakePredictor]:
 
 
 if __name__ == "__main__":
-    stream.service._load_models = _fake_models  # type: ignore[assignment]
+    stream.service.load_models = _fake_models  # type: ignore[assignment]
     sys.exit(main())

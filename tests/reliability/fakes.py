@@ -25,6 +25,7 @@ class FakeTranscriber:
     """Says ``"utterance N"`` for the Nth call (1-based); raises on the calls in ``fail_calls``."""
 
     model_id = "fake-asr"
+    paths: dict[str, int] = {}  # noqa: RUF012 - read-only: a fake decodes one way
 
     def __init__(self, *, fail_calls: Iterable[int] = (), delay_s: float = 0.0) -> None:
         self.fail_calls = frozenset(fail_calls)
