@@ -450,7 +450,8 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     import asyncio
     import dataclasses
 
-    from stream.service import RunOptions, load_models, run_service
+    from stream.models import load_models
+    from stream.service import RunOptions, run_service
 
     cfg = dataclasses.replace(
         config,

@@ -51,7 +51,11 @@ logger = logging.getLogger(__name__)
 
 class Transcriber(Protocol):
     model_id: str
-    paths: Mapping[str, int]  # how utterances were decoded, for ``stats`` (see WhisperTranscriber)
+
+    @property
+    def paths(self) -> Mapping[str, int]:
+        """How utterances were decoded so far, for ``stats`` (see :class:`WhisperTranscriber`)."""
+        ...
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
