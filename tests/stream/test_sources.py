@@ -291,12 +291,12 @@ async def test_a_device_without_16_khz_records_natively_and_is_resampled() -> No
 async def test_a_missing_portaudio_library_ends_the_mic_stream_with_the_install_hint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stream import sources
+    from stream.sources import mic
 
     def no_portaudio() -> Any:
         raise DeviceError("PortAudio is not available (libportaudio.so). Install it with `sudo apt-get install ...`")
 
-    monkeypatch.setattr(sources, "load_sounddevice", no_portaudio)
+    monkeypatch.setattr(mic, "load_sounddevice", no_portaudio)
     items = await collect(aiter(MicSource("mic", "", config=AudioConfig(), find_device=_device)))
     assert len(items) == 1 and items[0].fatal and "apt-get install" in items[0].message
 
