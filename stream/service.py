@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import Config
+from stream.control import LiveControl
 from stream.events.bus import EventBus, JsonlWriter, Sink
 from stream.events.console import ConsolePrinter
 from stream.pipeline import Pipeline, segmenter_params
@@ -218,6 +219,7 @@ async def run_service(
                 await bus.emit("error", SERVICE_STREAM, {"code": "internal", "message": f"cannot start: {exc}"})
                 return 1
         transcriber, predictor = models
+        exit_when_done = options.exit_when_done or not config.server.enabled
         pipeline = Pipeline(
             sources,
             vad_factory=lambda: make_vad(config.vad),
@@ -230,17 +232,18 @@ async def run_service(
             stats_interval_s=config.server.stats_interval_s,
             extra_stats=lambda: {"hub": hub.stats().to_dict()},
             clock=clock,
+            keep_open=not exit_when_done,  # the page may add streams (uploads, its microphone) until stopped
         )
+        control = LiveControl(config, pipeline, event_log.run_id, clock=clock)
 
         def hello() -> dict[str, Any]:
             return {
                 "labels": list(predictor.labels),
                 "colors": dict(LABEL_COLORS),
-                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in sources],
+                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in pipeline.sources],
                 "model_ids": {"asr": transcriber.model_id, **dict(predictor.model_ids)},
             }
 
-        exit_when_done = options.exit_when_done or not config.server.enabled
         files = [s.stream_id for s in sources if s.kind == "file"]
         if exit_when_done and not files:
             logger.info("only live sources: running until Ctrl-C")
@@ -249,7 +252,7 @@ async def run_service(
             if config.server.enabled:
                 from stream.server import Server
 
-                server = await stack.enter_async_context(Server(config.server, hub, event_log, hello))
+                server = await stack.enter_async_context(Server(config.server, hub, event_log, hello, backend=control))
             run = asyncio.create_task(pipeline.run(), name="pipeline")
             if on_ready is not None:
                 on_ready(server)
