@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream.api import ApiError
+from stream.api import ApiError, stream_name
 from stream.config import Config
 from stream.pipeline import Pipeline
 from stream.sources import ReplaySource, Source
+from stream.sources.ingest import IngestSource
 from training.audio import AudioDecodeError, iter_audio_chunks
 
 __all__ = ["LiveControl"]
@@ -91,6 +92,16 @@ class LiveControl:
         source.name = display_name
         self.add(source, display_name)
         return {"stream": stream_id, "name": display_name, "kind": "file"}
+
+    def add_ingest(self, name: str, make: Callable[[str], IngestSource]) -> IngestSource:
+        """A browser microphone as a new stream (the ingest endpoint's ``add``); ValueError to refuse."""
+        try:
+            stream_id = self.unique_id(stream_name(name))
+            source = make(stream_id)
+            self.add(source, name)
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+        return source
 
 
 def _probe(path: Path) -> None:

@@ -251,8 +251,12 @@ async def run_service(
             server = None
             if config.server.enabled:
                 from stream.server import Server
+                from stream.sources.ingest import IngestEndpoint
 
-                server = await stack.enter_async_context(Server(config.server, hub, event_log, hello, backend=control))
+                ingest = IngestEndpoint(config.server, control.add_ingest, clock=clock)
+                server = await stack.enter_async_context(
+                    Server(config.server, hub, event_log, hello, backend=control, ingest=ingest.handle)
+                )
             run = asyncio.create_task(pipeline.run(), name="pipeline")
             if on_ready is not None:
                 on_ready(server)
