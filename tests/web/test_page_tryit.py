@@ -180,6 +180,28 @@ async def test_microphone_permission_denied_is_said(tmp_path: Path) -> None:
         await page.screenshot(path=str(ARTIFACTS / "tryit-mic-denied.png"))
 
 
+async def test_the_page_passes_its_token_once(tmp_path: Path) -> None:
+    """Opened as /?token=T: the page connects, calls the API, survives a reload; without it, 401."""
+    token = "page-token-0123456789abcdef"
+    idle = write_wav(tmp_path / "idle.wav", np.zeros(1600, dtype=np.float32))
+    cfg = scripted_config(tmp_path, replay_fast=True)
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, token=token))
+    models = ScriptedTranscriber(), ScriptedPredictor(keywords={"happy": "joy"})
+    async with running(cfg, [str(idle)], models) as server, chromium_page() as page:
+        problems = watch(page)
+        response = await page.goto(server.url)
+        assert response is not None and response.status == 401
+        await page.goto(f"{server.url}?token={token}")
+        await page.wait_for_selector("#conn[data-state=live]", timeout=15000)
+        assert "token" not in page.url  # taken out of the address bar (and so out of history)
+        await page.reload()
+        await page.wait_for_selector("#conn[data-state=live]", timeout=15000)
+        await page.fill("#type-text", "I am so happy")
+        await page.click("#type-go")
+        await page.wait_for_selector("#type-result[data-state=done][data-label=joy]", timeout=15000)
+    assert not [p for p in problems if "401" not in p], problems
+
+
 DEMO_LINES = (
     "I can't believe we actually won the award!",
     "This is completely unacceptable, I told you twice.",
