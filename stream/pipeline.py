@@ -58,7 +58,10 @@ class Pipeline:
         extra_stats: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        keep_open: bool = False,
     ) -> None:
+        """``keep_open``: the run goes on after its sources end, for sources added later
+        (:meth:`add_source`), until :meth:`stop`."""
         ids = [s.stream_id for s in sources]
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream ids must be unique, got {ids}")
@@ -67,8 +70,8 @@ class Pipeline:
         self._sleep = sleep
         self._threads = {name: ThreadPoolExecutor(1, thread_name_prefix=name) for name in _THREADS}
         self._utterances: asyncio.Queue[Utterance | None] = asyncio.Queue(UTTERANCE_QUEUE)
-        self.transcribe = TranscribeStage(transcriber, executor=self._threads["whisper"], clock=clock)
-        self.classify = ClassifierStage(
+        self.asr = TranscribeStage(transcriber, executor=self._threads["whisper"], clock=clock)
+        self.classifier = ClassifierStage(
             predictor,
             config.classifier,
             executor=self._threads["classifier"],
@@ -78,27 +81,32 @@ class Pipeline:
         self.report = Report(
             bus,
             self.sources,
-            transcribe=self.transcribe,
-            classify=self.classify,
+            transcribe=self.asr,
+            classify=self.classifier,
             utterances=self._utterances,
             extra_stats=extra_stats,
             clock=clock,
         )
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._keep_open = keep_open
+        self._sources_changed = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
 
     async def run(self) -> None:
         """Run until every source has ended and every utterance has its events."""
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 stats = tg.create_task(self.report.stats_loop(self._config.server.stats_interval_s, self._sleep))
                 self._source_tasks = [tg.create_task(self._segment(s)) for s in self.sources]
-                tg.create_task(self._close_queue_after(self._source_tasks))
-                transcribed = self.report.transcripts(self.transcribe.run(_drain(self._utterances)))
-                async for classified in self.classify.run(transcribed):
+                tg.create_task(self._close_queue_when_done())
+                transcribed = self.report.transcripts(self.asr.run(_drain(self._utterances)))
+                async for classified in self.classifier.run(transcribed):
                     await self.report.classified(classified)
                 stats.cancel()
         finally:
+            self._tg = None
             for pool in self._threads.values():
                 pool.shutdown(wait=False, cancel_futures=True)
 
@@ -111,7 +119,7 @@ class Pipeline:
         try:
             if not self._stopping:
                 async for utt in self.report.segments(source.stream_id, segment.run(aiter(source))):
-                    self.classify.prefetch(utt)  # audio features run while Whisper transcribes
+                    self.classifier.prefetch(utt)  # audio features run while Whisper transcribes
                     if self._utterances.full():
                         self.report.queue_full_waits += 1
                     await self._utterances.put(utt)
@@ -124,16 +132,47 @@ class Pipeline:
             await self.report.source_failed(source.stream_id, exc)
         await self.report.source_ended(source.stream_id, reason, audio_s=segment.audio_s)
 
-    async def _close_queue_after(self, tasks: Sequence[asyncio.Task[None]]) -> None:
-        await asyncio.gather(*tasks)
-        await self._utterances.put(None)  # the end of the utterances: Whisper's input ends
+    async def _close_queue_when_done(self) -> None:
+        """End Whisper's input once every source (added ones too) has ended and no more can come."""
+        while True:
+            self._sources_changed.clear()
+            tasks = list(self._source_tasks)
+            # A source cancelled before it ran (stop() right after add_source) must not end the run.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if len(tasks) != len(self._source_tasks):
+                continue  # one was added meanwhile
+            if not self._keep_open or self._stopping:
+                break
+            await self._sources_changed.wait()
+        await self._utterances.put(None)
 
     def stop(self) -> None:
         """Stop reading the sources (``end`` reason ``stopped``); utterances whose speech already ended
         still go through Whisper and the classifier, then :meth:`run` returns."""
         self._stopping = True
+        self._sources_changed.set()
         for task in self._source_tasks:
             task.cancel()
+
+    def has_stream(self, stream_id: str) -> bool:
+        """Whether ``stream_id`` is taken in this run (running or ended)."""
+        return self.report.has_stream(stream_id)
+
+    def add_source(self, source: Source) -> None:
+        """Start ``source`` as a new stream of the running pipeline (an upload, the page's microphone).
+
+        Raises ``ValueError`` when its id is taken and ``RuntimeError`` when the pipeline is not
+        running or is stopping.
+        """
+        stream = source.stream_id
+        if self.has_stream(stream):
+            raise ValueError(f"stream id {stream!r} is already used in this run")
+        if self._tg is None or self._stopping:
+            raise RuntimeError("the pipeline is not running")
+        self.sources.append(source)
+        self.report.add_stream(stream)
+        self._source_tasks.append(self._tg.create_task(self._segment(source), name=f"source-{stream}"))
+        self._sources_changed.set()
 
     async def wait_ended(self, streams: Sequence[str]) -> None:
         """Return once every stream in ``streams`` has sent its ``end`` event."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from stream.records import LABELS, Classified, SpeechBegan, Transcribed, Utterance
+from stream.records import LABELS, Classified, PredictionLike, SpeechBegan, Transcribed, Utterance
 
 __all__ = [
     "CLIENT_TYPES",
@@ -38,6 +38,7 @@ __all__ = [
     "hello_data",
     "lagged_data",
     "parse_client_message",
+    "prediction_data",
     "service_description",
     "speech_end_data",
     "speech_start_data",
@@ -189,19 +190,26 @@ def transcript_data(item: Transcribed) -> dict[str, Any]:
     }
 
 
+def prediction_data(pred: PredictionLike) -> dict[str, Any]:
+    """A prediction's ``label``, ``scores`` (normalised to sum to 1) and ``modalities``."""
+    total = sum(float(v) for v in pred.scores.values()) or 1.0
+    return {
+        "label": pred.label,
+        "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
+        "modalities": list(pred.modalities),
+    }
+
+
 def emotion_data(out: Classified, *, latency_s: float) -> dict[str, Any]:
     """``emotion``: the classifier's decision (``out.prediction`` must be set); scores sum to 1."""
     pred = out.prediction
     item = out.item
     if pred is None:
         raise ValueError(f"{item.utterance.utterance_id} has no prediction: {out.error}")
-    total = sum(float(v) for v in pred.scores.values()) or 1.0
     return {
         **_span(item.utterance),
         "text": item.transcript.text if item.transcript is not None else "",
-        "label": pred.label,
-        "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
-        "modalities": list(pred.modalities),
+        **prediction_data(pred),
         "latency_ms": round(max(0.0, latency_s) * 1000, 1),
     }
 
@@ -408,3 +416,47 @@ def _valid_text(s: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# The ingest websocket's client messages (``/ingest``, see stream/sources/ingest.py).
+INGEST_TYPES: Final = ("start", "stop")
+MIN_INGEST_RATE_HZ: Final = 8000
+MAX_INGEST_RATE_HZ: Final = 192000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestMessage:
+    """``{"type": "start", "stream": NAME, "sample_rate_hz": R}`` or ``{"type": "stop"}``."""
+
+    type: str
+    stream: str | None = None
+    sample_rate_hz: int | None = None
+
+
+def parse_ingest_message(raw: str | bytes) -> IngestMessage:
+    """One text frame of the ingest websocket; :class:`ProtocolError` says what is wrong."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_request", "send the start message as a text frame before any audio")
+    if len(raw) > 4096:
+        raise ProtocolError("bad_message", "control messages are at most 4096 characters")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"message is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(obj, dict) or obj.get("type") not in INGEST_TYPES:
+        kind = obj.get("type") if isinstance(obj, dict) else obj
+        raise ProtocolError("bad_request", f"unknown message type {_quote(kind)}; expected one of start, stop")
+    if obj["type"] == "stop":
+        return IngestMessage("stop")
+    stream = obj.get("stream")
+    if not _valid_stream_id(stream):
+        raise ProtocolError("bad_request", f"stream must be a name of 1-{MAX_STREAM_ID_CHARS} characters")
+    rate = obj.get("sample_rate_hz")
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_INGEST_RATE_HZ <= rate <= MAX_INGEST_RATE_HZ:
+        raise ProtocolError(
+            "bad_request",
+            f"sample_rate_hz must be an integer in [{MIN_INGEST_RATE_HZ}, {MAX_INGEST_RATE_HZ}], got {_quote(rate)}",
+        )
+    return IngestMessage("start", stream=stream, sample_rate_hz=rate)

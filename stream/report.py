@@ -48,7 +48,7 @@ class Report:
     ) -> None:
         ids = [s.stream_id for s in sources]
         self._bus = bus
-        self._sources = list(sources)
+        self._sources = sources  # the pipeline's list: sources added while running are in it too
         self._transcribe = transcribe
         self._classify = classify
         self._queue = utterances
@@ -60,6 +60,17 @@ class Report:
         self._end_sent: dict[str, asyncio.Event] = {i: asyncio.Event() for i in ids}
         self.utterances = 0
         self.queue_full_waits = 0  # times a source waited for room in the utterance queue
+
+    def add_stream(self, stream: str) -> None:
+        """A source added while running (its events and ``end`` like any other's)."""
+        self._pending[stream] = 0
+        self._reason[stream] = None
+        self._audio_s[stream] = 0.0
+        self._end_sent[stream] = asyncio.Event()
+
+    def has_stream(self, stream: str) -> bool:
+        """Whether ``stream`` is taken in this run (running or ended)."""
+        return stream in self._end_sent
 
     # The data path, in order -------------------------------------------------------------------------
 

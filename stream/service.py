@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream import models as model_loading
 from stream.config import Config
@@ -32,6 +32,9 @@ from stream.stages.transcriber import Transcriber
 from stream.stages.vad import make_vad
 
 __all__ = ["DEMO_PATH", "RunOptions", "SourceError", "SourceSpec", "parse_sources", "run_from_cli", "run_service"]
+
+if TYPE_CHECKING:
+    from stream.server import Server
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +106,11 @@ async def run_service(
                 models = await _load_models(config, sinks)
                 if models is None:
                     return 1
-            pipeline = _build_pipeline(config, specs, models, sinks)
+            exit_when_done = options.exit_when_done or not config.server.enabled
+            # Kept open when serving: the page may add streams (uploads, its microphone) until stopped.
+            pipeline = _build_pipeline(config, specs, models, sinks, keep_open=not exit_when_done)
             hello = _describe(pipeline, models)
-            return await _serve(config, pipeline, sinks, control, hello=hello, exit_when_done=options.exit_when_done)
+            return await _serve(config, pipeline, sinks, control, hello=hello, exit_when_done=exit_when_done)
     except SinkError as exc:
         logger.error("%s", exc)
         return 1
@@ -123,7 +128,7 @@ async def _load_models(config: Config, sinks: Sinks) -> tuple[Transcriber, Predi
 
 
 def _build_pipeline(
-    config: Config, specs: list[SourceSpec], models: tuple[Transcriber, Predictor], sinks: Sinks
+    config: Config, specs: list[SourceSpec], models: tuple[Transcriber, Predictor], sinks: Sinks, *, keep_open: bool
 ) -> Pipeline:
     transcriber, predictor = models
     hub = sinks.hub
@@ -135,6 +140,7 @@ def _build_pipeline(
         config=config,
         extra_stats=lambda: {"hub": hub.stats().to_dict()},
         clock=time.monotonic,
+        keep_open=keep_open,
     )
 
 
@@ -162,17 +168,14 @@ async def _serve(
     exit_when_done: bool,
 ) -> int:
     """Run ``pipeline`` (and the server) until the sources end or a stop; returns the exit status."""
-    sources = pipeline.sources
-    exit_when_done = exit_when_done or not config.server.enabled
+    sources = list(pipeline.sources)  # those of the command line (the page may add more)
     files = [s.stream_id for s in sources if s.kind == "file"]
     if exit_when_done and not files:
         logger.info("only live sources: running until Ctrl-C")
     async with contextlib.AsyncExitStack() as stack:
         server = None
         if config.server.enabled:
-            from stream.server import Server
-
-            server = await stack.enter_async_context(Server(config.server, sinks.hub, sinks.event_log, hello))
+            server = await stack.enter_async_context(_server(config, pipeline, sinks, hello))
         run = asyncio.create_task(pipeline.run(), name="pipeline")
         if control.on_ready is not None:
             control.on_ready(server)
@@ -190,6 +193,17 @@ async def _serve(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         return _exit_status(run, files, len(sources), sinks.ended)
+
+
+def _server(config: Config, pipeline: Pipeline, sinks: Sinks, hello: Callable[[], dict[str, Any]]) -> Server:
+    """The websocket/HTTP server, with the page's API and microphone ingest wired to ``pipeline``."""
+    from stream.control import LiveControl
+    from stream.server import Server
+    from stream.sources.ingest import IngestEndpoint
+
+    control = LiveControl(config, pipeline, sinks.event_log.run_id, clock=time.monotonic)
+    ingest = IngestEndpoint(config.server, control.add_ingest, clock=time.monotonic)
+    return Server(config.server, sinks.hub, sinks.event_log, hello, backend=control, ingest=ingest.handle)
 
 
 def _exit_status(run: asyncio.Task[None], files: list[str], n_sources: int, ended: dict[str, str]) -> int:

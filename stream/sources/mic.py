@@ -21,6 +21,7 @@ from stream.config import AudioConfig
 from stream.records import AudioChunk, SourceItem, SourceProblem
 from stream.sources.base import Clock, Sleep
 from stream.sources.devices import AudioDevice, DeviceError, find_input_device, load_sounddevice
+from stream.sources.resample import Resampler
 
 __all__ = ["MicBuffer", "MicSource"]
 
@@ -248,7 +249,7 @@ class MicSource:
     async def _drain(self, buf: MicBuffer, wake: asyncio.Event, stream: Any, base: int) -> AsyncIterator[AudioChunk]:
         # Opening can take a moment before the first block (PulseAudio through ALSA): allow longer then.
         timeout = max(self._stall_s, self.FIRST_AUDIO_S)
-        resampler = _Resampler(self._device_rate, self._rate) if self._device_rate != self._rate else None
+        resampler = Resampler(self._device_rate, self._rate) if self._device_rate != self._rate else None
         while True:
             blocks = buf.take()
             if not blocks:
@@ -268,37 +269,6 @@ class MicSource:
                     yield AudioChunk(self.stream_id, base + start, pcm, captured)
             if self._failed or not getattr(stream, "active", True):
                 raise _DeviceLost(self._failure or "the input stream is no longer active")
-
-
-class _Resampler:
-    """Streaming int16 mono resampling (PyAV/FFmpeg's swresample), continuous across blocks.
-
-    ``push(start, pcm)`` takes the block's start in input samples and returns its start in output
-    samples; a jump in ``start`` (dropped audio) restarts the filter at the matching output position.
-    """
-
-    def __init__(self, rate_in: int, rate_out: int) -> None:
-        self._in, self._out = rate_in, rate_out
-        self._res: Any = None
-        self._expected = -1
-        self._pos = 0
-
-    def push(self, start: int, pcm: np.ndarray) -> tuple[int, np.ndarray]:
-        import av
-
-        if self._res is None or start != self._expected:
-            self._res = av.AudioResampler(format="s16", layout="mono", rate=self._out)
-            self._pos = round(start * self._out / self._in)
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = self._in
-        parts = [f.to_ndarray().reshape(-1) for f in self._res.resample(frame)]
-        out = np.concatenate(parts).astype(np.int16, copy=False) if parts else np.zeros(0, dtype=np.int16)
-        begin = self._pos
-        self._pos += out.size
-        self._expected = start + pcm.size
-        return begin, out
 
 
 def _close_quietly(stream: Any) -> None:
