@@ -10,8 +10,19 @@ block into :class:`MicBuffer`, which keeps at most ``audio.mic_buffer_s`` second
 *oldest* audio beyond that, counting the dropped samples for ``stats``.
 """
 
+# The records sources yield (defined in stream.records), importable from here too.
+from stream.records import AudioChunk, SourceItem, SourceProblem
 from stream.sources.base import Source, to_int16
 from stream.sources.mic import MicBuffer, MicSource
 from stream.sources.replay import ReplaySource
 
-__all__ = ["MicBuffer", "MicSource", "ReplaySource", "Source", "to_int16"]
+__all__ = [
+    "AudioChunk",
+    "MicBuffer",
+    "MicSource",
+    "ReplaySource",
+    "Source",
+    "SourceItem",
+    "SourceProblem",
+    "to_int16",
+]
