@@ -28,6 +28,7 @@ __all__ = [
     "load_config",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class AudioConfig:
     sample_rate_hz: int = field(default=SAMPLE_RATE_HZ, metadata=bounds(8000, 48000))
