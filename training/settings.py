@@ -83,7 +83,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
+def _coerce(key: str, value: Any, tp: Any) -> Any:  # noqa: PLR0912 - one branch per annotation kind
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
