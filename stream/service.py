@@ -189,7 +189,7 @@ async def run_service(
                 return 1
             sinks.append(jsonl)
         if config.log.stdout_events and not options.quiet:
-            sinks.append(ConsolePrinter(out))
+            sinks.append(ConsolePrinter(out, on_closed=stop.set))  # `emostream run | head`: stop as on Ctrl-C
         bus = EventBus(sinks)
         ended: dict[str, str] = {}  # stream -> its `end` reason: did anything work at all?
 
