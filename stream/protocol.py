@@ -230,3 +230,83 @@ def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMes
     if not isinstance(after, int) or isinstance(after, bool) or after < -1 or after > 2**53:
         raise ProtocolError("bad_request", f"after_seq must be an integer in [-1, 2**53], got {_quote(after)}")
     return ClientMessage("resume", after_seq=after)
+
+
+# The HTTP API's `POST /api/classify` body: {"text": "..."} (same size limit as a client message).
+MAX_CLASSIFY_TEXT_CHARS: Final = 2000
+
+
+def parse_classify_request(raw: str | bytes) -> str:
+    """The sentence of a ``{"text": "..."}`` request, stripped; :class:`ProtocolError` says what is wrong."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("bad_message", "body is not valid UTF-8") from exc
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"body is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_message", 'body must be a JSON object like {"text": "..."}')
+    text = obj.get("text")
+    if not isinstance(text, str) or not _valid_text(text):
+        raise ProtocolError("bad_request", f"text must be a string, got {_quote(text)}")
+    text = " ".join(text.split())
+    if not text:
+        raise ProtocolError("bad_request", "text is empty; type a sentence")
+    if len(text) > MAX_CLASSIFY_TEXT_CHARS:
+        raise ProtocolError("bad_request", f"text has {len(text)} characters; at most {MAX_CLASSIFY_TEXT_CHARS}")
+    return text
+
+
+def _valid_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")  # a lone surrogate from a JSON escape cannot be classified or logged
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# The ingest websocket's client messages (``/ingest``, see stream/sources/ingest.py).
+INGEST_TYPES: Final = ("start", "stop")
+MIN_INGEST_RATE_HZ: Final = 8000
+MAX_INGEST_RATE_HZ: Final = 192000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestMessage:
+    """``{"type": "start", "stream": NAME, "sample_rate_hz": R}`` or ``{"type": "stop"}``."""
+
+    type: str
+    stream: str | None = None
+    sample_rate_hz: int | None = None
+
+
+def parse_ingest_message(raw: str | bytes) -> IngestMessage:
+    """One text frame of the ingest websocket; :class:`ProtocolError` says what is wrong."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_request", "send the start message as a text frame before any audio")
+    if len(raw) > 4096:
+        raise ProtocolError("bad_message", "control messages are at most 4096 characters")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"message is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(obj, dict) or obj.get("type") not in INGEST_TYPES:
+        kind = obj.get("type") if isinstance(obj, dict) else obj
+        raise ProtocolError("bad_request", f"unknown message type {_quote(kind)}; expected one of start, stop")
+    if obj["type"] == "stop":
+        return IngestMessage("stop")
+    stream = obj.get("stream")
+    if not _valid_stream_id(stream):
+        raise ProtocolError("bad_request", f"stream must be a name of 1-{MAX_STREAM_ID_CHARS} characters")
+    rate = obj.get("sample_rate_hz")
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_INGEST_RATE_HZ <= rate <= MAX_INGEST_RATE_HZ:
+        raise ProtocolError(
+            "bad_request",
+            f"sample_rate_hz must be an integer in [{MIN_INGEST_RATE_HZ}, {MAX_INGEST_RATE_HZ}], got {_quote(rate)}",
+        )
+    return IngestMessage("start", stream=stream, sample_rate_hz=rate)

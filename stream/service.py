@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import Config
+from stream.control import LiveControl
 from stream.events.bus import EventBus, JsonlWriter, Sink
 from stream.events.console import ConsolePrinter
 from stream.pipeline import Pipeline, segmenter_params
@@ -56,6 +57,7 @@ class SourceSpec:
 class RunOptions:
     sources: tuple[str, ...] = ()  # empty = the bundled demo
     jsonl: str | None = None
+    srt: str | None = None  # subtitles written while running (stream.export.SubtitleWriter)
     exit_when_done: bool = False
     quiet: bool = False
 
@@ -180,6 +182,7 @@ async def run_service(
     hub = Hub(queue_events=config.server.subscriber_queue_events)
     sinks: list[Sink] = [event_log.append, hub.publish]
     jsonl = None
+    subtitles: list[Any] = []
     try:
         if options.jsonl:
             try:
@@ -188,6 +191,15 @@ async def run_service(
                 logger.error("cannot write --jsonl %s: %s", options.jsonl, exc)
                 return 1
             sinks.append(jsonl)
+        if options.srt:
+            from stream.export import SubtitleWriter
+
+            try:
+                subtitles = SubtitleWriter.for_streams(Path(options.srt), [s.stream_id for s in specs])
+            except OSError as exc:
+                logger.error("cannot write --srt %s: %s", options.srt, exc)
+                return 1
+            sinks.extend(subtitles)
         if config.log.stdout_events and not options.quiet:
             sinks.append(ConsolePrinter(out, on_closed=stop.set))  # `emostream run | head`: stop as on Ctrl-C
         bus = EventBus(sinks)
@@ -207,6 +219,7 @@ async def run_service(
                 await bus.emit("error", SERVICE_STREAM, {"code": "internal", "message": f"cannot start: {exc}"})
                 return 1
         transcriber, predictor = models
+        exit_when_done = options.exit_when_done or not config.server.enabled
         pipeline = Pipeline(
             sources,
             vad_factory=lambda: make_vad(config.vad),
@@ -219,17 +232,18 @@ async def run_service(
             stats_interval_s=config.server.stats_interval_s,
             extra_stats=lambda: {"hub": hub.stats().to_dict()},
             clock=clock,
+            keep_open=not exit_when_done,  # the page may add streams (uploads, its microphone) until stopped
         )
+        control = LiveControl(config, pipeline, event_log.run_id, clock=clock)
 
         def hello() -> dict[str, Any]:
             return {
                 "labels": list(predictor.labels),
                 "colors": dict(LABEL_COLORS),
-                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in sources],
+                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in pipeline.sources],
                 "model_ids": {"asr": transcriber.model_id, **dict(predictor.model_ids)},
             }
 
-        exit_when_done = options.exit_when_done or not config.server.enabled
         files = [s.stream_id for s in sources if s.kind == "file"]
         if exit_when_done and not files:
             logger.info("only live sources: running until Ctrl-C")
@@ -237,8 +251,12 @@ async def run_service(
             server = None
             if config.server.enabled:
                 from stream.server import Server
+                from stream.sources.ingest import IngestEndpoint
 
-                server = await stack.enter_async_context(Server(config.server, hub, event_log, hello))
+                ingest = IngestEndpoint(config.server, control.add_ingest, clock=clock)
+                server = await stack.enter_async_context(
+                    Server(config.server, hub, event_log, hello, backend=control, ingest=ingest.handle)
+                )
             run = asyncio.create_task(pipeline.run(), name="pipeline")
             if on_ready is not None:
                 on_ready(server)
@@ -267,6 +285,8 @@ async def run_service(
     finally:
         if jsonl is not None:
             jsonl.close()
+        for writer in subtitles:
+            writer.close()
         event_log.close()
 
 
@@ -292,6 +312,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
     options = RunOptions(
         sources=tuple(args.source or ()),
         jsonl=args.jsonl,
+        srt=getattr(args, "srt", None),
         exit_when_done=bool(args.exit_when_done),
         quiet=bool(args.quiet),
     )
