@@ -77,16 +77,17 @@ out["+ import torch, transformers, faster-whisper"] = rss()
 import stream.service, stream.server
 out["+ import the service and the websocket server"] = rss()
 from stream.config import ASRConfig
+from stream.records import SAMPLE_RATE_HZ
 from stream.stages.transcriber import WhisperTranscriber
 import numpy as np
 asr = WhisperTranscriber.load(ASRConfig(model=sys.argv[2], device="cpu"))
-asr.transcribe(np.zeros(16000, dtype=np.float32))
+asr.transcribe(np.zeros(SAMPLE_RATE_HZ, dtype=np.float32))
 out["+ Whisper " + sys.argv[2] + " for ASR (int8), after one decode"] = rss()
 from training.inference import EmotionPredictor
 p = EmotionPredictor.from_checkpoint(Path(sys.argv[1]), device="cpu")
 p.predict(["warm up"], [None])
 out["+ classifier: text encoder + heads, after one text prediction"] = rss()
-p.predict(["warm up"], [np.zeros(16000, dtype=np.float32)] if p.uses_audio else [None])
+p.predict(["warm up"], [np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)] if p.uses_audio else [None])
 out["+ audio features: Whisper base encoder (float32), after first use"] = rss()
 print(json.dumps(out))
 """

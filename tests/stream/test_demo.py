@@ -15,7 +15,7 @@ import pytest
 from conftest import ASR_COMPUTE_TYPES, word_error_rate
 
 from stream.config import load_config
-from stream.evaluation.evaluate import build_report, load_truth, predictions_from_events, read_events, replay
+from stream.evaluation import build_report, load_truth, predictions_from_events, read_jsonl, replay
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "stream" / "assets" / "demo.flac"
@@ -52,7 +52,7 @@ def test_the_demo_shows_7_of_7_with_base(compute_type: str, tmp_path: Path) -> N
     )
     events_path = tmp_path / "events.jsonl"
     replay(config, DEMO, events_path)
-    events = read_events(events_path)
+    events = read_jsonl(events_path)
     truth = load_truth([str(TRUTH)])
     report = build_report(predictions_from_events(events), truth, oracle=None, min_overlap=0.5, extra={})
     emotions = [e["data"] for e in events if e["type"] == "emotion"]
