@@ -17,7 +17,9 @@ producers, so file replay slows down rather than losing speech, and the micropho
 wait -- drops its oldest audio in its own buffer (counted, see ``stream.sources``). Queue depths,
 drops and real-time factors go out in ``stats`` events.
 
-A stream's ``end`` event comes after the last event of its last utterance.
+A stream's ``end`` event comes after the last event of its last utterance. Sources may be added while
+the pipeline runs (:meth:`Pipeline.add_source`: uploads, browser microphones); with ``keep_open`` the run
+waits for them after its own sources end, until :meth:`Pipeline.stop`.
 """
 
 from __future__ import annotations
