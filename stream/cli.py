@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
     _add_common(ev)
-    from stream.evaluation import evaluate
+    from stream.evaluation import cli as evaluate
 
     evaluate.add_arguments(ev)
     return parser
@@ -173,6 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.service import run_from_cli
 
         return run_from_cli(config, args)
-    from stream.evaluation.evaluate import run_from_cli as evaluate_from_cli
+    from stream.evaluation.cli import run_from_cli as evaluate_from_cli
 
     return evaluate_from_cli(config, args)

@@ -17,6 +17,7 @@ from typing import Any
 from stream.api import ApiError, stream_name
 from stream.config import Config
 from stream.pipeline import Pipeline
+from stream.protocol import prediction_data
 from stream.sources import ReplaySource, Source
 from stream.sources.ingest import IngestSource
 from training.audio import AudioDecodeError, iter_audio_chunks
@@ -42,13 +43,7 @@ class LiveControl:
             pred = await self.pipeline.classifier.classify_text(text)
         except ValueError as exc:  # no text branch in this checkpoint
             raise ApiError(409, "unavailable", str(exc)) from None
-        total = sum(float(v) for v in pred.scores.values()) or 1.0
-        return {
-            "text": text,
-            "label": pred.label,
-            "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
-            "modalities": list(pred.modalities),
-        }
+        return {"text": text, **prediction_data(pred)}
 
     # -- new streams ---------------------------------------------------------------------------
 
