@@ -36,6 +36,7 @@ def build(sources: list[ReplaySource], events: list[Event], **kw: object) -> Pip
         transcriber=kw.pop("transcriber", ScriptedTranscriber(default="words here")),  # type: ignore[arg-type]
         predictor=kw.pop("predictor", ScriptedPredictor(keywords={"angry": "anger"})),  # type: ignore[arg-type]
         config=config,
+        **kw,  # type: ignore[arg-type]
     )
 
 
