@@ -41,14 +41,14 @@ NOTE = (
 )
 
 
-def load_whisper(model_name: str, cpu_threads: int = 0) -> Any:
-    """faster-whisper with the packaged weights, as the service loads it on CPU (int8)."""
+def load_whisper(model_name: str, cpu_threads: int = 0, compute_type: str = "int8") -> Any:
+    """faster-whisper with the packaged weights, as the service loads it on CPU (int8 by default)."""
     from faster_whisper import WhisperModel
 
     from training.weights import resolve_asr_model
 
     resolved = resolve_asr_model(model_name)
-    return WhisperModel(resolved.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads,
+    return WhisperModel(resolved.path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads,
                         local_files_only=resolved.packaged)  # fmt: skip
 
 
