@@ -14,8 +14,7 @@ import sys
 
 import stream.models
 from stream.cli import main
-
-from .fakes import FakePredictor, FakeTranscriber
+from tests.helpers.fakes import FakePredictor, FakeTranscriber
 
 
 def _fake_models(config: object) -> tuple[FakeTranscriber, FakePredictor]:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ScriptedTranscriber, make_dialogue, synthesize, word_error_rate
 
 from stream.config import ASRConfig
 from stream.records import Utterance
 from stream.stages.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
+from tests.helpers import ScriptedTranscriber, feed, make_dialogue, synthesize, word_error_rate
 from training.weights import ModelError
 
 
@@ -24,11 +24,6 @@ def utt(i: int, seconds: float = 1.0) -> Utterance:
     return Utterance(
         "s", f"s-{i}", float(i), float(i) + seconds, float(i) + seconds, np.zeros(int(16000 * seconds), np.float32), 0.0
     )
-
-
-async def feed(items: list[Utterance]) -> AsyncIterator[Utterance]:
-    for item in items:
-        yield item
 
 
 @pytest.mark.parametrize(
