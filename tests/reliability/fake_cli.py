@@ -1,6 +1,6 @@
 """``emostream`` exactly as shipped, except that the two models are the scripted fakes.
 
-Run as ``python -m reliability.fake_cli run ...`` (with ``tests/`` and the repository on
+Run as ``python -m tests.reliability.fake_cli run ...`` (with the repository on
 ``PYTHONPATH``). Faults come from the environment so a test can place them:
 
 * ``FAKE_ASR_FAIL``: comma-separated 1-based transcription calls that raise;
