@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "LogConfig",
     "ServerConfig",
+    "SpeakersConfig",
     "VADConfig",
     "load_config",
 ]
@@ -90,6 +91,36 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeakersConfig:
+    enabled: bool = True
+    encoder: str = "ge2e"  # "ge2e" (packaged in Resemblyzer==0.1.4, offline) | a local checkpoint path
+    # Online clustering (stream/stages/speaker_clustering.py): average-linkage similarity that joins two
+    # clusters, on embeddings centred on the stream's recent mean (so near 0), and on raw cosine at first.
+    threshold: float = field(default=0.1, metadata=bounds(-1.0, 1.0, low_open=True, high_open=True))
+    warmup_threshold: float = field(default=0.65, metadata=bounds(-1.0, 1.0, low_open=True, high_open=True))
+    warmup_utterances: int = field(default=5, metadata=bounds(2, 100))  # before centring
+    window_utterances: int = field(default=40, metadata=bounds(2, 500))  # re-clustered at each new one
+    pca_dims: int = field(default=8, metadata=bounds(0, 256))  # window's top principal axes compared (0: all)
+    merge_after_utterances: int = field(default=6, metadata=bounds(1, 1000))  # lost this often -> reported merged
+    max_speakers: int = field(default=8, metadata=bounds(1, 64))
+    min_audio_ms: int = field(default=300, metadata=bounds(0, 10000))  # shorter utterances get no speaker
+
+    def clustering(self) -> Any:
+        """These settings as :class:`stream.stages.speaker_clustering.ClusteringParams`."""
+        from stream.stages.speaker_clustering import ClusteringParams
+
+        return ClusteringParams(
+            threshold=self.threshold,
+            warmup_threshold=self.warmup_threshold,
+            warmup=self.warmup_utterances,
+            window=self.window_utterances,
+            max_speakers=self.max_speakers,
+            pca_dims=self.pca_dims,
+            merge_after=self.merge_after_utterances,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -118,6 +149,7 @@ class Config:
     vad: VADConfig = VADConfig()
     asr: ASRConfig = ASRConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    speakers: SpeakersConfig = SpeakersConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     training: TrainingConfig = TrainingConfig()
@@ -163,6 +195,7 @@ _TYPES: dict[str, type] = {
     "vad": VADConfig,
     "asr": ASRConfig,
     "classifier": ClassifierConfig,
+    "speakers": SpeakersConfig,
     "server": ServerConfig,
     "log": LogConfig,
     "training": TrainingConfig,
