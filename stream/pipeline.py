@@ -7,9 +7,13 @@
     source[j] --SegmentStage--+      (bounded)           (1 thread)          (micro-batches)
                               |                                              ^
                               +--> audio features (1 thread) ----------------+
+                              +--> speaker embedding + clustering (1 thread) --> transcript, emotion
 
-An utterance's audio features (when the checkpoint uses audio) start as soon as its speech ends,
-while Whisper transcribes it, so the classifier only runs the small networks once the text is there.
+An utterance's audio features (when the checkpoint uses audio) and its speaker (when the speaker
+stage is on) start as soon as its speech ends, while Whisper transcribes it, so the classifier only
+runs the small networks once the text is there, and the speaker label is normally ready before the
+text. ``transcript`` and ``emotion`` carry it (``speaker``); a merge of two labels found to be one
+person goes out as a ``speaker`` event before the transcript that revealed it.
 
 Everything runs in one :class:`asyncio.TaskGroup`; blocking work (decoding, VAD, Whisper, the
 classifier) runs in executors. Overflow policy: the utterance queue is bounded and *blocks* its
@@ -23,6 +27,7 @@ A stream's ``end`` event comes after the last event of its last utterance.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,6 +42,7 @@ from stream.protocol import SERVICE_STREAM
 from stream.sources import AudioChunk, Source, SourceItem, SourceProblem
 from stream.stages.classifier import Classified, ClassifierStage, Predictor
 from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, Utterance, UtteranceEnd
+from stream.stages.speakers import SpeakerStage
 from stream.stages.transcriber import Transcribed, Transcriber, TranscribeStage
 from stream.stages.vad import FrameClassifier
 
@@ -178,6 +184,7 @@ class Pipeline:
         utterance_queue: int = 32,
         stats_interval_s: float = 5.0,
         extra_stats: Callable[[], dict[str, Any]] | None = None,
+        speakers: SpeakerStage | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -197,6 +204,7 @@ class Pipeline:
         self._transcriber = transcriber
         self.asr = TranscribeStage(transcriber, clock=clock)
         self.classifier = ClassifierStage(predictor, max_batch=max_batch, batch_wait_ms=batch_wait_ms, clock=clock)
+        self.speakers = speakers
         self._pending: dict[str, int] = dict.fromkeys(ids, 0)
         self._ended: dict[str, str | None] = dict.fromkeys(ids)  # reason once the source is done
         self._segments: dict[str, SegmentStage] = {}
@@ -237,11 +245,13 @@ class Pipeline:
                 "utterance_queue_full": self._queue_full_waits,
                 "sink_errors": sum(self._bus.sink_errors.values()),
                 "feature_failures": self.classifier.feature_failures,
+                "speaker_failures": self.speakers.failures if self.speakers is not None else 0,
             },
             "rtf": {
                 "asr": round(self.asr.rtf, 3),
                 "features": round(self.classifier.features_rtf, 4),
                 "classifier": round(self.classifier.rtf, 4),
+                **({"speakers": round(self.speakers.rtf, 4)} if self.speakers is not None else {}),
             },
             # How Whisper decoded (WhisperTranscriber.paths: trimmed, padded, loop_redone, unsure_redone).
             "asr_paths": dict(getattr(self._transcriber, "paths", {})),
@@ -263,6 +273,9 @@ class Pipeline:
             executor=self._vad_executor,
         )
         self._segments[stream] = stage
+        if self.speakers is not None:  # enrolled speakers (--speaker NAME=CLIP) are named from the start
+            for label, name in self.speakers.enrolled(stream).items():
+                await self._bus.emit("speaker", stream, {"action": "named", "speaker": label, "name": name})
         reason = "eof"
         if self._stopping:
             self._ended[stream] = "stopped"
@@ -294,6 +307,8 @@ class Pipeline:
                     self._pending[stream] += 1
                     self.utterances += 1
                     self.classifier.prefetch(item)  # features run while Whisper transcribes
+                    if self.speakers is not None:
+                        self.speakers.start(item)  # so does the speaker embedding
                     if self._queue.full():
                         self._queue_full_waits += 1
                     await self._queue.put(item)
@@ -315,9 +330,29 @@ class Pipeline:
 
     async def _announce_transcripts(self, items: AsyncIterator[Transcribed]) -> AsyncIterator[Transcribed]:
         """Send each ``transcript`` (or its error) as soon as Whisper is done, before classification."""
-        async for item in items:
+        async for done in items:
+            item = await self._with_speaker(done) if self.speakers is not None else done
             await self._emit_transcript(item)
             yield item
+
+    async def _with_speaker(self, item: Transcribed) -> Transcribed:
+        """``item`` with its speaker label; merges it revealed go out first as ``speaker`` events."""
+        assert self.speakers is not None
+        utt = item.utterance
+        result = await self.speakers.result(utt)
+        for merge in result.merges:
+            data = {"action": "merged", "speaker": merge.source, "into": merge.into, "utterance_id": utt.utterance_id}
+            await self._bus.emit("speaker", utt.stream, data)
+        return dataclasses.replace(item, speaker=result.speaker)
+
+    async def name_speaker(self, stream: str, speaker: str, name: str) -> None:
+        """A client named a speaker: remember it and tell everyone (``ValueError`` when unknown)."""
+        if stream not in self._end_sent:
+            raise ValueError(f"no stream {stream!r} in this run")
+        if self.speakers is None:
+            raise ValueError("the speaker stage is off ([speakers] enabled = false)")
+        self.speakers.rename(stream, speaker, name)
+        await self._bus.emit("speaker", stream, {"action": "named", "speaker": speaker, "name": name})
 
     @staticmethod
     def _span(utt: Utterance) -> dict[str, Any]:
@@ -333,6 +368,7 @@ class Pipeline:
                 utt.stream,
                 {
                     **span,
+                    "speaker": item.speaker,
                     "text": t.text,
                     "language": t.language,
                     "avg_logprob": t.avg_logprob,
@@ -357,6 +393,7 @@ class Pipeline:
                 utt.stream,
                 {
                     **span,
+                    "speaker": item.speaker,
                     "text": text,
                     "label": pred.label,
                     "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
@@ -403,3 +440,5 @@ class Pipeline:
                 stats.cancel()
         finally:
             self._vad_executor.shutdown(wait=False, cancel_futures=True)
+            if self.speakers is not None:
+                self.speakers.close()

@@ -2,7 +2,7 @@
 
 Every event is one JSON object::
 
-    {"v": 1, "type": T, "seq": N, "stream": ID, "ts": unix_seconds, "data": {...}}
+    {"v": 2, "type": T, "seq": N, "stream": ID, "ts": unix_seconds, "data": {...}}
 
 ``seq`` is strictly increasing per service run (assigned by :class:`stream.events.bus.EventBus`).
 ``web/protocol.js`` mirrors these names; ``docs/protocol.md`` and ``docs/event.schema.json``
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -23,15 +24,19 @@ __all__ = [
     "EVENT_TYPES",
     "LABELS",
     "LABEL_COLORS",
+    "MAX_SPEAKER_NAME_CHARS",
     "PROTOCOL_VERSION",
     "SERVICE_STREAM",
+    "SPEAKER_ACTIONS",
     "ClientMessage",
     "Event",
     "ProtocolError",
     "parse_client_message",
+    "valid_speaker_label",
 ]
 
-PROTOCOL_VERSION: Final = 1
+# 2: speakers -- `transcript` and `emotion` carry `speaker`, the `speaker` event, the `name_speaker` message.
+PROTOCOL_VERSION: Final = 2
 
 # The 7 MELD emotions, in the order the classifier's outputs use.
 LABELS: Final = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
@@ -66,9 +71,14 @@ EVENT_TYPES: Final = (
     "end",  # a stream's source finished
     "lagged",  # this subscriber lost `dropped` events because it read too slowly
     "pong",  # the reply to a client's {"type": "ping"}
+    "speaker",  # a speaker was named, or found to be another one (merged); logged and replayed
 )
 
-CLIENT_TYPES: Final = ("subscribe", "resume", "ping")
+CLIENT_TYPES: Final = ("subscribe", "resume", "ping", "name_speaker")
+
+# `speaker` event actions.
+SPEAKER_ACTIONS: Final = ("named", "merged")
+MAX_SPEAKER_NAME_CHARS: Final = 64
 
 # Codes used in ``error`` events.
 ERROR_CODES: Final = (
@@ -143,6 +153,9 @@ class ClientMessage:
     type: str
     streams: tuple[str, ...] | None = None  # subscribe: None = all streams
     after_seq: int | None = None  # resume
+    stream: str | None = None  # name_speaker
+    speaker: str | None = None  # name_speaker: "S1", "S2", ...
+    name: str | None = None  # name_speaker: what to call that speaker
 
 
 MAX_STREAM_FILTER: Final = 256
@@ -182,6 +195,7 @@ def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMes
         {"type": "subscribe", "streams": ["mic", "ep1"]}   # or "streams": null for all
         {"type": "resume", "after_seq": 41}
         {"type": "ping"}
+        {"type": "name_speaker", "stream": "ep1", "speaker": "S1", "name": "Ross"}
 
     Frames over :data:`MAX_CLIENT_MESSAGE_BYTES` are refused; error messages stay short (they never
     echo a whole payload back).
@@ -226,6 +240,8 @@ def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMes
                 "bad_request", f"each stream id must be a valid string of 1-{MAX_STREAM_ID_CHARS} characters"
             )
         return ClientMessage("subscribe", streams=tuple(dict.fromkeys(streams)))
+    if kind == "name_speaker":
+        return _parse_name_speaker(obj)
     after = obj.get("after_seq")
     if not isinstance(after, int) or isinstance(after, bool) or after < -1 or after > 2**53:
         raise ProtocolError("bad_request", f"after_seq must be an integer in [-1, 2**53], got {_quote(after)}")
@@ -266,3 +282,25 @@ def _valid_text(s: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_SPEAKER_LABEL_RE: Final = re.compile(r"S[1-9][0-9]{0,3}")
+
+
+def valid_speaker_label(label: object) -> bool:
+    """``S1``, ``S2``, ... -- the labels the speaker stage hands out."""
+    return isinstance(label, str) and _SPEAKER_LABEL_RE.fullmatch(label) is not None
+
+
+def _parse_name_speaker(obj: Mapping[str, Any]) -> ClientMessage:
+    stream, speaker, name = obj.get("stream"), obj.get("speaker"), obj.get("name")
+    if not _valid_stream_id(stream):
+        raise ProtocolError("bad_request", f"stream must be a stream id of 1-{MAX_STREAM_ID_CHARS} characters")
+    if not valid_speaker_label(speaker):
+        raise ProtocolError("bad_request", f"speaker must be a label like 'S1', got {_quote(speaker)}")
+    if not isinstance(name, str):
+        raise ProtocolError("bad_request", f"name must be a string, got {_quote(name)}")
+    name = " ".join(name.split())  # no control characters, newlines or runs of spaces
+    if not 0 < len(name) <= MAX_SPEAKER_NAME_CHARS or not _valid_stream_id(name):
+        raise ProtocolError("bad_request", f"name must have 1-{MAX_SPEAKER_NAME_CHARS} visible characters")
+    return ClientMessage("name_speaker", stream=str(stream), speaker=str(speaker), name=name)

@@ -6,7 +6,7 @@ Built on ``websockets``: its ``process_request`` hook answers plain HTTP request
 path is ever joined from the request, so there is no way outside ``web/`` and no directory listing.
 
 Per connection: a ``hello`` event, then live events from a :class:`stream.events.hub.Subscription`. Client
-messages (``subscribe``, ``resume``, ``ping``) are handled in order by the one task that sends, so a
+messages (``subscribe``, ``resume``, ``ping``, ``name_speaker``) are handled in order by the one task that sends, so a
 reply never overtakes the events before it. ``resume`` replays the event log and rejoins the live flow
 with no gap and no duplicate (see :meth:`Server._resume`).
 """
@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import http
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -139,11 +139,14 @@ class Server:
         hub: Hub,
         event_log: EventLog,
         hello: Callable[[], Mapping[str, Any]],
+        name_speaker: Callable[[str, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.event_log = event_log
         self._hello = hello
+        # A client's name_speaker message: broadcasts a `speaker` event; ValueError = refused (None: no stage).
+        self._name_speaker = name_speaker
         self._files = static_files()
         self._connections: set[_Connection] = set()
         self._ws_server: WsServer | None = None
@@ -354,6 +357,14 @@ class Server:
         elif command.type == "resume":
             assert command.after_seq is not None
             await self._resume(conn, command.after_seq)
+        elif command.type == "name_speaker":
+            assert command.stream is not None and command.speaker is not None and command.name is not None
+            try:
+                if self._name_speaker is None:
+                    raise ValueError("this service labels no speakers")
+                await self._name_speaker(command.stream, command.speaker, command.name)
+            except ValueError as exc:
+                await self._reply(conn, "error", {"code": "bad_request", "message": str(exc)})
 
     async def _resume(self, conn: _Connection, after_seq: int) -> None:
         """Replay the log after ``after_seq``, then rejoin the live flow: no gap, no duplicate.

@@ -30,6 +30,7 @@ from stream.pipeline import Pipeline, segmenter_params
 from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
 from stream.sources import MicSource, ReplaySource, Source
 from stream.stages.classifier import Predictor, load_predictor
+from stream.stages.speakers import SpeakerStage
 from stream.stages.transcriber import Transcriber, WhisperTranscriber
 from stream.stages.vad import make_vad
 
@@ -59,6 +60,7 @@ class RunOptions:
     srt: str | None = None  # subtitles written while running (stream.export.SubtitleWriter)
     exit_when_done: bool = False
     quiet: bool = False
+    speakers: tuple[str, ...] = ()  # enrolment: "NAME=CLIP" (--speaker)
 
 
 def _slug(text: str) -> str:
@@ -112,6 +114,46 @@ def build_sources(specs: Sequence[SourceSpec], config: Config, *, clock: Callabl
     return sources
 
 
+def parse_enrolment(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """``--speaker NAME=CLIP`` values -> (name, path); raises :class:`SourceError` naming the bad one."""
+    from stream.protocol import MAX_SPEAKER_NAME_CHARS
+
+    out: list[tuple[str, Path]] = []
+    for spec in specs:
+        name, sep, clip = spec.partition("=")
+        name = " ".join(name.split())
+        if not sep or not name or not clip.strip():
+            raise SourceError(f"--speaker {spec!r}: expected NAME=CLIP, e.g. --speaker Ross=ross.wav")
+        if len(name) > MAX_SPEAKER_NAME_CHARS:
+            raise SourceError(f"--speaker {spec!r}: the name is longer than {MAX_SPEAKER_NAME_CHARS} characters")
+        path = Path(clip.strip()).expanduser()
+        if not path.is_file():
+            raise SourceError(f"--speaker {spec!r}: clip not found: {path}")
+        if name in {n for n, _ in out}:
+            raise SourceError(f"--speaker {spec!r}: {name!r} is enrolled twice")
+        out.append((name, path))
+    return out
+
+
+def load_speaker_stage(config: Config, enrol: Sequence[tuple[str, Path]] = (), encoder: Any = None) -> SpeakerStage:
+    """The speaker stage for ``[speakers]`` (blocking: loads the encoder, embeds the enrolment clips)."""
+    from stream.stages.speaker_encoder import SpeakerEncoder
+    from training.audio import load_audio
+
+    cfg = config.speakers
+    if encoder is None:
+        name = cfg.encoder if cfg.encoder == "ge2e" else str(config.resolve_path(cfg.encoder))
+        encoder = SpeakerEncoder.load(name)
+        encoder.embed(np.zeros(16000, dtype=np.float32) + 1e-3)  # first-call allocations, not in the run
+    stage = SpeakerStage(encoder, cfg.clustering(), min_audio_s=cfg.min_audio_ms / 1000)
+    for name, path in enrol:
+        audio = load_audio(path)
+        if audio.size < 16000:
+            raise ValueError(f"--speaker {name}={path}: the clip is shorter than 1 s; give a few seconds of speech")
+        stage.enrol(name, audio)
+    return stage
+
+
 def _load_models(config: Config) -> tuple[Transcriber, Predictor]:
     """Load and warm up both models (blocking), so the first utterance does not pay for lazy loading."""
     checkpoint = str(config.resolve_path(config.classifier.checkpoint))
@@ -128,6 +170,7 @@ async def run_service(
     options: RunOptions,
     *,
     models: tuple[Transcriber, Predictor] | None = None,
+    speakers: SpeakerStage | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Any], None] | None = None,
     out: Any = None,
@@ -135,7 +178,8 @@ async def run_service(
 ) -> int:
     """Run until done (see the module docstring); returns the process exit status.
 
-    ``models`` skips loading (tests pass fakes); ``stop`` ends the run like SIGINT; ``on_ready``
+    ``models`` skips loading (tests pass fakes); the speaker stage is then ``speakers`` (``None``: none),
+    else it is loaded when ``[speakers] enabled``. ``stop`` ends the run like SIGINT; ``on_ready``
     gets the started server (or ``None``) once events start flowing. On stop, utterances whose speech
     had ended still get their events, for at most ``drain_s`` (a second SIGINT skips the wait).
     """
@@ -149,6 +193,7 @@ async def run_service(
 
     try:
         specs = parse_sources(options.sources)
+        enrolment = parse_enrolment(options.speakers)
     except SourceError as exc:
         logger.error("%s", exc)
         return 2
@@ -213,10 +258,15 @@ async def run_service(
             logger.info("loading Whisper %s and the classifier %s", config.asr.model, config.classifier.checkpoint)
             try:
                 models = await loop.run_in_executor(None, _load_models, config)
+                if config.speakers.enabled:
+                    speakers = await _speaker_stage_or_none(config, enrolment)
             except Exception as exc:  # model errors name the file/model and the fix
                 logger.error("cannot start: %s", exc)
                 await bus.emit("error", SERVICE_STREAM, {"code": "internal", "message": f"cannot start: {exc}"})
                 return 1
+        elif enrolment and speakers is not None:
+            for name, path in enrolment:
+                speakers.enrol(name, await loop.run_in_executor(None, _load_clip, path))
         transcriber, predictor = models
         pipeline = Pipeline(
             sources,
@@ -229,15 +279,19 @@ async def run_service(
             batch_wait_ms=config.classifier.batch_wait_ms,
             stats_interval_s=config.server.stats_interval_s,
             extra_stats=lambda: {"hub": hub.stats().to_dict()},
+            speakers=speakers,
             clock=clock,
         )
+        speaker_ids = {"speaker_encoder": speakers.model_id} if speakers is not None else {}
 
         def hello() -> dict[str, Any]:
             return {
                 "labels": list(predictor.labels),
                 "colors": dict(LABEL_COLORS),
                 "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in sources],
-                "model_ids": {"asr": transcriber.model_id, **dict(predictor.model_ids)},
+                "model_ids": {"asr": transcriber.model_id, **dict(predictor.model_ids), **speaker_ids},
+                # Names given so far (label -> name per stream); `speaker` events carry every later one.
+                "speakers": {k: dict(v) for k, v in speakers.names().items()} if speakers is not None else {},
             }
 
         exit_when_done = options.exit_when_done or not config.server.enabled
@@ -249,7 +303,9 @@ async def run_service(
             if config.server.enabled:
                 from stream.server import Server
 
-                server = await stack.enter_async_context(Server(config.server, hub, event_log, hello))
+                server = await stack.enter_async_context(
+                    Server(config.server, hub, event_log, hello, name_speaker=pipeline.name_speaker)
+                )
             run = asyncio.create_task(pipeline.run(), name="pipeline")
             if on_ready is not None:
                 on_ready(server)
@@ -283,6 +339,27 @@ async def run_service(
         event_log.close()
 
 
+async def _speaker_stage_or_none(config: Config, enrolment: Sequence[tuple[str, Path]]) -> SpeakerStage | None:
+    """The speaker stage; without its encoder (e.g. Resemblyzer not installed) the run goes on unlabelled,
+    with a warning -- unless speakers were enrolled, which cannot work without it (then it raises)."""
+    from training.weights import ModelError
+
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, load_speaker_stage, config, enrolment)
+    except ModelError as exc:
+        if enrolment:
+            raise
+        logger.warning("no speaker labels this run: %s", exc)
+        return None
+
+
+def _load_clip(path: Path) -> np.ndarray:
+    from training.audio import load_audio
+
+    return load_audio(path)
+
+
 async def _drain(pipeline: Pipeline, run: asyncio.Task[None], force: asyncio.Event, drain_s: float) -> None:
     """Stop the sources and let utterances in flight finish (up to ``drain_s``, or until ``force``)."""
     if run.done():
@@ -308,6 +385,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
         srt=getattr(args, "srt", None),
         exit_when_done=bool(args.exit_when_done),
         quiet=bool(args.quiet),
+        speakers=tuple(getattr(args, "speaker", None) or ()),
     )
     try:
         return asyncio.run(run_service(config, options))

@@ -7,7 +7,11 @@ Everything after the replay is pure and tested without I/O: truth parsing (:func
 metrics, re-exported here) and the report (:func:`build_report`, :func:`report_markdown`).
 
 Ground truth is either MELD's own CSV (``StartTime``/``EndTime`` like ``00:16:16,059``; one
-``Season``/``Episode`` at a time) or a plain CSV with the header ``start_s,end_s,text,emotion``.
+``Season``/``Episode`` at a time) or a plain CSV with the header ``start_s,end_s,text,emotion`` and an
+optional ``speaker`` column. With speakers in the truth (MELD's ``Speaker`` column, or ``speaker``), the
+report adds the utterance-level speaker error of the labels the pipeline sent, on matched utterances
+(best one-to-one mapping of labels to people; see :mod:`stream.evaluation.speaker_scoring`), purity and
+coverage -- as sent, and after the ``speaker`` merge events the run reported.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from stream.evaluation.scoring import (
     normalise_words,
     word_errors,
 )
+from stream.evaluation.speaker_scoring import speaker_scores
 from stream.protocol import LABELS
 
 __all__ = [
@@ -51,6 +56,8 @@ __all__ = [
     "add_arguments",
     "align",
     "build_report",
+    "speaker_merges",
+    "speaker_report",
     "emotion_scores",
     "load_truth",
     "normalise_words",
@@ -158,9 +165,11 @@ def read_truth_rows(
                     f"{stem}/dia{(row.get('Dialogue_ID') or '?').strip()}_utt{(row.get('Utterance_ID') or '?').strip()}"
                 )
                 utt_text, emotion = _repair(row["Utterance"]), row["Emotion"]
+                speaker = (row.get("Speaker") or "").strip() or None
             else:
                 start, end = float(row["start_s"]), float(row["end_s"])
                 uid, utt_text, emotion = f"row{line}", row["text"] or "", row["emotion"] or ""
+                speaker = (row.get("speaker") or "").strip() or None
         except ValueError as exc:
             raise TruthError(f"{where}: {exc}") from exc
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
@@ -169,7 +178,9 @@ def read_truth_rows(
             # MELD test has one such row; a zero-length span cannot be aligned, so it is left out.
             logger.warning("%s: end %.3f s is not after start %.3f s; row skipped", where, end, start)
             continue
-        rows.append(Utterance(start + offset_s, end + offset_s, utt_text.strip(), _label(emotion, where), uid))
+        rows.append(
+            Utterance(start + offset_s, end + offset_s, utt_text.strip(), _label(emotion, where), uid, speaker=speaker)
+        )
     if is_meld and len(episodes) > 1:
         raise TruthError(
             f"{source} spans {len(episodes)} episodes; choose one with --season S --episode E "
@@ -235,7 +246,7 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
     file) count by their ``emotion`` event. ``stream=None`` accepts the only stream there is and raises
     ``ValueError`` when there are several.
     """
-    kinds = ("speech", "transcript", "emotion")
+    kinds = ("speech", "transcript", "emotion", "speaker")
     relevant = [e for e in events if e.get("type") in kinds]
     streams = sorted({str(e.get("stream")) for e in relevant})
     if stream is None and len(streams) > 1:
@@ -247,12 +258,16 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
         d = e.get("data") or {}
         if e["type"] == "speech" and d.get("state") != "end":
             continue
+        if e["type"] == "speaker":
+            continue
         slot = found.setdefault(str(d.get("utterance_id", f"seq{e.get('seq')}")), {})
         try:
             if e["type"] in ("speech", "emotion") and "start_s" not in slot:
                 slot["start_s"], slot["end_s"] = float(d["start_s"]), float(d["end_s"])
             if e["type"] in ("transcript", "emotion") and d.get("text"):
                 slot["text"] = str(d["text"])
+            if e["type"] in ("transcript", "emotion") and isinstance(d.get("speaker"), str):
+                slot["speaker"] = d["speaker"]
             if e["type"] == "emotion":
                 slot["label"] = d.get("label") if d.get("label") in LABELS else None
                 latency = d.get("latency_ms")
@@ -260,11 +275,50 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{e['type']} event seq {e.get('seq')} has no usable start_s/end_s: {exc!r}") from exc
     out = [
-        Utterance(v["start_s"], v["end_s"], v.get("text", ""), v.get("label"), uid, v.get("latency_ms"))
+        Utterance(
+            v["start_s"], v["end_s"], v.get("text", ""), v.get("label"), uid, v.get("latency_ms"), v.get("speaker")
+        )
         for uid, v in found.items()
         if "start_s" in v
     ]
     return sorted(out, key=lambda u: (u.start_s, u.end_s))
+
+
+def speaker_merges(events: Iterable[Mapping[str, Any]], *, stream: str | None = None) -> dict[str, str]:
+    """``speaker`` merge events of one stream as label -> the label it was found to be (chains followed)."""
+    merged: dict[str, str] = {}
+    for e in events:
+        d = e.get("data") or {}
+        if (
+            e.get("type") != "speaker"
+            or d.get("action") != "merged"
+            or (stream is not None and e.get("stream") != stream)
+        ):
+            continue
+        if isinstance(d.get("speaker"), str) and isinstance(d.get("into"), str):
+            merged[d["speaker"]] = d["into"]
+    return merged
+
+
+def _resolve(label: str | None, merges: Mapping[str, str]) -> str | None:
+    seen: set[str] = set()
+    while label is not None and label in merges and label not in seen:
+        seen.add(label)
+        label = merges[label]
+    return label
+
+
+def speaker_report(
+    pred: Sequence[Utterance], truth: Sequence[Utterance], matches: Sequence[Match], merges: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """Speaker scores on matched utterances whose truth names a speaker (``None`` when none does)."""
+    pairs = [m for m in matches if truth[m.truth].speaker]
+    if not pairs:
+        return None
+    people = [truth[m.truth].speaker or "" for m in pairs]
+    sent = speaker_scores(people, [pred[m.pred].speaker for m in pairs])
+    after = speaker_scores(people, [_resolve(pred[m.pred].speaker, merges) for m in pairs])
+    return {"as_sent": sent.to_dict(), "after_merges": after.to_dict(), "merges": len(merges)}
 
 
 def _stats(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -294,9 +348,11 @@ def build_report(
     oracle: Sequence[str] | None = None,
     min_overlap: float = 0.5,
     extra: Mapping[str, Any] | None = None,
+    merges: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score ``pred`` against ``truth`` (both in time order). ``oracle``: the classifier's label for
-    each truth utterance's own text, in truth order (the text oracle); ``None`` leaves it out."""
+    each truth utterance's own text, in truth order (the text oracle); ``None`` leaves it out.
+    ``merges``: the run's speaker merges (:func:`speaker_merges`), for the speaker scores."""
     if oracle is not None and len(oracle) != len(truth):
         raise ValueError(f"oracle has {len(oracle)} labels for {len(truth)} truth utterances")
     matches = align(pred, truth, min_overlap=min_overlap)
@@ -337,6 +393,9 @@ def build_report(
             {"truth": truth[m.truth].uid, "pred": pred[m.pred].uid, "overlap_s": round(m.overlap_s, 3)} for m in matches
         ],
     }
+    speakers = speaker_report(pred, truth, matches, merges or {})
+    if speakers is not None:
+        report["speakers"] = speakers
     if oracle is not None:
         known = [k for k, u in enumerate(truth) if u.emotion]
         report["text_oracle"] = {
@@ -401,6 +460,14 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             f"| replay wall time (s) / audio (s) / RTF | {_fmt(rp.get('wall_s'), 1)} / "
             f"{_fmt(rp.get('audio_s'), 1)} / {_fmt(rp.get('rtf'))} | |"
         )
+    if "speakers" in report:
+        sp, after = report["speakers"]["as_sent"], report["speakers"]["after_merges"]
+        lines += [
+            f"| speakers (true / labels sent) | {sp['true_speakers']} / {sp['predicted_speakers']} | |",
+            f"| speaker error, as sent (after {report['speakers']['merges']} merges) | {_fmt(sp['error'])} "
+            f"({_fmt(after['error'])}) | |",
+            f"| speaker purity / coverage | {_fmt(sp['purity'])} / {_fmt(sp['coverage'])} | |",
+        ]
     if "all_truth" in report.get("text_oracle", {}):
         all_t = report["text_oracle"]["all_truth"]
         lines.append(
@@ -452,7 +519,7 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     import asyncio
     import dataclasses
 
-    from stream.service import RunOptions, run_service
+    from stream.service import RunOptions, load_speaker_stage, run_service
     from stream.stages.classifier import load_predictor
     from stream.stages.transcriber import WhisperTranscriber
 
@@ -468,11 +535,12 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     warm = np.zeros(16000, dtype=np.float32)
     predictor.predict(["warm up"] if predictor.uses_text else [None], [warm] if predictor.uses_audio else [None])
     transcriber.transcribe(warm)
+    speakers = load_speaker_stage(cfg) if cfg.speakers.enabled else None
     # faster-whisper logs every utterance at INFO; the report is this command's output.
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
     t1 = time.perf_counter()
     options = RunOptions(sources=(str(media),), jsonl=str(events_path), exit_when_done=True, quiet=True)
-    status = asyncio.run(run_service(cfg, options, models=(transcriber, predictor)))
+    status = asyncio.run(run_service(cfg, options, models=(transcriber, predictor), speakers=speakers))
     t2 = time.perf_counter()
     if status != 0:
         raise RuntimeError(f"the replay of {media} failed (exit status {status}; see the log above)")
@@ -557,6 +625,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
                 "rtf": result.run_s / audio_s if audio_s else None,
             }
         pred = predictions_from_events(events, stream=args.stream)
+        merges = speaker_merges(events, stream=args.stream)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"emostream evaluate: {exc}", file=sys.stderr)
         return 1
@@ -573,7 +642,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
             print(f"emostream evaluate: text oracle unavailable ({exc}); use --no-oracle to skip it", file=sys.stderr)
             return 1
     try:
-        report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra)
+        report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra, merges=merges)
     except ValueError as exc:
         print(f"emostream evaluate: {exc}", file=sys.stderr)
         return 2

@@ -15,29 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from stream.protocol import valid_speaker_label
 from stream.stages.segmenter import Utterance
 from stream.stages.speaker_clustering import ClusteringParams, Merge, OnlineClusterer
 
-__all__ = ["MAX_NAME_CHARS", "Embedder", "SpeakerResult", "SpeakerStage", "valid_speaker_label"]
+__all__ = ["Embedder", "SpeakerResult", "SpeakerStage"]
 
 logger = logging.getLogger(__name__)
-
-MAX_NAME_CHARS: Final = 64
-_LABEL_RE = re.compile(r"S[1-9][0-9]{0,3}")
-
-
-def valid_speaker_label(label: object) -> bool:
-    """``S1``, ``S2``, ... (the labels this stage hands out)."""
-    return isinstance(label, str) and _LABEL_RE.fullmatch(label) is not None
 
 
 class Embedder(Protocol):
@@ -111,7 +103,10 @@ class SpeakerStage:
         clusterer = self._clusterers.get(stream)
         return clusterer is not None and (label in clusterer.speakers or clusterer.resolve(label) != label)
 
-    def set_name(self, stream: str, label: str, name: str) -> None:
+    def rename(self, stream: str, label: str, name: str) -> None:
+        """Call ``label`` of ``stream`` ``name``; a label not handed out on that stream is a ``ValueError``."""
+        if not valid_speaker_label(label) or not self.known(stream, label):
+            raise ValueError(f"stream {stream!r} has no speaker {label!r} (yet)")
         self._names.setdefault(stream, {})[label] = name
 
     def _assign(self, utt: Utterance) -> SpeakerResult:

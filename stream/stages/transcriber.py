@@ -71,6 +71,7 @@ class Transcribed:
     transcript: Transcript | None
     error: str | None = None
     asr_s: float = 0.0  # seconds spent in Whisper
+    speaker: str | None = None  # "S1", "S2", ... from the speaker stage (None: unknown or stage off)
 
 
 class Transcriber(Protocol):
