@@ -136,6 +136,14 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     # Access token: required on every request when set, and required to bind a non-loopback host.
     token: str = ""
+    # The page's own streams: uploads (POST /api/streams) and its microphone (websocket /ingest)
+    max_upload_mb: int = field(default=200, metadata=bounds(1, 10240))
+    upload_dir: str = "runs/uploads"  # uploads are kept in upload_dir/<run_id>/
+    ingest_max_streams: int = field(default=4, metadata=bounds(0, 64))  # 0: no browser microphones
+    ingest_streams_per_client: int = field(default=1, metadata=bounds(1, 16))  # per client address
+    ingest_max_frame_bytes: int = field(default=65536, metadata=bounds(1024, 1 << 20))
+    ingest_idle_timeout_s: float = field(default=10.0, metadata=bounds(0.5, 3600.0))
+    ingest_buffer_s: float = field(default=5.0, metadata=bounds(0.5, 120.0))  # then the socket is not read
     # Timeouts
     ping_interval_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))
     ping_timeout_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))

@@ -187,6 +187,7 @@ class Pipeline:
         speakers: SpeakerStage | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        keep_open: bool = False,
     ) -> None:
         ids = [s.stream_id for s in sources]
         if len(set(ids)) != len(ids):
@@ -212,6 +213,10 @@ class Pipeline:
         self._queue_full_waits = 0
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        # keep_open: the run goes on after its sources end, for sources added later (add_source), until stop().
+        self._keep_open = keep_open
+        self._sources_changed = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
         self.utterances = 0
 
     # Events ---------------------------------------------------------------------------------------
@@ -415,8 +420,45 @@ class Pipeline:
         """Stop reading the sources (``end`` reason ``stopped``); utterances whose speech already ended
         still go through Whisper and the classifier, then :meth:`run` returns."""
         self._stopping = True
+        self._sources_changed.set()
         for task in self._source_tasks:
             task.cancel()
+
+    def has_stream(self, stream_id: str) -> bool:
+        """Whether ``stream_id`` is taken in this run (running or ended)."""
+        return stream_id in self._end_sent
+
+    def add_source(self, source: Source) -> None:
+        """Start ``source`` as a new stream of the running pipeline (an upload, the page's microphone).
+
+        Raises ``ValueError`` when its id is taken and ``RuntimeError`` when the pipeline is not
+        running or is stopping.
+        """
+        stream = source.stream_id
+        if self.has_stream(stream):
+            raise ValueError(f"stream id {stream!r} is already used in this run")
+        if self._tg is None or self._stopping:
+            raise RuntimeError("the pipeline is not running")
+        self.sources.append(source)
+        self._pending[stream] = 0
+        self._ended[stream] = None
+        self._end_sent[stream] = asyncio.Event()
+        self._source_tasks.append(self._tg.create_task(self._run_source(source), name=f"source-{stream}"))
+        self._sources_changed.set()
+
+    async def _close_queue_when_done(self) -> None:
+        """End the stages once every source (added ones too) has ended and no more can come."""
+        while True:
+            self._sources_changed.clear()
+            tasks = list(self._source_tasks)
+            # A source cancelled before it ran (stop() right after add_source) must not end the run.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if len(tasks) != len(self._source_tasks):
+                continue  # one was added meanwhile
+            if not self._keep_open or self._stopping:
+                break
+            await self._sources_changed.wait()
+        await self._queue.put(None)
 
     @property
     def in_flight(self) -> int:
@@ -427,18 +469,14 @@ class Pipeline:
         """Run until every source has ended and every utterance has its events."""
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 stats = tg.create_task(self._stats_loop())
-                sources = [tg.create_task(self._run_source(s)) for s in self.sources]
-                self._source_tasks = sources
-
-                async def close_queue() -> None:
-                    await asyncio.gather(*sources)
-                    await self._queue.put(None)
-
-                tg.create_task(close_queue())
+                self._source_tasks = [tg.create_task(self._run_source(s)) for s in self.sources]
+                tg.create_task(self._close_queue_when_done())
                 await self._run_stages()
                 stats.cancel()
         finally:
+            self._tg = None
             self._vad_executor.shutdown(wait=False, cancel_futures=True)
             if self.speakers is not None:
                 self.speakers.close()

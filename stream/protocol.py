@@ -304,3 +304,47 @@ def _parse_name_speaker(obj: Mapping[str, Any]) -> ClientMessage:
     if not 0 < len(name) <= MAX_SPEAKER_NAME_CHARS or not _valid_stream_id(name):
         raise ProtocolError("bad_request", f"name must have 1-{MAX_SPEAKER_NAME_CHARS} visible characters")
     return ClientMessage("name_speaker", stream=str(stream), speaker=str(speaker), name=name)
+
+
+# The ingest websocket's client messages (``/ingest``, see stream/sources/ingest.py).
+INGEST_TYPES: Final = ("start", "stop")
+MIN_INGEST_RATE_HZ: Final = 8000
+MAX_INGEST_RATE_HZ: Final = 192000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestMessage:
+    """``{"type": "start", "stream": NAME, "sample_rate_hz": R}`` or ``{"type": "stop"}``."""
+
+    type: str
+    stream: str | None = None
+    sample_rate_hz: int | None = None
+
+
+def parse_ingest_message(raw: str | bytes) -> IngestMessage:
+    """One text frame of the ingest websocket; :class:`ProtocolError` says what is wrong."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_request", "send the start message as a text frame before any audio")
+    if len(raw) > 4096:
+        raise ProtocolError("bad_message", "control messages are at most 4096 characters")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"message is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(obj, dict) or obj.get("type") not in INGEST_TYPES:
+        kind = obj.get("type") if isinstance(obj, dict) else obj
+        raise ProtocolError("bad_request", f"unknown message type {_quote(kind)}; expected one of start, stop")
+    if obj["type"] == "stop":
+        return IngestMessage("stop")
+    stream = obj.get("stream")
+    if not _valid_stream_id(stream):
+        raise ProtocolError("bad_request", f"stream must be a name of 1-{MAX_STREAM_ID_CHARS} characters")
+    rate = obj.get("sample_rate_hz")
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_INGEST_RATE_HZ <= rate <= MAX_INGEST_RATE_HZ:
+        raise ProtocolError(
+            "bad_request",
+            f"sample_rate_hz must be an integer in [{MIN_INGEST_RATE_HZ}, {MAX_INGEST_RATE_HZ}], got {_quote(rate)}",
+        )
+    return IngestMessage("start", stream=stream, sample_rate_hz=rate)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import Config
+from stream.control import LiveControl
 from stream.events.bus import EventBus, JsonlWriter, Sink
 from stream.events.console import ConsolePrinter
 from stream.pipeline import Pipeline, segmenter_params
@@ -268,6 +269,7 @@ async def run_service(
             for name, path in enrolment:
                 speakers.enrol(name, await loop.run_in_executor(None, _load_clip, path))
         transcriber, predictor = models
+        exit_when_done = options.exit_when_done or not config.server.enabled
         pipeline = Pipeline(
             sources,
             vad_factory=lambda: make_vad(config.vad),
@@ -281,20 +283,21 @@ async def run_service(
             extra_stats=lambda: {"hub": hub.stats().to_dict()},
             speakers=speakers,
             clock=clock,
+            keep_open=not exit_when_done,  # the page may add streams (uploads, its microphone) until stopped
         )
         speaker_ids = {"speaker_encoder": speakers.model_id} if speakers is not None else {}
+        control = LiveControl(config, pipeline, event_log.run_id, clock=clock)
 
         def hello() -> dict[str, Any]:
             return {
                 "labels": list(predictor.labels),
                 "colors": dict(LABEL_COLORS),
-                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in sources],
+                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in pipeline.sources],
                 "model_ids": {"asr": transcriber.model_id, **dict(predictor.model_ids), **speaker_ids},
                 # Names given so far (label -> name per stream); `speaker` events carry every later one.
                 "speakers": {k: dict(v) for k, v in speakers.names().items()} if speakers is not None else {},
             }
 
-        exit_when_done = options.exit_when_done or not config.server.enabled
         files = [s.stream_id for s in sources if s.kind == "file"]
         if exit_when_done and not files:
             logger.info("only live sources: running until Ctrl-C")
@@ -302,9 +305,19 @@ async def run_service(
             server = None
             if config.server.enabled:
                 from stream.server import Server
+                from stream.sources.ingest import IngestEndpoint
 
+                ingest = IngestEndpoint(config.server, control.add_ingest, clock=clock)
                 server = await stack.enter_async_context(
-                    Server(config.server, hub, event_log, hello, name_speaker=pipeline.name_speaker)
+                    Server(
+                        config.server,
+                        hub,
+                        event_log,
+                        hello,
+                        backend=control,
+                        ingest=ingest.handle,
+                        name_speaker=pipeline.name_speaker,
+                    )
                 )
             run = asyncio.create_task(pipeline.run(), name="pipeline")
             if on_ready is not None:

@@ -157,7 +157,10 @@ class ReplaySource:
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:  # stop the decoder and close the file now, not at garbage collection
-                close()
+                try:
+                    close()
+                except ValueError:  # cancelled while a worker thread decodes: closed when collected
+                    logger.debug("%s: decoder still busy at stop; it closes when collected", self.stream_id)
 
 
 class MicBuffer:

@@ -282,6 +282,15 @@ class ClassifierStage:
             self.audio_s += sum(batch[i].utterance.audio.size for i in ready) / 16000
         return [r for r in results if r is not None]
 
+    async def classify_text(self, text: str) -> PredictionLike:
+        """One sentence through the text branch alone (``POST /api/classify``), in the stage's own
+        worker thread: the model is never run by two threads at once, and the loop never waits on it."""
+        if not self._predictor.uses_text:
+            raise ValueError("the classifier checkpoint has no text branch")
+        loop = asyncio.get_running_loop()
+        (pred,) = await loop.run_in_executor(self._executor, self._predictor.predict, [text], [None])
+        return pred
+
     async def _predict(self, texts: list[str | None], audio: list[np.ndarray | None]) -> Sequence[PredictionLike]:
         """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`)."""
         loop = asyncio.get_running_loop()
