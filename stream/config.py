@@ -62,6 +62,9 @@ class VADConfig:
     min_speech_ms: int = field(default=250, metadata=bounds(0, 60000))
     max_utterance_s: float = field(default=15.0, metadata=bounds(0.5, 120.0))
     end_silence_ms: int = field(default=500, metadata=bounds(30, 10000))
+    # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
+    # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
+    end_of_turn_pause_ms: int = field(default=100, metadata=bounds(0, 10000))
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):

@@ -45,6 +45,7 @@ __all__ = [
     "Transcript",
     "WhisperTranscriber",
     "decoding_loop",
+    "ends_sentence",
     "hallucination_reason",
 ]
 
@@ -144,6 +145,9 @@ class _Decoded:
 class WhisperTranscriber:
     """faster-whisper with the packaged weights; blocking -- call from a worker thread.
 
+    ``stateless``: a result depends on the audio alone, so the pipeline may also ask it about an open
+    utterance (the end-of-turn check).
+
     Utterances up to 30 s take the trimmed path (see the module docstring). Its result is redone on
     the padded path when it looped, or when it is empty or Whisper doubts it (no-speech probability
     above ``asr.no_speech_threshold``, average log-prob below ``asr.min_avg_logprob``, or a detected
@@ -152,6 +156,8 @@ class WhisperTranscriber:
     ``paths`` counts what happened: ``trimmed`` (kept), ``padded``, and of those, ``loop_redone`` and
     ``unsure_redone``.
     """
+
+    stateless = True
 
     def __init__(self, model: Any, cfg: ASRConfig, *, model_id: str = "", english_only: bool = False) -> None:
         self._model = model
@@ -332,6 +338,17 @@ def _whisper_device(device: str) -> str:
     return "cpu"
 
 
+_SENTENCE_END = re.compile(r"[.?!][\"')\]]*$")
+
+
+def ends_sentence(transcript: Transcript) -> bool:
+    """Whether Whisper's text ends a sentence (``.``, ``?``, ``!``; not an ellipsis) and was kept."""
+    text = transcript.text.strip()
+    if transcript.dropped or not text or text.endswith(("...", "…")):
+        return False
+    return _SENTENCE_END.search(text) is not None
+
+
 class TranscribeStage:
     """``Utterance`` in, ``Transcribed`` out, one at a time in a dedicated Whisper thread.
 
@@ -349,16 +366,41 @@ class TranscribeStage:
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
         self._clock = clock
         self.audio_s = 0.0  # audio transcribed so far
-        self.busy_s = 0.0  # time spent transcribing it
+        self.busy_s = 0.0  # time spent transcribing it (end-of-turn checks included)
+        self.check_audio_s = 0.0  # audio the end-of-turn checks transcribed
+        self.reused = 0  # utterances whose transcript came from their end-of-turn check
 
     @property
     def rtf(self) -> float:
         """Real-time factor: seconds of Whisper per second of audio (< 1 keeps up with live audio)."""
         return self.busy_s / self.audio_s if self.audio_s else 0.0
 
+    async def end_of_turn(self, audio: np.ndarray) -> Transcript | None:
+        """The transcript of ``audio`` (an open utterance up to a short pause) if it ends a sentence, else None.
+
+        Runs in the Whisper thread, after what is already queued there. When it ends the utterance, the
+        transcript is reused for it (:attr:`Utterance.transcript`), so that utterance costs no second pass.
+        """
+        loop = asyncio.get_running_loop()
+        t0 = self._clock()
+        try:
+            transcript = await loop.run_in_executor(self._executor, self._transcriber.transcribe, audio)
+        except Exception:
+            logger.exception("the end-of-turn check failed; the utterance goes on")
+            return None
+        finally:
+            self.busy_s += self._clock() - t0
+            self.check_audio_s += audio.size / 16000
+        return transcript if ends_sentence(transcript) else None
+
     async def run(self, inp: AsyncIterator[Utterance]) -> AsyncIterator[Transcribed]:
         loop = asyncio.get_running_loop()
         async for utt in inp:
+            if utt.transcript is not None:  # made by the end-of-turn check on this same audio
+                self.audio_s += utt.audio.size / 16000
+                self.reused += 1
+                yield Transcribed(utt, utt.transcript, None, utt.transcript_s)
+                continue
             t0 = self._clock()
             try:
                 transcript = await loop.run_in_executor(self._executor, self._transcriber.transcribe, utt.audio)
