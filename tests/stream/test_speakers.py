@@ -140,3 +140,20 @@ async def test_a_server_without_speakers_refuses_names(tmp_path: Path) -> None:
             await ws.send(json.dumps({"type": "name_speaker", "stream": "mic", "speaker": "S1", "name": "Ross"}))
             reply = json.loads(await ws.recv())
             assert reply["type"] == "error" and "labels no speakers" in reply["data"]["message"]
+
+
+def test_enrolment_specs_are_checked(tmp_path: Path) -> None:
+    from stream.service import SourceError, parse_enrolment
+
+    clip = write_wav(tmp_path / "ross.wav", np.zeros(32000, np.float32))
+    assert parse_enrolment([f" Ross  Geller ={clip}"]) == [("Ross Geller", clip)]
+    for bad, why in [
+        ("Ross", "expected NAME=CLIP"),
+        (f"={clip}", "expected NAME=CLIP"),
+        (f"Ross={tmp_path / 'nope.wav'}", "clip not found"),
+        (f"{'x' * 65}={clip}", "longer than 64"),
+    ]:
+        with pytest.raises(SourceError, match=why):
+            parse_enrolment([bad])
+    with pytest.raises(SourceError, match="enrolled twice"):
+        parse_enrolment([f"Ross={clip}", f"Ross={clip}"])
