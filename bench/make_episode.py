@@ -29,7 +29,7 @@ import numpy as np
 from bench.common import REPO, setup_logging
 from bench.make_dialogue import Turn, write_truth, write_wav
 from bench.make_testset import synthesize
-from stream.evaluation.evaluate import parse_timestamp
+from stream.evaluation.truth import parse_timestamp
 from stream.protocol import LABELS
 
 __all__ = ["main"]

@@ -17,6 +17,7 @@ from typing import Any
 from stream.api import ApiError, stream_name
 from stream.config import Config
 from stream.pipeline import Pipeline
+from stream.protocol import prediction_data
 from stream.sources import ReplaySource, Source
 from stream.sources.ingest import IngestSource
 from training.audio import AudioDecodeError, iter_audio_chunks
@@ -34,7 +35,6 @@ class LiveControl:
         self.pipeline = pipeline
         self.run_id = run_id
         self._clock = clock
-        self.names: dict[str, str] = {}  # stream id -> what the user called it (for hello)
 
     # -- a sentence ----------------------------------------------------------------------------
 
@@ -43,13 +43,7 @@ class LiveControl:
             pred = await self.pipeline.classifier.classify_text(text)
         except ValueError as exc:  # no text branch in this checkpoint
             raise ApiError(409, "unavailable", str(exc)) from None
-        total = sum(float(v) for v in pred.scores.values()) or 1.0
-        return {
-            "text": text,
-            "label": pred.label,
-            "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
-            "modalities": list(pred.modalities),
-        }
+        return {"text": text, **prediction_data(pred)}
 
     # -- new streams ---------------------------------------------------------------------------
 
@@ -66,7 +60,6 @@ class LiveControl:
             self.pipeline.add_source(source)
         except RuntimeError as exc:
             raise ApiError(503, "unavailable", f"cannot start a stream now: {exc}") from None
-        self.names[source.stream_id] = display_name
         logger.info("stream %s added (%s: %s)", source.stream_id, source.kind, display_name)
 
     def upload_dir(self) -> Path:

@@ -39,12 +39,12 @@ from stream.events.eventlog import EventLog
 from stream.events.hub import Hub, Published, Subscription
 from stream.protocol import (
     CONNECTION_STREAM,
-    LABEL_COLORS,
-    LABELS,
-    PROTOCOL_VERSION,
+    DEFAULT_DESCRIPTION,
     ClientMessage,
     Event,
     ProtocolError,
+    error_data,
+    hello_data,
     parse_client_message,
 )
 
@@ -329,24 +329,19 @@ class Server:
             self._connections.discard(conn)
 
     def _hello_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"labels": list(LABELS), "colors": dict(LABEL_COLORS), "streams": [], "model_ids": {}}
+        description = dict(DEFAULT_DESCRIPTION)
         try:
-            data.update(self._hello())
+            description.update(self._hello())
         except Exception:
             logger.exception("the hello() callback failed; sending the defaults")
-        data.update(
-            protocol=PROTOCOL_VERSION,
-            run_id=self.event_log.run_id,
-            last_seq=self.hub.last_seq,
-            limits={
-                "max_message_bytes": self.config.max_message_bytes,
-                "queue_events": self.hub.queue_events,
-                "ping_interval_s": self.config.ping_interval_s,
-                "max_upload_bytes": self.config.max_upload_mb << 20,
-                "ingest_max_frame_bytes": self.config.ingest_max_frame_bytes,
-            },
-        )
-        return data
+        limits = {
+            "max_message_bytes": self.config.max_message_bytes,
+            "queue_events": self.hub.queue_events,
+            "ping_interval_s": self.config.ping_interval_s,
+            "max_upload_bytes": self.config.max_upload_mb << 20,
+            "ingest_max_frame_bytes": self.config.ingest_max_frame_bytes,
+        }
+        return hello_data(description, run_id=self.event_log.run_id, last_seq=self.hub.last_seq, limits=limits)
 
     async def _send(self, conn: _Connection, item: Published) -> None:
         event = item.event
@@ -382,7 +377,7 @@ class Server:
 
     async def _run_command(self, conn: _Connection, command: ClientMessage | ProtocolError) -> None:
         if isinstance(command, ProtocolError):
-            await self._reply(conn, "error", {"code": command.code, "message": command.message})
+            await self._reply(conn, "error", error_data(command.code, command.message))
         elif command.type == "ping":
             await self._reply(conn, "pong", {})
         elif command.type == "subscribe":
@@ -410,24 +405,12 @@ class Server:
         last = self.hub.last_seq
         run = self.event_log.run_id
         if after_seq > (last if last is not None else -1):
-            await self._reply(
-                conn,
-                "error",
-                {
-                    "code": "resume_unavailable",
-                    "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
-                },
-            )
+            message = f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live"
+            await self._reply(conn, "error", error_data("resume_unavailable", message))
             return
         if self.event_log.write_errors:
-            await self._reply(
-                conn,
-                "error",
-                {
-                    "code": "resume_unavailable",
-                    "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
-                },
-            )
+            message = f"{self.event_log.write_errors} events could not be logged; the replay may have gaps"
+            await self._reply(conn, "error", error_data("resume_unavailable", message))
         sub = conn.sub
         sub.detach()
         cursor = after_seq

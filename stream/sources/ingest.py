@@ -22,7 +22,6 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
-from typing import Final
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
@@ -31,13 +30,12 @@ from websockets.frames import CloseCode
 
 from stream.config import ServerConfig
 from stream.protocol import ProtocolError, parse_ingest_message
-from stream.sources import AudioChunk, SourceItem, SourceProblem, _Resampler
+from stream.records import SAMPLE_RATE_HZ, AudioChunk, SourceItem, SourceProblem
+from stream.sources.resample import Resampler
 
 __all__ = ["IngestEndpoint", "IngestSource"]
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE_HZ: Final = 16000
 
 
 class IngestSource:
@@ -63,7 +61,7 @@ class IngestSource:
         self._blocks: deque[tuple[np.ndarray, float] | None] = deque()
         self._buffered = 0
         self._changed = asyncio.Event()
-        self._resampler = _Resampler(sample_rate_hz, SAMPLE_RATE_HZ) if sample_rate_hz != SAMPLE_RATE_HZ else None
+        self._resampler = Resampler(sample_rate_hz, SAMPLE_RATE_HZ) if sample_rate_hz != SAMPLE_RATE_HZ else None
         self._in = 0  # input samples received
         self._out = 0  # 16 kHz samples delivered
         self._problem: SourceProblem | None = None

@@ -256,7 +256,8 @@ def _project(raw: np.ndarray, dims: int) -> np.ndarray:
     if dims > 0:
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         centred = centred @ vt[: min(dims, vt.shape[0])].T
-    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
+    unit: np.ndarray = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
+    return unit
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -123,7 +123,8 @@ def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     n_frames = 1 + (padded.size - WINDOW_SAMPLES) // HOP_SAMPLES
     frames = np.lib.stride_tricks.sliding_window_view(padded, WINDOW_SAMPLES)[::HOP_SAMPLES][:n_frames]
     power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
-    return (power.astype(np.float32) @ _FILTERBANK.T).astype(np.float32)
+    mel: np.ndarray = (power.astype(np.float32) @ _FILTERBANK.T).astype(np.float32)
+    return mel
 
 
 def voiced(wav: np.ndarray, *, dilate_frames: int = 3) -> np.ndarray:
@@ -148,7 +149,8 @@ def voiced(wav: np.ndarray, *, dilate_frames: int = 3) -> np.ndarray:
         flags = np.convolve(flags.astype(float), kernel, mode="same") > 0
     if flags.sum() * VAD_FRAME_SAMPLES < 0.3 * SAMPLE_RATE_HZ:
         return wav
-    return wav[: n * VAD_FRAME_SAMPLES].reshape(n, VAD_FRAME_SAMPLES)[flags].reshape(-1)
+    kept: np.ndarray = wav[: n * VAD_FRAME_SAMPLES].reshape(n, VAD_FRAME_SAMPLES)[flags].reshape(-1)
+    return kept
 
 
 def _normalise_volume(wav: np.ndarray) -> np.ndarray:
@@ -185,7 +187,8 @@ class GE2ENetwork(nn.Module):
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         _, (hidden, _) = self.lstm(mels)
         raw = self.relu(self.linear(hidden[-1]))
-        return raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-8)
+        unit: torch.Tensor = raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-8)
+        return unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +236,7 @@ def _load_network(resolved: ResolvedEncoder) -> nn.Module:
         obj: Any = torch.load(str(resolved.path), map_location="cpu", weights_only=True)
     except Exception as first:  # not a state dict: perhaps TorchScript
         try:
-            module: nn.Module = torch.jit.load(str(resolved.path), map_location="cpu")
+            module: nn.Module = torch.jit.load(str(resolved.path), map_location="cpu")  # type: ignore[no-untyped-call]
             return module.eval()
         except Exception as exc:
             raise ModelError(f"cannot load speaker encoder {resolved.path}: {first}; as TorchScript: {exc}") from exc
@@ -285,4 +288,5 @@ class SpeakerEncoder:
         windows = self.embed_windows(wav, voiced_only=voiced_only)
         mean = windows.mean(axis=0)
         norm = float(np.linalg.norm(mean))
-        return (mean / norm).astype(np.float32) if norm > 0 else mean
+        out: np.ndarray = (mean / norm).astype(np.float32) if norm > 0 else mean
+        return out

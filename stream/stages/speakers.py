@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from stream.protocol import valid_speaker_label
-from stream.stages.segmenter import Utterance
+from stream.records import Utterance
 from stream.stages.speaker_clustering import ClusteringParams, Merge, OnlineClusterer
 
 __all__ = ["Embedder", "SpeakerResult", "SpeakerStage"]

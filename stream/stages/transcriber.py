@@ -27,7 +27,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,14 +35,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream.config import ASRConfig
-from stream.stages.segmenter import Utterance
+from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
+from training.device import ctranslate2_device
 from training.weights import ModelError, hub_failure_message, resolve_asr_model
 
 __all__ = [
     "TranscribeStage",
-    "Transcribed",
     "Transcriber",
-    "Transcript",
     "WhisperTranscriber",
     "decoding_loop",
     "ends_sentence",
@@ -52,31 +51,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """Whisper's result for one utterance; ``text`` is empty when ``dropped`` names why."""
-
-    text: str
-    language: str
-    avg_logprob: float
-    no_speech_prob: float
-    dropped: str | None = None  # "empty" | "no_speech" | "repetition" | "non_speech_marker"
-    raw_text: str = ""  # what Whisper said before filtering
-
-
-@dataclass(frozen=True, slots=True)
-class Transcribed:
-    """An utterance with its transcript, or the error that prevented one."""
-
-    utterance: Utterance
-    transcript: Transcript | None
-    error: str | None = None
-    asr_s: float = 0.0  # seconds spent in Whisper
-    speaker: str | None = None  # "S1", "S2", ... from the speaker stage (None: unknown or stage off)
-
-
 class Transcriber(Protocol):
     model_id: str
+
+    @property
+    def paths(self) -> Mapping[str, int]:
+        """How utterances were decoded so far, for ``stats`` (see :class:`WhisperTranscriber`)."""
+        ...
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
@@ -114,7 +95,6 @@ def hallucination_reason(
     return None
 
 
-SAMPLE_RATE_HZ = 16000
 WINDOW_S = 30  # Whisper's window; longer utterances are decoded window by window by faster-whisper
 MAX_LENGTH = 448  # Whisper's decoder context (prompt + generated tokens)
 # The trimmed decode's token budget: far above real speech (English is ~4 tokens/s, fast Japanese
@@ -173,11 +153,10 @@ class WhisperTranscriber:
         from faster_whisper import WhisperModel
 
         resolved = resolve_asr_model(cfg.model)
-        device = _whisper_device(cfg.device)
+        device, index = ctranslate2_device(cfg.device)
         compute = cfg.compute_type
         if compute == "auto":
             compute = "float16" if device == "cuda" else "int8"
-        index = int(cfg.device.split(":", 1)[1]) if cfg.device.startswith("cuda:") else 0
         try:
             model = WhisperModel(
                 resolved.path,
@@ -325,19 +304,6 @@ def decoding_loop(tokens: Sequence[int], *, min_repeats: int = 4, min_tokens: in
     return False
 
 
-def _whisper_device(device: str) -> str:
-    if device.startswith("cuda"):
-        return "cuda"
-    if device == "auto":
-        try:
-            import ctranslate2
-
-            return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        except Exception:  # a CPU-only CTranslate2 build
-            return "cpu"
-    return "cpu"
-
-
 _SENTENCE_END = re.compile(r"[.?!][\"')\]]*$")
 
 
@@ -363,52 +329,66 @@ class TranscribeStage:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transcriber = transcriber
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self._executor = executor  # the caller's to shut down; None: each run() makes and ends its own
         self._clock = clock
         self.audio_s = 0.0  # audio transcribed so far
         self.busy_s = 0.0  # time spent transcribing it (end-of-turn checks included)
         self.check_audio_s = 0.0  # audio the end-of-turn checks transcribed
         self.reused = 0  # utterances whose transcript came from their end-of-turn check
+        self._running: Executor | None = executor  # the Whisper thread of the run in progress
 
     @property
     def rtf(self) -> float:
         """Real-time factor: seconds of Whisper per second of audio (< 1 keeps up with live audio)."""
         return self.busy_s / self.audio_s if self.audio_s else 0.0
 
+    @property
+    def paths(self) -> dict[str, int]:
+        """How the transcriber decoded so far (e.g. ``trimmed``, ``padded``)."""
+        return dict(self._transcriber.paths)
+
     async def end_of_turn(self, audio: np.ndarray) -> Transcript | None:
         """The transcript of ``audio`` (an open utterance up to a short pause) if it ends a sentence, else None.
 
-        Runs in the Whisper thread, after what is already queued there. When it ends the utterance, the
-        transcript is reused for it (:attr:`Utterance.transcript`), so that utterance costs no second pass.
+        Runs in the Whisper thread (after what is already queued there) while :meth:`run` is running. When
+        it ends the utterance, the transcript is reused for it (``Utterance.transcript``): no second pass.
         """
         loop = asyncio.get_running_loop()
         t0 = self._clock()
         try:
-            transcript = await loop.run_in_executor(self._executor, self._transcriber.transcribe, audio)
+            transcript = await loop.run_in_executor(self._running, self._transcriber.transcribe, audio)
         except Exception:
             logger.exception("the end-of-turn check failed; the utterance goes on")
             return None
         finally:
             self.busy_s += self._clock() - t0
-            self.check_audio_s += audio.size / 16000
+            self.check_audio_s += audio.size / SAMPLE_RATE_HZ
         return transcript if ends_sentence(transcript) else None
 
     async def run(self, inp: AsyncIterator[Utterance]) -> AsyncIterator[Transcribed]:
         loop = asyncio.get_running_loop()
-        async for utt in inp:
-            if utt.transcript is not None:  # made by the end-of-turn check on this same audio
-                self.audio_s += utt.audio.size / 16000
-                self.reused += 1
-                yield Transcribed(utt, utt.transcript, None, utt.transcript_s)
-                continue
-            t0 = self._clock()
-            try:
-                transcript = await loop.run_in_executor(self._executor, self._transcriber.transcribe, utt.audio)
-                error = None
-            except Exception as exc:
-                logger.exception("transcribing %s failed", utt.utterance_id)
-                transcript, error = None, f"transcription failed: {type(exc).__name__}: {exc}"
-            spent = self._clock() - t0
-            self.busy_s += spent
-            self.audio_s += utt.audio.size / 16000
-            yield Transcribed(utt, transcript, error, spent)
+        own = None if self._executor is not None else ThreadPoolExecutor(1, thread_name_prefix="whisper")
+        executor = self._executor or own
+        self._running = executor
+        try:
+            async for utt in inp:
+                if utt.transcript is not None:  # made by the end-of-turn check on this same audio
+                    self.audio_s += utt.duration_s
+                    self.reused += 1
+                    yield Transcribed(utt, utt.transcript, None, utt.transcript_s)
+                    continue
+                t0 = self._clock()
+                try:
+                    transcript = await loop.run_in_executor(executor, self._transcriber.transcribe, utt.audio)
+                    error = None
+                except Exception as exc:
+                    logger.exception("transcribing %s failed", utt.utterance_id)
+                    transcript, error = None, f"transcription failed: {type(exc).__name__}: {exc}"
+                spent = self._clock() - t0
+                self.busy_s += spent
+                self.audio_s += utt.duration_s
+                yield Transcribed(utt, transcript, error, spent)
+        finally:
+            self._running = self._executor
+            if own is not None:
+                own.shutdown(wait=False, cancel_futures=True)

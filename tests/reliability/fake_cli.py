@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-import stream.service
+import stream.models
 from stream.cli import main
 
 from .fakes import FakePredictor, FakeTranscriber
@@ -31,6 +31,6 @@ async def _no_speakers(config: object, enrolment: object) -> None:
 
 
 if __name__ == "__main__":
-    stream.service._load_models = _fake_models  # type: ignore[assignment]
-    stream.service._speaker_stage_or_none = _no_speakers  # type: ignore[assignment]
+    stream.models.load_models = _fake_models  # type: ignore[assignment]
+    stream.models.speaker_stage_or_none = _no_speakers  # type: ignore[assignment]
     sys.exit(main())

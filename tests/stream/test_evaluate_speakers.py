@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stream.evaluation.evaluate import (
+from stream.evaluation import (
     build_report,
     predictions_from_events,
     read_truth_rows,

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream.config import Config, load_config
 from stream.protocol import ProtocolError, parse_ingest_message
+from stream.records import AudioChunk
 from stream.service import RunOptions, run_service
-from stream.sources import AudioChunk
 from stream.sources.ingest import IngestSource
 
 pytestmark = pytest.mark.timeout(90)

@@ -12,18 +12,17 @@ import pytest
 from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 from websockets.asyncio.client import connect
 
-from stream.config import ServerConfig, VADConfig
+from stream.config import ServerConfig
 from stream.events.bus import EventBus
 from stream.events.eventlog import EventLog
 from stream.events.hub import Hub
 from stream.pipeline import Pipeline
 from stream.protocol import Event
+from stream.records import Utterance
 from stream.server import Server
 from stream.sources import ReplaySource
-from stream.stages.segmenter import Utterance
 from stream.stages.speaker_clustering import ClusteringParams
 from stream.stages.speakers import SpeakerStage
-from stream.stages.vad import make_vad
 
 RNG = np.random.default_rng(0)
 VOICE_A, VOICE_B = np.abs(RNG.normal(size=(2, 32))) + RNG.normal(size=(2, 32)) * 2
@@ -80,15 +79,12 @@ async def test_enrolled_speakers_are_named_and_recognised() -> None:
 async def test_transcript_and_emotion_carry_the_speaker_and_names_go_out(tmp_path: Path) -> None:
     talk = make_dialogue(["Hello there, how are you?", "I am fine, thank you.", "Good to hear that."], gap_s=1.0)
     events: list[Event] = []
-    cfg = VADConfig()
     stage = SpeakerStage(ScriptedEmbedder([VOICE_A, VOICE_B, VOICE_A]), ClusteringParams())
     pipeline = Pipeline(
         [ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)],
-        vad_factory=lambda: make_vad(cfg),
-        vad_config=cfg,
+        EventBus([events.append]),
         transcriber=ScriptedTranscriber(default="words"),  # type: ignore[arg-type]
         predictor=ScriptedPredictor(),  # type: ignore[arg-type]
-        bus=EventBus([events.append]),
         speakers=stage,
     )
     await pipeline.run()
@@ -143,7 +139,7 @@ async def test_a_server_without_speakers_refuses_names(tmp_path: Path) -> None:
 
 
 def test_enrolment_specs_are_checked(tmp_path: Path) -> None:
-    from stream.service import SourceError, parse_enrolment
+    from stream.models import parse_enrolment
 
     clip = write_wav(tmp_path / "ross.wav", np.zeros(32000, np.float32))
     assert parse_enrolment([f" Ross  Geller ={clip}"]) == [("Ross Geller", clip)]
@@ -153,7 +149,7 @@ def test_enrolment_specs_are_checked(tmp_path: Path) -> None:
         (f"Ross={tmp_path / 'nope.wav'}", "clip not found"),
         (f"{'x' * 65}={clip}", "longer than 64"),
     ]:
-        with pytest.raises(SourceError, match=why):
+        with pytest.raises(ValueError, match=why):
             parse_enrolment([bad])
-    with pytest.raises(SourceError, match="enrolled twice"):
+    with pytest.raises(ValueError, match="enrolled twice"):
         parse_enrolment([f"Ross={clip}", f"Ross={clip}"])

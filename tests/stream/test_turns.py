@@ -9,10 +9,11 @@ import pytest
 from conftest import make_dialogue
 
 from stream.config import VADConfig
-from stream.pipeline import SegmentStage, segmenter_params
-from stream.sources import AudioChunk, SourceItem, to_int16
-from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, Utterance, UtteranceEnd
-from stream.stages.transcriber import Transcript, ends_sentence
+from stream.records import AudioChunk, SourceItem, Transcript, Utterance
+from stream.sources import to_int16
+from stream.stages.segment import SegmentStage, segmenter_params
+from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, UtteranceEnd
+from stream.stages.transcriber import ends_sentence
 from stream.stages.vad import make_vad
 
 F = 160
