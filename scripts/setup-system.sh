@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages emostream needs when they are missing and we are allowed to.
-#   base:    libportaudio2 (microphone), espeak-ng + sox (test speech), ffmpeg (test media)
+#   base:    libportaudio2 (microphone), espeak-ng + sox (test speech), ffmpeg (test media),
+#            redis-server (the Redis bus: `emostream worker/gateway`, and its tests)
 #   browser: chromium (the real-browser dashboard test)
 set -euo pipefail
 
@@ -11,6 +12,7 @@ case "${1:-base}" in
     command -v espeak-ng >/dev/null || want+=(espeak-ng)
     command -v sox >/dev/null || want+=(sox)
     command -v ffmpeg >/dev/null || want+=(ffmpeg)
+    command -v redis-server >/dev/null || want+=(redis-server)
     ;;
   browser)
     command -v chromium >/dev/null || want+=(chromium)

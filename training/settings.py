@@ -34,7 +34,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-SERVICE_SECTIONS = frozenset({"audio", "vad", "asr", "classifier", "server", "log", "evaluate"})
+SERVICE_SECTIONS = frozenset({"audio", "vad", "asr", "classifier", "server", "log", "evaluate", "bus"})
 
 
 class ConfigError(ValueError):

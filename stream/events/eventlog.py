@@ -12,20 +12,24 @@ A service run never reuses a file: the name holds a fresh run id, and the file i
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 from stream.protocol import Event, ProtocolError
 
-__all__ = ["EventLog", "EventLogError", "new_run_id", "read_events"]
+if TYPE_CHECKING:
+    from stream.events.hub import Published
+
+__all__ = ["EventLog", "EventLogError", "LogHistory", "new_run_id", "read_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,3 +188,36 @@ def _read_events(path: Path, after_seq: int, start: int) -> Iterator[Event]:
                 continue
             if event.seq > after_seq:
                 yield event
+
+
+class LogHistory:
+    """The in-process :class:`stream.events.bus.EventHistory`: this run's event log.
+
+    ``head_seq`` is the hub's watermark (``last_seq``): in one process every logged event is
+    published to the hub as soon as it is written.
+    """
+
+    _YIELD_EVERY: Final = 256  # a long replay lets the other connections run this often
+
+    def __init__(self, log: EventLog, last_seq: Callable[[], int | None]) -> None:
+        self.log = log
+        self.run_id = log.run_id
+        self._last_seq = last_seq
+
+    async def head_seq(self) -> int | None:
+        return self._last_seq()
+
+    async def problem(self, after_seq: int) -> str | None:
+        if self.log.write_errors:
+            return f"{self.log.write_errors} events could not be logged; the replay may have gaps"
+        return None
+
+    async def replay(self, after_seq: int, upto_seq: int) -> AsyncIterator[Published]:
+        from stream.events.hub import Published
+
+        for n, event in enumerate(self.log.read_after(after_seq), 1):
+            if event.seq > upto_seq:
+                return
+            yield Published.of(event)
+            if n % self._YIELD_EVERY == 0:
+                await asyncio.sleep(0)

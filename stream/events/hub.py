@@ -175,8 +175,11 @@ class Hub:
         """The highest seq published so far (``None`` before the first event): the watermark."""
         return self._last_seq
 
-    def publish(self, event: Event) -> None:
-        """Queue ``event`` for every live subscriber whose filter accepts it. Never blocks."""
+    def publish(self, event: Event, payload: str | None = None) -> None:
+        """Queue ``event`` for every live subscriber whose filter accepts it. Never blocks.
+
+        ``payload`` is the event's JSON when the caller already has it (a gateway reading Redis).
+        """
         if self._last_seq is None or event.seq > self._last_seq:
             self._last_seq = event.seq
         if not self._subscribers:
@@ -185,8 +188,14 @@ class Hub:
         for sub in self._subscribers:
             if sub.live and sub.accepts(event.stream):
                 if item is None:
-                    item = Published.of(event)
+                    item = Published(event, payload) if payload is not None else Published.of(event)
                 sub._push(item)
+
+    def advance(self, seq: int) -> None:
+        """Raise the watermark to ``seq`` without publishing (a gateway starting after events it
+        will not fan out live: they are in the bus's history for ``resume``)."""
+        if self._last_seq is None or seq > self._last_seq:
+            self._last_seq = seq
 
     def subscribe(self, streams: Iterable[str] | None = None, *, live: bool = True) -> Subscription:
         """A new subscription (all streams by default). Close it with :meth:`Subscription.close`."""
