@@ -85,6 +85,7 @@ class SegmentStage:
         *,
         speed: float | None = 1.0,
         executor: Executor | None = None,
+        first_utterance: int = 0,
     ) -> None:
         self.stream_id = stream_id
         self._vad = vad
@@ -92,7 +93,7 @@ class SegmentStage:
         self._seg = Segmenter(params)
         self._speed = speed
         self._executor = executor
-        self._count = 0
+        self._count = first_utterance  # utterances numbered before (a resumed replay continues the ids)
         self._current = ""
         self._last: AudioChunk | None = None
         self.audio_s = 0.0
@@ -261,6 +262,7 @@ class Pipeline:
             segmenter_params(self._vad_cfg, vad.frame_samples),
             speed=source.speed,
             executor=self._vad_executor,
+            first_utterance=getattr(source, "first_utterance", 0),
         )
         self._segments[stream] = stage
         reason = "eof"
