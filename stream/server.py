@@ -409,12 +409,12 @@ class Server:
             high = self.hub.last_seq
             assert high is not None
             async for item in self.history.replay(cursor, high):
-                event = item.event
+                event = item.event if isinstance(item, Published) else item
                 cursor = event.seq
                 # Skip what this connection already delivered (live events that arrived after hello,
                 # before this request was read): the client gets each event once.
                 if sub.accepts(event.stream) and not conn.has(event.seq):
-                    await conn.ws.send(item.payload)
+                    await conn.ws.send(item.payload if isinstance(item, Published) else event.to_json())
                     replayed += 1
                 scanned += 1
                 if scanned % _REPLAY_YIELD_EVERY == 0:

@@ -44,8 +44,9 @@ class EventHistory(Protocol):
         """Why a replay after ``after_seq`` may miss events, or ``None``."""
         ...
 
-    def replay(self, after_seq: int, upto_seq: int) -> AsyncIterator[Published]:
-        """The logged events with ``after_seq < seq <= upto_seq``, in seq order."""
+    def replay(self, after_seq: int, upto_seq: int) -> AsyncIterator[Event | Published]:
+        """The logged events with ``after_seq < seq <= upto_seq``, in seq order (with their JSON text
+        when the history stores it)."""
         ...
 
 

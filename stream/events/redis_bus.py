@@ -363,7 +363,7 @@ class RedisHistory:
     async def _xrange(self, low: str, high: str) -> Any:
         return await self._client.xrange(self.keys.events, min=low, max=high, count=self._page)
 
-    async def replay(self, after_seq: int, upto_seq: int) -> AsyncIterator[Published]:
+    async def replay(self, after_seq: int, upto_seq: int) -> AsyncIterator[Event | Published]:
         """Every stored event with ``after_seq < seq <= upto_seq``, in order, a page at a time."""
         start = f"{after_seq + 1}-0"
         while True:
