@@ -56,6 +56,7 @@ class SourceSpec:
 class RunOptions:
     sources: tuple[str, ...] = ()  # empty = the bundled demo
     jsonl: str | None = None
+    srt: str | None = None  # subtitles written while running (stream.export.SubtitleWriter)
     exit_when_done: bool = False
     quiet: bool = False
 
@@ -180,6 +181,7 @@ async def run_service(
     hub = Hub(queue_events=config.server.subscriber_queue_events)
     sinks: list[Sink] = [event_log.append, hub.publish]
     jsonl = None
+    subtitles: list[Any] = []
     try:
         if options.jsonl:
             try:
@@ -188,6 +190,15 @@ async def run_service(
                 logger.error("cannot write --jsonl %s: %s", options.jsonl, exc)
                 return 1
             sinks.append(jsonl)
+        if options.srt:
+            from stream.export import SubtitleWriter
+
+            try:
+                subtitles = SubtitleWriter.for_streams(Path(options.srt), [s.stream_id for s in specs])
+            except OSError as exc:
+                logger.error("cannot write --srt %s: %s", options.srt, exc)
+                return 1
+            sinks.extend(subtitles)
         if config.log.stdout_events and not options.quiet:
             sinks.append(ConsolePrinter(out))
         bus = EventBus(sinks)
@@ -267,6 +278,8 @@ async def run_service(
     finally:
         if jsonl is not None:
             jsonl.close()
+        for writer in subtitles:
+            writer.close()
         event_log.close()
 
 
@@ -292,6 +305,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
     options = RunOptions(
         sources=tuple(args.source or ()),
         jsonl=args.jsonl,
+        srt=getattr(args, "srt", None),
         exit_when_done=bool(args.exit_when_done),
         quiet=bool(args.quiet),
     )
