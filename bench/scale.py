@@ -209,9 +209,11 @@ async def _redis_report(url: str, prefix: str, wall_s: float) -> tuple[dict[str,
         seqs = [int(i.decode().partition("-")[0]) for i, _ in entries]
         payload = sum(len(f[b"e"]) for _, f in entries)
         kinds: dict[str, int] = {}
+        kind_bytes: dict[str, int] = {}
         for _i, f in entries:
             kind = json.loads(f[b"e"])["type"]
             kinds[kind] = kinds.get(kind, 0) + 1
+            kind_bytes[kind] = kind_bytes.get(kind, 0) + len(f[b"e"])
         stream_keys = [k async for k in client.scan_iter(match=f"{prefix}:stream:*")]
         stream_bytes = sum([int(await client.memory_usage(k) or 0) for k in stream_keys])
         firehose_bytes = int(await client.memory_usage(keys.events) or 0)
@@ -220,6 +222,7 @@ async def _redis_report(url: str, prefix: str, wall_s: float) -> tuple[dict[str,
         return {
             "events": n,
             "events_by_type": kinds,
+            "json_bytes_by_type": {k: round(kind_bytes[k] / kinds[k]) for k in kinds},
             "events_per_s": round(n / wall_s, 2),
             "json_bytes_per_event": round(payload / n, 1) if n else None,
             "firehose_memory_bytes_per_event": round(firehose_bytes / n, 1) if n else None,
@@ -380,6 +383,66 @@ def _report(
     }
 
 
+async def publish_rate(events: int, producers: int, folder: Path, *, aof: str) -> dict[str, Any]:
+    """Redis alone: ``producers`` publishers (one stream each, awaiting every publish as a worker does)
+    append ``events`` emotion-sized events through the publish script. Redis CPU per event is what
+    bounds one Redis primary."""
+    import psutil
+
+    from stream.config import BusConfig
+    from stream.events.redis_bus import RedisEventBus, connect
+
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    folder.mkdir(parents=True, exist_ok=True)
+    procs = Procs(folder)
+    port = _free_port()
+    persistence = ["--appendonly", "yes", "--appendfsync", aof] if aof != "none" else ["--appendonly", "no"]
+    server = procs.start("redis", [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                                   "--save", "", *persistence])  # fmt: skip
+    try:
+        await _wait_port(port, procs)
+        url = f"redis://127.0.0.1:{port}/0"
+        config = BusConfig(url=url)
+        client = connect(url)
+        from stream.protocol import LABELS
+
+        data = {"utterance_id": "s-1", "start_s": 12.41, "end_s": 14.9, "label": "joy", "modalities": ["text", "audio"],
+                "text": "Well, I guess that is the last time we ever let Joey choose the restaurant.",
+                "scores": {lab: 0.142857 for lab in LABELS}, "latency_ms": 412.5}  # fmt: skip
+        per = events // producers
+
+        async def produce(k: int) -> None:
+            bus = RedisEventBus(client, config, producer_id=f"p{k}")
+            for i in range(per):
+                await bus.emit("emotion", f"s{k}", {**data, "utterance_id": f"s{k}-{i}"})
+
+        redis_proc = psutil.Process(server.pid)
+        me = psutil.Process()
+        r0, m0, t0 = redis_proc.cpu_times(), me.cpu_times(), time.monotonic()
+        await asyncio.gather(*(produce(k) for k in range(producers)))
+        wall = time.monotonic() - t0
+        r1, m1 = redis_proc.cpu_times(), me.cpu_times()
+        info = await client.info("memory")
+        await client.aclose()
+    finally:
+        procs.stop_all()
+    n = per * producers
+    redis_cpu = (r1.user + r1.system) - (r0.user + r0.system)
+    return {
+        "events": n,
+        "producers": producers,
+        "appendfsync": aof,
+        "events_per_s": round(n / wall, 1),
+        "redis_cpu_us_per_event": round(1e6 * redis_cpu / n, 1),
+        "redis_cpu_percent_of_one_core": round(100 * redis_cpu / wall, 1),
+        "publisher_cpu_us_per_event": round(1e6 * ((m1.user + m1.system) - (m0.user + m0.system)) / n, 1),
+        "used_memory_mb": round(int(info["used_memory"]) / 2**20, 2),
+        "memory_bytes_per_event": round(int(info["used_memory"]) / n, 1),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--subscribers", type=int, default=1000)
@@ -392,6 +455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--asr-model", default="tiny.en", help="with --real-models (default tiny.en)")
     p.add_argument("--aof", action="store_true", help="Redis with an append-only file (fsync every second)")
     p.add_argument("--out", default="scale", help="result name under bench/results/")
+    p.add_argument(
+        "--publish-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure Redis alone: N events from --producers publishers (no gateways, no workers)",
+    )
+    p.add_argument("--producers", type=int, default=8)
     p.add_argument("--worker-role", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--bus", default=None, help=argparse.SUPPRESS)
@@ -399,6 +470,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker_role:
         return _worker_main(["--config", args.config, "--bus", args.bus, "--log-level", "WARNING"], args.real_models)
     setup_logging()
+    if args.publish_only:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="emostream-redis-") as tmp:
+            for mode in ("none", "everysec", "always"):
+                rows.append(asyncio.run(publish_rate(args.publish_only, args.producers, Path(tmp) / mode, aof=mode)))
+        table = markdown_table(rows)
+        print(table)
+        print(f"written {write_result(args.out + '-redis', {'results': rows, 'table': table})}")
+        return 0
     from training.audio import load_audio
 
     args.media_s = len(load_audio(args.media)) / 16000

@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 
@@ -30,6 +31,7 @@ from stream.events.redis_bus import TRANSIENT as _TRANSIENT
 from stream.events.redis_bus import Fenced, Keys, RedisEventBus, connect, ensure_run_id, retrying
 from stream.events.redis_jobs import Job, JobQueue
 from stream.pipeline import Pipeline
+from stream.protocol import SERVICE_STREAM
 from stream.service import build_sources, parse_sources
 from stream.sources import Source
 from stream.sources.resume import ResumedReplay
@@ -42,6 +44,7 @@ __all__ = ["Worker", "run_worker", "worker_from_cli"]
 logger = logging.getLogger(__name__)
 
 Models = tuple[Transcriber, Predictor]
+_NEVER_S: Final = 10.0 * 365 * 86400  # "no periodic stats" for the Pipeline (it takes an interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +73,10 @@ class Worker:
         self.keys = Keys(config.bus.key_prefix)
         self.queue = JobQueue(client, config.bus, consumer=self.id)
         self.running: dict[str, asyncio.Task[None]] = {}  # job entry id -> its task
+        self.pipelines: dict[str, Pipeline] = {}  # stream id -> the pipeline running it
         self.finished = 0
 
-    def _pipeline(self, sources: list[Source], bus: RedisEventBus) -> Pipeline:
+    def _pipeline(self, sources: list[Source], bus: RedisEventBus, *, periodic_stats: bool = True) -> Pipeline:
         cfg = self.config
         transcriber, predictor = self.models
         return Pipeline(
@@ -84,7 +88,10 @@ class Worker:
             bus=bus,
             max_batch=cfg.classifier.max_batch,
             batch_wait_ms=cfg.classifier.batch_wait_ms,
-            stats_interval_s=cfg.server.stats_interval_s,
+            # A job's pipeline sends only its final summary; the worker sends one `stats` for all its
+            # jobs (see _stats_loop): `_service` events reach every subscriber, so they must not grow
+            # with the number of streams.
+            stats_interval_s=cfg.server.stats_interval_s if periodic_stats else _NEVER_S,
             extra_stats=lambda: {"worker": self.id},
         )
 
@@ -122,6 +129,7 @@ class Worker:
         bus_cfg = self.config.bus
         await retrying("creating the job group", self.queue.ensure_group, max_delay_s=bus_cfg.reconnect_max_s)
         slots = asyncio.Semaphore(max_jobs)
+        stats = asyncio.create_task(self._stats_loop(), name="worker-stats")
         try:
             while not stop.is_set():
                 await slots.acquire()
@@ -139,8 +147,24 @@ class Worker:
                 self.running[job.entry_id] = task
                 task.add_done_callback(functools.partial(self._job_done, job.entry_id, slots))
         finally:
+            stats.cancel()
             await self._hand_back()
         return 0
+
+    def stats(self) -> dict[str, Any]:
+        """One summary for the worker: its jobs' queue depths, real-time factors and drops."""
+        jobs = {stream: p.stats() for stream, p in self.pipelines.items()}
+        return {"worker": self.id, "jobs_running": len(jobs), "jobs_finished": self.finished, "jobs": jobs}
+
+    async def _stats_loop(self) -> None:
+        bus = RedisEventBus(self.client, self.config.bus, producer_id=f"{self.id}:stats")
+        while True:
+            await asyncio.sleep(self.config.server.stats_interval_s)
+            if self.pipelines:
+                try:
+                    await bus.emit("stats", SERVICE_STREAM, self.stats())
+                except Exception:  # a summary must never take the worker down
+                    logger.exception("worker stats failed")
 
     def _job_done(self, entry_id: str, slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
         self.running.pop(entry_id, None)
@@ -183,7 +207,8 @@ class Worker:
             speed=cfg.audio.replay_speed,
             fast=cfg.audio.replay_fast,
         )
-        pipeline = self._pipeline([source], bus)
+        pipeline = self._pipeline([source], bus, periodic_stats=False)
+        self.pipelines[job.stream] = pipeline
         beat = asyncio.create_task(self._heartbeat(job, owner), name=f"heartbeat-{job.stream}")
         run = asyncio.create_task(pipeline.run(), name=f"pipeline-{job.stream}")
         try:
@@ -214,6 +239,7 @@ class Worker:
             raise
         finally:
             beat.cancel()
+            self.pipelines.pop(job.stream, None)
 
     async def _finish(self, job: Job, reason: str) -> None:
         ok = await retrying(f"acknowledging job {job.entry_id}", lambda: self.queue.finish(job, self.id, reason),
