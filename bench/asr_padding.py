@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, markdown_table, setup_logging, write_result
+from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 PRE_ROLL_S, POST_ROLL_S = 0.3, 0.21  # what the default segmenter adds around speech
 
 

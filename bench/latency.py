@@ -46,6 +46,7 @@ from bench.common import (
     summarize,
     write_result,
 )
+from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ def run_model(
     port = free_port()
     cfg = load_config(None, **dict(parse_setting(x) for x in settings))
     frame = round(cfg.audio.sample_rate_hz * cfg.vad.frame_ms / 1000)
-    post_roll_s = math.ceil(cfg.vad.post_roll_ms * 16 / frame) * frame / 16000  # as the segmenter rounds it
+    # As the segmenter rounds it: whole frames.
+    post_roll_s = math.ceil(cfg.vad.post_roll_ms * SAMPLE_RATE_HZ / 1000 / frame) * frame / SAMPLE_RATE_HZ
     with tempfile.TemporaryDirectory(prefix="emostream-latency-") as tmp:
         conf = Path(tmp) / "bench.toml"
         conf.write_text(config_text(port, tmp, settings))

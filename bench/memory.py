@@ -54,6 +54,7 @@ out = {"python + numpy": rss()}
 import torch, transformers, faster_whisper, ctranslate2
 out["+ torch, transformers, faster-whisper imported"] = rss()
 from stream.config import ASRConfig
+from stream.records import SAMPLE_RATE_HZ
 from stream.stages.transcriber import WhisperTranscriber
 WhisperTranscriber.load(ASRConfig(model=sys.argv[2], device="cpu"))
 out["+ Whisper " + sys.argv[2] + " (ASR, int8)"] = rss()
@@ -61,7 +62,7 @@ from training.inference import EmotionPredictor
 import numpy as np
 p = EmotionPredictor.from_checkpoint(Path(sys.argv[1]), device="cpu")
 out["+ classifier (text encoder + heads)"] = rss()
-p.predict(["warm up"], [np.zeros(16000, dtype=np.float32)] if p.uses_audio else [None])
+p.predict(["warm up"], [np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)] if p.uses_audio else [None])
 out["+ audio features (Whisper encoder, float32) after first use"] = rss()
 print(json.dumps(out))
 """

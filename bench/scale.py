@@ -79,11 +79,11 @@ class _InstantPredictor:
 
 
 def _worker_main(args: list[str], real: bool) -> int:
-    import stream.service
+    import stream.models
     from stream.cli import main
 
     if not real:
-        stream.service._load_models = lambda config: (_InstantTranscriber(), _InstantPredictor())  # type: ignore[assignment,return-value]
+        stream.models.load_models = lambda config: (_InstantTranscriber(), _InstantPredictor())  # type: ignore[assignment,return-value]
     return main(["worker", *args])
 
 
@@ -395,7 +395,7 @@ async def publish_rate(events: int, producers: int, folder: Path, *, aof: str) -
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    folder.mkdir(parents=True, exist_ok=True)
+    os.makedirs(folder, exist_ok=True)  # noqa: ASYNC230 - once, before anything runs
     procs = Procs(folder)
     port = _free_port()
     persistence = ["--appendonly", "yes", "--appendfsync", aof] if aof != "none" else ["--appendonly", "no"]

@@ -31,6 +31,7 @@ from bench.common import (
     setup_logging,
     write_result,
 )
+from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ OPTIONS: dict[str, Any] = {"language": "en", "beam_size": 1, "temperature": 0.0,
 
 def whisper_alone(model: Any, audio: np.ndarray, *, vad_filter: bool) -> float:
     """Seconds faster-whisper needs for all of ``audio`` (warmed up outside the timing)."""
-    list(model.transcribe(audio[:16000], vad_filter=vad_filter, **OPTIONS)[0])  # warm-up
+    list(model.transcribe(audio[:SAMPLE_RATE_HZ], vad_filter=vad_filter, **OPTIONS)[0])  # warm-up
     t0 = time.perf_counter()
     segments, _ = model.transcribe(audio, vad_filter=vad_filter, **OPTIONS)
     list(segments)
@@ -102,7 +103,7 @@ def _classifier_seconds(predictor: Any, events: list[dict[str, Any]], audio: Any
     rows = [e["data"] for e in events if e["type"] == "emotion"]
     t0 = time.perf_counter()
     for d in rows:
-        clip = audio[round(d["start_s"] * 16000) : round(d["end_s"] * 16000)]
+        clip = audio[round(d["start_s"] * SAMPLE_RATE_HZ) : round(d["end_s"] * SAMPLE_RATE_HZ)]
         predictor.predict([d["text"] or None], [clip if predictor.uses_audio else None])
     return time.perf_counter() - t0
 
@@ -112,7 +113,7 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     from stream.evaluation.evaluate import build_report, load_truth, predictions_from_events, read_events, replay
     from training.audio import load_audio
 
-    audio_s = load_audio(wav).size / 16000
+    audio_s = load_audio(wav).size / SAMPLE_RATE_HZ
     with tempfile.TemporaryDirectory(prefix="emostream-throughput-") as tmp:
         overrides = {"asr.model": model_name, "asr.device": "cpu", "classifier.device": "cpu",
                      "classifier.checkpoint": str(checkpoint), "log.event_log_dir": tmp}  # fmt: skip
@@ -131,13 +132,13 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     audio = load_audio(wav)
     floor_full = whisper_alone(whisper, audio, vad_filter=False)
     floor_vad = whisper_alone(whisper, audio, vad_filter=True)
-    clips = [audio[round(e["data"]["start_s"] * 16000) : round(e["data"]["end_s"] * 16000)]
+    clips = [audio[round(e["data"]["start_s"] * SAMPLE_RATE_HZ) : round(e["data"]["end_s"] * SAMPLE_RATE_HZ)]
              for e in events if e["type"] == "emotion"]  # fmt: skip
     from stream.config import ASRConfig
     from stream.stages.transcriber import WhisperTranscriber
 
     service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))
-    service_asr.transcribe(audio[:16000])  # warm-up
+    service_asr.transcribe(audio[:SAMPLE_RATE_HZ])  # warm-up
     profile = asr_profile(whisper, clips, service_asr)
     features_ms = 0.0
     if result.predictor.uses_audio and clips:

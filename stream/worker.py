@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -32,19 +33,18 @@ from stream.events.redis_bus import Fenced, Keys, RedisEventBus, connect, ensure
 from stream.events.redis_jobs import Job, JobQueue
 from stream.pipeline import Pipeline
 from stream.protocol import SERVICE_STREAM
-from stream.service import build_sources, parse_sources
 from stream.sources import Source
 from stream.sources.resume import ResumedReplay
+from stream.sources.spec import build_sources, parse_sources
 from stream.stages.classifier import Predictor
 from stream.stages.transcriber import Transcriber
-from stream.stages.vad import make_vad
 
 __all__ = ["Worker", "run_worker", "worker_from_cli"]
 
 logger = logging.getLogger(__name__)
 
 Models = tuple[Transcriber, Predictor]
-_NEVER_S: Final = 10.0 * 365 * 86400  # "no periodic stats" for the Pipeline (it takes an interval)
+_JOB_STATS_S: Final = 3600.0  # a job pipeline's own periodic stats (the worker's come every stats_interval_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,20 +78,18 @@ class Worker:
 
     def _pipeline(self, sources: list[Source], bus: RedisEventBus, *, periodic_stats: bool = True) -> Pipeline:
         cfg = self.config
+        if not periodic_stats:
+            # A job's pipeline sends only its final summary (hourly at most); the worker sends one `stats`
+            # for all its jobs (see _stats_loop): `_service` events reach every subscriber, so they must
+            # not grow with the number of streams.
+            cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, stats_interval_s=_JOB_STATS_S))
         transcriber, predictor = self.models
         return Pipeline(
             sources,
-            vad_factory=lambda: make_vad(cfg.vad),
-            vad_config=cfg.vad,
+            bus,
             transcriber=transcriber,
             predictor=predictor,
-            bus=bus,
-            max_batch=cfg.classifier.max_batch,
-            batch_wait_ms=cfg.classifier.batch_wait_ms,
-            # A job's pipeline sends only its final summary; the worker sends one `stats` for all its
-            # jobs (see _stats_loop): `_service` events reach every subscriber, so they must not grow
-            # with the number of streams.
-            stats_interval_s=cfg.server.stats_interval_s if periodic_stats else _NEVER_S,
+            config=cfg,
             extra_stats=lambda: {"worker": self.id},
         )
 
@@ -269,7 +267,7 @@ async def run_worker(
     on_ready: Callable[[Worker], None] | None = None,
 ) -> int:
     """Run a worker until its sources end (``--source``) or until stopped (jobs)."""
-    from stream.service import _load_models
+    from stream import models as model_loading
 
     url = config.bus.url
     if not url:
@@ -292,7 +290,7 @@ async def run_worker(
         if models is None:
             logger.info("loading Whisper %s and the classifier %s", config.asr.model, config.classifier.checkpoint)
             try:
-                models = await loop.run_in_executor(None, _load_models, config)
+                models = await loop.run_in_executor(None, model_loading.load_models, config)
             except Exception as exc:
                 logger.error("cannot start: %s", exc)
                 return 1

@@ -274,6 +274,7 @@ class ScriptedTranscriber:
     """Stands in for ``WhisperTranscriber``: returns ``texts`` in order (``None`` = raise)."""
 
     model_id = "scripted-asr"
+    paths: dict[str, int] = {}  # noqa: RUF012 - read-only: a fake decodes one way
 
     def __init__(self, texts: Sequence[str | None] = (), *, default: str = "hello") -> None:
         self.texts = list(texts)
@@ -281,7 +282,7 @@ class ScriptedTranscriber:
         self.calls = 0
 
     def transcribe(self, audio: np.ndarray) -> object:
-        from stream.stages.transcriber import Transcript
+        from stream.records import Transcript
 
         text = self.texts[self.calls] if self.calls < len(self.texts) else self.default
         self.calls += 1

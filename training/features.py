@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.audio import AudioDecodeError, load_audio
+from training.audio import SAMPLE_RATE_HZ, AudioDecodeError, load_audio
 from training.weights import cache_root, resolve_asr_model
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 HOP = 160  # Whisper mel hop: 100 frames per second
 WINDOW_FRAMES = 3000  # Whisper's 30 s window
 PROSODY_DIM = 10

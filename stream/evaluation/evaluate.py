@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stream.config import Config
 from stream.evaluation.scoring import (
     EmotionScores,
@@ -40,7 +38,7 @@ from stream.evaluation.scoring import (
     normalise_words,
     word_errors,
 )
-from stream.protocol import LABELS
+from stream.records import LABELS
 
 __all__ = [
     "EmotionScores",
@@ -452,9 +450,8 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     import asyncio
     import dataclasses
 
+    from stream.models import load_models
     from stream.service import RunOptions, run_service
-    from stream.stages.classifier import load_predictor
-    from stream.stages.transcriber import WhisperTranscriber
 
     cfg = dataclasses.replace(
         config,
@@ -462,12 +459,8 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
         server=dataclasses.replace(config.server, enabled=False),
     )
     t0 = time.perf_counter()
-    predictor = load_predictor(str(cfg.resolve_path(cfg.classifier.checkpoint)), device=cfg.classifier.device)
-    transcriber = WhisperTranscriber.load(cfg.asr)
     # Lazy parts (the audio-feature encoder, first-call allocations) load now, not inside the timed run.
-    warm = np.zeros(16000, dtype=np.float32)
-    predictor.predict(["warm up"] if predictor.uses_text else [None], [warm] if predictor.uses_audio else [None])
-    transcriber.transcribe(warm)
+    transcriber, predictor = load_models(cfg)
     # faster-whisper logs every utterance at INFO; the report is this command's output.
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
     t1 = time.perf_counter()

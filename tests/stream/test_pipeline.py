@@ -12,28 +12,30 @@ import numpy as np
 import pytest
 from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
-from stream.config import VADConfig
+from stream.config import ClassifierConfig, Config, ServerConfig, VADConfig
 from stream.events.bus import EventBus
-from stream.pipeline import Pipeline, SegmentStage, SpeechBegan, segmenter_params
+from stream.pipeline import Pipeline
 from stream.protocol import LABELS, SERVICE_STREAM, Event
-from stream.sources import AudioChunk, ReplaySource, SourceItem, SourceProblem, to_int16
-from stream.stages.segmenter import Utterance
-from stream.stages.vad import WebRtcVad, make_vad
+from stream.records import AudioChunk, SourceItem, SourceProblem, SpeechBegan, Utterance
+from stream.sources import ReplaySource, to_int16
+from stream.stages.segment import SegmentStage, segmenter_params
+from stream.stages.vad import WebRtcVad
 
 LINES_A = ["Hello there, how are you today?", "I am so angry with you right now.", "Let's talk about it later."]
 LINES_B = ["What a wonderful surprise!", "I feel a little sad this evening."]
 
 
 def build(sources: list[ReplaySource], events: list[Event], **kw: object) -> Pipeline:
-    cfg = VADConfig()
+    """A pipeline of scripted models; ``max_batch``, ``batch_wait_ms``, ``stats_interval_s`` set the config."""
+    classifier = {k: kw.pop(k) for k in ("max_batch", "batch_wait_ms") if k in kw}
+    server = {k: kw.pop(k) for k in ("stats_interval_s",) if k in kw}
+    config = Config(classifier=ClassifierConfig(**classifier), server=ServerConfig(**server))  # type: ignore[arg-type]
     return Pipeline(
         sources,
-        vad_factory=lambda: make_vad(cfg),
-        vad_config=cfg,
+        EventBus([events.append]),
         transcriber=kw.pop("transcriber", ScriptedTranscriber(default="words here")),  # type: ignore[arg-type]
         predictor=kw.pop("predictor", ScriptedPredictor(keywords={"angry": "anger"})),  # type: ignore[arg-type]
-        bus=EventBus([events.append]),
-        **kw,  # type: ignore[arg-type]
+        config=config,
     )
 
 
@@ -180,11 +182,10 @@ async def test_silero_engine_finds_the_same_sentences(tmp_path: Path) -> None:
     events: list[Event] = []
     pipeline = Pipeline(
         [ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)],
-        vad_factory=lambda: make_vad(cfg),
-        vad_config=cfg,
+        EventBus([events.append]),
         transcriber=ScriptedTranscriber(),  # type: ignore[arg-type]
         predictor=ScriptedPredictor(),  # type: ignore[arg-type]
-        bus=EventBus([events.append]),
+        config=Config(vad=cfg),
         extra_stats=lambda: {"hub": {"subscribers": 0}},
     )
     await pipeline.run()

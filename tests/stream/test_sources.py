@@ -18,7 +18,8 @@ import pytest
 from conftest import make_dialogue, make_video_mp4, tone, write_wav
 
 from stream.config import AudioConfig
-from stream.sources import AudioChunk, MicBuffer, MicSource, ReplaySource, SourceProblem, to_int16
+from stream.records import AudioChunk, SourceProblem
+from stream.sources import MicBuffer, MicSource, ReplaySource, to_int16
 from stream.sources.devices import AudioDevice, DeviceError
 
 
@@ -290,12 +291,12 @@ async def test_a_device_without_16_khz_records_natively_and_is_resampled() -> No
 async def test_a_missing_portaudio_library_ends_the_mic_stream_with_the_install_hint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stream import sources
+    from stream.sources import mic
 
     def no_portaudio() -> Any:
         raise DeviceError("PortAudio is not available (libportaudio.so). Install it with `sudo apt-get install ...`")
 
-    monkeypatch.setattr(sources, "load_sounddevice", no_portaudio)
+    monkeypatch.setattr(mic, "load_sounddevice", no_portaudio)
     items = await collect(aiter(MicSource("mic", "", config=AudioConfig(), find_device=_device)))
     assert len(items) == 1 and items[0].fatal and "apt-get install" in items[0].message
 
@@ -359,7 +360,7 @@ def test_real_microphone_hears_paplay_through_pulseaudio(pulse_virtual_mic: dict
     script.write_text(
         "import asyncio, sys, numpy as np\n"
         "from stream.config import AudioConfig\n"
-        "from stream.sources import MicSource, AudioChunk\n"
+        "from stream.sources import MicSource\nfrom stream.records import AudioChunk\n"
         "async def main():\n"
         "    mic = MicSource('mic', 'pulse', config=AudioConfig())\n"
         "    peak, n = 0.0, 0\n"
