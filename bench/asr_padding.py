@@ -60,7 +60,7 @@ def transcribe_padded(model: Any, audio: np.ndarray) -> str:
 
 def run_model(name: str, clips: list[np.ndarray], texts: list[str], pads: Sequence[float]) -> list[dict[str, Any]]:
     from bench.throughput import load_whisper
-    from stream.evaluation.evaluate import WordErrors, word_errors
+    from stream.evaluation import WordErrors, word_errors
 
     model = load_whisper(name)
     variants: list[tuple[str, Any]] = [("30 s (faster-whisper)", lambda a: transcribe_padded(model, a))]

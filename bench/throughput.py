@@ -1,7 +1,7 @@
 """Throughput: the replay real-time factor with ``--fast`` per ASR model, where the time goes, and the floor.
 
 For each model the spoken test set (``bench.make_testset``) is replayed through the real service in
-this process (``stream.evaluation.evaluate.replay``: models loaded and warmed first, then ``run_service`` as fast
+this process (``stream.evaluation.replay``: models loaded and warmed first, then ``run_service`` as fast
 as it goes). RTF = pipeline seconds / audio seconds. The floor is faster-whisper alone on the same
 file with the same model, device and decoding options: once over the whole file (30 s windows, the
 silence included) and once with faster-whisper's own Silero VAD filter. Stage times come from the
@@ -41,14 +41,14 @@ NOTE = (
 )
 
 
-def load_whisper(model_name: str, cpu_threads: int = 0) -> Any:
-    """faster-whisper with the packaged weights, as the service loads it on CPU (int8)."""
+def load_whisper(model_name: str, cpu_threads: int = 0, compute_type: str = "int8") -> Any:
+    """faster-whisper with the packaged weights, as the service loads it on CPU (int8 by default)."""
     from faster_whisper import WhisperModel
 
     from training.weights import resolve_asr_model
 
     resolved = resolve_asr_model(model_name)
-    return WhisperModel(resolved.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads,
+    return WhisperModel(resolved.path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads,
                         local_files_only=resolved.packaged)  # fmt: skip
 
 
@@ -110,7 +110,7 @@ def _classifier_seconds(predictor: Any, events: list[dict[str, Any]], audio: Any
 
 def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> dict[str, Any]:
     from stream.config import load_config
-    from stream.evaluation.evaluate import build_report, load_truth, predictions_from_events, read_events, replay
+    from stream.evaluation import build_report, load_truth, predictions_from_events, read_jsonl, replay
     from training.audio import load_audio
 
     audio_s = load_audio(wav).size / SAMPLE_RATE_HZ
@@ -120,7 +120,7 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
         config = load_config(REPO / "config.toml", **overrides)
         events_path = Path(tmp) / "events.jsonl"
         result = replay(config, wav, events_path)
-        events = read_events(events_path)
+        events = read_jsonl(events_path)
     report = build_report(predictions_from_events(events), load_truth([truth_csv]), extra={})
     asr_s = sum(float(e["data"].get("asr_ms", 0.0)) for e in events if e["type"] == "transcript") / 1000
     speech_s = sum(e["data"]["end_s"] - e["data"]["start_s"] for e in events

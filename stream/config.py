@@ -78,7 +78,8 @@ class ASRConfig:
     compute_type: str = field(
         default="auto", metadata=choices("auto", "int8", "int8_float32", "float16", "int8_float16", "float32")
     )
-    language: str = ""  # empty = detect (English-only models always use "en")
+    # "en" while the shipped classifier reads English only; "" = detect per utterance (other models).
+    language: str = "en"
     beam_size: int = field(default=1, metadata=bounds(1, 16))
     cpu_threads: int = field(default=0, metadata=bounds(0, 256))  # 0 = CTranslate2's default
     no_speech_threshold: float = field(default=0.6, metadata=bounds(0.0, 1.0))

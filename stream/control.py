@@ -35,7 +35,6 @@ class LiveControl:
         self.pipeline = pipeline
         self.run_id = run_id
         self._clock = clock
-        self.names: dict[str, str] = {}  # stream id -> what the user called it (for hello)
 
     # -- a sentence ----------------------------------------------------------------------------
 
@@ -61,7 +60,6 @@ class LiveControl:
             self.pipeline.add_source(source)
         except RuntimeError as exc:
             raise ApiError(503, "unavailable", f"cannot start a stream now: {exc}") from None
-        self.names[source.stream_id] = display_name
         logger.info("stream %s added (%s: %s)", source.stream_id, source.kind, display_name)
 
     def upload_dir(self) -> Path:

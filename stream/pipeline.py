@@ -16,6 +16,8 @@ classifier only runs the small networks once the text is there. Everything runs 
 and shuts down. Overflow: the utterance queue is bounded and *blocks* its producers, so file replay
 slows down rather than losing speech; the microphone drops its oldest audio in its own buffer
 (``stream.sources``). Events, end-of-stream accounting and ``stats``: :mod:`stream.report`.
+Sources may join a running pipeline (:meth:`Pipeline.add_source`: uploads, browser microphones);
+with ``keep_open`` the run waits for them after its own sources end, until :meth:`Pipeline.stop`.
 """
 
 from __future__ import annotations

@@ -101,7 +101,9 @@ async def run_service(
     control = _Control(stop or asyncio.Event(), asyncio.Event(), on_ready, drain_s)
     _install_signals(control)
     try:
-        with open_sinks(config, options, [s.stream_id for s in specs], out=out) as sinks:
+        # `emostream run | head`: when the reader of stdout goes away, stop as on Ctrl-C.
+        streams = [s.stream_id for s in specs]
+        with open_sinks(config, options, streams, out=out, on_stdout_closed=control.stop.set) as sinks:
             if models is None:
                 models = await _load_models(config, sinks)
                 if models is None:

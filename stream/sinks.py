@@ -7,7 +7,7 @@ it, after closing those already open) and closes them when the run ends.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,18 @@ class Sinks:
 
 
 @contextlib.contextmanager
-def open_sinks(config: Config, options: Any, streams: Sequence[str], *, out: Any = None) -> Iterator[Sinks]:
-    """Open the sinks ``options`` (``jsonl``, ``srt``, ``quiet``) ask for, for ``streams``."""
+def open_sinks(
+    config: Config,
+    options: Any,
+    streams: Sequence[str],
+    *,
+    out: Any = None,
+    on_stdout_closed: Callable[[], None] | None = None,
+) -> Iterator[Sinks]:
+    """Open the sinks ``options`` (``jsonl``, ``srt``, ``quiet``) ask for, for ``streams``.
+
+    ``on_stdout_closed`` is called once if the reader of the event lines goes away (``emostream run | head``).
+    """
     with contextlib.ExitStack() as stack:
         try:
             event_log = EventLog(config.resolve_path(config.log.event_log_dir))
@@ -69,7 +79,7 @@ def open_sinks(config: Config, options: Any, streams: Sequence[str], *, out: Any
                 stack.callback(writer.close)
             sinks.extend(subtitles)
         if config.log.stdout_events and not options.quiet:
-            sinks.append(ConsolePrinter(out))
+            sinks.append(ConsolePrinter(out, on_closed=on_stdout_closed))
         result = Sinks(EventBus(sinks), event_log, hub)
         result.bus.add_sink(result.note_end)  # did anything work at all? (the exit status)
         yield result

@@ -100,6 +100,10 @@ function render() {
   renderFeed(utts);
   renderFooter();
   $("run").textContent = store.runId ? `run ${store.runId}` : "";
+  // What the page now shows. The store changes as events arrive, the page is drawn at the next animation
+  // frame: whoever reads the page (a test) waits for these, not for the store, or it reads the last frame.
+  document.body.dataset.run = store.runId || "";
+  document.body.dataset.drawnEvents = String(store.events.length);
 }
 
 function chip(label) {
@@ -156,7 +160,7 @@ function renderNow(st, latest) {
   $("ended").hidden = !(st && st.ended);
   // The transcript may be newer than the last emotion (it arrives first).
   const tr = st && st.transcript;
-  const showTranscript = tr && (!latest || (tr.utterance_id !== latest.utterance_id && (tr.seq ?? 0) > latest.seq));
+  const showTranscript = tr && (!latest || tr.seq_key > latest.seq_key);
   if (!latest) {
     label.replaceChildren(document.createTextNode(st ? "waiting for speech…" : "waiting for a stream…"));
     delete label.dataset.label;

@@ -11,6 +11,12 @@ function speakerOf(data) {
   return String(value).split(/\s+/).filter(Boolean).join(" ").slice(0, 80);
 }
 
+// A speaker label as the run finally knew it: merges followed, then its name (the label if none).
+function resolve(stream, label, names, merged) {
+  for (let i = 0; i < 32 && merged.has(`${stream}\u0000${label}`); i += 1) label = merged.get(`${stream}\u0000${label}`);
+  return names.get(`${stream}\u0000${label}`) ?? label;
+}
+
 function squash(text) {
   return String(text ?? "").split(/\s+/).filter(Boolean).join(" ");
 }
@@ -19,9 +25,19 @@ function squash(text) {
 export function cuesFromEvents(events, stream = null) {
   const transcripts = new Map();
   const emotions = new Map();
+  const names = new Map(); // stream NUL label -> name
+  const merged = new Map(); // stream NUL retired label -> the label it turned out to be
   const order = [];
   for (const e of events) {
     if (stream !== null && e.stream !== stream) continue;
+    if (e.type === "speaker") {
+      const label = String(e.data?.speaker || "");
+      if (!label) continue;
+      const k = `${e.stream}\u0000${label}`;
+      if (e.data.action === "named" && e.data.name) names.set(k, String(e.data.name).split(/\s+/).filter(Boolean).join(" ").slice(0, 80));
+      else if (e.data.action === "merged" && e.data.into) merged.set(k, String(e.data.into));
+      continue;
+    }
     if ((e.type !== "transcript" && e.type !== "emotion") || e.stream.startsWith("_")) continue;
     const uid = String(e.data?.utterance_id ?? "");
     if (!uid) continue;
@@ -50,7 +66,7 @@ export function cuesFromEvents(events, stream = null) {
       label,
       score: Number(scores[label]) || 0,
       scores,
-      speaker: speakerOf(emo) || speakerOf(tr),
+      speaker: resolve(st, speakerOf(emo) || speakerOf(tr), names, merged),
       modalities: Array.isArray(emo?.modalities) ? emo.modalities.map(String) : [],
     });
   }

@@ -84,6 +84,10 @@ function setupMic(ctx) {
   const mic = new MicStream({
     onLevel(peak) {
       level.style.width = `${Math.round(Math.min(1, peak) * 100)}%`;
+      // Audio the page could not send in time (the server pushed back): say so rather than hide it.
+      if (mic.dropped >= 0.1 && mic.streamId) {
+        setStatus(status, `live as stream ${mic.streamId} · ${mic.dropped.toFixed(1)} s dropped (the server is behind)`);
+      }
     },
     onState({ state, message, stream }) {
       btn.dataset.state = state;
@@ -131,7 +135,10 @@ function setupUpload(ctx) {
     setStatus(status, `uploading ${file.name} (${(file.size / 1048576).toFixed(1)} MB)…`);
     const name = file.name.replace(/\.[^.]+$/, "") || "upload";
     try {
-      const res = await uploadFile(file, name);
+      const mb = (file.size / 1048576).toFixed(1);
+      const res = await uploadFile(file, name, {
+        onProgress: (f) => setStatus(status, f < 1 ? `uploading ${file.name}: ${Math.round(f * 100)}% of ${mb} MB…` : `checking ${file.name}…`),
+      });
       setStatus(status, `${file.name} is playing as stream ${res.stream}`);
       ctx.select(res.stream);
     } catch (err) {

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from stream.records import SAMPLE_RATE_HZ, AudioChunk, SourceItem, SourceProblem
 from stream.sources.base import Clock, Sleep, to_int16
@@ -62,12 +65,12 @@ class ReplaySource:
 
     async def _run(self) -> AsyncIterator[SourceItem]:
         loop = asyncio.get_running_loop()
-        chunks = iter_audio_chunks(self.path, chunk_samples=self._chunk, sample_rate_hz=self._rate)
+        chunks = _ChunkReader(iter_audio_chunks(self.path, chunk_samples=self._chunk, sample_rate_hz=self._rate))
         start = self._clock()
         try:
             while True:
                 try:
-                    block = await loop.run_in_executor(None, next, chunks, None)
+                    block = await loop.run_in_executor(None, chunks.read)
                 except (AudioDecodeError, OSError) as exc:
                     yield SourceProblem(self.stream_id, "source_failed", f"cannot replay {self.path}: {exc}", True)
                     return
@@ -85,9 +88,49 @@ class ReplaySource:
                 self._samples += pcm.size
                 yield chunk
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:  # stop the decoder and close the file now, not at garbage collection
-                try:
-                    close()
-                except ValueError:  # cancelled while a worker thread decodes: closed when collected
-                    logger.debug("%s: decoder still busy at stop; it closes when collected", self.stream_id)
+            chunks.close(loop)  # stop the decoder and close the file now, not at garbage collection
+
+
+class _ChunkReader:
+    """``next()`` on the decoding generator from worker threads, and a ``close`` that never races it.
+
+    A stop cancels the replay at any await, also while a worker thread is inside ``next()`` (more often
+    on a loaded machine, where a decode takes longer). Closing the generator then raised "generator
+    already executing" and ended the stream as failed (exit status 1 on SIGTERM). Here the close waits
+    for that decode -- in the worker pool, so the event loop never blocks on it -- and the file is
+    closed right after it, not whenever the generator is collected.
+    """
+
+    def __init__(self, chunks: Iterator[np.ndarray]) -> None:
+        self._chunks = chunks
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def read(self) -> np.ndarray | None:
+        with self._lock:
+            return None if self._closed else next(self._chunks, None)
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_locked()
+            finally:
+                self._lock.release()
+            return
+        try:  # a decode is in flight: close right after it
+            loop.run_in_executor(None, self._close_after_read)
+        except RuntimeError:  # the loop or its executor is shutting down: the generator's finaliser closes it
+            logger.debug("replay decoder left to garbage collection (the executor is shut down)")
+
+    def _close_after_read(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        self._closed = True
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # closing a decoder must not turn a clean stop into a failure
+                logger.warning("closing a replay decoder failed", exc_info=True)

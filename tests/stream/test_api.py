@@ -187,3 +187,37 @@ def test_parse_head_and_names() -> None:
     assert stream_name(" Ep 1 (final).mp4 ") == "Ep-1-final-.mp4"
     with pytest.raises(ApiError):
         stream_name("///")
+
+
+async def test_expect_100_continue_as_curl_sends_it(tmp_path: Path) -> None:
+    async with service(tmp_path) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        body = classify_body("I am so happy")
+        head = f"POST /api/classify HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n"
+        writer.write(head.encode() + b"\r\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+        await reader.readline()
+        writer.write(body)
+        raw = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 200 OK") and b'"label":"joy"' in raw
+
+
+async def test_a_request_head_must_come_whole_and_in_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stream.server
+
+    monkeypatch.setattr(stream.server, "_HEAD_TIMEOUT_S", 0.5)
+    async with service(tmp_path) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /api/classify HTTP/1.1\r\nHost: x\r\n")  # ... and never the rest
+        t0 = time.perf_counter()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # dropped
+        assert time.perf_counter() - t0 < 3
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET / HTTP/1.1\r\nX-Junk: " + b"a" * 20000 + b"\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 431")
+        # the server still answers
+        assert (await request(server.port, "POST", "/api/classify", classify_body("hi")))[0] == 200

@@ -36,6 +36,7 @@ def build(sources: list[ReplaySource], events: list[Event], **kw: object) -> Pip
         transcriber=kw.pop("transcriber", ScriptedTranscriber(default="words here")),  # type: ignore[arg-type]
         predictor=kw.pop("predictor", ScriptedPredictor(keywords={"angry": "anger"})),  # type: ignore[arg-type]
         config=config,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -273,3 +274,28 @@ async def test_audio_features_overlap_whisper_and_events_keep_their_order(tmp_pa
     stats = by(events, "stats")[-1].data
     assert stats["asr_paths"] == {"trimmed": len(LINES_A)}
     assert stats["rtf"]["features"] > 0 and stats["drops"]["feature_failures"] == 0
+
+
+async def test_sources_added_while_running_go_through_the_same_stages(tmp_path: Path) -> None:
+    """keep_open: the run outlives its sources, takes new ones, and ends at stop() after their events."""
+    import asyncio
+
+    a = make_dialogue(LINES_A[:1])
+    b = make_dialogue(LINES_B)
+    events: list[Event] = []
+    pipeline = build([ReplaySource("a", write_wav(tmp_path / "a.wav", a.audio), fast=True)], events, keep_open=True)
+    with pytest.raises(RuntimeError, match="not running"):
+        pipeline.add_source(ReplaySource("x", tmp_path / "a.wav", fast=True))
+    run = asyncio.create_task(pipeline.run())
+    await pipeline.wait_ended(["a"])
+    await asyncio.sleep(0.1)
+    assert not run.done()  # still open for more
+    pipeline.add_source(ReplaySource("b", write_wav(tmp_path / "b.wav", b.audio), fast=True))
+    with pytest.raises(ValueError, match="already used"):
+        pipeline.add_source(ReplaySource("a", tmp_path / "a.wav", fast=True))
+    await asyncio.wait_for(pipeline.wait_ended(["b"]), 30)
+    assert len(by(events, "emotion", "b")) == len(LINES_B) and by(events, "end", "b")[0].data["reason"] == "eof"
+    assert pipeline.has_stream("b") and {s.stream_id for s in pipeline.sources} == {"a", "b"}
+    pipeline.stop()
+    await asyncio.wait_for(run, 10)
+    assert [e.seq for e in events] == list(range(len(events)))

@@ -46,7 +46,9 @@ playwright_api = pytest.importorskip("playwright.async_api", reason="the playwri
 
 
 @asynccontextmanager
-async def chromium_page(*, fake_mic: Path | None = None, deny_mic: bool = False) -> AsyncIterator[Any]:
+async def chromium_page(
+    *, fake_mic: Path | None = None, deny_mic: bool = False, no_device: bool = False
+) -> AsyncIterator[Any]:
     args = [
         "--no-sandbox",
         "--disable-gpu",
@@ -64,6 +66,8 @@ async def chromium_page(*, fake_mic: Path | None = None, deny_mic: bool = False)
         ]
     elif deny_mic:
         args += ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]
+    elif no_device:
+        args += ["--use-fake-ui-for-media-stream"]  # permission granted, but this machine has no microphone
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
@@ -165,6 +169,20 @@ async def test_type_a_sentence_and_upload_a_file(tmp_path: Path) -> None:
     assert not [p for p in problems if "415" not in p and "413" not in p], problems
 
 
+async def test_no_microphone_is_said(tmp_path: Path) -> None:
+    idle = write_wav(tmp_path / "idle.wav", np.zeros(1600, dtype=np.float32))
+    cfg = scripted_config(tmp_path, replay_fast=True)
+    models = ScriptedTranscriber(), ScriptedPredictor()
+    async with running(cfg, [str(idle)], models) as server, chromium_page(no_device=True) as page:
+        await page.goto(server.url)
+        await page.wait_for_selector("#conn[data-state=live]", timeout=15000)
+        await page.click("#mic-btn")
+        await page.wait_for_selector("#mic-status[data-kind=error]", timeout=15000)
+        status = await page.text_content("#mic-status") or ""
+        assert "no microphone found" in status, status
+        await page.screenshot(path=str(ARTIFACTS / "tryit-no-mic.png"))
+
+
 async def test_microphone_permission_denied_is_said(tmp_path: Path) -> None:
     idle = write_wav(tmp_path / "idle.wav", np.zeros(1600, dtype=np.float32))
     cfg = scripted_config(tmp_path, replay_fast=True)
@@ -240,6 +258,10 @@ async def test_speak_into_the_page(tmp_path: Path) -> None:
             await page.wait_for_selector("#mic-btn[data-state=live]", timeout=15000)
             stream = await page.evaluate("() => window.emostream.tryIt.mic.streamId")
             assert stream and stream.startswith("browser-mic")
+            # The raw signal, as asked: no gain control, noise suppression or echo cancellation.
+            settings = await page.evaluate("() => window.emostream.tryIt.mic.media.getAudioTracks()[0].getSettings()")
+            assert settings.get("autoGainControl") is False, settings
+            assert settings.get("noiseSuppression") is False and settings.get("echoCancellation") is False, settings
             await page.wait_for_function(
                 "() => parseFloat(document.getElementById('mic-level').style.width) > 5", timeout=10000
             )
