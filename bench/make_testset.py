@@ -132,7 +132,7 @@ def _mp4(path: Path, wav: Path) -> None:
         raise RuntimeError(f"ffmpeg could not write {path}: {proc.stderr.strip()}")
 
 
-def write_testset(
+def write_testset(  # noqa: PLR0913 - the test set's knobs, one per command-line flag
     lines: Sequence[Line],
     out_dir: Path,
     *,

@@ -57,7 +57,7 @@ class _InstantTranscriber:
     model_id = "bench-instant"
 
     def transcribe(self, audio: Any) -> Any:
-        from stream.stages.transcriber import Transcript
+        from stream.records import Transcript
 
         text = "Well, I guess that is the last time we ever let Joey choose the restaurant."
         return Transcript(text, "en", -0.2, 0.01, None, text)
@@ -163,6 +163,19 @@ async def _wait_port(port: int, procs: Procs, timeout_s: float = 90.0) -> None:
 # --------------------------------------------------------------------------- subscribers
 
 
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What the run measured besides the subscribers' frames."""
+
+    cpu0: dict[str, float]  # CPU seconds per process when the jobs were submitted ...
+    cpu1: dict[str, float]  # ... and when the subscribers were done
+    client_cpu_s: float
+    wall: float
+    connect_s: float
+    rss: dict[str, float]
+    unfinished: int
+
+
 @dataclass(slots=True)
 class Subscriber:
     gateway: int
@@ -205,7 +218,7 @@ async def _redis_report(url: str, prefix: str, wall_s: float) -> tuple[dict[str,
     keys = Keys(prefix)
     client = aioredis.Redis.from_url(url)
     try:
-        entries = await client.xrange(keys.events)
+        entries: Any = await client.xrange(keys.events)
         seqs = [int(i.decode().partition("-")[0]) for i, _ in entries]
         payload = sum(len(f[b"e"]) for _, f in entries)
         kinds: dict[str, int] = {}
@@ -312,24 +325,17 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         redis_report, seqs = await _redis_report(url, "emostream", wall)
     finally:
         procs.stop_all()
-    return _report(args, subs, seqs=seqs, redis_report=redis_report, cpu0=cpu0, cpu1=cpu1,
-                   client_cpu_s=(my1.user + my1.system) - (my0.user + my0.system), wall=wall, connect_s=connect_s,
-                   rss=rss, unfinished=len(pending))  # fmt: skip
+    measured = Measured(cpu0, cpu1, (my1.user + my1.system) - (my0.user + my0.system), wall, connect_s, rss,
+                        len(pending))  # fmt: skip
+    return _report(args, subs, seqs, redis_report, measured)
 
 
 def _report(
     args: argparse.Namespace,
     subs: list[Subscriber],
-    *,
     seqs: list[int],
     redis_report: dict[str, Any],
-    cpu0: dict[str, float],
-    cpu1: dict[str, float],
-    client_cpu_s: float,
-    wall: float,
-    connect_s: float,
-    rss: dict[str, float],
-    unfinished: int,
+    m: Measured,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     per_gateway: dict[int, list[float]] = {}
@@ -351,7 +357,7 @@ def _report(
             exact += 1
         elif len(problems) < 5:
             problems.append(sub.error or f"received {len(got)} events, first mismatch vs P:events")
-    cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}
+    cpu = {k: round(m.cpu1.get(k, 0.0) - m.cpu0.get(k, 0.0), 2) for k in m.cpu1}
     return {
         "settings": {
             "subscribers": args.subscribers,
@@ -367,18 +373,18 @@ def _report(
         "subscribers_exact": exact,
         "subscribers_connected": sum(s.connected for s in subs),
         "subscribers_failed": sum(s.error is not None for s in subs),
-        "subscribers_unfinished": unfinished,
+        "subscribers_unfinished": m.unfinished,
         "lagged_notices": lagged,
         "problems": problems,
         "deliveries": len(latencies),
         "delivery_ms": summarize(latencies, digits=2),
         "delivery_ms_by_gateway": {f"gateway{g + 1}": summarize(v, digits=2) for g, v in sorted(per_gateway.items())},
-        "wall_s": round(wall, 2),
-        "connect_s": round(connect_s, 2),
+        "wall_s": round(m.wall, 2),
+        "connect_s": round(m.connect_s, 2),
         "cpu_s": cpu,
-        "cpu_percent_of_one_core": {k: round(100 * v / wall, 1) for k, v in cpu.items()},
-        "client_process_cpu_s": round(client_cpu_s, 2),
-        "rss_mb": rss,
+        "cpu_percent_of_one_core": {k: round(100 * v / m.wall, 1) for k, v in cpu.items()},
+        "client_process_cpu_s": round(m.client_cpu_s, 2),
+        "rss_mb": m.rss,
         "redis": redis_report,
     }
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from stream.access import MIN_TOKEN_CHARS, is_loopback, origin_problem
 from stream.records import SAMPLE_RATE_HZ
-from training.settings import ConfigError, TrainingConfig, bounds, choices, load_section, read_toml
+from training.settings import DEVICE, ConfigError, TrainingConfig, bounds, choices, load_section, read_toml
 
 __all__ = [
     "ASRConfig",
@@ -28,8 +28,6 @@ __all__ = [
     "VADConfig",
     "load_config",
 ]
-
-_DEVICE = choices("auto", "cpu", "cuda", pattern_ok="cuda:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +72,7 @@ class VADConfig:
 @dataclass(frozen=True, slots=True)
 class ASRConfig:
     model: str = "base"  # "base" | "tiny.en" (packaged) | a local folder | a hub name
-    device: str = field(default="auto", metadata=_DEVICE)
+    device: str = field(default="auto", metadata=DEVICE)
     compute_type: str = field(
         default="auto", metadata=choices("auto", "int8", "int8_float32", "float16", "int8_float16", "float32")
     )
@@ -91,7 +89,7 @@ class ASRConfig:
 @dataclass(frozen=True, slots=True)
 class ClassifierConfig:
     checkpoint: str = "models/emostream-default.pt"
-    device: str = field(default="auto", metadata=_DEVICE)
+    device: str = field(default="auto", metadata=DEVICE)
     max_batch: int = field(default=16, metadata=bounds(1, 1024))
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -59,7 +59,6 @@ class Pipeline:
         config: Config = Config(),  # noqa: B008 (frozen, so one shared default is safe)
         extra_stats: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         keep_open: bool = False,
     ) -> None:
         """``keep_open``: the run goes on after its sources end, for sources added later
@@ -69,7 +68,6 @@ class Pipeline:
             raise ValueError(f"stream ids must be unique, got {ids}")
         self.sources = list(sources)
         self._config = config
-        self._sleep = sleep
         self._threads = {name: ThreadPoolExecutor(1, thread_name_prefix=name) for name in _THREADS}
         self._utterances: asyncio.Queue[Utterance | None] = asyncio.Queue(UTTERANCE_QUEUE)
         self.asr = TranscribeStage(transcriber, executor=self._threads["whisper"], clock=clock)
@@ -100,7 +98,7 @@ class Pipeline:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                stats = tg.create_task(self.report.stats_loop(self._config.server.stats_interval_s, self._sleep))
+                stats = tg.create_task(self.report.stats_loop(self._config.server.stats_interval_s))
                 self._source_tasks = [tg.create_task(self._segment(s)) for s in self.sources]
                 tg.create_task(self._close_queue_when_done())
                 transcribed = self.report.transcripts(self.asr.run(_drain(self._utterances)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from stream.events.bus import EventBus
@@ -147,10 +147,10 @@ class Report:
         """Utterances whose speech ended but whose events are not all out yet."""
         return sum(n for s, n in self._pending.items() if not self._end_sent[s].is_set())
 
-    async def stats_loop(self, interval_s: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+    async def stats_loop(self, interval_s: float) -> None:
         """A ``stats`` event every ``interval_s`` (cancel to stop)."""
         while True:
-            await sleep(interval_s)
+            await asyncio.sleep(interval_s)
             await self._bus.emit("stats", SERVICE_STREAM, self.stats())
 
     def stats(self) -> dict[str, Any]:

@@ -199,11 +199,9 @@ class Worker:
         source = ResumedReplay(
             job.stream,
             job.path,
+            cfg.audio,
             start_sample=taken.resume_sample,
             first_utterance=taken.done_utterances,
-            chunk_ms=cfg.audio.replay_chunk_ms,
-            speed=cfg.audio.replay_speed,
-            fast=cfg.audio.replay_fast,
         )
         pipeline = self._pipeline([source], bus, periodic_stats=False)
         self.pipelines[job.stream] = pipeline

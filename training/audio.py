@@ -105,4 +105,5 @@ def load_audio(path: str | Path, *, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.
     blocks = [b for b in _iter_resampled(path, sample_rate_hz) if b.size]
     if not blocks:
         raise AudioDecodeError(f"{path} decoded to no audio samples")
-    return np.clip(np.concatenate(blocks), -1.0, 1.0).astype(np.float32, copy=False)
+    audio: np.ndarray = np.clip(np.concatenate(blocks), -1.0, 1.0).astype(np.float32, copy=False)
+    return audio

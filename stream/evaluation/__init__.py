@@ -11,7 +11,14 @@ Everything after the replay is pure and tested without I/O:
 * :mod:`~stream.evaluation.cli`: the command.
 """
 
-from stream.evaluation.replay import Replay, oracle_labels, predictions_from_events, read_jsonl, replay
+from stream.evaluation.replay import (
+    Replay,
+    media_duration_s,
+    oracle_labels,
+    predictions_from_events,
+    read_jsonl,
+    replay,
+)
 from stream.evaluation.report import build_report, report_markdown
 from stream.evaluation.scoring import (
     EmotionScores,
@@ -36,6 +43,7 @@ __all__ = [
     "build_report",
     "emotion_scores",
     "load_truth",
+    "media_duration_s",
     "normalise_words",
     "oracle_labels",
     "parse_timestamp",

@@ -30,4 +30,5 @@ class Source(Protocol):
 
 def to_int16(audio: np.ndarray) -> np.ndarray:
     """float32 [-1, 1] -> int16, rounding and clipping."""
-    return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm: np.ndarray = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    return pcm

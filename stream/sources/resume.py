@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+from stream.config import AudioConfig
 from stream.sources import AudioChunk, ReplaySource, SourceItem
 
 __all__ = ["ResumedReplay"]
@@ -28,27 +29,25 @@ class ResumedReplay:
         self,
         stream_id: str,
         path: str | Path,
+        audio: AudioConfig,
         *,
         start_sample: int = 0,
         first_utterance: int = 0,
-        chunk_ms: int = 100,
-        speed: float = 1.0,
-        fast: bool = False,
-        sample_rate_hz: int = 16000,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``audio``: the ``[audio]`` section (chunk size, replay speed or ``replay_fast``)."""
         if start_sample < 0 or first_utterance < 0:
             raise ValueError(f"start_sample and first_utterance must be >= 0, got {start_sample}, {first_utterance}")
         # The inner source runs unpaced: the skipped part must not take real time.
-        self._inner = ReplaySource(stream_id, path, chunk_ms=chunk_ms, fast=True, sample_rate_hz=sample_rate_hz,
-                                   clock=clock)  # fmt: skip
+        self._inner = ReplaySource(stream_id, path, chunk_ms=audio.replay_chunk_ms, fast=True,
+                                   sample_rate_hz=audio.sample_rate_hz, clock=clock)  # fmt: skip
         self.stream_id = stream_id
         self.name = str(path)
-        self.speed: float | None = None if fast else speed
+        self.speed: float | None = None if audio.replay_fast else audio.replay_speed
         self.start_sample = start_sample
         self.first_utterance = first_utterance
-        self._rate = sample_rate_hz
+        self._rate = audio.sample_rate_hz
         self._clock = clock
         self._sleep = sleep
         self._behind_s = 0.0

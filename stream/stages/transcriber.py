@@ -36,6 +36,7 @@ import numpy as np
 
 from stream.config import ASRConfig
 from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
+from training.device import ctranslate2_device
 from training.weights import ModelError, hub_failure_message, resolve_asr_model
 
 __all__ = [
@@ -146,11 +147,10 @@ class WhisperTranscriber:
         from faster_whisper import WhisperModel
 
         resolved = resolve_asr_model(cfg.model)
-        device = _whisper_device(cfg.device)
+        device, index = ctranslate2_device(cfg.device)
         compute = cfg.compute_type
         if compute == "auto":
             compute = "float16" if device == "cuda" else "int8"
-        index = int(cfg.device.split(":", 1)[1]) if cfg.device.startswith("cuda:") else 0
         try:
             model = WhisperModel(
                 resolved.path,
@@ -296,19 +296,6 @@ def decoding_loop(tokens: Sequence[int], *, min_repeats: int = 4, min_tokens: in
         if repeats >= min_repeats and repeats * n >= min_tokens:
             return True
     return False
-
-
-def _whisper_device(device: str) -> str:
-    if device.startswith("cuda"):
-        return "cuda"
-    if device == "auto":
-        try:
-            import ctranslate2
-
-            return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        except Exception:  # a CPU-only CTranslate2 build
-            return "cpu"
-    return "cpu"
 
 
 class TranscribeStage:
