@@ -68,6 +68,15 @@ def _worker(url: str, folder: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
+def _real_worker(url: str, folder: Path) -> subprocess.Popen[str]:
+    """``emostream worker`` as shipped: the packaged tiny.en and the shipped classifier."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "stream", "worker", "--config", str(_config_file(folder)), "--bus", url,
+           "--asr-model", "tiny.en", "--checkpoint", str(REPO / "models" / "emostream-default.pt"), "--fast",
+           "--exit-when-idle"]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def _submit(url: str, media: Path, name: str, folder: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "stream", "submit", str(media), "--bus", url, "--name", name],
@@ -208,3 +217,47 @@ async def test_redis_restart_with_aof_keeps_acknowledged_events(dialogue_wav: Pa
         if worker is not None and worker.poll() is None:
             worker.kill()
         server.stop()
+
+
+@pytest.mark.slow
+async def test_real_models_worker_publishes_what_a_gateway_serves(
+    redis_server: RedisServer, dialogue_wav: Path, tmp_path: Path
+) -> None:
+    """The packaged tiny.en and the shipped classifier in a real worker; a gateway's client reads it all."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    from stream.gateway import run_gateway
+
+    url = redis_server.url
+    cfg = load_config(None, **{"bus.url": url, "server.port": 0})
+    stop, started = asyncio.Event(), asyncio.Event()
+    ready: list[Any] = []
+
+    def on_ready(server: Any) -> None:
+        ready.append(server)
+        started.set()
+
+    gateway = asyncio.create_task(run_gateway(cfg, stop=stop, on_ready=on_ready))
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        _submit(url, dialogue_wav, "talk", tmp_path)
+        worker = _real_worker(url, tmp_path)
+        events: list[dict[str, Any]] = []
+        async with ws_connect(ready[0].ws_url) as ws:
+            hello = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "resume", "after_seq": -1}))
+            while not any(e["type"] == "end" for e in events):
+                e = json.loads(await asyncio.wait_for(ws.recv(), 300))
+                if e["stream"] == "talk":
+                    events.append(e)
+        out, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0, out[-3000:]
+        assert hello["data"]["run_id"]
+        utts = _check_once_each(events)
+        assert len(utts) >= len(LINES) - 2  # VAD may merge or split a line or two
+        emotions = [e for e in events if e["type"] == "emotion"]
+        assert all(e["data"]["label"] in hello["data"]["labels"] for e in emotions)
+        assert sum(bool(e["data"]["text"].strip()) for e in emotions) >= len(emotions) - 2  # Whisper heard them
+    finally:
+        stop.set()
+        await asyncio.wait_for(gateway, 30)
