@@ -175,6 +175,7 @@ class Pipeline:
             params,
             speed=source.speed,
             executor=self._threads["vad"],
+            first_utterance=getattr(source, "first_utterance", 0),
             turn_check=self._turn_check,
         )
         self._segments.append(segment)

@@ -64,6 +64,7 @@ class SegmentStage:
         *,
         speed: float | None = 1.0,
         executor: Executor | None = None,
+        first_utterance: int = 0,
         turn_check: TurnCheck | None = None,
     ) -> None:
         self.stream_id = stream_id
@@ -79,7 +80,7 @@ class SegmentStage:
         self._early_s = 0.0
         self.turn_checks = 0
         self.turn_ends = 0
-        self._count = 0
+        self._count = first_utterance  # utterances numbered before (a resumed replay continues the ids)
         self._current = ""
         self._last: AudioChunk | None = None
         self.audio_s = 0.0
