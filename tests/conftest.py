@@ -13,6 +13,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tests.helpers.speech import synthesize  # noqa: E402 - after the offline switches
 
+# The `redis_server` fixture (a real redis-server on a free loopback port): tests/redisd.py.
+pytest_plugins = ("tests.redisd",)
+
 
 @pytest.fixture
 def speech_factory() -> Callable[..., np.ndarray]:
