@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.classifier import Classified, ClassifierStage, Predictor
+from stream.classifier import Classified, ClassifierStage, ContextOptions, Predictor
 from stream.events import EventBus
 from stream.protocol import SERVICE_STREAM
 from stream.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, Utterance, UtteranceEnd
@@ -175,6 +175,7 @@ class Pipeline:
         bus: EventBus,
         max_batch: int = 16,
         batch_wait_ms: int = 5,
+        context: ContextOptions | None = None,
         utterance_queue: int = 32,
         stats_interval_s: float = 5.0,
         extra_stats: Callable[[], dict[str, Any]] | None = None,
@@ -196,7 +197,9 @@ class Pipeline:
         self._queue: asyncio.Queue[Utterance | None] = asyncio.Queue(utterance_queue)
         self._transcriber = transcriber
         self.asr = TranscribeStage(transcriber, clock=clock)
-        self.classifier = ClassifierStage(predictor, max_batch=max_batch, batch_wait_ms=batch_wait_ms, clock=clock)
+        self.classifier = ClassifierStage(
+            predictor, max_batch=max_batch, batch_wait_ms=batch_wait_ms, context=context, clock=clock
+        )
         self._pending: dict[str, int] = dict.fromkeys(ids, 0)
         self._ended: dict[str, str | None] = dict.fromkeys(ids)  # reason once the source is done
         self._segments: dict[str, SegmentStage] = {}
@@ -218,6 +221,7 @@ class Pipeline:
             await self._bus.emit("end", stream, {"reason": reason, "audio_s": round(seg.audio_s if seg else 0.0, 3)})
             self._ended[stream] = None
             self._pending.pop(stream)
+            self.classifier.end_stream(stream)
             self._end_sent[stream].set()
 
     async def wait_ended(self, streams: Sequence[str]) -> None:
@@ -352,18 +356,17 @@ class Pipeline:
         pred = out.prediction
         if pred is not None:
             total = sum(float(v) for v in pred.scores.values()) or 1.0
-            await self._bus.emit(
-                "emotion",
-                utt.stream,
-                {
-                    **span,
-                    "text": text,
-                    "label": pred.label,
-                    "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
-                    "modalities": list(pred.modalities),
-                    "latency_ms": round(max(0.0, self._clock() - utt.speech_end_at) * 1000, 1),
-                },
-            )
+            data: dict[str, Any] = {
+                **span,
+                "text": text,
+                "label": pred.label,
+                "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
+                "modalities": list(pred.modalities),
+                "latency_ms": round(max(0.0, self._clock() - utt.speech_end_at) * 1000, 1),
+            }
+            if out.context_ids is not None:  # the stage reads past context: which utterances it read
+                data["context"] = list(out.context_ids)
+            await self._bus.emit("emotion", utt.stream, data)
         elif out.error and not out.error.startswith("no usable modality"):
             await self._bus.emit("error", utt.stream, {"code": "stage_failed", "message": out.error, **span})
         self._pending[utt.stream] -= 1

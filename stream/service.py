@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.classifier import Predictor, load_predictor
+from stream.classifier import ContextOptions, Predictor, load_predictor
 from stream.config import Config
 from stream.console import ConsolePrinter
 from stream.events import EventBus, JsonlWriter, Sink
@@ -216,6 +216,9 @@ async def run_service(
             bus=bus,
             max_batch=config.classifier.max_batch,
             batch_wait_ms=config.classifier.batch_wait_ms,
+            context=ContextOptions(enabled=config.classifier.context,
+                                   max_utterances=config.classifier.context_utterances,
+                                   window_s=config.classifier.context_window_s),  # fmt: skip
             stats_interval_s=config.server.stats_interval_s,
             extra_stats=lambda: {"hub": hub.stats().to_dict()},
             clock=clock,
