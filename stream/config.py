@@ -7,10 +7,12 @@ out-of-range value raises :class:`ConfigError` naming the dotted key and the all
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream.access import MIN_TOKEN_CHARS, is_loopback, origin_problem
 from training.settings import ConfigError, TrainingConfig, bounds, choices, load_section, read_toml
 
 __all__ = [
@@ -104,11 +106,36 @@ class ServerConfig:
     max_connections: int = field(default=2000, metadata=bounds(1, 100000))
     max_message_bytes: int = field(default=4096, metadata=bounds(64, 1 << 20))
     subscriber_queue_events: int = field(default=1000, metadata=bounds(1, 1_000_000))
-    allowed_origins: tuple[str, ...] = ()  # empty = any origin (and clients sending none)
+    # Browser origins allowed besides the dashboard's own (http://HOST:PORT and, on loopback, the
+    # localhost / 127.0.0.1 / [::1] spellings). Clients sending no Origin (scripts) are not browsers.
+    allowed_origins: tuple[str, ...] = ()
+    # Access token: required on every request when set, and required to bind a non-loopback host.
+    token: str = ""
     # Timeouts
     ping_interval_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))
     ping_timeout_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))
     stats_interval_s: float = field(default=5.0, metadata=bounds(0.0, 3600.0, low_open=True))
+
+    def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            problem = origin_problem(origin)
+            if problem:
+                raise ConfigError(f"server.allowed_origins: {origin!r} {problem}")
+        if self.token and (len(self.token) < MIN_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(self.token)):
+            raise ConfigError(
+                f"server.token must be at least {MIN_TOKEN_CHARS} characters of A-Z a-z 0-9 . _ ~ - "
+                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        if self.enabled and not self.token and not is_loopback(self.host):
+            raise ConfigError(
+                f"server.host = {self.host!r} is reachable from other machines, so server.token must be set "
+                "(or EMOSTREAM_TOKEN): without it anyone on the network could read the transcripts. "
+                "Make one with python3 -c 'import secrets; print(secrets.token_urlsafe(24))', "
+                "or bind to 127.0.0.1"
+            )
+
+
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +161,6 @@ class Config:
         """A path from the config, relative to the config file's folder when not absolute."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else Path(self.base_dir) / path
-
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:

@@ -4,7 +4,7 @@ Every event is one JSON object::
 
     {"v": 1, "type": T, "seq": N, "stream": ID, "ts": unix_seconds, "data": {...}}
 
-``seq`` is strictly increasing per service run (assigned by :class:`stream.events.EventBus`).
+``seq`` is strictly increasing per service run (assigned by :class:`stream.events.bus.EventBus`).
 ``web/protocol.js`` mirrors these names; ``docs/protocol.md`` and ``docs/event.schema.json``
 document them, and the tests keep the three in step.
 """
@@ -230,3 +230,39 @@ def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMes
     if not isinstance(after, int) or isinstance(after, bool) or after < -1 or after > 2**53:
         raise ProtocolError("bad_request", f"after_seq must be an integer in [-1, 2**53], got {_quote(after)}")
     return ClientMessage("resume", after_seq=after)
+
+
+# The HTTP API's `POST /api/classify` body: {"text": "..."} (same size limit as a client message).
+MAX_CLASSIFY_TEXT_CHARS: Final = 2000
+
+
+def parse_classify_request(raw: str | bytes) -> str:
+    """The sentence of a ``{"text": "..."}`` request, stripped; :class:`ProtocolError` says what is wrong."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("bad_message", "body is not valid UTF-8") from exc
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"body is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_message", 'body must be a JSON object like {"text": "..."}')
+    text = obj.get("text")
+    if not isinstance(text, str) or not _valid_text(text):
+        raise ProtocolError("bad_request", f"text must be a string, got {_quote(text)}")
+    text = " ".join(text.split())
+    if not text:
+        raise ProtocolError("bad_request", "text is empty; type a sentence")
+    if len(text) > MAX_CLASSIFY_TEXT_CHARS:
+        raise ProtocolError("bad_request", f"text has {len(text)} characters; at most {MAX_CLASSIFY_TEXT_CHARS}")
+    return text
+
+
+def _valid_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")  # a lone surrogate from a JSON escape cannot be classified or logged
+    except UnicodeEncodeError:
+        return False
+    return True

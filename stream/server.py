@@ -5,7 +5,7 @@ Built on ``websockets``: its ``process_request`` hook answers plain HTTP request
 ``/ws`` upgrade. Only files listed when the server starts can be served, looked up by exact name: no
 path is ever joined from the request, so there is no way outside ``web/`` and no directory listing.
 
-Per connection: a ``hello`` event, then live events from a :class:`stream.hub.Subscription`. Client
+Per connection: a ``hello`` event, then live events from a :class:`stream.events.hub.Subscription`. Client
 messages (``subscribe``, ``resume``, ``ping``) are handled in order by the one task that sends, so a
 reply never overtakes the events before it. ``resume`` replays the event log and rejoins the live flow
 with no gap and no duplicate (see :meth:`Server._resume`).
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from stream.access import AccessPolicy, Refusal
 from stream.config import ServerConfig
-from stream.eventlog import EventLog
-from stream.hub import Hub, Published, Subscription
+from stream.events.eventlog import EventLog
+from stream.events.hub import Hub, Published, Subscription
 from stream.protocol import (
     CONNECTION_STREAM,
     LABEL_COLORS,
@@ -149,6 +149,9 @@ class Server:
         self._ws_server: WsServer | None = None
         self.port: int = config.port
         self.refused = 0  # connections refused because the server was full
+        self.refused_access = 0  # requests refused for their origin, host or token
+        # Until bound, the policy knows the configured port only (0: no browser origin matches yet).
+        self.access = self._policy(config.port)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -172,8 +175,16 @@ class Server:
         sockets = list(self._ws_server.sockets)
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        logger.info("dashboard at %s (websocket %s)", self.url, self.ws_url)
+            self.access = self._policy(self.port)
+        if self.access.token_required:
+            logger.info("dashboard at %s?token=%s (websocket %s)", self.url, cfg.token, self.ws_url)
+        else:
+            logger.info("dashboard at %s (websocket %s)", self.url, self.ws_url)
         return self
+
+    def _policy(self, port: int) -> AccessPolicy:
+        cfg = self.config
+        return AccessPolicy(cfg.host, port, allowed_origins=cfg.allowed_origins, token=cfg.token)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -203,11 +214,12 @@ class Server:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
+        decision = self.access.check(request.headers, request.path)
+        if isinstance(decision, Refusal):
+            self.refused_access += 1
+            logger.warning("refused %s: %s", path[:100], decision.message)
+            return connection.respond(http.HTTPStatus(decision.status), decision.message + "\n")
         if path == WS_PATH:
-            origin = request.headers.get("Origin")
-            if origin is not None and not self._origin_allowed(origin):
-                logger.warning("refused a websocket from origin %r (not in server.allowed_origins)", origin)
-                return connection.respond(http.HTTPStatus.FORBIDDEN, f"origin {origin[:100]!r} is not allowed\n")
             return None  # let websockets complete (or refuse) the upgrade
         method = getattr(request, "method", "GET")
         if method not in ("GET", "HEAD"):
@@ -234,17 +246,9 @@ class Server:
                 ("Content-Security-Policy", _CSP),
             ]
         )
+        if decision.set_cookie:  # the page came with ?token=: its scripts and sockets send the cookie
+            headers["Set-Cookie"] = self.access.cookie_header()
         return Response(200, "OK", headers, b"" if method == "HEAD" else body)
-
-    def _origin_allowed(self, origin: str) -> bool:
-        allowed = self.config.allowed_origins
-        if not allowed:
-            return True
-        # The dashboard this server serves is always allowed to connect to it.
-        own = {f"http://{_url_host(self.config.host)}:{self.port}"}
-        if _is_loopback(self.config.host):
-            own |= {f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}", f"http://[::1]:{self.port}"}
-        return origin in allowed or origin in own
 
     # -- websocket -------------------------------------------------------------------------------
 
@@ -362,16 +366,24 @@ class Server:
         last = self.hub.last_seq
         run = self.event_log.run_id
         if after_seq > (last if last is not None else -1):
-            await self._reply(conn, "error", {
-                "code": "resume_unavailable",
-                "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
-            })
+            await self._reply(
+                conn,
+                "error",
+                {
+                    "code": "resume_unavailable",
+                    "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
+                },
+            )
             return
         if self.event_log.write_errors:
-            await self._reply(conn, "error", {
-                "code": "resume_unavailable",
-                "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
-            })
+            await self._reply(
+                conn,
+                "error",
+                {
+                    "code": "resume_unavailable",
+                    "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
+                },
+            )
         sub = conn.sub
         sub.detach()
         cursor = after_seq
@@ -408,12 +420,3 @@ def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from stream.classifier import ContextOptions, Predictor, load_predictor
 from stream.config import Config
-from stream.console import ConsolePrinter
-from stream.events import EventBus, JsonlWriter, Sink
+from stream.events.bus import EventBus, JsonlWriter, Sink
+from stream.events.console import ConsolePrinter
 from stream.pipeline import Pipeline, segmenter_params
 from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
 from stream.sources import MicSource, ReplaySource, Source
-from stream.transcriber import Transcriber, WhisperTranscriber
-from stream.vad import make_vad
+from stream.stages.classifier import ContextOptions, Predictor, load_predictor
+from stream.stages.transcriber import Transcriber, WhisperTranscriber
+from stream.stages.vad import make_vad
 
 __all__ = ["DEMO_PATH", "RunOptions", "SourceSpec", "parse_sources", "run_from_cli", "run_service"]
 
@@ -56,6 +56,7 @@ class SourceSpec:
 class RunOptions:
     sources: tuple[str, ...] = ()  # empty = the bundled demo
     jsonl: str | None = None
+    srt: str | None = None  # subtitles written while running (stream.export.SubtitleWriter)
     exit_when_done: bool = False
     quiet: bool = False
 
@@ -138,8 +139,8 @@ async def run_service(
     gets the started server (or ``None``) once events start flowing. On stop, utterances whose speech
     had ended still get their events, for at most ``drain_s`` (a second SIGINT skips the wait).
     """
-    from stream.eventlog import EventLog, EventLogError
-    from stream.hub import Hub
+    from stream.events.eventlog import EventLog, EventLogError
+    from stream.events.hub import Hub
 
     # faster-whisper logs every utterance at INFO; our own events already say what happened.
     fw_logger = logging.getLogger("faster_whisper")
@@ -180,6 +181,7 @@ async def run_service(
     hub = Hub(queue_events=config.server.subscriber_queue_events)
     sinks: list[Sink] = [event_log.append, hub.publish]
     jsonl = None
+    subtitles: list[Any] = []
     try:
         if options.jsonl:
             try:
@@ -188,6 +190,15 @@ async def run_service(
                 logger.error("cannot write --jsonl %s: %s", options.jsonl, exc)
                 return 1
             sinks.append(jsonl)
+        if options.srt:
+            from stream.export import SubtitleWriter
+
+            try:
+                subtitles = SubtitleWriter.for_streams(Path(options.srt), [s.stream_id for s in specs])
+            except OSError as exc:
+                logger.error("cannot write --srt %s: %s", options.srt, exc)
+                return 1
+            sinks.extend(subtitles)
         if config.log.stdout_events and not options.quiet:
             sinks.append(ConsolePrinter(out))
         bus = EventBus(sinks)
@@ -270,6 +281,8 @@ async def run_service(
     finally:
         if jsonl is not None:
             jsonl.close()
+        for writer in subtitles:
+            writer.close()
         event_log.close()
 
 
@@ -295,6 +308,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
     options = RunOptions(
         sources=tuple(args.source or ()),
         jsonl=args.jsonl,
+        srt=getattr(args, "srt", None),
         exit_when_done=bool(args.exit_when_done),
         quiet=bool(args.quiet),
     )

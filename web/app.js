@@ -1,5 +1,6 @@
 // The dashboard: wires the connection, the store and the charts to the page.
 
+import { wsUrl } from "./api.js";
 import { Connection } from "./connection.js";
 import { clock, drawBars, drawShare, drawShareTrend, drawTimeline } from "./charts.js";
 import { confidence, emotionShare, shareSeries, Store, textOn, toCSV, toJSONL } from "./store.js";
@@ -10,12 +11,7 @@ const $ = (id) => document.getElementById(id);
 const store = new Store();
 const ui = { selected: decodeURIComponent((location.hash.match(/stream=([^&]+)/) || [])[1] || ""), queued: false };
 
-function wsUrl() {
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${proto}//${location.host}/ws`;
-}
-
-const conn = new Connection(wsUrl(), {
+const conn = new Connection(wsUrl("/ws"), {
   onHello(data) {
     const after = store.applyHello(data);
     renderLegend();

@@ -1,1 +1,1 @@
-"""Pipeline stages and their sans-I/O helpers."""
+"""The pipeline's stages: VAD, the sans-I/O segmenter, Whisper transcription, classification."""
