@@ -406,6 +406,15 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| text oracle on all {all_t['n']} truth utterances, weighted-F1 | | {_fmt(all_t['weighted_f1'])} |"
         )
+    if "context" in report:
+        ctx = report["context"]
+        lines += ["", f"Past context (text only, unknown speakers; up to {ctx['context_utterances']} utterances "
+                  f"within {ctx['context_window_s']} s), weighted-F1 / macro-F1:", "",
+                  "| text read | pipeline transcripts | truth lines (text oracle) |", "|---|---:|---:|"]  # fmt: skip
+        for name, title in (("off", "the line alone"), ("past", "the line + its past")):
+            p, o = ctx[name]["pipeline_text"], ctx[name]["text_oracle"]
+            lines.append(f"| {title} | {_fmt(p['weighted_f1'])} / {_fmt(p['macro_f1'])} (n={p['n']}) | "
+                         f"{_fmt(o['weighted_f1'])} / {_fmt(o['macro_f1'])} (n={o['n']}) |")  # fmt: skip
     lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
     short = [label[:4] for label in LABELS]
     lines.append("| truth \\ pred | " + " | ".join(short) + " |")
@@ -577,6 +586,13 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"emostream evaluate: {exc}", file=sys.stderr)
         return 2
+    if predictor is not None and getattr(predictor, "uses_context", False):
+        from stream.evaluation.context_eval import context_ablation
+
+        c = config.classifier
+        report["context"] = context_ablation(predictor, pred, truth, max_utterances=c.context_utterances,
+                                             window_s=c.context_window_s, min_overlap=args.min_overlap)  # fmt: skip
+        report["context"]["pipeline_reads_context"] = c.context
     print(report_markdown(report), end="")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
