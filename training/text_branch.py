@@ -129,10 +129,13 @@ def encode_pooled(model: FusionClassifier, texts: Sequence[str], device: torch.d
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.zeros(len(texts), int(model.text_encoder.config.hidden_size))
-    for s in range(0, len(order), batch_size):
+    started = time.monotonic()
+    for k, s in enumerate(range(0, len(order), batch_size)):
         idx = order[s : s + batch_size]
         enc = model.tokenize([texts[i] for i in idx], device)
         out[idx] = model.pool_text(enc["input_ids"], enc["attention_mask"]).float().cpu()
+        if k % 50 == 49:
+            logger.info("encoded %d of %d lines (%.0f s)", s + len(idx), len(texts), time.monotonic() - started)
     return out
 
 
