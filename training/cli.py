@@ -301,7 +301,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = _evaluate_sets(model, sets, device, 64)
     if not results:
         raise ValueError(f"no {args.split} data this checkpoint can be evaluated on")
-    if model.config.text_head == "linear" and f"meld_{args.split}" in results:
+    if (model.config.text_head == "linear" or hasattr(model, "context")) and f"meld_{args.split}" in results:
         # Speaker-tagged lines through the text branch (+ its past context with --context past).
         meld_dir = Path(cfg.data.meld_dir) if Path(cfg.data.meld_dir).is_absolute() else base / cfg.data.meld_dir
         results[f"meld_{args.split}"] = evaluate_text_context(model, meld_dir, args.split, args.context, device)

@@ -97,16 +97,18 @@ def _batch(split: EncodedSplit, windows: list[list[tuple[int, int]]], idx: Seque
 
 @torch.no_grad()
 def predict_split(model: FusionClassifier, split: EncodedSplit, *, window: int, speakers: bool,
-                  device: torch.device, batch_size: int = 256) -> np.ndarray:  # fmt: skip
+                  device: torch.device, batch_size: int = 256, module: bool = False) -> np.ndarray:  # fmt: skip
     """Logits for every line of ``split`` reading up to ``window`` previous lines (0 = no context);
-    ``speakers=False`` is the stream without speaker labels (unknown tags and relations)."""
+    ``speakers=False`` is the stream without speaker labels (unknown tags and relations).
+    ``module``: with ``window = 0``, still go through the context module (with an empty window)."""
     model.eval()
     windows = past_windows(split.dialogues, split.speakers, window)
+    use_module = window > 0 or module
     out = []
     for s in range(0, len(split.examples), batch_size):
         idx = list(range(s, min(len(split.examples), s + batch_size)))
         cur, past = _batch(split, windows, idx, [not speakers] * len(idx), max(1, window))
-        logits = model.text_logits(cur.to(device), past.to(device) if window > 0 else None)
+        logits = model.text_logits(cur.to(device), past.to(device) if use_module else None)
         out.append(logits.float().cpu().numpy())
     return np.concatenate(out)
 
@@ -155,8 +157,8 @@ def train_context(model: FusionClassifier, train: EncodedSplit, dev: EncodedSpli
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        known = split_metrics(model, dev, window=opts.window, speakers=True, device=device)
-        unk = split_metrics(model, dev, window=opts.window, speakers=False, device=device)
+        known = split_metrics(model, dev, window=opts.window, speakers=True, device=device, module=True)
+        unk = split_metrics(model, dev, window=opts.window, speakers=False, device=device, module=True)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_weighted_f1": known["weighted_f1"],
                "dev_weighted_f1_unknown_speakers": unk["weighted_f1"], "seconds": round(time.monotonic() - started, 1)}
         logger.info("context epoch %d: loss %.4f dev wF1 %.4f (unknown speakers %.4f)", epoch, row["train_loss"],

@@ -49,7 +49,8 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
                    help="share of training lines shown with the unknown-speaker tag S? (default 0.2)")
     p.add_argument("--context-window", type=int, default=8, help="previous utterances read (0 = no context module)")
     p.add_argument("--context-epochs", type=int, default=12)
-    p.add_argument("--init-from", help="a stage-1 checkpoint of this command: skip stage 1")
+    p.add_argument("--init-from", help="start from this checkpoint's text branch (no stage 1); its audio branch stays")
+    p.add_argument("--encodings", help="reuse the line encodings a run with the same --init-from wrote (encodings.pt)")
     p.add_argument("--audio-from", help="take the audio branch from this checkpoint (e.g. the shipped default)")
     p.add_argument("--run-dir", help="run folder (default: <runs_dir>/<time>-text)")
     p.add_argument("--out", help="also write the checkpoint here (e.g. models/emostream-default.pt)")
@@ -107,6 +108,31 @@ def compose_with_audio(
     return model.eval(), audio_base, audio_trained_on
 
 
+def _encodings(model: FusionClassifier, splits: dict[str, list[Any]], device: torch.device, reuse: str | None,
+               run_dir: Path) -> dict[str, EncodedSplit]:  # fmt: skip
+    """Every split's cached line encodings: read from ``reuse`` when given (the same checkpoint's
+    ``encodings.pt``), else computed and written to the run folder for later runs."""
+    if reuse:
+        blob = torch.load(reuse, map_location="cpu", weights_only=False)
+        if blob.get("text_state_sha") != _text_state_sha(model):
+            raise ValueError(f"--encodings {reuse} was computed with another text branch")
+        return dict(blob["splits"])
+    out = {name: encode_split(model, exs, device) for name, exs in splits.items()}
+    torch.save({"text_state_sha": _text_state_sha(model), "splits": out}, run_dir / "encodings.pt")
+    return out
+
+
+def _text_state_sha(model: FusionClassifier) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        if key.startswith(("text_encoder.", "text_head.", "text_proj.", "head.")):
+            digest.update(key.encode())
+            digest.update(value.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _summary(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")} | {
         "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}
@@ -155,7 +181,7 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         res = train_text_branch(model, train, dev, opts, device)
         report["stage1"] = {"options": dataclasses.asdict(opts), "history": res.history,
                             "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
-    encoded = {name: encode_split(model, exs, device) for name, exs in (("train", train), ("dev", dev), ("test", test))}
+    encoded = _encodings(model, {"train": train, "dev": dev, "test": test}, device, args.encodings, run_dir)
     if args.context_window:
         copts = ContextOptions(window=args.context_window, epochs=args.context_epochs, seed=args.seed)
         cres = train_context(model, encoded["train"], encoded["dev"], copts, device)
