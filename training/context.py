@@ -31,9 +31,11 @@ __all__ = [
     "RELATION_SAME",
     "RELATION_UNKNOWN",
     "ContextConfig",
+    "AttentionContext",
     "ContextModule",
     "PastContext",
     "past_windows",
+    "TransitionContext",
     "relation",
 ]
 
@@ -54,8 +56,14 @@ class ContextConfig:
     max_utterances: int = 8  # longest window the module was built for (position embeddings)
     dim: int = 128
     dropout: float = 0.2
+    # "attention": the current line's embedding attends over the past lines' embeddings and emotion
+    # distributions; "transition": a small emotion-transition model over the past lines' emotion
+    # distributions only (by speaker relation and distance; ~200 parameters, fits a few hundred lines).
+    kind: str = "attention"
 
     def __post_init__(self) -> None:
+        if self.kind not in ("attention", "transition"):
+            raise ValueError(f"context kind must be 'attention' or 'transition', got {self.kind!r}")
         if not 1 <= self.max_utterances <= 64:
             raise ValueError(f"context max_utterances must lie in [1, 64], got {self.max_utterances}")
         if self.dim < 8:
@@ -104,7 +112,47 @@ class PastContext:
         return PastContext(self.pooled.to(device), self.mask.to(device), self.relation.to(device))
 
 
-class ContextModule(nn.Module):
+def ContextModule(config: ContextConfig, width: int, n_labels: int) -> nn.Module:  # noqa: N802 - a factory
+    """The context module of ``config.kind``; ``forward(pooled, past, text_head)`` -> corrected logits."""
+    if config.kind == "transition":
+        return TransitionContext(config, n_labels)
+    return AttentionContext(config, width, n_labels)
+
+
+class TransitionContext(nn.Module):
+    """logits = t * base + sum over relations r of M_r @ (weighted mean of the past lines' emotion
+    distributions of relation r) + b, the weights learned per distance and relation. ``M`` and ``b``
+    start at zero and ``t`` at one, so an untrained module is the single-utterance model."""
+
+    def __init__(self, config: ContextConfig, n_labels: int) -> None:
+        super().__init__()
+        self.config = config
+        self.distance_logit = nn.Parameter(torch.zeros(3, config.max_utterances))
+        self.mix = nn.Parameter(torch.zeros(3, n_labels, n_labels))
+        self.bias = nn.Parameter(torch.zeros(n_labels))
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(
+        self, pooled: torch.Tensor, past: PastContext, text_head: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        base = text_head(pooled)
+        b, n, _ = past.pooled.shape
+        n_use = min(n, self.config.max_utterances)
+        probs = text_head(past.pooled[:, n - n_use :].to(pooled.dtype)).softmax(-1).detach()  # (B, N, K)
+        mask = past.mask[:, n - n_use :]
+        rel = past.relation[:, n - n_use :]
+        distance = torch.arange(n_use - 1, -1, -1, device=pooled.device)
+        weight = self.distance_logit[rel, distance.unsqueeze(0).expand(b, -1)].exp() * mask  # (B, N)
+        out = self.log_temperature.exp() * base + self.bias
+        for r in range(3):
+            w = weight * (rel == r)
+            total = w.sum(1, keepdim=True)
+            summary = (w.unsqueeze(-1) * probs).sum(1) / total.clamp(min=1e-6)  # (B, K)
+            out = out + (total > 0) * (summary @ self.mix[r].T)
+        return out
+
+
+class AttentionContext(nn.Module):
     """Attention from the current line over its past window; returns corrected logits."""
 
     def __init__(self, config: ContextConfig, width: int, n_labels: int) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from training.metrics import classification_metrics
 from training.model import FusionClassifier
 from training.text_branch import UNKNOWN_SPEAKER, conversation_order, dialogue_of, encode_pooled, speaker_tags, tagged
 
-__all__ = ["ContextOptions", "EncodedSplit", "encode_split", "predict_split", "train_context"]
+__all__ = ["ContextOptions", "EncodedSplit", "encode_split", "predict_split", "train_context", "train_context_cv"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class ContextOptions:
     weight_decay: float = 0.01
     unknown_speaker_prob: float = 0.3
     seed: int = 1234
+    kind: str = "attention"  # training.context.ContextConfig.kind
+    folds: int = 5  # fit on dev: cross-validation folds (by dialogue) that choose the epoch count
 
 
 @dataclass(slots=True)
@@ -118,15 +120,9 @@ def split_metrics(model: FusionClassifier, split: EncodedSplit, **kwargs: Any) -
     return classification_metrics(split.labels, logits.argmax(1), model.config.labels)
 
 
-def train_context(model: FusionClassifier, train: EncodedSplit, dev: EncodedSplit, opts: ContextOptions,
-                  device: torch.device) -> ContextResult:  # fmt: skip
-    """Add a context module to ``model`` (in place) and train it; encoder and text head stay frozen.
-
-    The best epoch by dev weighted-F1 (with speaker tags) is kept."""
-    cfg = ContextConfig(max_utterances=max(opts.window, 1), dim=opts.dim, dropout=opts.dropout)
-    torch.manual_seed(opts.seed)
-    rng = random.Random(opts.seed)
-    width = int(train.known.shape[1])
+def _attach(model: FusionClassifier, opts: ContextOptions, width: int, device: torch.device) -> list[nn.Parameter]:
+    """A fresh context module on ``model``; everything else frozen. Returns the module's parameters."""
+    cfg = ContextConfig(max_utterances=max(opts.window, 1), dim=opts.dim, dropout=opts.dropout, kind=opts.kind)
     model.context = ContextModule(cfg, width, len(model.config.labels)).to(device)
     model.config = _with_context(model, cfg)
     for p in model.parameters():
@@ -134,34 +130,51 @@ def train_context(model: FusionClassifier, train: EncodedSplit, dev: EncodedSpli
     params = list(model.context.parameters())
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    windows = past_windows(train.dialogues, train.speakers, opts.window)
-    labels = torch.from_numpy(train.labels)
+    return params
+
+
+def _epochs(model: FusionClassifier, split: EncodedSplit, opts: ContextOptions, epochs: int,
+            device: torch.device) -> Iterator[tuple[int, float]]:  # fmt: skip
+    """Train the attached module on ``split``; yields (epoch, mean loss) after each epoch."""
+    torch.manual_seed(opts.seed)
+    rng = random.Random(opts.seed)
+    optimizer = torch.optim.AdamW(list(model.context.parameters()), lr=opts.lr, weight_decay=opts.weight_decay)
+    windows = past_windows(split.dialogues, split.speakers, opts.window)
+    labels = torch.from_numpy(split.labels)
     loss_fn = nn.CrossEntropyLoss()
-    result = ContextResult()
-    best: dict[str, torch.Tensor] | None = None
-    started = time.monotonic()
-    for epoch in range(1, opts.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.eval()
         model.context.train()
-        order = list(range(len(train.examples)))
+        order = list(range(len(split.examples)))
         rng.shuffle(order)
         losses = []
         for s in range(0, len(order), opts.batch_size):
             idx = order[s : s + opts.batch_size]
             unknown = [rng.random() < opts.unknown_speaker_prob for _ in idx]
-            cur, past = _batch(train, windows, idx, unknown, opts.window)
-            logits = model.text_logits(cur.to(device), past.to(device))
-            loss = loss_fn(logits, labels[idx].to(device))
+            cur, past = _batch(split, windows, idx, unknown, max(1, opts.window))
+            loss = loss_fn(model.text_logits(cur.to(device), past.to(device)), labels[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
+        model.eval()
+        yield epoch, float(np.mean(losses))
+
+
+def train_context(model: FusionClassifier, train: EncodedSplit, dev: EncodedSplit, opts: ContextOptions,
+                  device: torch.device) -> ContextResult:  # fmt: skip
+    """Add a context module to ``model`` (in place) and train it on ``train``; encoder and text head
+    stay frozen. The best epoch by dev weighted-F1 (with speaker tags) is kept."""
+    _attach(model, opts, int(train.known.shape[1]), device)
+    result = ContextResult()
+    best: dict[str, torch.Tensor] | None = None
+    started = time.monotonic()
+    for epoch, loss in _epochs(model, train, opts, opts.epochs, device):
         known = split_metrics(model, dev, window=opts.window, speakers=True, device=device, module=True)
         unk = split_metrics(model, dev, window=opts.window, speakers=False, device=device, module=True)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_weighted_f1": known["weighted_f1"],
+        row = {"epoch": epoch, "train_loss": loss, "dev_weighted_f1": known["weighted_f1"],
                "dev_weighted_f1_unknown_speakers": unk["weighted_f1"], "seconds": round(time.monotonic() - started, 1)}
-        logger.info("context epoch %d: loss %.4f dev wF1 %.4f (unknown speakers %.4f)", epoch, row["train_loss"],
+        logger.info("context epoch %d: loss %.4f dev wF1 %.4f (unknown speakers %.4f)", epoch, loss,
                     row["dev_weighted_f1"], row["dev_weighted_f1_unknown_speakers"])  # fmt: skip
         result.history.append(row)
         if known["weighted_f1"] > result.best_dev_weighted_f1:
@@ -170,6 +183,51 @@ def train_context(model: FusionClassifier, train: EncodedSplit, dev: EncodedSpli
     if best is not None:
         model.context.load_state_dict(best)
     model.eval()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _subset(split: EncodedSplit, idx: Sequence[int]) -> EncodedSplit:
+    rows = list(idx)
+    return EncodedSplit(tuple(split.examples[i] for i in rows), split.known[rows], split.unknown[rows],
+                        split.labels[rows], tuple(split.dialogues[i] for i in rows),
+                        tuple(split.speakers[i] for i in rows))  # fmt: skip
+
+
+def train_context_cv(model: FusionClassifier, dev: EncodedSplit, opts: ContextOptions,
+                     device: torch.device) -> ContextResult:  # fmt: skip
+    """Fit the context module on dev lines, which the text branch never trained on, so their
+    encodings are as (un)sure as a stream's; the training lines' encodings are overconfident.
+
+    ``opts.folds``-fold cross-validation by dialogue picks the epoch count by out-of-fold weighted-F1
+    (``best_dev_weighted_f1`` is that out-of-fold score); the module is then fitted on all of dev."""
+    dialogues = sorted(set(dev.dialogues))
+    random.Random(opts.seed).shuffle(dialogues)
+    folds = [set(dialogues[k :: opts.folds]) for k in range(opts.folds)]
+    labels = model.config.labels
+    oof = np.zeros((opts.epochs, len(dev.examples), len(labels)), dtype=np.float32)
+    started = time.monotonic()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for fold in folds:
+        held = [i for i, d in enumerate(dev.dialogues) if d in fold]
+        fit = _subset(dev, [i for i, d in enumerate(dev.dialogues) if d not in fold])
+        _attach(model, opts, int(dev.known.shape[1]), device)
+        for epoch, _ in _epochs(model, fit, opts, opts.epochs, device):
+            oof[epoch - 1, held] = predict_split(model, _subset(dev, held), window=opts.window, speakers=True,
+                                                 device=device, module=True)  # fmt: skip
+    result = ContextResult()
+    for e in range(opts.epochs):
+        m = classification_metrics(dev.labels, oof[e].argmax(1), labels)
+        result.history.append({"epoch": e + 1, "dev_oof_weighted_f1": m["weighted_f1"],
+                               "dev_oof_macro_f1": m["macro_f1"]})  # fmt: skip
+        if m["weighted_f1"] > result.best_dev_weighted_f1:
+            result.best_dev_weighted_f1, result.best_epoch = m["weighted_f1"], e + 1
+    logger.info("context (fit on dev): %d-fold out-of-fold weighted-F1 by epoch %s; %d epochs chosen", opts.folds,
+                [round(h["dev_oof_weighted_f1"], 4) for h in result.history], result.best_epoch)  # fmt: skip
+    model.load_state_dict(state, strict=False)
+    _attach(model, opts, int(dev.known.shape[1]), device)
+    for _ in _epochs(model, dev, opts, result.best_epoch, device):
+        pass
     result.seconds = time.monotonic() - started
     return result
 

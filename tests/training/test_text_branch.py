@@ -18,7 +18,7 @@ import torch
 from tiny_encoder import make_tiny_encoder
 
 from training.context import RELATION_OTHER, RELATION_SAME, RELATION_UNKNOWN, past_windows
-from training.context_train import ContextOptions, encode_split, predict_split, train_context
+from training.context_train import ContextOptions, encode_split, predict_split, train_context, train_context_cv
 from training.data import LABELS, Example
 from training.inference import EmotionPredictor
 from training.model import FusionClassifier, ModelConfig
@@ -139,3 +139,19 @@ def test_context_module_learns_what_only_the_previous_line_tells(encoder: Path) 
     assert np.allclose(list(cached[0].scores.values()), list(same_call[1].scores.values()), atol=1e-5)
     with pytest.raises(ValueError, match="earlier rows"):
         predictor.predict([first.text, second.text], [None, None], past=[[(1, RELATION_OTHER)], []])
+
+
+def test_transition_context_fitted_on_dev_by_cross_validation(encoder: Path) -> None:
+    cpu = torch.device("cpu")
+    model = _model(encoder)
+    train, dev, test = _echo_dialogues(60, 0, "train"), _echo_dialogues(40, 1, "dev"), _echo_dialogues(20, 2, "test")
+    train_text_branch(model, train, dev, TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3,
+                                                           lr_head=3e-2, seed=0), cpu)  # fmt: skip
+    enc_dev, enc_test = encode_split(model, dev, cpu), encode_split(model, test, cpu)
+    opts = ContextOptions(window=2, kind="transition", epochs=15, lr=5e-2, folds=3, unknown_speaker_prob=0.0, seed=0)
+    result = train_context_cv(model, enc_dev, opts, cpu)
+    assert 1 <= result.best_epoch <= 15 and len(result.history) == 15
+    echo = np.arange(len(test)) % 2 == 1
+    with_ctx = predict_split(model, enc_test, window=2, speakers=True, device=cpu).argmax(1)
+    assert float((with_ctx[echo] == enc_test.labels[echo]).mean()) >= 0.9
+    assert model.config.context["kind"] == "transition"
