@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, markdown_table, setup_logging, write_result
+from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 PRE_ROLL_S, POST_ROLL_S = 0.3, 0.21  # what the default segmenter adds around speech
 
 
@@ -60,7 +60,7 @@ def transcribe_padded(model: Any, audio: np.ndarray) -> str:
 
 def run_model(name: str, clips: list[np.ndarray], texts: list[str], pads: Sequence[float]) -> list[dict[str, Any]]:
     from bench.throughput import load_whisper
-    from stream.evaluation.evaluate import WordErrors, word_errors
+    from stream.evaluation import WordErrors, word_errors
 
     model = load_whisper(name)
     variants: list[tuple[str, Any]] = [("30 s (faster-whisper)", lambda a: transcribe_padded(model, a))]

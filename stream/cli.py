@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
     _add_common(ev)
-    from stream.evaluation import evaluate
+    from stream.evaluation import cli as evaluate
 
     evaluate.add_arguments(ev)
     return parser
@@ -153,7 +153,24 @@ def _setup_logging(level: str) -> None:
     )
 
 
+# Exit status of a command whose reader closed the pipe: what a shell reports for a tool killed by SIGPIPE.
+CLOSED_PIPE_STATUS = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``emostream``; returns the exit status. A closed stdout (``emostream evaluate ... | head``) ends it quietly."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        from stream.events.console import silence_closed_stdout
+
+        silence_closed_stdout()
+        return CLOSED_PIPE_STATUS
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -173,6 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.service import run_from_cli
 
         return run_from_cli(config, args)
-    from stream.evaluation.evaluate import run_from_cli as evaluate_from_cli
+    from stream.evaluation.cli import run_from_cli as evaluate_from_cli
 
     return evaluate_from_cli(config, args)

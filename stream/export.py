@@ -2,9 +2,12 @@
 
 One cue per utterance, timed on its stream's own timeline (``start_s``/``end_s``, so the subtitles line up
 with the replayed file in a player), with the words, the emotion and its score, and the speaker when the
-events carry one (``data.speaker`` on ``transcript`` or ``emotion``: a name, or an object with
-``name``/``label``/``id``). The formatting is pure (:func:`to_srt`, :func:`to_vtt`, :func:`to_csv`);
-:class:`SubtitleWriter` writes SRT cue by cue while the service runs (``emostream run --srt FILE``).
+events carry one (``data.speaker`` on ``transcript`` or ``emotion``: a label such as ``S1``, or an object
+with ``name``/``label``/``id``). ``speaker`` events apply as the run finally knew them: a label ``named``
+shows its name, a label ``merged`` into another shows that one's (even for cues before the event).
+
+The formatting is pure (:func:`to_srt`, :func:`to_vtt`, :func:`to_csv`); :class:`SubtitleWriter` writes
+SRT cue by cue while the service runs (``emostream run --srt FILE``; names known by then apply).
 
 ``web/export.js`` formats the page's downloads the same way; ``tests/web`` keeps the two in step.
 """
@@ -71,6 +74,29 @@ def _speaker(data: Mapping[str, Any]) -> str:
     return " ".join(str(value).split())[:80]
 
 
+def _note_speaker(event: Event, names: dict[tuple[str, str], str], merged: dict[tuple[str, str], str]) -> None:
+    """A ``speaker`` event: a label ``named``, or ``merged`` into another (what the subtitles then say)."""
+    data = event.data
+    label = str(data.get("speaker") or "")
+    if not label:
+        return
+    if data.get("action") == "named" and data.get("name"):
+        names[(event.stream, label)] = " ".join(str(data["name"]).split())[:80]
+    elif data.get("action") == "merged" and data.get("into"):
+        merged[(event.stream, label)] = str(data["into"])
+
+
+def _resolve(
+    stream: str, label: str, names: Mapping[tuple[str, str], str], merged: Mapping[tuple[str, str], str]
+) -> str:
+    """A speaker label as the run finally knew it: merges followed, then its name (the label if none)."""
+    for _ in range(32):  # merges form chains, never loops; bounded all the same
+        if (stream, label) not in merged:
+            break
+        label = merged[(stream, label)]
+    return names.get((stream, label), label)
+
+
 def cues_from_events(events: Iterable[Event], *, stream: str | None = None) -> list[Cue]:
     """Cues of every utterance with words or an emotion, by stream then start time.
 
@@ -79,8 +105,13 @@ def cues_from_events(events: Iterable[Event], *, stream: str | None = None) -> l
     """
     transcripts: dict[tuple[str, str], Mapping[str, Any]] = {}
     emotions: dict[tuple[str, str], Mapping[str, Any]] = {}
+    names: dict[tuple[str, str], str] = {}  # (stream, speaker label) -> the name it was given
+    merged: dict[tuple[str, str], str] = {}  # (stream, retired label) -> the label it turned out to be
     for event in events:
         if stream is not None and event.stream != stream:
+            continue
+        if event.type == "speaker":
+            _note_speaker(event, names, merged)
             continue
         if event.type not in ("transcript", "emotion") or event.stream.startswith("_"):
             continue
@@ -106,7 +137,7 @@ def cues_from_events(events: Iterable[Event], *, stream: str | None = None) -> l
             continue
         if not (math.isfinite(start) and math.isfinite(end)):
             continue
-        speaker = _speaker(emo or {}) or _speaker(tr or {})
+        speaker = _resolve(key[0], _speaker(emo or {}) or _speaker(tr or {}), names, merged)
         mods = tuple(str(m) for m in (emo or {}).get("modalities") or ())
         cues.append(
             Cue(
@@ -277,6 +308,7 @@ class SubtitleWriter:
         self.stream = stream
         self._fh: IO[str] | None = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
         self.count = 0
+        self._speaker_events: list[Event] = []
 
     @classmethod
     def for_streams(cls, path: Path, streams: Sequence[str]) -> list[SubtitleWriter]:
@@ -290,9 +322,14 @@ class SubtitleWriter:
         ]
 
     def __call__(self, event: Event) -> None:
-        if self._fh is None or event.stream != self.stream or event.type != "emotion":
+        if self._fh is None or event.stream != self.stream:
             return
-        cues = cues_from_events([event])
+        if event.type == "speaker":  # names and merges known so far apply to the cues still to come
+            self._speaker_events.append(event)
+            return
+        if event.type != "emotion":
+            return
+        cues = cues_from_events([*self._speaker_events, event])
         if not cues:
             return
         self.count += 1

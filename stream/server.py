@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import http
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -33,21 +33,22 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from stream.access import AccessPolicy, Refusal
+from stream.api import Backend, HttpApi, front_connection
 from stream.config import ServerConfig
 from stream.events.eventlog import EventLog
 from stream.events.hub import Hub, Published, Subscription
 from stream.protocol import (
     CONNECTION_STREAM,
-    LABEL_COLORS,
-    LABELS,
-    PROTOCOL_VERSION,
+    DEFAULT_DESCRIPTION,
     ClientMessage,
     Event,
     ProtocolError,
+    error_data,
+    hello_data,
     parse_client_message,
 )
 
-__all__ = ["CONTENT_TYPES", "WS_PATH", "Server", "static_files"]
+__all__ = ["CONTENT_TYPES", "INGEST_PATH", "WS_PATH", "Server", "static_files"]
 
 logger = logging.getLogger(__name__)
 # websockets logs every HTTP request and connection at INFO; keep that out of the service log.
@@ -56,6 +57,8 @@ if _ws_logger.level == logging.NOTSET:
     _ws_logger.setLevel(logging.WARNING)
 
 WS_PATH: Final = "/ws"
+INGEST_PATH: Final = "/ingest"
+_HEAD_TIMEOUT_S: Final = 10.0  # a client must send its whole request head within this
 CONTENT_TYPES: Final = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -139,8 +142,20 @@ class Server:
         hub: Hub,
         event_log: EventLog,
         hello: Callable[[], Mapping[str, Any]],
+        *,
+        backend: Backend | None = None,
+        ingest: Callable[[ServerConnection], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
+        self._backend = backend
+        self._ingest = ingest
+        self._api_tasks: set[asyncio.Task[None]] = set()
+        self.api = HttpApi(
+            backend,
+            lambda: self.access,
+            max_message_bytes=config.max_message_bytes,
+            max_upload_bytes=config.max_upload_mb << 20,
+        )
         self.hub = hub
         self.event_log = event_log
         self._hello = hello
@@ -171,6 +186,10 @@ class Server:
             compression=None,
             server_header=None,
             logger=_ws_logger,
+            # Reads each request head first: the HTTP API (POST bodies) is answered by stream.api.
+            create_connection=front_connection(
+                self.api, tasks=self._api_tasks, head_timeout_s=_HEAD_TIMEOUT_S, sized=self._frame_limit
+            ),
         )
         sockets = list(self._ws_server.sockets)
         if sockets:
@@ -191,8 +210,17 @@ class Server:
     ) -> None:
         await self.aclose()
 
+    def _frame_limit(self, head: bytes) -> int | None:
+        """The ingest websocket takes audio frames larger than a client message."""
+        target = head.split(b"\r\n", 1)[0].split(b" ")[1:2]
+        if target and urlsplit(target[0].decode("latin-1")).path == INGEST_PATH:
+            return self.config.ingest_max_frame_bytes
+        return None
+
     async def aclose(self) -> None:
         """Close every connection (1001 going away) and stop listening."""
+        for task in list(self._api_tasks):
+            task.cancel()
         if self._ws_server is not None:
             server, self._ws_server = self._ws_server, None
             server.close()
@@ -219,7 +247,7 @@ class Server:
             self.refused_access += 1
             logger.warning("refused %s: %s", path[:100], decision.message)
             return connection.respond(http.HTTPStatus(decision.status), decision.message + "\n")
-        if path == WS_PATH:
+        if path == WS_PATH or (path == INGEST_PATH and self._ingest is not None):
             return None  # let websockets complete (or refuse) the upgrade
         method = getattr(request, "method", "GET")
         if method not in ("GET", "HEAD"):
@@ -253,6 +281,9 @@ class Server:
     # -- websocket -------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if self._ingest is not None and ws.request is not None and urlsplit(ws.request.path).path == INGEST_PATH:
+            await self._ingest(ws)
+            return
         limit = self.config.max_connections
         if len(self._connections) >= limit:
             self.refused += 1
@@ -295,22 +326,19 @@ class Server:
             self._connections.discard(conn)
 
     def _hello_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"labels": list(LABELS), "colors": dict(LABEL_COLORS), "streams": [], "model_ids": {}}
+        description = dict(DEFAULT_DESCRIPTION)
         try:
-            data.update(self._hello())
+            description.update(self._hello())
         except Exception:
             logger.exception("the hello() callback failed; sending the defaults")
-        data.update(
-            protocol=PROTOCOL_VERSION,
-            run_id=self.event_log.run_id,
-            last_seq=self.hub.last_seq,
-            limits={
-                "max_message_bytes": self.config.max_message_bytes,
-                "queue_events": self.hub.queue_events,
-                "ping_interval_s": self.config.ping_interval_s,
-            },
-        )
-        return data
+        limits = {
+            "max_message_bytes": self.config.max_message_bytes,
+            "queue_events": self.hub.queue_events,
+            "ping_interval_s": self.config.ping_interval_s,
+            "max_upload_bytes": self.config.max_upload_mb << 20,
+            "ingest_max_frame_bytes": self.config.ingest_max_frame_bytes,
+        }
+        return hello_data(description, run_id=self.event_log.run_id, last_seq=self.hub.last_seq, limits=limits)
 
     async def _send(self, conn: _Connection, item: Published) -> None:
         event = item.event
@@ -346,7 +374,7 @@ class Server:
 
     async def _run_command(self, conn: _Connection, command: ClientMessage | ProtocolError) -> None:
         if isinstance(command, ProtocolError):
-            await self._reply(conn, "error", {"code": command.code, "message": command.message})
+            await self._reply(conn, "error", error_data(command.code, command.message))
         elif command.type == "ping":
             await self._reply(conn, "pong", {})
         elif command.type == "subscribe":
@@ -366,24 +394,12 @@ class Server:
         last = self.hub.last_seq
         run = self.event_log.run_id
         if after_seq > (last if last is not None else -1):
-            await self._reply(
-                conn,
-                "error",
-                {
-                    "code": "resume_unavailable",
-                    "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
-                },
-            )
+            message = f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live"
+            await self._reply(conn, "error", error_data("resume_unavailable", message))
             return
         if self.event_log.write_errors:
-            await self._reply(
-                conn,
-                "error",
-                {
-                    "code": "resume_unavailable",
-                    "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
-                },
-            )
+            message = f"{self.event_log.write_errors} events could not be logged; the replay may have gaps"
+            await self._reply(conn, "error", error_data("resume_unavailable", message))
         sub = conn.sub
         sub.detach()
         cursor = after_seq

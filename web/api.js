@@ -77,8 +77,35 @@ export function classifyText(text, signal) {
   return call("/api/classify", { body: JSON.stringify({ text }), type: "application/json", signal });
 }
 
-/** POST /api/streams?name=NAME with a file's bytes: `{stream, name, bytes}` of the new stream. */
-export function uploadFile(file, name, signal) {
+/**
+ * POST /api/streams?name=NAME with a file's bytes: `{stream, name, kind, bytes}` of the new stream.
+ * XMLHttpRequest rather than fetch: it reports upload progress (`onProgress(fraction)`).
+ */
+export function uploadFile(file, name, { onProgress, signal } = {}) {
   const query = new URLSearchParams({ name });
-  return call(`/api/streams?${query}`, { body: file, type: "application/octet-stream", signal });
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/streams?${query}`);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+    xhr.responseType = "text";
+    if (onProgress) xhr.upload.onprogress = (ev) => ev.lengthComputable && onProgress(ev.loaded / ev.total);
+    xhr.onerror = () => reject(new ApiError(0, "network", "the upload failed: the server closed the connection"));
+    xhr.onabort = () => reject(new DOMException("aborted", "AbortError"));
+    xhr.onload = () => {
+      let obj = null;
+      try {
+        obj = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+      } catch {
+        obj = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(obj);
+      else {
+        const err = obj && obj.error;
+        reject(new ApiError(xhr.status, err?.code || `http_${xhr.status}`, err?.message || xhr.statusText));
+      }
+    };
+    if (signal) signal.addEventListener("abort", () => xhr.abort());
+    xhr.send(file);
+  });
 }

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stream.protocol import LABELS
+from stream.records import LABELS
 
 __all__ = [
     "EmotionScores",

@@ -22,27 +22,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from stream.config import ClassifierConfig
+from stream.records import Classified, PredictionLike, Transcribed, Utterance
 from stream.stages.context import ContextRow, ContextWindows, Plan
-from stream.stages.segmenter import Utterance
-from stream.stages.transcriber import Transcribed
 
-__all__ = ["ClassifierStage", "Classified", "ContextOptions", "FeaturePredictor", "Predictor", "load_predictor"]
+__all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
 
 logger = logging.getLogger(__name__)
-
-
-class PredictionLike(Protocol):
-    @property
-    def label(self) -> str: ...
-    @property
-    def scores(self) -> dict[str, float]: ...
-    @property
-    def modalities(self) -> tuple[str, ...]: ...
 
 
 class Predictor(Protocol):
@@ -73,29 +63,6 @@ def takes_features(predictor: Predictor) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
-    """The decision for one utterance; ``prediction`` is None when ``error`` says why.
-
-    ``context_ids``: the past utterances of the stream the text branch read (``None``: the stage
-    reads no context, because it is turned off or the checkpoint has no context module)."""
-
-    item: Transcribed
-    prediction: PredictionLike | None
-    error: str | None = None
-    batch_size: int = 1
-    context_ids: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ContextOptions:
-    """``[classifier]`` context keys (see ``stream.config.ClassifierConfig``)."""
-
-    enabled: bool = True
-    max_utterances: int = 8
-    window_s: float = 90.0
-
-
 def load_predictor(path: str, *, device: str = "auto") -> Predictor:
     """``EmotionPredictor.from_checkpoint`` with an error naming the file and the fix when it is missing."""
     from pathlib import Path
@@ -116,37 +83,35 @@ class ClassifierStage:
     def __init__(
         self,
         predictor: Predictor,
+        config: ClassifierConfig = ClassifierConfig(),  # noqa: B008 (frozen, so one shared default is safe)
         *,
-        max_batch: int = 16,
-        batch_wait_ms: int = 5,
         queue_items: int = 64,
         executor: Executor | None = None,
         features_executor: Executor | None = None,
-        context: ContextOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``executor`` (classification) and ``features_executor`` belong to the caller; when not given,
+        each :meth:`run` makes its own and shuts them down at its end."""
         self._predictor = predictor
-        # Past context: only when it is on and the checkpoint can read it; speaker tags whenever the
+        # Past context: read when it is on and the checkpoint can; speaker tags whenever the
         # checkpoint's text branch was trained on tagged lines.
-        ctx = context or ContextOptions()
         self._speaker_tags = bool(getattr(predictor, "speaker_tags", False))
+        self.reads_context = bool(
+            config.context and getattr(predictor, "uses_context", False) and config.context_utterances
+        )
         self._windows: ContextWindows | None = None
-        if self._speaker_tags or (ctx.enabled and getattr(predictor, "uses_context", False)):
-            self._windows = ContextWindows(ctx.max_utterances, ctx.window_s)
-        self.reads_context = bool(ctx.enabled and getattr(predictor, "uses_context", False) and ctx.max_utterances)
-        self._max_batch = max_batch
-        self._wait_s = batch_wait_ms / 1000
-        self._queue_items = max(queue_items, max_batch)
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+        if self._speaker_tags or self.reads_context:
+            self._windows = ContextWindows(config.context_utterances, config.context_window_s)
+        self._max_batch = config.max_batch
+        self._wait_s = config.batch_wait_ms / 1000
+        self._queue_items = max(queue_items, config.max_batch)
+        self._executor = executor
         self._clock = clock
         # Features get their own thread: they run while Whisper works on the same utterance.
         self._feature_predictor: FeaturePredictor | None = None
-        self._features_executor: Executor | None = None
+        self._features_executor = features_executor
         if takes_features(predictor):
             self._feature_predictor = predictor  # type: ignore[assignment]
-            self._features_executor = features_executor or ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="features"
-            )
         self._features: dict[str, asyncio.Future[np.ndarray]] = {}  # utterance id -> its feature vector
         self.features_busy_s = 0.0
         self.feature_failures = 0
@@ -232,30 +197,11 @@ class ClassifierStage:
             finally:
                 await queue.put(None)
 
+        given = (self._executor, self._features_executor)
+        owned = self._own_executors()
         task = asyncio.create_task(pump())
         try:
-            done = False
-            while not done:
-                first = await queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                deadline = self._clock() + self._wait_s
-                while len(batch) < self._max_batch:
-                    try:
-                        nxt = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        remaining = deadline - self._clock()
-                        if remaining <= 0:
-                            break
-                        try:
-                            nxt = await asyncio.wait_for(queue.get(), remaining)
-                        except TimeoutError:
-                            break
-                    if nxt is None:
-                        done = True
-                        break
-                    batch.append(nxt)
+            while batch := await self._next_batch(queue):
                 for out in await self._classify(batch):
                     yield out
             await task  # re-raise a failure of the input
@@ -264,6 +210,47 @@ class ClassifierStage:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for pool in owned:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self._executor, self._features_executor = given
+
+    def _own_executors(self) -> list[ThreadPoolExecutor]:
+        """One-worker pools for what the caller gave no executor for (shut down when run() ends)."""
+        owned = []
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+            owned.append(self._executor)
+        if self._feature_predictor is not None and self._features_executor is None:
+            self._features_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
+            owned.append(self._features_executor)
+        return owned
+
+    async def _next_batch(self, queue: asyncio.Queue[Transcribed | None]) -> list[Transcribed]:
+        """What is ready within ``batch_wait_ms`` of the first item, at most ``max_batch``; [] at the end.
+
+        The end marker is put back when it arrives mid-batch, so that the next call returns [].
+        """
+        first = await queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        deadline = self._clock() + self._wait_s
+        while len(batch) < self._max_batch:
+            try:
+                nxt = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if nxt is None:
+                queue.put_nowait(None)  # room: it was just taken out
+                break
+            batch.append(nxt)
+        return batch
 
     def end_stream(self, stream: str) -> None:
         """Forget a finished stream's context window."""
@@ -272,6 +259,7 @@ class ClassifierStage:
 
     def _plan(self, batch: list[Transcribed], rows: list[tuple[str | None, np.ndarray | None]],
               ready: list[int]) -> tuple[list[ContextRow], Plan] | None:  # fmt: skip
+        """The batch's past-context plan (speaker tags, past items, their ids), or None without windows."""
         if self._windows is None:
             return None
         crows = []
@@ -283,6 +271,7 @@ class ClassifierStage:
         return crows, self._windows.plan(crows)
 
     def _remember(self, planned: tuple[list[ContextRow], Plan] | None, k: int, pred: PredictionLike) -> None:
+        """Cache row ``k``'s text encoding for the lines after it."""
         if planned is not None and self._windows is not None:
             crows, plan = planned
             self._windows.record(crows[k], plan.tags[k], getattr(pred, "text_embedding", None))
@@ -299,7 +288,9 @@ class ClassifierStage:
                 results[i] = Classified(batch[i], None, failed[i])
             elif i not in ready:
                 self.unclassifiable += 1
-                results[i] = Classified(batch[i], None, "no usable modality (empty transcript, no audio branch)")
+                results[i] = Classified(
+                    batch[i], None, "no usable modality (empty transcript, no audio branch)", unclassifiable=True
+                )
         if ready:
             texts = [rows[i][0] for i in ready]
             audio = [rows[i][1] for i in ready]
@@ -311,7 +302,8 @@ class ClassifierStage:
             try:
                 preds = await self._predict(texts, audio, tags, past)
                 for k, (i, pred) in enumerate(zip(ready, preds, strict=True)):
-                    results[i] = Classified(batch[i], pred, None, len(ready), ids[k] if ids is not None else None)
+                    results[i] = Classified(batch[i], pred, None, len(ready),
+                                            context_ids=ids[k] if ids is not None else None)  # fmt: skip
                     self._remember(planned, k, pred)
             except Exception as exc:
                 if len(ready) == 1:
@@ -325,11 +317,11 @@ class ClassifierStage:
                         row_past, row_ids = None, None
                         if past is not None and ids is not None:
                             kept = [(u, p) for u, p in zip(ids[k], past[k], strict=True) if not isinstance(p[0], int)]
-                            row_past, row_ids = [[p for _, p in kept]], tuple(uid for uid, _ in kept)
+                            row_past, row_ids = [[p for _, p in kept]], tuple(u for u, _ in kept)
                         try:
                             (pred,) = await self._predict([rows[i][0]], [rows[i][1]],
                                                           None if tags is None else [tags[k]], row_past)  # fmt: skip
-                            results[i] = Classified(batch[i], pred, None, 1, row_ids)
+                            results[i] = Classified(batch[i], pred, None, 1, context_ids=row_ids)
                             self._remember(planned, k, pred)
                         except Exception as row_exc:
                             logger.exception("classifying %s failed", batch[i].utterance.utterance_id)
@@ -337,8 +329,17 @@ class ClassifierStage:
             self.busy_s += self._clock() - t0
             self.batches += 1
             self.items += len(ready)
-            self.audio_s += sum(batch[i].utterance.audio.size for i in ready) / 16000
+            self.audio_s += sum(batch[i].utterance.duration_s for i in ready)
         return [r for r in results if r is not None]
+
+    async def classify_text(self, text: str) -> PredictionLike:
+        """One sentence through the text branch alone (``POST /api/classify``), in the stage's own
+        worker thread: the model is never run by two threads at once, and the loop never waits on it."""
+        if not self._predictor.uses_text:
+            raise ValueError("the classifier checkpoint has no text branch")
+        loop = asyncio.get_running_loop()
+        (pred,) = await loop.run_in_executor(self._executor, self._predictor.predict, [text], [None])
+        return pred
 
     async def _predict(
         self,
@@ -347,7 +348,8 @@ class ClassifierStage:
         tags: list[str | None] | None = None,
         past: list[list[tuple[np.ndarray | int, int]]] | None = None,
     ) -> Sequence[PredictionLike]:
-        """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`)."""
+        """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`);
+        ``tags``/``past``: speaker tags and past windows, for predictors that read them."""
         loop = asyncio.get_running_loop()
         fp = self._feature_predictor
         fn = fp.predict_features if fp is not None else self._predictor.predict

@@ -57,6 +57,13 @@ def make_events(stream: str = "ep1") -> list[Event]:
         add("emotion", stream, {**span, "text": text, "label": label, "scores": _scores(label), "modalities": ["text"]})
     # a transcript whose classification failed: still a cue, without an emotion
     add("transcript", stream, {"utterance_id": f"{stream}-9", "start_s": 10.0, "end_s": 11.0, "text": "Okay."})
+    # speakers found by clustering: S3 turned out to be S1, who was then named
+    for i, label in ((5, "S1"), (6, "S3")):
+        span = {"utterance_id": f"{stream}-{i}", "start_s": 20.0 + i, "end_s": 20.5 + i}
+        add("emotion", stream, {**span, "speaker": label, "text": f"Line {i}.", "label": "neutral",
+                                "scores": _scores("neutral"), "modalities": ["text", "audio"]})  # fmt: skip
+    add("speaker", stream, {"action": "merged", "speaker": "S3", "into": "S1", "utterance_id": f"{stream}-6"})
+    add("speaker", stream, {"action": "named", "speaker": "S1", "name": "Monica"})
     return events
 
 
@@ -79,20 +86,22 @@ def parse_srt(text: str) -> list[tuple[int, float, float, list[str]]]:
 
 def test_cues_merge_transcripts_and_emotions() -> None:
     cues = cues_from_events(make_events())
-    assert [c.utterance_id for c in cues] == ["ep1-1", "ep1-2", "ep1-3", "ep1-9", "ep1-4"]
-    assert [c.speaker for c in cues] == ["Rachel", "Ross", "", "", ""]
+    assert [c.utterance_id for c in cues] == ["ep1-1", "ep1-2", "ep1-3", "ep1-9", "ep1-5", "ep1-6", "ep1-4"]
+    assert [c.speaker for c in cues] == ["Rachel", "Ross", "", "", "Monica", "Monica", ""]
     assert cues[0].label == "joy" and cues[0].score == pytest.approx(0.82)
     assert cues[3].label == "" and cues[3].text == "Okay."
 
 
 def test_srt_parses_back() -> None:
     blocks = parse_srt(to_srt(cues_from_events(make_events())))
-    assert [b[0] for b in blocks] == [1, 2, 3, 4, 5]
+    assert [b[0] for b in blocks] == [1, 2, 3, 4, 5, 6, 7]
     assert blocks[0][1:3] == (1.25, 3.5)
     assert blocks[0][3] == ["Rachel: I can't believe we won!", "(joy 82%)"]
     assert blocks[1][3][0] == "Ross: Wait -> what?"  # an arrow in the words cannot break the timing line
     assert blocks[3][3] == ["Okay."]
-    assert blocks[4][1:3] == (3661.5, 3663.0) and blocks[4][3] == ["(no words)", "(sadness 82%)"]
+    assert blocks[4][3] == ["Monica: Line 5.", "(neutral 82%)"]  # S1, named later
+    assert blocks[5][3] == ["Monica: Line 6.", "(neutral 82%)"]  # S3, merged into S1
+    assert blocks[6][1:3] == (3661.5, 3663.0) and blocks[6][3] == ["(no words)", "(sadness 82%)"]
 
 
 def test_vtt_escapes_and_names_the_voice() -> None:
@@ -105,18 +114,19 @@ def test_vtt_escapes_and_names_the_voice() -> None:
 
 def test_csv_opens_as_a_table_and_quotes_formulas() -> None:
     rows = list(csv.DictReader(io.StringIO(to_csv(cues_from_events(make_events())))))
-    assert len(rows) == 5
+    assert len(rows) == 7
     assert rows[0]["emotion"] == "joy" and rows[0]["score"] == "0.8200" and rows[0]["speaker"] == "Rachel"
     assert rows[0]["start"] == "00:00:01.250" and float(rows[0]["score_joy"]) == pytest.approx(0.82)
     assert rows[2]["text"].startswith("'=SUM")  # not run as a formula by a spreadsheet
     assert rows[3]["emotion"] == "" and rows[3]["score"] == ""
+    assert rows[5]["speaker"] == "Monica"
 
 
 def test_subtitles_need_one_stream() -> None:
     cues = cues_from_events(make_events("a") + make_events("b"))
     with pytest.raises(ExportError, match="choose one with --stream"):
         to_srt(cues)
-    assert len(parse_srt(to_srt(cues_from_events(make_events("a") + make_events("b"), stream="b")))) == 5
+    assert len(parse_srt(to_srt(cues_from_events(make_events("a") + make_events("b"), stream="b")))) == 7
 
 
 def _write_log(path: Path, events: list[Event]) -> Path:
@@ -129,9 +139,9 @@ def test_cli_export_writes_each_format(tmp_path: Path, capsys: pytest.CaptureFix
     for fmt in ("srt", "vtt", "csv"):
         out = tmp_path / f"out.{fmt}"
         assert main(["export", str(log), "--format", fmt, "--out", str(out)]) == 0
-        assert "wrote 5 utterances" in capsys.readouterr().out
+        assert "wrote 7 utterances" in capsys.readouterr().out
     assert (tmp_path / "out.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # BOM: spreadsheets read UTF-8
-    assert len(parse_srt((tmp_path / "out.srt").read_text(encoding="utf-8"))) == 5
+    assert len(parse_srt((tmp_path / "out.srt").read_text(encoding="utf-8"))) == 7
     assert main(["export", str(tmp_path / "none.jsonl"), "--format", "srt", "--out", str(tmp_path / "x")]) == 1
     assert "no such event log" in capsys.readouterr().err
     assert main(["export", str(log), "--format", "srt", "--out", str(tmp_path / "x"), "--stream", "zz"]) == 1
@@ -159,7 +169,7 @@ def test_ffmpeg_reads_the_subtitles(tmp_path: Path) -> None:
         out = tmp_path / f"subs.{fmt}"
         export_file(log, fmt, out)
         packets = _ffprobe_packets(out)
-        assert len(packets) == 5, fmt
+        assert len(packets) == 7, fmt
         assert packets[0] == pytest.approx((1.25, 2.25)), fmt
         assert packets[-1] == pytest.approx((3661.5, 1.5)), fmt
         # and converts them (what a player's subtitle decoder does)
@@ -175,7 +185,7 @@ def test_subtitle_writer_writes_cue_by_cue(tmp_path: Path) -> None:
         if event.type == "emotion" and a.count == 1:
             assert len(parse_srt((tmp_path / "live.srt").read_text())) == 1  # flushed at once
     a.close()
-    assert [b[0] for b in parse_srt((tmp_path / "live.srt").read_text())] == [1, 2, 3, 4]
+    assert [b[0] for b in parse_srt((tmp_path / "live.srt").read_text())] == [1, 2, 3, 4, 5, 6]
     two = SubtitleWriter.for_streams(tmp_path / "live.srt", ["a", "b/c"])
     assert [w.path.name for w in two] == ["live.a.srt", "live.b-c.srt"]
     for w in two:
@@ -198,3 +208,13 @@ async def test_run_with_srt_writes_the_subtitles_of_the_replay(tmp_path: Path) -
     # the same as exporting the run's event log afterwards
     (log,) = (tmp_path / "events").glob("events-*.jsonl")
     assert to_srt(cues_from_events(read_events(log))) == srt.read_text(encoding="utf-8")
+
+
+def test_subtitle_writer_uses_the_names_known_so_far(tmp_path: Path) -> None:
+    (w,) = SubtitleWriter.for_streams(tmp_path / "live.srt", ["ep1"])
+    span = {"utterance_id": "ep1-1", "start_s": 1.0, "end_s": 2.0}
+    emo = {**span, "speaker": "S1", "text": "Hi.", "label": "joy", "scores": _scores("joy"), "modalities": ["text"]}
+    w(Event("speaker", 0, "ep1", 1.0, {"action": "named", "speaker": "S1", "name": "Joey"}))  # enrolled at the start
+    w(Event("emotion", 1, "ep1", 2.0, emo))
+    w.close()
+    assert parse_srt((tmp_path / "live.srt").read_text())[0][3] == ["Joey: Hi.", "(joy 82%)"]
