@@ -383,8 +383,11 @@ def _main(argv: Sequence[str] | None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args.argv = list(argv) if argv is not None else None
+    def text(a: argparse.Namespace) -> int:
+        return cmd_text(a, _load_config)
+
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "export": cmd_export,
-                "text": lambda a: cmd_text(a, _load_config)}
+                "text": text}
     try:
         return commands[args.command](args)
     except (ConfigError, CheckpointError, ModelError, FileNotFoundError, ValueError) as exc:

@@ -196,7 +196,8 @@ class AttentionContext(nn.Module):
         scores = (keys @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(d)
         scores = scores.masked_fill(~valid, float("-inf"))
         attended = (scores.softmax(-1).unsqueeze(-1) * values).sum(1)
-        return base + self.out(self.mix(torch.cat([q, attended], dim=-1)))
+        correction: torch.Tensor = self.out(self.mix(torch.cat([q, attended], dim=-1)))
+        return base + correction
 
 
 def past_windows(

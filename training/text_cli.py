@@ -210,7 +210,7 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         # Fitted on dev: its dev scores are in-sample; the cross-validated one is in report.json (stage2).
         metrics["meld_dev"]["note"] = "context fitted on dev: dev context scores are in-sample"
         trained_on["context"] = (f"MELD dev ({len(dev)} lines, {args.context_window} previous lines of the dialogue; "
-                                 f"{ContextOptions.folds}-fold CV by dialogue chose "
+                                 f"{report['stage2']['options']['folds']}-fold CV by dialogue chose "
                                  f"{report['stage2']['best_epoch']} epochs)")  # fmt: skip
     elif args.context_window:
         trained_on["context"] = f"MELD train ({len(train)} lines; early stopping on dev)"
