@@ -41,17 +41,6 @@ NOTE = (
 )
 
 
-def load_whisper(model_name: str, cpu_threads: int = 0, compute_type: str = "int8") -> Any:
-    """faster-whisper with the packaged weights, as the service loads it on CPU (int8 by default)."""
-    from faster_whisper import WhisperModel
-
-    from training.weights import resolve_asr_model
-
-    resolved = resolve_asr_model(model_name)
-    return WhisperModel(resolved.path, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads,
-                        local_files_only=resolved.packaged)  # fmt: skip
-
-
 # The service's decoding options (stream.stages.transcriber), for the floor and the profile.
 OPTIONS: dict[str, Any] = {"language": "en", "beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False}
 
@@ -128,16 +117,17 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     # Transcript and emotion events leave together after classification, so the classifier's share is
     # re-timed here on the same utterances (text + audio span), one at a time as in a live stream.
     classifier_s = _classifier_seconds(result.predictor, events, load_audio(wav))
-    whisper = load_whisper(model_name)
+    from stream.config import ASRConfig
+    from stream.stages.transcriber import WhisperTranscriber
+
+    # The service's transcriber; its faster-whisper model alone gives the floor and the profile.
+    service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))
+    whisper = service_asr.model
     audio = load_audio(wav)
     floor_full = whisper_alone(whisper, audio, vad_filter=False)
     floor_vad = whisper_alone(whisper, audio, vad_filter=True)
     clips = [audio[round(e["data"]["start_s"] * SAMPLE_RATE_HZ) : round(e["data"]["end_s"] * SAMPLE_RATE_HZ)]
              for e in events if e["type"] == "emotion"]  # fmt: skip
-    from stream.config import ASRConfig
-    from stream.stages.transcriber import WhisperTranscriber
-
-    service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))
     service_asr.transcribe(audio[:SAMPLE_RATE_HZ])  # warm-up
     profile = asr_profile(whisper, clips, service_asr)
     features_ms = 0.0

@@ -118,6 +118,7 @@ class HttpApi:
         max_message_bytes: int,
         max_upload_bytes: int,
         max_uploads: int = 2,
+        max_classify_waiting: int = 16,
     ) -> None:
         self.backend = backend
         self._access = access
@@ -125,6 +126,10 @@ class HttpApi:
         self.max_upload_bytes = max_upload_bytes
         self._uploads = asyncio.Semaphore(max_uploads)
         self._max_uploads = max_uploads
+        # Sentences wait for the one classifier thread; beyond this many the API says busy (429)
+        # rather than queue without bound.
+        self._classifying = 0
+        self.max_classify_waiting = max_classify_waiting
         self.requests = 0
         self.errors = 0
 
@@ -182,7 +187,15 @@ class HttpApi:
             text = parse_classify_request(body)
         except ProtocolError as exc:
             raise ApiError(400, exc.code, exc.message) from None
-        return 200, await self.backend.classify_text(text)
+        if self._classifying >= self.max_classify_waiting:
+            raise ApiError(
+                429, "busy", f"{self._classifying} sentences are waiting for the classifier; try again shortly"
+            )
+        self._classifying += 1
+        try:
+            return 200, await self.backend.classify_text(text)
+        finally:
+            self._classifying -= 1
 
     async def _upload(
         self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

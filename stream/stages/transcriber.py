@@ -137,6 +137,7 @@ class WhisperTranscriber:
         self._model = model
         self._cfg = cfg
         self.model_id = model_id or cfg.model
+        self.english_only = english_only
         self._language = "en" if english_only else (cfg.language or None)
         self._english_only = english_only
         self.paths: Counter[str] = Counter()
@@ -167,6 +168,15 @@ class WhisperTranscriber:
         english_only = not getattr(model.model, "is_multilingual", True)
         logger.info("Whisper %s on %s (%s), pad_s %g", resolved.model_id, device, compute, cfg.pad_s)
         return cls(model, cfg, model_id=resolved.model_id, english_only=english_only)
+
+    @property
+    def model(self) -> Any:
+        """The faster-whisper ``WhisperModel`` (benchmarks time it alone; share it between transcribers)."""
+        return self._model
+
+    def with_options(self, cfg: ASRConfig) -> WhisperTranscriber:
+        """Another transcriber on the same loaded model with other decoding options (e.g. ``pad_s``)."""
+        return WhisperTranscriber(self._model, cfg, model_id=self.model_id, english_only=self.english_only)
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32)

@@ -221,3 +221,14 @@ async def test_a_request_head_must_come_whole_and_in_time(tmp_path: Path, monkey
         assert raw.startswith(b"HTTP/1.1 431")
         # the server still answers
         assert (await request(server.port, "POST", "/api/classify", classify_body("hi")))[0] == 200
+
+
+async def test_sentences_beyond_the_waiting_limit_are_told_busy(tmp_path: Path) -> None:
+    async with service(tmp_path, predictor=ScriptedPredictor(delay_s=0.3)) as server:
+        server.api.max_classify_waiting = 2
+        calls = [
+            asyncio.create_task(request(server.port, "POST", "/api/classify", classify_body("hi"))) for _ in range(5)
+        ]
+        statuses = sorted(status for status, _ in await asyncio.gather(*calls))
+        assert statuses.count(200) == 2 and statuses.count(429) == 3
+        assert (await request(server.port, "POST", "/api/classify", classify_body("hi")))[0] == 200  # free again

@@ -486,7 +486,7 @@ def test_evaluate_replays_a_spoken_recording_end_to_end(tmp_path: Path, capsys: 
     assert main(argv) == 0
     report = json.loads(out.read_text())
     assert report["counts"] == {"truth": 3, "predicted": 3, "matched": 3, "unclassified": 0}
-    assert report["wer"]["matched"] < 0.25
+    assert report["wer"]["matched"] < 0.3  # three sentences together; tiny.en's words vary between CPUs
     assert report["emotion"]["n"] == 3
     assert report["text_oracle"]["all_truth"]["n"] == 3
     assert 0 < report["replay"]["rtf"] < 5
