@@ -19,6 +19,7 @@ from training.settings import DEVICE, ConfigError, TrainingConfig, bounds, choic
 __all__ = [
     "ASRConfig",
     "AudioConfig",
+    "BusConfig",
     "ClassifierConfig",
     "Config",
     "ConfigError",
@@ -156,6 +157,31 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BusConfig:
+    """Past one machine: workers and gateways on Redis Streams (see docs/scaling.md)."""
+
+    url: str = ""  # "" = in-process (one `emostream run`); redis://HOST:PORT/DB for worker/gateway/submit
+    key_prefix: str = "emostream"  # every Redis key starts with this and ':'
+    # Retention (Redis trims with MAXLEN ~, so a little more may be kept)
+    stream_maxlen_events: int = field(default=20_000, metadata=bounds(100, 100_000_000))
+    firehose_maxlen_events: int = field(default=200_000, metadata=bounds(1000, 1_000_000_000))
+    ended_stream_ttl_s: int = field(default=86_400, metadata=bounds(60, 365 * 86_400))
+    # Jobs
+    worker_jobs: int = field(default=2, metadata=bounds(1, 256))  # streams one worker runs at once
+    claim_timeout_s: float = field(default=30.0, metadata=bounds(1.0, 3600.0))  # silent this long: reclaimed
+    max_attempts: int = field(default=3, metadata=bounds(1, 100))  # deliveries before a job is given up
+    # Connection
+    reconnect_max_s: float = field(default=5.0, metadata=bounds(0.1, 300.0))  # backoff cap while Redis is down
+    read_block_ms: int = field(default=1000, metadata=bounds(10, 60_000))  # gateway XREAD BLOCK
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"bus.url = {self.url!r}: expected redis://HOST:PORT/DB, rediss://... or unix://...")
+        if not self.key_prefix or any(c in self.key_prefix for c in " {}*?[]"):
+            raise ConfigError(f"bus.key_prefix = {self.key_prefix!r}: non-empty, no spaces, braces or glob characters")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     audio: AudioConfig = AudioConfig()
     vad: VADConfig = VADConfig()
@@ -163,6 +189,7 @@ class Config:
     classifier: ClassifierConfig = ClassifierConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    bus: BusConfig = BusConfig()
     training: TrainingConfig = TrainingConfig()
     # Where the file was read from; relative paths in it are taken relative to its folder.
     base_dir: str = field(default=".", compare=False)
@@ -208,5 +235,6 @@ _TYPES: dict[str, type] = {
     "classifier": ClassifierConfig,
     "server": ServerConfig,
     "log": LogConfig,
+    "bus": BusConfig,
     "training": TrainingConfig,
 }

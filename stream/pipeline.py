@@ -114,7 +114,8 @@ class Pipeline:
         """One source through its segment stage into the utterance queue (its audio features start here)."""
         vad = make_vad(self._config.vad)
         params = segmenter_params(self._config.vad, vad.frame_samples)
-        segment = SegmentStage(source.stream_id, vad, params, speed=source.speed, executor=self._threads["vad"])
+        segment = SegmentStage(source.stream_id, vad, params, speed=source.speed, executor=self._threads["vad"],
+                               first_utterance=getattr(source, "first_utterance", 0))  # fmt: skip
         reason = "stopped" if self._stopping else "eof"
         try:
             if not self._stopping:

@@ -49,6 +49,7 @@ class SegmentStage:
         *,
         speed: float | None = 1.0,
         executor: Executor | None = None,
+        first_utterance: int = 0,
     ) -> None:
         self.stream_id = stream_id
         self._vad = vad
@@ -56,7 +57,7 @@ class SegmentStage:
         self._seg = Segmenter(params)
         self._speed = speed
         self._executor = executor
-        self._count = 0
+        self._count = first_utterance  # utterances numbered before (a resumed replay continues the ids)
         self._current = ""
         self._last: AudioChunk | None = None
         self.audio_s = 0.0
