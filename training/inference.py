@@ -167,6 +167,7 @@ class EmotionPredictor:
                     inputs[start:end],
                     features[start:end],
                     _audio_given[start:end] if _audio_given is not None else None,
+                    text_given=[bool(t and str(t).strip()) for t in texts[start:end]],
                     offset=start,
                     pooled=pooled,
                     windows=windows,
@@ -216,6 +217,7 @@ class EmotionPredictor:
         features: Sequence[np.ndarray | None],
         audio_given: Sequence[bool] | None,
         *,
+        text_given: Sequence[bool],
         offset: int,
         pooled: dict[int, torch.Tensor],
         windows: list[list[tuple[torch.Tensor, int]]] | None,
@@ -228,8 +230,10 @@ class EmotionPredictor:
         for i in range(n):
             if not has_text[i] and not has_audio[i]:
                 given = audio_given[i] if audio_given is not None else features[i] is not None
-                if given:
-                    raise ValueError(f"row {offset + i}: this checkpoint has no audio branch and the row has no text")
+                if given or text_given[i]:
+                    missing = "audio" if not self.uses_audio else "text"
+                    raise ValueError(f"row {offset + i}: this checkpoint has no {missing} branch and the row has no "
+                                     f"{'text' if missing == 'audio' else 'audio'}")  # fmt: skip
                 raise ValueError(f"row {offset + i} has neither text nor audio")
         kwargs: dict[str, Any] = {}
         text_idx = [i for i in range(n) if has_text[i]]
