@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-server", action="store_true", help="no websocket server; exit when files are done")
     run.add_argument("--exit-when-done", action="store_true", help="exit 0 once every file source has ended")
     run.add_argument("--quiet", action="store_true", help="no per-event lines on stdout")
+    run.add_argument(
+        "--speaker",
+        action="append",
+        default=None,
+        metavar="NAME=CLIP",
+        help="enrol a known speaker from a clean clip of their voice (a few seconds); repeat for several",
+    )
+    run.add_argument("--no-speakers", action="store_true", help="no speaker labels (speakers.enabled = false)")
 
     sub.add_parser("devices", help="list audio input devices")
 
@@ -136,6 +144,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides["audio.replay_fast"] = True
     if getattr(args, "no_server", False):
         overrides["server.enabled"] = False
+    if getattr(args, "no_speakers", False):
+        overrides["speakers.enabled"] = False
     if getattr(args, "bus", None):
         overrides["bus.url"] = args.bus
     return load_config(path, **overrides)

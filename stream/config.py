@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "LogConfig",
     "ServerConfig",
+    "SpeakersConfig",
     "VADConfig",
     "load_config",
 ]
@@ -63,6 +64,9 @@ class VADConfig:
     min_speech_ms: int = field(default=250, metadata=bounds(0, 60000))
     max_utterance_s: float = field(default=15.0, metadata=bounds(0.5, 120.0))
     end_silence_ms: int = field(default=500, metadata=bounds(30, 10000))
+    # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
+    # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
+    end_of_turn_pause_ms: int = field(default=100, metadata=bounds(0, 10000))
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):
@@ -92,6 +96,36 @@ class ClassifierConfig:
     device: str = field(default="auto", metadata=DEVICE)
     max_batch: int = field(default=16, metadata=bounds(1, 1024))
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakersConfig:
+    enabled: bool = True
+    encoder: str = "ge2e"  # "ge2e" (packaged in Resemblyzer==0.1.4, offline) | a local checkpoint path
+    # Online clustering (stream/stages/speaker_clustering.py): average-linkage similarity that joins two
+    # clusters, on embeddings centred on the stream's recent mean (so near 0), and on raw cosine at first.
+    threshold: float = field(default=0.1, metadata=bounds(-1.0, 1.0, low_open=True, high_open=True))
+    warmup_threshold: float = field(default=0.65, metadata=bounds(-1.0, 1.0, low_open=True, high_open=True))
+    warmup_utterances: int = field(default=5, metadata=bounds(2, 100))  # before centring
+    window_utterances: int = field(default=40, metadata=bounds(2, 500))  # re-clustered at each new one
+    pca_dims: int = field(default=8, metadata=bounds(0, 256))  # window's top principal axes compared (0: all)
+    merge_after_utterances: int = field(default=6, metadata=bounds(1, 1000))  # lost this often -> reported merged
+    max_speakers: int = field(default=8, metadata=bounds(1, 64))
+    min_audio_ms: int = field(default=300, metadata=bounds(0, 10000))  # shorter utterances get no speaker
+
+    def clustering(self) -> Any:
+        """These settings as :class:`stream.stages.speaker_clustering.ClusteringParams`."""
+        from stream.stages.speaker_clustering import ClusteringParams
+
+        return ClusteringParams(
+            threshold=self.threshold,
+            warmup_threshold=self.warmup_threshold,
+            warmup=self.warmup_utterances,
+            window=self.window_utterances,
+            max_speakers=self.max_speakers,
+            pca_dims=self.pca_dims,
+            merge_after=self.merge_after_utterances,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +215,7 @@ class Config:
     vad: VADConfig = VADConfig()
     asr: ASRConfig = ASRConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    speakers: SpeakersConfig = SpeakersConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     bus: BusConfig = BusConfig()
@@ -227,6 +262,7 @@ _TYPES: dict[str, type] = {
     "vad": VADConfig,
     "asr": ASRConfig,
     "classifier": ClassifierConfig,
+    "speakers": SpeakersConfig,
     "server": ServerConfig,
     "log": LogConfig,
     "bus": BusConfig,

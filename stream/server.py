@@ -6,7 +6,7 @@ Built on ``websockets``: its ``process_request`` hook answers plain HTTP request
 path is ever joined from the request, so there is no way outside ``web/`` and no directory listing.
 
 Per connection: a ``hello`` event, then live events from a :class:`stream.events.hub.Subscription`. Client
-messages (``subscribe``, ``resume``, ``ping``) are handled in order by the one task that sends, so a
+messages (``subscribe``, ``resume``, ``ping``, ``name_speaker``) are handled in order by the one task that sends, so a
 reply never overtakes the events before it. ``resume`` replays the bus's history (this run's event
 log, or Redis for a gateway) and rejoins the live flow with no gap and no duplicate (see
 :meth:`Server._resume`).
@@ -151,6 +151,7 @@ class Server:
         *,
         backend: Backend | None = None,
         ingest: Callable[[ServerConnection], Awaitable[None]] | None = None,
+        name_speaker: Callable[[str, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self._backend = backend
@@ -167,6 +168,8 @@ class Server:
             LogHistory(history, lambda: hub.last_seq) if isinstance(history, EventLog) else history
         )
         self._hello = hello
+        # A client's name_speaker message: broadcasts a `speaker` event; ValueError = refused (None: no stage).
+        self._name_speaker = name_speaker
         self._files = static_files()
         self._connections: set[_Connection] = set()
         self._ws_server: WsServer | None = None
@@ -397,6 +400,14 @@ class Server:
         elif command.type == "resume":
             assert command.after_seq is not None
             await self._resume(conn, command.after_seq)
+        elif command.type == "name_speaker":
+            assert command.stream is not None and command.speaker is not None and command.name is not None
+            try:
+                if self._name_speaker is None:
+                    raise ValueError("this service labels no speakers")
+                await self._name_speaker(command.stream, command.speaker, command.name)
+            except ValueError as exc:
+                await self._reply(conn, "error", {"code": "bad_request", "message": str(exc)})
 
     async def _resume(self, conn: _Connection, after_seq: int) -> None:
         """Replay the history after ``after_seq``, then rejoin the live flow: no gap, no duplicate.

@@ -10,6 +10,7 @@ from redisd import RedisServer
 from stream.config import BusConfig
 from stream.events.redis_bus import Fenced, Keys, RedisEventBus, RedisHistory, connect, ensure_run_id
 from stream.events.redis_jobs import JobQueue
+from stream.protocol import PROTOCOL_VERSION
 
 
 def cfg(**kw: object) -> BusConfig:
@@ -35,7 +36,7 @@ async def test_seq_is_global_and_entry_ids_are_seqs(redis_server: RedisServer) -
     assert [e["seq"] for e in await entries(client, keys.stream("s1"))] == [1, 3, 5, 7, 9]
     # The stored JSON is exactly the envelope, seq included.
     first = json.loads(firehose[0][1][b"e"])
-    assert first == {"v": 1, "type": "speech", "seq": 1, "stream": "s1", "ts": first["ts"],
+    assert first == {"v": PROTOCOL_VERSION, "type": "speech", "seq": 1, "stream": "s1", "ts": first["ts"],
                      "data": {"state": "start", "utterance_id": "s1-1", "t_s": 0}}  # fmt: skip
     await client.aclose()
 
