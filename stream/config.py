@@ -66,7 +66,7 @@ class VADConfig:
     end_silence_ms: int = field(default=500, metadata=bounds(30, 10000))
     # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
     # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
-    end_of_turn_pause_ms: int = field(default=100, metadata=bounds(0, 10000))
+    end_of_turn_pause_ms: int = field(default=0, metadata=bounds(0, 10000))
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):
