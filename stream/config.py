@@ -66,7 +66,7 @@ class VADConfig:
     end_silence_ms: int = field(default=500, metadata=bounds(30, 10000))
     # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
     # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
-    end_of_turn_pause_ms: int = field(default=100, metadata=bounds(0, 10000))
+    end_of_turn_pause_ms: int = field(default=0, metadata=bounds(0, 10000))
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):
@@ -96,6 +96,12 @@ class ClassifierConfig:
     device: str = field(default="auto", metadata=DEVICE)
     max_batch: int = field(default=16, metadata=bounds(1, 1024))
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
+    # Past context (checkpoints with a context module): the text branch also reads the stream's
+    # previous utterances, at most context_utterances of them, each ended within context_window_s
+    # before the current one starts. Never the future; reset per stream.
+    context: bool = True
+    context_utterances: int = field(default=8, metadata=bounds(0, 64))
+    context_window_s: float = field(default=90.0, metadata=bounds(0.0, 3600.0))
 
 
 @dataclass(frozen=True, slots=True)

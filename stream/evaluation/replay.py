@@ -135,6 +135,7 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
 
     from stream.models import load_models, load_speaker_stage
     from stream.service import RunOptions, run_service
+    from training.weights import ModelError
 
     cfg = dataclasses.replace(
         config,
@@ -148,7 +149,12 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
     t1 = time.perf_counter()
     options = RunOptions(sources=(str(media),), jsonl=str(events_path), exit_when_done=True, quiet=True)
-    speakers = load_speaker_stage(cfg) if cfg.speakers.enabled else None
+    speakers = None
+    if cfg.speakers.enabled:
+        try:
+            speakers = load_speaker_stage(cfg)
+        except ModelError as exc:  # e.g. Resemblyzer not installed: scored without speaker labels
+            logger.warning("no speaker labels in this replay: %s", exc)
     status = asyncio.run(run_service(cfg, options, models=(transcriber, predictor), speakers=speakers))
     t2 = time.perf_counter()
     if status != 0:
