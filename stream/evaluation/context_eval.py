@@ -54,9 +54,11 @@ def context_ablation(predictor: Any, pred: Sequence[Utterance], truth: Sequence[
                                    window_s=window_s)  # fmt: skip
         known = [k for k, u in enumerate(truth) if u.emotion and oracle[k]]
         out[name] = {
-            "pipeline_text": emotion_scores([truth[m.truth].emotion or "" for m in scored],
-                                            [labels[m.pred] or "" for m in scored]).to_dict(),  # fmt: skip
-            "text_oracle": emotion_scores([truth[k].emotion or "" for k in known],
-                                          [oracle[k] or "" for k in known]).to_dict(),  # fmt: skip
+            "pipeline_text": emotion_scores(
+                [truth[m.truth].emotion or "" for m in scored], [labels[m.pred] or "" for m in scored]
+            ).to_dict(),  # fmt: skip
+            "text_oracle": emotion_scores(
+                [truth[k].emotion or "" for k in known], [oracle[k] or "" for k in known]
+            ).to_dict(),  # fmt: skip
         }
     return out
