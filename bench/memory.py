@@ -1,7 +1,7 @@
 """Memory: the peak resident set size (RSS) of the whole service, as the operating system accounts it.
 
 Each configuration runs ``emostream run`` as a child process. Its peak is the kernel's ``ru_maxrss``
-from ``wait4`` -- the figure ``/usr/bin/time -v`` prints as "Maximum resident set size": the largest RSS
+(read by a small launcher process, see ``_LAUNCHER``) -- the figure ``/usr/bin/time -v`` prints as "Maximum resident set size": the largest RSS
 the service (or any process it waited for) reached, model loading included, with no sampling gap.
 While it runs, the process tree is also polled every 50 ms: the sum of the RSS of every process in it
 (a cross-check, and the figure that matters if the service ever starts helpers) and the peak of its
@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,25 @@ def _tree(pid: int) -> list[int]:
         return [pid]
 
 
+# Runs the measured command as its child and writes that child's ru_maxrss (KiB) to argv[1].
+# Why a launcher: Linux carries the high-water mark of the memory a process replaces at exec into its
+# ru_maxrss, and a child of this process (fork or vfork) replaces a copy of, or this very, address
+# space. A test run that has loaded models would inflate the figure; the small launcher does not.
+_LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def _spawn(cmd: list[str], out_fd: int, report: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in REPO under the launcher, stdout and stderr on ``out_fd``."""
+    argv = [sys.executable, "-c", _LAUNCHER, str(report), *cmd]
+    return subprocess.Popen(argv, cwd=REPO, stdout=out_fd, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def peak_rss(cmd: list[str], *, timeout_s: float, log: Path) -> dict[str, Any]:
     """Run ``cmd``; its ``ru_maxrss`` (MiB) from ``wait4``, the polled tree figures, wall time.
 
@@ -124,18 +144,15 @@ def peak_rss(cmd: list[str], *, timeout_s: float, log: Path) -> dict[str, Any]:
     """
     tree_kb = anon_kb = file_kb = polls = 0
     t0 = time.monotonic()
+    report = log.with_suffix(".maxrss")
+    report.unlink(missing_ok=True)
     with log.open("w") as log_fh:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log_fh, stderr=subprocess.STDOUT)
+        proc = _spawn(cmd, log_fh.fileno(), report)
         try:
-            while True:
-                # wait4 reaps the child and hands back its rusage; Popen must not reap it first.
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    proc.returncode = os.waitstatus_to_exitcode(status)
-                    break
+            while proc.poll() is None:
                 if time.monotonic() - t0 > timeout_s:
                     raise TimeoutError(f"{' '.join(cmd)} ran over {timeout_s:.0f} s")
-                figures = [_status_kb(p) for p in _tree(proc.pid)]
+                figures = [_status_kb(p) for p in _tree(proc.pid)[1:]]  # the launcher itself not counted
                 tree_kb = max(tree_kb, sum(f.get("VmRSS", 0) for f in figures))
                 anon_kb = max(anon_kb, sum(f.get("RssAnon", 0) for f in figures))
                 file_kb = max(file_kb, sum(f.get("RssFile", 0) for f in figures))
@@ -143,15 +160,15 @@ def peak_rss(cmd: list[str], *, timeout_s: float, log: Path) -> dict[str, Any]:
                 time.sleep(0.05)
         finally:
             if proc.returncode is None:
-                proc.kill()
-                os.waitpid(proc.pid, 0)
-                proc.returncode = -9
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the measured tree
+                proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"exit status {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
-    maxrss_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    maxrss_kib = int(report.read_text())
+    maxrss_mib = maxrss_kib / 1024  # KiB on Linux
     return {
         "peak_rss_mib": round(maxrss_mib, 1),
-        "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 3),
+        "peak_rss_gb": round(maxrss_kib * 1024 / 1e9, 3),
         "tree_rss_polled_mib": round(tree_kb / 1024, 1),
         "anon_polled_mib": round(anon_kb / 1024, 1),
         "file_polled_mib": round(file_kb / 1024, 1),
