@@ -1,6 +1,6 @@
 """Accuracy of a replay: ``emostream evaluate`` on the spoken MELD dev test set, per ASR model.
 
-Runs exactly what ``emostream evaluate testset.wav --truth truth.csv`` runs (``stream.evaluate``:
+Runs exactly what ``emostream evaluate testset.wav --truth truth.csv`` runs (``stream.evaluation.evaluate``:
 in-process ``--fast`` replay, time-overlap alignment, WER, emotion metrics, the text oracle) for each
 ASR model and tabulates the headline figures. The speech is espeak-ng TTS, so the emotion figures
 measure the text branch through ASR and segmentation, not vocal emotion.
@@ -33,7 +33,7 @@ def run_model(
     model: str, wav: Path, truth_csv: Path, checkpoint: Path, *, settings: Sequence[str] = ()
 ) -> dict[str, Any]:
     from stream.config import load_config
-    from stream.evaluate import (
+    from stream.evaluation.evaluate import (
         build_report,
         load_truth,
         media_duration_s,

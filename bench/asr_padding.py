@@ -5,11 +5,11 @@ faster-whisper pads every input to a 30 s window before the encoder, so a 2 s ut
 utterance of the spoken test set (truth span plus the segmenter's pre/post roll) three ways with the
 same model and greedy decoding, and reports mean ms per utterance and WER against the truth text:
 
-* ``30 s (faster-whisper)``: ``WhisperModel.transcribe``, what ``stream.transcriber`` runs today;
+* ``30 s (faster-whisper)``: ``WhisperModel.transcribe``, what ``stream.stages.transcriber`` runs today;
 * ``trimmed + N s``: the log-mel of the utterance plus N s of silence (rounded up to whole seconds),
   encoded and decoded directly with CTranslate2 (``encode`` + ``generate``, no timestamps).
 
-It is a measurement for deciding a change in ``stream.transcriber``, not a code path of the service.
+It is a measurement for deciding a change in ``stream.stages.transcriber``, not a code path of the service.
 
 Usage: ``python -m bench.asr_padding [--models tiny.en,base] [--n 12] [--pads 0,1,5]``; ``--full``: 40.
 """
@@ -60,7 +60,7 @@ def transcribe_padded(model: Any, audio: np.ndarray) -> str:
 
 def run_model(name: str, clips: list[np.ndarray], texts: list[str], pads: Sequence[float]) -> list[dict[str, Any]]:
     from bench.throughput import load_whisper
-    from stream.evaluate import WordErrors, word_errors
+    from stream.evaluation.evaluate import WordErrors, word_errors
 
     model = load_whisper(name)
     variants: list[tuple[str, Any]] = [("30 s (faster-whisper)", lambda a: transcribe_padded(model, a))]

@@ -1,8 +1,9 @@
 """Fan-out: how fast events reach 10 / 100 / 1,000 websocket subscribers, and what it costs the server.
 
 The server runs in its own process (so its CPU is measured apart from the clients'): the real
-:class:`stream.server.Server` with a :class:`stream.hub.Hub` and the JSONL :class:`stream.eventlog.EventLog`,
-fed by a :class:`stream.events.EventBus` that emits ``emotion`` events shaped like the pipeline's at a
+:class:`stream.server.Server` with a :class:`stream.events.hub.Hub` and the JSONL
+:class:`stream.events.eventlog.EventLog`, fed by a :class:`stream.events.bus.EventBus`
+that emits ``emotion`` events shaped like the pipeline's at a
 fixed rate. The clients (real ``websockets`` connections on 127.0.0.1 only) run in this process and
 record ``receive time - event ts`` for every event. Both share the machine's cores, which is stated
 in the result. Every run is bounded: ``--duration`` seconds of publishing plus timeouts on connecting
@@ -60,9 +61,9 @@ async def _serve(expect: int, rate: float, duration_s: float, log_dir: Path) -> 
     import psutil
 
     from stream.config import ServerConfig
-    from stream.eventlog import EventLog
-    from stream.events import EventBus
-    from stream.hub import Hub
+    from stream.events.bus import EventBus
+    from stream.events.eventlog import EventLog
+    from stream.events.hub import Hub
     from stream.server import Server
 
     cfg = ServerConfig(host="127.0.0.1", port=0, max_connections=max(2000, expect + 10))

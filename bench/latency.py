@@ -93,7 +93,7 @@ def breakdown(
     received: list[tuple[float, dict[str, Any]]], truth: list[Any], *, post_roll_s: float
 ) -> list[dict[str, Any]]:
     """Per-utterance stage times in seconds (see the module docstring) from the received events."""
-    from stream.evaluate import Utterance, align
+    from stream.evaluation.evaluate import Utterance, align
 
     by_utt: dict[str, dict[str, Any]] = {}
     for arrival, e in received:
@@ -162,7 +162,7 @@ def run_model(
     import psutil
 
     from stream.config import load_config
-    from stream.evaluate import load_truth
+    from stream.evaluation.evaluate import load_truth
 
     port = free_port()
     cfg = load_config(None, **dict(parse_setting(x) for x in settings))

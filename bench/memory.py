@@ -54,7 +54,7 @@ out = {"python + numpy": rss()}
 import torch, transformers, faster_whisper, ctranslate2
 out["+ torch, transformers, faster-whisper imported"] = rss()
 from stream.config import ASRConfig
-from stream.transcriber import WhisperTranscriber
+from stream.stages.transcriber import WhisperTranscriber
 WhisperTranscriber.load(ASRConfig(model=sys.argv[2], device="cpu"))
 out["+ Whisper " + sys.argv[2] + " (ASR, int8)"] = rss()
 from training.inference import EmotionPredictor

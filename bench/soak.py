@@ -1,7 +1,7 @@
 """Soak: hostile websocket traffic for a bounded time while a well-behaved client measures the service.
 
-The server runs in its own process -- the real :class:`stream.server.Server` with a :class:`stream.hub.Hub`
-and the JSONL :class:`stream.eventlog.EventLog`, an :class:`stream.events.EventBus` publishing
+The server runs in its own process -- the real :class:`stream.server.Server` with a :class:`stream.events.hub.Hub`
+and the JSONL :class:`stream.events.eventlog.EventLog`, an :class:`stream.events.bus.EventBus` publishing
 ``emotion`` events at ``--rate`` -- and samples its own memory, connection count and event-loop lag.
 This process (127.0.0.1 only) runs, all at once for ``--duration`` seconds:
 
@@ -66,9 +66,9 @@ async def _serve(rate: float, log_dir: Path, max_message_bytes: int, ping_s: flo
     import psutil
 
     from stream.config import ServerConfig
-    from stream.eventlog import EventLog
-    from stream.events import EventBus
-    from stream.hub import Hub
+    from stream.events.bus import EventBus
+    from stream.events.eventlog import EventLog
+    from stream.events.hub import Hub
     from stream.server import Server
 
     cfg = ServerConfig(

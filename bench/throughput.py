@@ -1,7 +1,7 @@
 """Throughput: the replay real-time factor with ``--fast`` per ASR model, where the time goes, and the floor.
 
 For each model the spoken test set (``bench.make_testset``) is replayed through the real service in
-this process (``stream.evaluate.replay``: models loaded and warmed first, then ``run_service`` as fast
+this process (``stream.evaluation.evaluate.replay``: models loaded and warmed first, then ``run_service`` as fast
 as it goes). RTF = pipeline seconds / audio seconds. The floor is faster-whisper alone on the same
 file with the same model, device and decoding options: once over the whole file (30 s windows, the
 silence included) and once with faster-whisper's own Silero VAD filter. Stage times come from the
@@ -51,7 +51,7 @@ def load_whisper(model_name: str, cpu_threads: int = 0) -> Any:
                         local_files_only=resolved.packaged)  # fmt: skip
 
 
-# The service's decoding options (stream.transcriber), for the floor and the profile.
+# The service's decoding options (stream.stages.transcriber), for the floor and the profile.
 OPTIONS: dict[str, Any] = {"language": "en", "beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False}
 
 
@@ -66,7 +66,7 @@ def whisper_alone(model: Any, audio: np.ndarray, *, vad_filter: bool) -> float:
 
 def asr_profile(model: Any, clips: list[np.ndarray], service_transcriber: Any = None) -> dict[str, float]:
     """Mean ms per utterance: faster-whisper's transcribe (30 s window), the service's transcriber
-    (``stream.transcriber`` with the configured ``asr.pad_s``), and the encoder alone on a 30 s padded
+    (``stream.stages.transcriber`` with the configured ``asr.pad_s``), and the encoder alone on a 30 s padded
     input vs on the utterance alone."""
     import ctranslate2
 
@@ -109,7 +109,7 @@ def _classifier_seconds(predictor: Any, events: list[dict[str, Any]], audio: Any
 
 def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> dict[str, Any]:
     from stream.config import load_config
-    from stream.evaluate import build_report, load_truth, predictions_from_events, read_events, replay
+    from stream.evaluation.evaluate import build_report, load_truth, predictions_from_events, read_events, replay
     from training.audio import load_audio
 
     audio_s = load_audio(wav).size / 16000
@@ -134,7 +134,7 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     clips = [audio[round(e["data"]["start_s"] * 16000) : round(e["data"]["end_s"] * 16000)]
              for e in events if e["type"] == "emotion"]  # fmt: skip
     from stream.config import ASRConfig
-    from stream.transcriber import WhisperTranscriber
+    from stream.stages.transcriber import WhisperTranscriber
 
     service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))
     service_asr.transcribe(audio[:16000])  # warm-up

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
     _add_common(ev)
-    from stream import evaluate
+    from stream.evaluation import evaluate
 
     evaluate.add_arguments(ev)
     return parser
@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def _cmd_devices() -> int:
-    from stream.devices import DeviceError, list_input_devices
+    from stream.sources.devices import DeviceError, list_input_devices
 
     try:
         devices = list_input_devices()
@@ -140,6 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.service import run_from_cli
 
         return run_from_cli(config, args)
-    from stream.evaluate import run_from_cli as evaluate_from_cli
+    from stream.evaluation.evaluate import run_from_cli as evaluate_from_cli
 
     return evaluate_from_cli(config, args)

@@ -130,7 +130,6 @@ class Config:
         return path if path.is_absolute() else Path(self.base_dir) / path
 
 
-
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     """Read ``path`` (``None``: the defaults) and apply dotted ``overrides`` like ``{"asr.model": "tiny.en"}``.
 

@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from stream.classifier import Classified, ClassifierStage, Predictor
-from stream.events import EventBus
+from stream.events.bus import EventBus
 from stream.protocol import SERVICE_STREAM
-from stream.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, Utterance, UtteranceEnd
 from stream.sources import AudioChunk, Source, SourceItem, SourceProblem
-from stream.transcriber import Transcribed, Transcriber, TranscribeStage
-from stream.vad import FrameClassifier
+from stream.stages.classifier import Classified, ClassifierStage, Predictor
+from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, Utterance, UtteranceEnd
+from stream.stages.transcriber import Transcribed, Transcriber, TranscribeStage
+from stream.stages.vad import FrameClassifier
 
 __all__ = ["Pipeline", "SegmentStage", "SpeechBegan", "segmenter_params"]
 

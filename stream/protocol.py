@@ -4,7 +4,7 @@ Every event is one JSON object::
 
     {"v": 1, "type": T, "seq": N, "stream": ID, "ts": unix_seconds, "data": {...}}
 
-``seq`` is strictly increasing per service run (assigned by :class:`stream.events.EventBus`).
+``seq`` is strictly increasing per service run (assigned by :class:`stream.events.bus.EventBus`).
 ``web/protocol.js`` mirrors these names; ``docs/protocol.md`` and ``docs/event.schema.json``
 document them, and the tests keep the three in step.
 """

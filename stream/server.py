@@ -5,7 +5,7 @@ Built on ``websockets``: its ``process_request`` hook answers plain HTTP request
 ``/ws`` upgrade. Only files listed when the server starts can be served, looked up by exact name: no
 path is ever joined from the request, so there is no way outside ``web/`` and no directory listing.
 
-Per connection: a ``hello`` event, then live events from a :class:`stream.hub.Subscription`. Client
+Per connection: a ``hello`` event, then live events from a :class:`stream.events.hub.Subscription`. Client
 messages (``subscribe``, ``resume``, ``ping``) are handled in order by the one task that sends, so a
 reply never overtakes the events before it. ``resume`` replays the event log and rejoins the live flow
 with no gap and no duplicate (see :meth:`Server._resume`).
@@ -34,8 +34,8 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from stream.config import ServerConfig
-from stream.eventlog import EventLog
-from stream.hub import Hub, Published, Subscription
+from stream.events.eventlog import EventLog
+from stream.events.hub import Hub, Published, Subscription
 from stream.protocol import (
     CONNECTION_STREAM,
     LABEL_COLORS,
@@ -362,16 +362,24 @@ class Server:
         last = self.hub.last_seq
         run = self.event_log.run_id
         if after_seq > (last if last is not None else -1):
-            await self._reply(conn, "error", {
-                "code": "resume_unavailable",
-                "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
-            })
+            await self._reply(
+                conn,
+                "error",
+                {
+                    "code": "resume_unavailable",
+                    "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
+                },
+            )
             return
         if self.event_log.write_errors:
-            await self._reply(conn, "error", {
-                "code": "resume_unavailable",
-                "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
-            })
+            await self._reply(
+                conn,
+                "error",
+                {
+                    "code": "resume_unavailable",
+                    "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
+                },
+            )
         sub = conn.sub
         sub.detach()
         cursor = after_seq

@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from stream.classifier import Predictor, load_predictor
 from stream.config import Config
-from stream.console import ConsolePrinter
-from stream.events import EventBus, JsonlWriter, Sink
+from stream.events.bus import EventBus, JsonlWriter, Sink
+from stream.events.console import ConsolePrinter
 from stream.pipeline import Pipeline, segmenter_params
 from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
 from stream.sources import MicSource, ReplaySource, Source
-from stream.transcriber import Transcriber, WhisperTranscriber
-from stream.vad import make_vad
+from stream.stages.classifier import Predictor, load_predictor
+from stream.stages.transcriber import Transcriber, WhisperTranscriber
+from stream.stages.vad import make_vad
 
 __all__ = ["DEMO_PATH", "RunOptions", "SourceSpec", "parse_sources", "run_from_cli", "run_service"]
 
@@ -138,8 +138,8 @@ async def run_service(
     gets the started server (or ``None``) once events start flowing. On stop, utterances whose speech
     had ended still get their events, for at most ``drain_s`` (a second SIGINT skips the wait).
     """
-    from stream.eventlog import EventLog, EventLogError
-    from stream.hub import Hub
+    from stream.events.eventlog import EventLog, EventLogError
+    from stream.events.hub import Hub
 
     # faster-whisper logs every utterance at INFO; our own events already say what happened.
     fw_logger = logging.getLogger("faster_whisper")

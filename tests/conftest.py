@@ -157,9 +157,30 @@ def make_video_mp4(path: Path, audio_wav: Path) -> Path:
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed (apt-get install ffmpeg)")
     subprocess.run(
-        ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
-         "-i", str(audio_wav), "-shortest", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
-         "-ar", "44100", "-ac", "2", str(path)],
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10",
+            "-i",
+            str(audio_wav),
+            "-shortest",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+            str(path),
+        ],
         check=True,
         capture_output=True,
     )
@@ -257,7 +278,7 @@ class ScriptedTranscriber:
         self.calls = 0
 
     def transcribe(self, audio: np.ndarray) -> object:
-        from stream.transcriber import Transcript
+        from stream.stages.transcriber import Transcript
 
         text = self.texts[self.calls] if self.calls < len(self.texts) else self.default
         self.calls += 1

@@ -299,7 +299,9 @@ class AudioFeatureExtractor:
         return np.concatenate([allf.mean(axis=0), allf.std(axis=0)]).astype(np.float32)
 
 
-def mel_filterbank(n_freqs: int, n_mels: int, sample_rate_hz: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    n_freqs: int, n_mels: int, sample_rate_hz: int, f_min: float = 0.0, f_max: float | None = None
+) -> np.ndarray:
     """HTK-scale triangular mel filters, (n_freqs, n_mels) float32, unnormalised.
 
     The same matrix as ``torchaudio.functional.melscale_fbanks`` with its defaults (``norm=None``,

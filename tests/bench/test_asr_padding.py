@@ -9,7 +9,7 @@ import pytest
 from bench.asr_padding import transcribe_padded, transcribe_trimmed
 from bench.make_testset import synthesize
 from bench.throughput import load_whisper
-from stream.evaluate import word_errors
+from stream.evaluation.evaluate import word_errors
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bench.latency import breakdown
-from stream.evaluate import Utterance
+from stream.evaluation.evaluate import Utterance
 
 
 def _ev(kind: str, ts: float, **data: Any) -> dict[str, Any]:

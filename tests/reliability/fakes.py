@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream.protocol import LABELS
-from stream.transcriber import Transcript
+from stream.stages.transcriber import Transcript
 
 __all__ = ["FakePrediction", "FakePredictor", "FakeTranscriber"]
 

@@ -24,9 +24,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from stream.config import ServerConfig
-from stream.eventlog import EventLog
-from stream.events import EventBus
-from stream.hub import Hub
+from stream.events.bus import EventBus
+from stream.events.eventlog import EventLog
+from stream.events.hub import Hub
 from stream.server import Server
 
 CFG = ServerConfig(

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from stream.config import AudioConfig, VADConfig
-from stream.devices import AudioDevice
-from stream.events import EventBus
+from stream.events.bus import EventBus
 from stream.pipeline import Pipeline
 from stream.protocol import Event
 from stream.sources import AudioChunk, MicSource, SourceProblem
-from stream.vad import make_vad
+from stream.sources.devices import AudioDevice
+from stream.stages.vad import make_vad
 
 from .fakes import FakePredictor, FakeTranscriber
 

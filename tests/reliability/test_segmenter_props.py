@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, UtteranceEnd
+from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, UtteranceEnd
 
 RATE = 16000
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -316,7 +316,7 @@ def test_kill_9_leaves_a_valid_log_and_a_restart_does_not_touch_it(
     events = [json.loads(line) for line in complete]
     check_envelopes(events)
     assert tail == b"" or not tail.endswith(b"}\n")
-    from stream.eventlog import read_events
+    from stream.events.eventlog import read_events
 
     assert [e.seq for e in read_events(old)] == [e["seq"] for e in events]
 
@@ -522,7 +522,7 @@ def test_kill_9_at_random_moments_of_a_fast_replay(
     """Killed while six streams are written as fast as possible: every log is valid up to its last line."""
     import random
 
-    from stream.eventlog import read_events
+    from stream.events.eventlog import read_events
 
     rng = random.Random(7)
     sources = []
@@ -575,7 +575,7 @@ def test_disk_full_mid_run_loses_only_what_could_not_be_written(workdir: Path, s
     # The run itself went on: every utterance reached the console.
     assert proc.stdout.count(" JOY ") == len(SENTENCES), proc.stdout[-2000:]
     # The event log is valid JSONL up to its last complete line, and readers skip the torn rest.
-    from stream.eventlog import read_events
+    from stream.events.eventlog import read_events
 
     (log,) = event_logs(workdir / "events")
     *complete, _torn = log.read_bytes().split(b"\n")

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from stream.classifier import Classified, ClassifierStage
-from stream.segmenter import Utterance
-from stream.transcriber import Transcribed, Transcript
+from stream.stages.classifier import Classified, ClassifierStage
+from stream.stages.segmenter import Utterance
+from stream.stages.transcriber import Transcribed, Transcript
 
 from .fakes import FakePredictor
 

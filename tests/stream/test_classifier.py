@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import ScriptedPredictor
 
-from stream.classifier import ClassifierStage, load_predictor
-from stream.segmenter import Utterance
-from stream.transcriber import Transcribed, Transcript
+from stream.stages.classifier import ClassifierStage, load_predictor
+from stream.stages.segmenter import Utterance
+from stream.stages.transcriber import Transcribed, Transcript
 
 
 def item(stream: str, i: int, text: str | None = "hello", dropped: str | None = None) -> Transcribed:

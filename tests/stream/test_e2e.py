@@ -64,10 +64,24 @@ def test_cli_on_an_mp4_finds_every_sentence_once_with_close_text_and_timed_emoti
     talk = make_dialogue(SENTENCES, lead_s=0.6, gap_s=1.2, tail_s=1.0)
     mp4 = make_video_mp4(tmp_path / "episode.mp4", write_wav(tmp_path / "talk.wav", talk.audio))
     jsonl = tmp_path / "events.jsonl"
-    cmd = emostream("run", "--source", str(mp4), "--fast", "--no-server", "--quiet", "--jsonl", str(jsonl),
-                    "--asr-model", "tiny.en", "--device", "cpu", tmp_path=tmp_path)
-    proc = subprocess.run(cmd, env=env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          check=False)
+    cmd = emostream(
+        "run",
+        "--source",
+        str(mp4),
+        "--fast",
+        "--no-server",
+        "--quiet",
+        "--jsonl",
+        str(jsonl),
+        "--asr-model",
+        "tiny.en",
+        "--device",
+        "cpu",
+        tmp_path=tmp_path,
+    )
+    proc = subprocess.run(
+        cmd, env=env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     events = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [e["seq"] for e in events] == list(range(len(events)))
@@ -100,10 +114,12 @@ def test_cli_on_an_mp4_finds_every_sentence_once_with_close_text_and_timed_emoti
 
 def test_run_serves_the_dashboard_and_exits_0_on_sigint(tmp_path: Path) -> None:
     wav = write_wav(tmp_path / "hello.wav", make_dialogue(["Hello, nice to meet you."]).audio)
-    cmd = emostream("run", "--source", str(wav), "--port", "0", "--asr-model", "tiny.en", "--device", "cpu",
-                    tmp_path=tmp_path)
-    proc = subprocess.Popen(cmd, env=env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = emostream(
+        "run", "--source", str(wav), "--port", "0", "--asr-model", "tiny.en", "--device", "cpu", tmp_path=tmp_path
+    )
+    proc = subprocess.Popen(
+        cmd, env=env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stderr is not None
         url = None

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.cli import main
-from stream.evaluate import (
+from stream.evaluation.evaluate import (
     TruthError,
     Utterance,
     WordErrors,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.eventlog import EventLog, EventLogError, read_events
+from stream.events.eventlog import EventLog, EventLogError, read_events
 from stream.protocol import Event
 
 
@@ -105,7 +105,7 @@ def test_every_complete_line_survives_kill_9(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from stream.eventlog import EventLog
+        from stream.events.eventlog import EventLog
         from stream.protocol import Event
         log = EventLog(Path({str(tmp_path)!r}), run_id="killed")
         for i in range(200):

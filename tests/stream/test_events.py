@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.console import ConsolePrinter, format_event
-from stream.events import EventBus, JsonlWriter
+from stream.events.bus import EventBus, JsonlWriter
+from stream.events.console import ConsolePrinter, format_event
 from stream.protocol import Event
 
 
@@ -37,7 +37,7 @@ async def test_a_failing_sink_is_counted_and_does_not_break_the_others(caplog: p
         raise OSError("disk full")
 
     bus = EventBus([lambda e: first.append(e.seq), broken, lambda e: last.append(e.seq)])
-    with caplog.at_level(logging.ERROR, logger="stream.events"):
+    with caplog.at_level(logging.ERROR, logger="stream.events.bus"):
         for _ in range(3):
             await bus.emit("stats", "_service", {})
     assert first == last == [0, 1, 2]
@@ -74,8 +74,16 @@ def test_console_line_for_an_emotion_has_time_label_score_and_text() -> None:
         3,
         "demo",
         1_700_000_000.25,
-        {"utterance_id": "demo-1", "start_s": 0.5, "end_s": 2.0, "text": "I am so happy", "label": "joy",
-         "scores": {"joy": 0.81, "neutral": 0.19}, "modalities": ["text", "audio"], "latency_ms": 420.0},
+        {
+            "utterance_id": "demo-1",
+            "start_s": 0.5,
+            "end_s": 2.0,
+            "text": "I am so happy",
+            "label": "joy",
+            "scores": {"joy": 0.81, "neutral": 0.19},
+            "modalities": ["text", "audio"],
+            "latency_ms": 420.0,
+        },
     )
     line = format_event(event)
     assert "\n" not in line

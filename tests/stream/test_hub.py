@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stream.hub import Hub
+from stream.events.hub import Hub
 from stream.protocol import CONNECTION_STREAM, SERVICE_STREAM, Event
 
 

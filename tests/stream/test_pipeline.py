@@ -13,12 +13,12 @@ import pytest
 from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
 from stream.config import VADConfig
-from stream.events import EventBus
+from stream.events.bus import EventBus
 from stream.pipeline import Pipeline, SegmentStage, SpeechBegan, segmenter_params
 from stream.protocol import LABELS, SERVICE_STREAM, Event
-from stream.segmenter import Utterance
 from stream.sources import AudioChunk, ReplaySource, SourceItem, SourceProblem, to_int16
-from stream.vad import WebRtcVad, make_vad
+from stream.stages.segmenter import Utterance
+from stream.stages.vad import WebRtcVad, make_vad
 
 LINES_A = ["Hello there, how are you today?", "I am so angry with you right now.", "Let's talk about it later."]
 LINES_B = ["What a wonderful surprise!", "I feel a little sad this evening."]

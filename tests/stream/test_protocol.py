@@ -16,9 +16,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from stream.config import ServerConfig
-from stream.eventlog import EventLog
-from stream.events import EventBus
-from stream.hub import Hub
+from stream.events.bus import EventBus
+from stream.events.eventlog import EventLog
+from stream.events.hub import Hub
 from stream.protocol import (
     CLIENT_TYPES,
     CONNECTION_STREAM,
@@ -46,9 +46,16 @@ def doc_examples() -> list[dict[str, Any]]:
 
 
 def emotion(**over: Any) -> dict[str, Any]:
-    data = {"utterance_id": "mic-1", "start_s": 1.0, "end_s": 2.5, "text": "hi", "label": "joy",
-            "scores": {name: (0.4 if name == "joy" else 0.1) for name in LABELS}, "modalities": ["text"],
-            "latency_ms": 210.0}
+    data = {
+        "utterance_id": "mic-1",
+        "start_s": 1.0,
+        "end_s": 2.5,
+        "text": "hi",
+        "label": "joy",
+        "scores": {name: (0.4 if name == "joy" else 0.1) for name in LABELS},
+        "modalities": ["text"],
+        "latency_ms": 210.0,
+    }
     data.update(over)
     return {"v": 1, "type": "emotion", "seq": 3, "stream": "mic", "ts": 1.5, "data": data}
 
@@ -59,9 +66,7 @@ def test_schema_is_valid_and_its_enums_are_the_module_tuples() -> None:
     assert tuple(SCHEMA["$defs"]["error"]["properties"]["code"]["enum"]) == ERROR_CODES
     assert tuple(SCHEMA["$defs"]["label"]["enum"]) == LABELS
     assert tuple(SCHEMA["$defs"]["emotion"]["properties"]["scores"]["required"]) == LABELS
-    assert {t for t in EVENT_TYPES} == {
-        cond["if"]["properties"]["type"]["const"] for cond in SCHEMA["allOf"]
-    }
+    assert {t for t in EVENT_TYPES} == {cond["if"]["properties"]["type"]["const"] for cond in SCHEMA["allOf"]}
 
 
 def test_every_documented_example_is_valid() -> None:
@@ -112,8 +117,14 @@ def test_bad_envelopes_fail_the_schema_and_the_parser(event: dict[str, Any], why
         emotion(latency_ms=-1),
         emotion(start_s=-0.5),
         {k: v for k, v in emotion().items() if k != "data"} | {"data": {"label": "joy"}},
-        {"v": 1, "type": "speech", "seq": 0, "stream": "mic", "ts": 0.0,
-         "data": {"state": "begin", "utterance_id": "a", "t_s": 0}},
+        {
+            "v": 1,
+            "type": "speech",
+            "seq": 0,
+            "stream": "mic",
+            "ts": 0.0,
+            "data": {"state": "begin", "utterance_id": "a", "t_s": 0},
+        },
         {"v": 1, "type": "error", "seq": 0, "stream": "mic", "ts": 0.0, "data": {"code": "oops", "message": "x"}},
         {"v": 1, "type": "lagged", "seq": 0, "stream": CONNECTION_STREAM, "ts": 0.0, "data": {"dropped": 0}},
         {"v": 1, "type": "lagged", "seq": 0, "stream": "mic", "ts": 0.0, "data": {"dropped": 3}},

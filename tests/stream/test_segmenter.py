@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, UtteranceEnd
+from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, UtteranceEnd
 
 F = 160  # 10 ms frames at 16 kHz, so every length below is a whole number of frames
 
@@ -55,8 +55,12 @@ def test_speech_start_is_emitted_when_min_speech_is_reached() -> None:
 def test_utterance_ends_after_end_silence_not_before() -> None:
     seg = Segmenter(params())
     pattern = "1" * 10 + "0" * 10
-    ends = [i for i, c in enumerate(pattern) for o in seg.push(i * F, np.zeros(F, np.int16), c == "1")
-            if isinstance(o, UtteranceEnd)]
+    ends = [
+        i
+        for i, c in enumerate(pattern)
+        for o in seg.push(i * F, np.zeros(F, np.int16), c == "1")
+        if isinstance(o, UtteranceEnd)
+    ]
     assert ends == [19]  # 10 silent frames (100 ms) after the last speech frame 9
 
 

@@ -19,9 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream.config import ServerConfig
-from stream.eventlog import EventLog
-from stream.events import EventBus
-from stream.hub import Hub
+from stream.events.bus import EventBus
+from stream.events.eventlog import EventLog
+from stream.events.hub import Hub
 from stream.protocol import CONNECTION_STREAM, LABELS, SERVICE_STREAM, Event
 from stream.server import Server
 
@@ -42,8 +42,18 @@ class ScriptBus:
 
     def utterance(self, stream: str = "mic", text: str = "hello", label: str = "joy") -> Event:
         scores = {name: (0.7 if name == label else 0.05) for name in LABELS}
-        return self.emit("emotion", stream, utterance_id=self.seq, start_s=1.0, end_s=2.0, text=text,
-                         label=label, scores=scores, modalities=["text", "audio"], latency_ms=120.0)
+        return self.emit(
+            "emotion",
+            stream,
+            utterance_id=self.seq,
+            start_s=1.0,
+            end_s=2.0,
+            text=text,
+            label=label,
+            scores=scores,
+            modalities=["text", "audio"],
+            latency_ms=120.0,
+        )
 
 
 @dataclasses.dataclass
@@ -167,7 +177,7 @@ async def test_resume_after_reconnect_has_no_gap_and_no_duplicate(tmp_path: Path
         assert len(set(got)) == len(got)
         early = got[: got.index(last + 1)]
         assert all(s > 34 for s in early)
-        assert got[len(early):] == sorted(got[len(early):])
+        assert got[len(early) :] == sorted(got[len(early) :])
 
 
 async def test_resume_from_the_start_and_with_a_filter(tmp_path: Path) -> None:

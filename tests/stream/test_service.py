@@ -15,7 +15,7 @@ from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, writ
 from websockets.asyncio.client import connect
 
 from stream.config import Config, load_config
-from stream.eventlog import read_events
+from stream.events.eventlog import read_events
 from stream.protocol import LABELS, Event
 from stream.service import DEMO_PATH, RunOptions, SourceError, parse_sources, run_service
 
@@ -39,7 +39,11 @@ def test_sources_parse_to_unique_stream_ids(tmp_path: Path) -> None:
     wav = write_wav(tmp_path / "ep 1.wav", make_dialogue(["Hi."]).audio)
     specs = parse_sources(["mic", "2", "USB Audio", str(wav), str(wav)])
     assert [(s.stream_id, s.kind) for s in specs] == [
-        ("mic", "mic"), ("mic2", "mic"), ("mic-USB-Audio", "mic"), ("ep-1", "file"), ("ep-1-2", "file")
+        ("mic", "mic"),
+        ("mic2", "mic"),
+        ("mic-USB-Audio", "mic"),
+        ("ep-1", "file"),
+        ("ep-1-2", "file"),
     ]
     assert specs[2].target == "USB Audio" and specs[3].target == str(wav)
     (demo,) = parse_sources([])
@@ -102,8 +106,9 @@ async def test_with_the_server_a_websocket_client_gets_hello_and_the_events_and_
     stop = asyncio.Event()
     ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        run_service(cfg, RunOptions(sources=(str(wav),), quiet=True), models=models(), stop=stop,
-                    on_ready=ready.set_result)
+        run_service(
+            cfg, RunOptions(sources=(str(wav),), quiet=True), models=models(), stop=stop, on_ready=ready.set_result
+        )
     )
     server = await asyncio.wait_for(ready, 30)
     received: list[dict[str, Any]] = []

@@ -18,8 +18,8 @@ import pytest
 from conftest import make_dialogue, make_video_mp4, tone, write_wav
 
 from stream.config import AudioConfig
-from stream.devices import AudioDevice, DeviceError
 from stream.sources import AudioChunk, MicBuffer, MicSource, ReplaySource, SourceProblem, to_int16
+from stream.sources.devices import AudioDevice, DeviceError
 
 
 class FakeClock:
@@ -323,13 +323,24 @@ def pulse_virtual_mic(tmp_path: Path) -> Any:
             pytest.skip(f"{tool} is not installed (apt-get install pulseaudio pulseaudio-utils libasound2-plugins)")
     runtime = tmp_path / "pulse-runtime"
     runtime.mkdir()
-    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_RUNTIME_PATH=str(runtime / "pulse"),
-               HOME=str(tmp_path))
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_RUNTIME_PATH=str(runtime / "pulse"), HOME=str(tmp_path))
     start = subprocess.run(
-        ["pulseaudio", "-D", "--exit-idle-time=-1", "-n", "--disallow-exit", "--log-target=stderr",
-         "--load=module-null-sink sink_name=virt", "--load=module-native-protocol-unix",
-         "--load=module-always-sink"],
-        check=False, env=env, capture_output=True, text=True, timeout=30,
+        [
+            "pulseaudio",
+            "-D",
+            "--exit-idle-time=-1",
+            "-n",
+            "--disallow-exit",
+            "--log-target=stderr",
+            "--load=module-null-sink sink_name=virt",
+            "--load=module-native-protocol-unix",
+            "--load=module-always-sink",
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if start.returncode != 0:
         pytest.skip(f"pulseaudio could not start here: {start.stderr.strip()[-300:]}")
@@ -363,8 +374,9 @@ def test_real_microphone_hears_paplay_through_pulseaudio(pulse_virtual_mic: dict
         "asyncio.run(main())\n"
     )
     child_env = dict(env, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    proc = subprocess.Popen([os.sys.executable, str(script)], env=child_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [os.sys.executable, str(script)], env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "READY"

@@ -15,8 +15,8 @@ import pytest
 from conftest import ScriptedTranscriber, make_dialogue, synthesize, word_error_rate
 
 from stream.config import ASRConfig
-from stream.segmenter import Utterance
-from stream.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
+from stream.stages.segmenter import Utterance
+from stream.stages.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
 from training.weights import ModelError
 
 

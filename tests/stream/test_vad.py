@@ -8,7 +8,7 @@ from conftest import make_dialogue
 
 from stream.config import VADConfig
 from stream.sources import to_int16
-from stream.vad import SileroVad, WebRtcVad, make_vad
+from stream.stages.vad import SileroVad, WebRtcVad, make_vad
 
 
 def frame_decisions(vad: WebRtcVad | SileroVad, pcm: np.ndarray) -> np.ndarray:

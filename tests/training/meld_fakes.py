@@ -91,14 +91,28 @@ def make_fake_meld(
         labels[split] = []
         with (meld / f"{split}_sent_emo.csv").open("w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-                        "Season", "Episode", "StartTime", "EndTime"])
+            w.writerow(
+                [
+                    "Sr No.",
+                    "Utterance",
+                    "Speaker",
+                    "Emotion",
+                    "Sentiment",
+                    "Dialogue_ID",
+                    "Utterance_ID",
+                    "Season",
+                    "Episode",
+                    "StartTime",
+                    "EndTime",
+                ]
+            )
             for i in range(n):
                 label, text, freq = row(i, rng)
                 labels[split].append(label)
                 dia, utt = i // 5, i % 5
-                w.writerow([i + 1, text, "Joey", LABELS[label], "neutral", dia, utt, 1, 1,
-                            "00:00:01,000", "00:00:02,000"])
+                w.writerow(
+                    [i + 1, text, "Joey", LABELS[label], "neutral", dia, utt, 1, 1, "00:00:01,000", "00:00:02,000"]
+                )
                 stem = f"dia{dia}_utt{utt}"
                 key = f"{split}/{stem}"
                 if key in missing:
@@ -116,8 +130,16 @@ def make_fake_meld(
 
 def tiny_config(path: Path, cache_dir: Path, **optim: object) -> Path:
     """A config.toml with tiny dimensions for fast tests."""
-    opts = {"epochs": 12, "batch_size": 16, "lr_head": 3e-3, "lr_encoder": 1e-4, "patience_epochs": 20,
-            "warmup_ratio": 0.05, "device": "cpu", "seed": 7} | optim
+    opts = {
+        "epochs": 12,
+        "batch_size": 16,
+        "lr_head": 3e-3,
+        "lr_encoder": 1e-4,
+        "patience_epochs": 20,
+        "warmup_ratio": 0.05,
+        "device": "cpu",
+        "seed": 7,
+    } | optim
     lines = [
         "[training.data]",
         f'cache_dir = "{cache_dir}"',

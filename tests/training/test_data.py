@@ -71,10 +71,10 @@ def test_meld_raw_clips_mp4_and_wav_missing_and_corrupt_go_text_only(tmp_path: P
     from training.features import AudioFeatureExtractor, FeatureConfig
 
     extractor = AudioFeatureExtractor(FeatureConfig(encoder="logmel-cnn"))  # no weights needed
-    cfg = TrainingDataConfig(meld_dir=str(fake.meld_dir), meld_raw_dir=str(fake.raw_dir), audio_corpora=(),
-                             cache_dir=str(tmp_path / "cache"))
-    data = build_datasets(cfg, base_dir=tmp_path, uses_text=True, uses_audio=True, extractor=extractor,
-                          progress=False)
+    cfg = TrainingDataConfig(
+        meld_dir=str(fake.meld_dir), meld_raw_dir=str(fake.raw_dir), audio_corpora=(), cache_dir=str(tmp_path / "cache")
+    )
+    data = build_datasets(cfg, base_dir=tmp_path, uses_text=True, uses_audio=True, extractor=extractor, progress=False)
     assert data.report["meld_raw"]["train"]["missing"] == 1
     assert data.report["unreadable_clips"]["train"]["count"] == 1
     assert "dia0_utt2" in data.report["unreadable_clips"]["train"]["examples"][0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from stream.events import EventBus
+from stream.events.bus import EventBus
 from stream.protocol import LABELS
 
 # (text, label): what a replayed dialogue could produce.
@@ -50,13 +50,25 @@ class Speaker:
         emit = self.bus.emit_nowait
         emit("speech", self.stream, {"state": "start", "utterance_id": uid, "t_s": round(start, 3)})
         emit("speech", self.stream, {"state": "end", "utterance_id": uid, "t_s": round(end, 3)})
-        emit("transcript", self.stream, {"utterance_id": uid, "start_s": round(start, 3), "end_s": round(end, 3),
-                                         "text": text, "language": "en"})
-        emit("emotion", self.stream, {
-            "utterance_id": uid, "start_s": round(start, 3), "end_s": round(end, 3), "text": text, "label": label,
-            "scores": scores_for(label, self.rng), "modalities": ["text", "audio"],
-            "latency_ms": round(self.rng.uniform(180, 650), 1),
-        })
+        emit(
+            "transcript",
+            self.stream,
+            {"utterance_id": uid, "start_s": round(start, 3), "end_s": round(end, 3), "text": text, "language": "en"},
+        )
+        emit(
+            "emotion",
+            self.stream,
+            {
+                "utterance_id": uid,
+                "start_s": round(start, 3),
+                "end_s": round(end, 3),
+                "text": text,
+                "label": label,
+                "scores": scores_for(label, self.rng),
+                "modalities": ["text", "audio"],
+                "latency_ms": round(self.rng.uniform(180, 650), 1),
+            },
+        )
         self.t_s = end + self.rng.uniform(0.4, 2.2)
 
     def say_all(self, lines: Sequence[tuple[str, str]]) -> None:

@@ -20,9 +20,9 @@ import pytest
 from scripted import SCRIPT, Speaker
 
 from stream.config import ServerConfig
-from stream.eventlog import EventLog
-from stream.events import EventBus
-from stream.hub import Hub
+from stream.events.bus import EventBus
+from stream.events.eventlog import EventLog
+from stream.events.hub import Hub
 from stream.protocol import LABEL_COLORS, LABELS
 from stream.server import Server
 
@@ -51,8 +51,10 @@ def hello() -> dict[str, Any]:
     return {
         "labels": list(LABELS),
         "colors": {**LABEL_COLORS, "joy": JOY_FROM_HELLO},
-        "streams": [{"id": "mic", "kind": "mic", "name": "default input"}, {"id": "ep1", "kind": "file",
-                                                                             "name": "ep1.mp4"}],
+        "streams": [
+            {"id": "mic", "kind": "mic", "name": "default input"},
+            {"id": "ep1", "kind": "file", "name": "ep1.mp4"},
+        ],
         "model_ids": {"asr": "tiny.en", "classifier": "test"},
     }
 
@@ -62,8 +64,14 @@ async def chromium_page() -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             page = await browser.new_page(viewport={"width": 1360, "height": 1000})
@@ -216,7 +224,7 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
     """The real service (packaged tiny.en + the default checkpoint) replays the demo; the page shows
     every emotion event the service logged, with the same labels, in order."""
     from stream.config import load_config
-    from stream.eventlog import read_events
+    from stream.events.eventlog import read_events
     from stream.service import RunOptions, run_service
 
     overrides: dict[str, Any] = {
@@ -230,10 +238,14 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[Any] = loop.create_future()
     stop = asyncio.Event()
-    service = asyncio.create_task(run_service(
-        config, RunOptions(sources=(str(DEMO),), quiet=True), stop=stop,
-        on_ready=lambda server: ready.done() or ready.set_result(server),
-    ))
+    service = asyncio.create_task(
+        run_service(
+            config,
+            RunOptions(sources=(str(DEMO),), quiet=True),
+            stop=stop,
+            on_ready=lambda server: ready.done() or ready.set_result(server),
+        )
+    )
     try:
         await asyncio.wait({ready, service}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():

@@ -3,7 +3,7 @@
 ``emostream evaluate MEDIA --truth CSV`` replays ``MEDIA`` through the real pipeline as fast as it goes,
 reads the ``emotion`` events it produced and aligns them to ground-truth utterances by time overlap.
 Everything after the replay is pure and tested without I/O: truth parsing (:func:`parse_timestamp`,
-:func:`read_truth_rows`), the scoring in :mod:`stream.scoring` (alignment, word error rate, emotion
+:func:`read_truth_rows`), the scoring in :mod:`stream.evaluation.scoring` (alignment, word error rate, emotion
 metrics, re-exported here) and the report (:func:`build_report`, :func:`report_markdown`).
 
 Ground truth is either MELD's own CSV (``StartTime``/``EndTime`` like ``00:16:16,059``; one
@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import Config
-from stream.protocol import LABELS
-from stream.scoring import (
+from stream.evaluation.scoring import (
     EmotionScores,
     Match,
     Utterance,
@@ -41,6 +40,7 @@ from stream.scoring import (
     normalise_words,
     word_errors,
 )
+from stream.protocol import LABELS
 
 __all__ = [
     "EmotionScores",
@@ -452,9 +452,9 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     import asyncio
     import dataclasses
 
-    from stream.classifier import load_predictor
     from stream.service import RunOptions, run_service
-    from stream.transcriber import WhisperTranscriber
+    from stream.stages.classifier import load_predictor
+    from stream.stages.transcriber import WhisperTranscriber
 
     cfg = dataclasses.replace(
         config,
@@ -564,7 +564,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
     if not args.no_oracle:
         try:
             if predictor is None:
-                from stream.classifier import load_predictor
+                from stream.stages.classifier import load_predictor
 
                 checkpoint = config.resolve_path(config.classifier.checkpoint)
                 predictor = load_predictor(str(checkpoint), device=config.classifier.device)

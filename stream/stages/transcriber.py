@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream.config import ASRConfig
-from stream.segmenter import Utterance
+from stream.stages.segmenter import Utterance
 from training.weights import ModelError, hub_failure_message, resolve_asr_model
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The append-only event log: one JSONL file per service run, the source of websocket ``resume``.
 
-Every event the :class:`stream.events.EventBus` emits is written here as one line *before* it is
+Every event the :class:`stream.events.bus.EventBus` emits is written here as one line *before* it is
 published to live subscribers, so any ``seq`` a subscriber has seen can be replayed from the file.
 Each line is flushed to the operating system as it is written: a ``kill -9`` loses nothing up to the
 last complete line (a power cut may lose what the OS had not yet written; we do not ``fsync`` per

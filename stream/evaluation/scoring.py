@@ -2,7 +2,7 @@
 
 Pure functions, no I/O: :func:`align` matches predictions to truth by time overlap, keeping time order,
 :func:`word_errors` counts word edits on normalised text, :func:`emotion_scores` gives weighted/macro-F1,
-accuracy and the confusion matrix. ``stream.evaluate`` builds its report from them.
+accuracy and the confusion matrix. ``stream.evaluation.evaluate`` builds its report from them.
 """
 
 from __future__ import annotations

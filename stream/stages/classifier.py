@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stream.segmenter import Utterance
-from stream.transcriber import Transcribed
+from stream.stages.segmenter import Utterance
+from stream.stages.transcriber import Transcribed
 
 __all__ = ["ClassifierStage", "Classified", "FeaturePredictor", "Predictor", "load_predictor"]
 
@@ -51,9 +51,7 @@ class Predictor(Protocol):
     uses_text: bool
     model_ids: dict[str, str]
 
-    def predict(
-        self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]
-    ) -> Sequence[PredictionLike]: ...
+    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]) -> Sequence[PredictionLike]: ...
 
 
 class FeaturePredictor(Predictor, Protocol):
@@ -89,8 +87,7 @@ def load_predictor(path: str, *, device: str = "auto") -> Predictor:
 
     if not Path(path).is_file():
         raise FileNotFoundError(
-            f"classifier checkpoint {path} does not exist; train one with `emostream-train` or pass "
-            "--checkpoint PATH"
+            f"classifier checkpoint {path} does not exist; train one with `emostream-train` or pass --checkpoint PATH"
         )
     from training.inference import EmotionPredictor
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream.config import AudioConfig
-from stream.devices import AudioDevice, DeviceError, find_input_device, load_sounddevice
+from stream.sources.devices import AudioDevice, DeviceError, find_input_device, load_sounddevice
 from training.audio import AudioDecodeError, iter_audio_chunks
 
 __all__ = [
@@ -361,8 +361,13 @@ class MicSource:
                     raise
                 stream = open_at(native)
                 self._device_rate = native
-                logger.info("%s: %s cannot record at %d Hz; recording at %d Hz and resampling",
-                            self.stream_id, self.name, self._rate, native)
+                logger.info(
+                    "%s: %s cannot record at %d Hz; recording at %d Hz and resampling",
+                    self.stream_id,
+                    self.name,
+                    self._rate,
+                    native,
+                )
         except Exception as exc:
             raise DeviceError(str(exc)) from exc
         buf.capacity_samples = max(1, round(self._cfg.mic_buffer_s * self._device_rate))
@@ -417,8 +422,9 @@ class _Resampler:
         if self._res is None or start != self._expected:
             self._res = av.AudioResampler(format="s16", layout="mono", rate=self._out)
             self._pos = round(start * self._out / self._in)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
         frame.sample_rate = self._in
         parts = [f.to_ndarray().reshape(-1) for f in self._res.resample(frame)]
         out = np.concatenate(parts).astype(np.int16, copy=False) if parts else np.zeros(0, dtype=np.int16)

@@ -103,10 +103,18 @@ class Subscription:
         """Up to ``limit`` waiting items, without waiting; a ``lagged`` notice comes first when due."""
         out: list[Published] = []
         if self._dropped:
-            out.append(Published.of(self._hub.connection_event(
-                "lagged",
-                {"dropped": self._dropped, "first_seq": self._dropped_first_seq, "last_seq": self._dropped_last_seq},
-            )))
+            out.append(
+                Published.of(
+                    self._hub.connection_event(
+                        "lagged",
+                        {
+                            "dropped": self._dropped,
+                            "first_seq": self._dropped_first_seq,
+                            "last_seq": self._dropped_last_seq,
+                        },
+                    )
+                )
+            )
             self._dropped = 0
         while self._queue and len(out) < limit:
             item = self._queue.popleft()

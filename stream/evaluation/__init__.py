@@ -1,0 +1,1 @@
+"""Offline evaluation of a replay against ground truth (`emostream evaluate`)."""

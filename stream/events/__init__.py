@@ -1,0 +1,1 @@
+"""Where events go: the bus that numbers them, the JSONL event log, the websocket hub, the console."""

@@ -1,0 +1,1 @@
+"""The pipeline's stages: VAD, the sans-I/O segmenter, Whisper transcription, classification."""
