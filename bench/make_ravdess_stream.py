@@ -121,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "start_s": round(s, 3), "end_s": round(t, 3)} for e, (s, t) in zip(examples, spans, strict=True)],
     }  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    logger.info("wrote %d clips (%.0f s) x %d noise levels to %s", len(examples), audio.size / SAMPLE_RATE_HZ,
-                len(levels), out)
+    logger.info(
+        "wrote %d clips (%.0f s) x %d noise levels to %s", len(examples), audio.size / SAMPLE_RATE_HZ, len(levels), out
+    )
     return 0
 
 

@@ -197,6 +197,8 @@ class Pipeline:
         self._transcriber = transcriber
         self.asr = TranscribeStage(transcriber, clock=clock)
         self.classifier = ClassifierStage(predictor, max_batch=max_batch, batch_wait_ms=batch_wait_ms, clock=clock)
+        # One encoder pass: the transcriber hands over the audio features from its own encoder output.
+        self.classifier.features_from_asr = bool(getattr(transcriber, "provides_features", False))
         self._pending: dict[str, int] = dict.fromkeys(ids, 0)
         self._ended: dict[str, str | None] = dict.fromkeys(ids)  # reason once the source is done
         self._segments: dict[str, SegmentStage] = {}
@@ -219,6 +221,7 @@ class Pipeline:
             self._ended[stream] = None
             self._pending.pop(stream)
             self._end_sent[stream].set()
+            self.classifier.end_stream(stream)
 
     async def wait_ended(self, streams: Sequence[str]) -> None:
         """Return once every stream in ``streams`` has sent its ``end`` event."""
@@ -236,7 +239,8 @@ class Pipeline:
                 "mic_audio_s": round(sum(float(v.get("dropped_s", 0.0)) for v in streams.values()), 3),
                 "utterance_queue_full": self._queue_full_waits,
                 "sink_errors": sum(self._bus.sink_errors.values()),
-                "feature_failures": self.classifier.feature_failures,
+                "feature_failures": self.classifier.feature_failures
+                + int(getattr(self._transcriber, "feature_failures", 0)),
             },
             "rtf": {
                 "asr": round(self.asr.rtf, 3),

@@ -147,16 +147,21 @@ def _audio_variants(item: BankItem, variants: int) -> Iterator[tuple[int, np.nda
         yield v, stream_like(audio, rng)
 
 
-def build(items: Sequence[BankItem], out: Path, *, encoder: AsrEncoder, variants: int) -> None:
+def build(items: Sequence[BankItem], out: Path, *, encoder: AsrEncoder, variants: int, reverse: bool = False) -> None:
+    """Compute the missing shards (in reverse order with ``reverse``, so that a second worker can
+    share the job: a shard another worker has started is skipped)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").write_text(json.dumps({
         "encoder": {"model_id": encoder.identity.model_id, "sha256": encoder.identity.sha256,
                     "compute_type": encoder.identity.compute_type, "pad_s": encoder.identity.pad_s},
         "variants": variants, "items": len(items)}, indent=1))  # fmt: skip
-    for s in range(0, len(items), SHARD):
+    starts = list(range(0, len(items), SHARD))
+    for s in reversed(starts) if reverse else starts:
         path = out / f"shard-{s // SHARD:04d}.npz"
-        if path.exists():
+        claim = path.with_name(path.name + ".started")
+        if path.exists() or claim.exists():
             continue
+        claim.touch()
         rows: dict[str, list[object]] = {k: [] for k in ("uid", "corpus", "speaker", "label", "text", "variant")}
         feats = []
         for item in items[s : s + SHARD]:
@@ -169,8 +174,11 @@ def build(items: Sequence[BankItem], out: Path, *, encoder: AsrEncoder, variants
             except (AudioDecodeError, subprocess.SubprocessError, ValueError) as exc:
                 logger.warning("skipping %s: %s", item.uid, exc)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, features=np.asarray(feats, dtype=np.float32), **{k: np.asarray(v) for k, v in rows.items()})
+        arrays: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in rows.items()}
+        arrays["features"] = np.asarray(feats, dtype=np.float32)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)
+        claim.unlink(missing_ok=True)
         logger.info("%s: %d of %d items", out, min(s + SHARD, len(items)), len(items))
 
 
@@ -195,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="train", choices=("train", "dev", "test"), help="MELD split")
     parser.add_argument("--limit", type=int, default=0, help="MELD lines at most (0 = all), rare classes first")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reverse", action="store_true", help="shards in reverse order (a second worker)")
     parser.add_argument("--whisper-model", default="base")
     parser.add_argument("--pad-s", type=float, default=8.0, help="the service's asr.pad_s")
     parser.add_argument("--cpu-threads", type=int, default=2)
@@ -208,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--variants must be >= 1")
     items = _items(args.source, args)
     encoder = AsrEncoder(args.whisper_model, pad_s=args.pad_s, cpu_threads=args.cpu_threads)
-    build(items, Path(args.out), encoder=encoder, variants=args.variants)
+    build(items, Path(args.out), encoder=encoder, variants=args.variants, reverse=args.reverse)
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -124,6 +125,11 @@ class ClassifierStage:
                 max_workers=1, thread_name_prefix="features"
             )
         self._features: dict[str, asyncio.Future[np.ndarray]] = {}  # utterance id -> its feature vector
+        # True when the transcriber's own encoder pass yields the features (Transcript.features): then
+        # nothing is prefetched, and only an utterance arriving without them gets its own pass.
+        self.features_from_asr = False
+        # The predictor normalises audio per stream (running statistics): it gets each row's stream.
+        self._stream_keys = callable(getattr(predictor, "reset_stream", None))
         self.features_busy_s = 0.0
         self.feature_failures = 0
         self.batches = 0
@@ -150,6 +156,10 @@ class ClassifierStage:
     def prefetch(self, utt: Utterance) -> None:
         """Start ``utt``'s audio features now (call on the event loop when its speech ends); a no-op
         when the predictor has no audio branch or cannot take precomputed features."""
+        if not self.features_from_asr:
+            self._start_features(utt)
+
+    def _start_features(self, utt: Utterance) -> None:
         if self._feature_predictor is None or utt.audio.size == 0 or utt.utterance_id in self._features:
             return
         loop = asyncio.get_running_loop()
@@ -169,13 +179,19 @@ class ClassifierStage:
         """Replace each row's audio by its feature vector; a row whose features failed loses its audio
         (``failed`` maps it to why)."""
         waits: dict[int, asyncio.Future[np.ndarray]] = {}
+        out = list(rows)
         for i, (_, audio) in enumerate(rows):
             if audio is not None:
                 utt = batch[i].utterance
-                self.prefetch(utt)  # a no-op when it was prefetched
+                transcript = batch[i].transcript
+                ready = transcript.features if transcript is not None else None
+                if ready is not None:  # from Whisper's own encoder pass
+                    self._features.pop(utt.utterance_id, None)
+                    out[i] = (rows[i][0], ready)
+                    continue
+                self._start_features(utt)  # a no-op when it was prefetched
                 waits[i] = self._features.pop(utt.utterance_id)
         done = await asyncio.gather(*waits.values(), return_exceptions=True)
-        out = list(rows)
         failed: dict[int, str] = {}
         for i, res in zip(waits, done, strict=True):
             if isinstance(res, BaseException):
@@ -257,9 +273,10 @@ class ClassifierStage:
         if ready:
             texts = [rows[i][0] for i in ready]
             audio = [rows[i][1] for i in ready]
+            streams = [batch[i].utterance.stream for i in ready]
             t0 = self._clock()
             try:
-                preds = await self._predict(texts, audio)
+                preds = await self._predict(texts, audio, streams)
                 for i, pred in zip(ready, preds, strict=True):
                     results[i] = Classified(batch[i], pred, None, len(ready))
             except Exception as exc:
@@ -271,7 +288,7 @@ class ClassifierStage:
                     logger.warning("a batch of %d failed (%s); classifying its rows one by one", len(ready), exc)
                     for i in ready:
                         try:
-                            (pred,) = await self._predict([rows[i][0]], [rows[i][1]])
+                            (pred,) = await self._predict([rows[i][0]], [rows[i][1]], [batch[i].utterance.stream])
                             results[i] = Classified(batch[i], pred, None, 1)
                         except Exception as row_exc:
                             logger.exception("classifying %s failed", batch[i].utterance.utterance_id)
@@ -282,11 +299,20 @@ class ClassifierStage:
             self.audio_s += sum(batch[i].utterance.audio.size for i in ready) / 16000
         return [r for r in results if r is not None]
 
-    async def _predict(self, texts: list[str | None], audio: list[np.ndarray | None]) -> Sequence[PredictionLike]:
+    def end_stream(self, stream: str) -> None:
+        """Forget what the predictor keeps about ``stream`` (its running audio statistics)."""
+        if self._stream_keys:
+            self._predictor.reset_stream(stream)  # type: ignore[attr-defined]
+
+    async def _predict(
+        self, texts: list[str | None], audio: list[np.ndarray | None], streams: list[str] | None = None
+    ) -> Sequence[PredictionLike]:
         """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`)."""
         loop = asyncio.get_running_loop()
         fp = self._feature_predictor
-        fn = fp.predict_features if fp is not None else self._predictor.predict
+        fn: Callable[..., Sequence[Any]] = fp.predict_features if fp is not None else self._predictor.predict
+        if fp is not None and self._stream_keys and streams is not None:
+            fn = functools.partial(fp.predict_features, streams=streams)  # type: ignore[call-arg]
         preds: Sequence[Any] = await loop.run_in_executor(self._executor, fn, texts, audio)
         if len(preds) != len(texts):
             raise RuntimeError(f"predict returned {len(preds)} results for {len(texts)} inputs")
