@@ -156,6 +156,13 @@ class SegmentStage:
             yield out
 
 
+def _branches(pred: Any) -> dict[str, Any]:
+    """``{"branches": {"text": label, "audio": label}}`` when the classifier reports its branches' own
+    labels beside the fused one (a fusion checkpoint), else nothing."""
+    branches = getattr(pred, "branches", None)
+    return {"branches": dict(branches)} if branches else {}
+
+
 async def _drain(queue: asyncio.Queue[Utterance | None]) -> AsyncIterator[Utterance]:
     while (item := await queue.get()) is not None:
         yield item
@@ -365,6 +372,7 @@ class Pipeline:
                     "label": pred.label,
                     "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
                     "modalities": list(pred.modalities),
+                    **_branches(pred),
                     "latency_ms": round(max(0.0, self._clock() - utt.speech_end_at) * 1000, 1),
                 },
             )

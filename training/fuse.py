@@ -148,6 +148,11 @@ def oof_audio(x: np.ndarray, y: np.ndarray, spk: np.ndarray, cfg: AudioBranchCon
     return out
 
 
+def _shuffled(bank: Bank, seed: int = 0) -> Bank:
+    """Clips in a random order (corpus files sort by emotion: a running statistic would see them so)."""
+    return bank.select(np.random.default_rng(seed).permutation(len(bank)))
+
+
 def _audio_only(branch: AudioBranch, bank: Bank, *, running: bool) -> tuple[np.ndarray, np.ndarray]:
     logp = evaluate_rows(branch, bank.features, bank.speaker, running=running)
     z = torch.from_numpy((bank.features - branch.feat_mean.numpy()) / branch.feat_std.numpy()).float()
@@ -193,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics: dict[str, Any] = {"audio_temperature": round(float(branch.temperature), 3)}
     for name, bank in (("ravdess_test", test.select(_in(test.speaker, RAVDESS_TEST))),
                        ("emodb_test", test.select(_in(test.speaker, EMODB_TEST)))):  # fmt: skip
-        clips = bank.select(bank.variant == 0)
+        clips = _shuffled(bank.select(bank.variant == 0))
         for running in (False, True):
             logp, _ = _audio_only(branch, clips, running=running)
             metrics[f"audio_only/{name}/clips/{'running' if running else 'speaker'}"] = _metrics(logp, clips.label)
@@ -279,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _evaluate(
     fusion: AudioFusion, texts: TextCache, test: Bank, extra: Sequence[tuple[str, Bank]], metrics: dict[str, Any]
 ) -> None:
-    rav = test.select(_in(test.speaker, RAVDESS_TEST) & (test.variant == 0))
+    rav = _shuffled(test.select(_in(test.speaker, RAVDESS_TEST) & (test.variant == 0)))
     sets = [("ravdess_test_clips", rav), *extra]
     for name, bank in sets:
         fusion.reset()
@@ -289,6 +294,9 @@ def _evaluate(
         metrics[f"{name}/text_only"] = _metrics(lt, bank.label)
         metrics[f"{name}/audio_only"] = _metrics(la, bank.label)
         metrics[f"{name}/fused"] = _metrics(fused, bank.label)
+        la0, d0 = fusion.audio_logp(bank.features, [None] * len(bank))
+        metrics[f"{name}/audio_only_no_running_norm"] = _metrics(la0, bank.label)
+        metrics[f"{name}/fused_no_running_norm"] = _metrics(fusion.fuse(lt, la0, d0), bank.label)
         abstained = fusion.branch.novelty.abstain(torch.from_numpy(d)) > 0.5
         metrics[f"{name}/audio_abstained"] = round(float(abstained.float().mean()), 4)
     fusion.reset()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ class Prediction:
     label: str
     scores: dict[str, float]  # all labels, sum to 1
     modalities: tuple[str, ...]  # subset of ("text", "audio") actually used
+    # Each branch's own label beside the fused one, for rows fused from both (fusion checkpoints).
+    branches: dict[str, str] = field(default_factory=dict)
 
 
 def _file_sha256(path: Path) -> str:
@@ -238,15 +240,28 @@ class EmotionPredictor:
             la, novelty = self.fusion.audio_logp(stacked, keys)
             both = [j for j, i in enumerate(audio_idx) if has_text[i]]
             alone = [j for j, i in enumerate(audio_idx) if not has_text[i]]
+            text_logp = logp.copy()
             if both:
                 rows = [audio_idx[j] for j in both]
                 logp[rows] = self.fusion.fuse(logp[rows], la[both], novelty[both])
             for j in alone:
                 logp[audio_idx[j]] = la[j]
+        branches: list[dict[str, str]] = [{} for _ in range(n)]
+        if audio_idx:
+            for j in both:
+                i = audio_idx[j]
+                text_label, audio_label = self.labels[int(text_logp[i].argmax())], self.labels[int(la[j].argmax())]
+                branches[i] = {"text": text_label, "audio": audio_label}
         probs = np.exp(logp.astype(np.float64))
-        return self._predictions(probs, has_text, has_audio)
+        return self._predictions(probs, has_text, has_audio, branches)
 
-    def _predictions(self, probs: np.ndarray, has_text: list[bool], has_audio: list[bool]) -> list[Prediction]:
+    def _predictions(
+        self,
+        probs: np.ndarray,
+        has_text: list[bool],
+        has_audio: list[bool],
+        branches: Sequence[dict[str, str]] | None = None,
+    ) -> list[Prediction]:
         out = []
         for i in range(len(has_text)):
             p = probs[i] / probs[i].sum()
@@ -256,6 +271,7 @@ class EmotionPredictor:
                     label=self.labels[int(p.argmax())],
                     scores={label: float(p[j]) for j, label in enumerate(self.labels)},
                     modalities=mods,
+                    branches=dict(branches[i]) if branches is not None else {},
                 )
             )
         return out

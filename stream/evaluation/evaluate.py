@@ -255,12 +255,19 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
                 slot["text"] = str(d["text"])
             if e["type"] == "emotion":
                 slot["label"] = d.get("label") if d.get("label") in LABELS else None
+                branches = d.get("branches")
+                if isinstance(branches, Mapping):
+                    slot["branches"] = tuple(
+                        (str(k), str(v)) for k, v in sorted(branches.items()) if k in ("text", "audio") and v in LABELS
+                    )
                 latency = d.get("latency_ms")
                 slot["latency_ms"] = float(latency) if isinstance(latency, int | float) else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{e['type']} event seq {e.get('seq')} has no usable start_s/end_s: {exc!r}") from exc
     out = [
-        Utterance(v["start_s"], v["end_s"], v.get("text", ""), v.get("label"), uid, v.get("latency_ms"))
+        Utterance(
+            v["start_s"], v["end_s"], v.get("text", ""), v.get("label"), uid, v.get("latency_ms"), v.get("branches", ())
+        )
         for uid, v in found.items()
         if "start_s" in v
     ]
@@ -337,6 +344,9 @@ def build_report(
             {"truth": truth[m.truth].uid, "pred": pred[m.pred].uid, "overlap_s": round(m.overlap_s, 3)} for m in matches
         ],
     }
+    by_branch = _branch_scores(pred, truth, scored)
+    if by_branch:
+        report["emotion_by_branch"] = by_branch
     if oracle is not None:
         known = [k for k, u in enumerate(truth) if u.emotion]
         report["text_oracle"] = {
@@ -348,6 +358,21 @@ def build_report(
     if extra:
         report.update(extra)
     return report
+
+
+def _branch_scores(pred: Sequence[Utterance], truth: Sequence[Utterance], scored: Sequence[Match]) -> dict[str, Any]:
+    """Text only / audio only / fused emotion scores on the matched utterances where the classifier
+    reported both branches' own labels (what each branch contributes); empty when it reported none."""
+    rows = [m for m in scored if {k for k, _ in pred[m.pred].branches} >= {"text", "audio"}]
+    if not rows:
+        return {}
+    gold = [truth[m.truth].emotion or "" for m in rows]
+    out = {
+        f"{name}_only": emotion_scores(gold, [dict(pred[m.pred].branches)[name] for m in rows]).to_dict()
+        for name in ("text", "audio")
+    }
+    out["fused"] = emotion_scores(gold, [pred[m.pred].emotion or "" for m in rows]).to_dict()
+    return out
 
 
 def _finite(value: float) -> float | None:
@@ -401,6 +426,15 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             f"| replay wall time (s) / audio (s) / RTF | {_fmt(rp.get('wall_s'), 1)} / "
             f"{_fmt(rp.get('audio_s'), 1)} / {_fmt(rp.get('rtf'))} | |"
         )
+    branch = report.get("emotion_by_branch")
+    if branch:
+        n = branch["fused"]["n"]
+        for key in ("accuracy", "weighted_f1"):
+            lines.append(
+                f"| emotion {key.replace('_', '-')} on {n} utterances with both branches: text only / audio only / "
+                f"fused | {_fmt(branch['text_only'][key])} / {_fmt(branch['audio_only'][key])} / "
+                f"{_fmt(branch['fused'][key])} | |"
+            )
     if "all_truth" in report.get("text_oracle", {}):
         all_t = report["text_oracle"]["all_truth"]
         lines.append(

@@ -263,3 +263,21 @@ def test_a_trimmed_decode_that_loops_is_redone_on_the_padded_path(tiny_en: Whisp
     got = asr.transcribe(synthesize(SENTENCE))
     assert asr.paths == {"loop_redone": 1, "padded": 1}
     assert got.dropped is None and word_error_rate(SENTENCE, got.text) < 0.25, got.text
+
+
+@pytest.mark.slow
+def test_one_encoder_pass_gives_the_training_paths_features_exactly(base: WhisperTranscriber) -> None:
+    """The transcriber's own int8 encoder output, pooled, is what the trainer computes for the same audio
+    (training.asr_features.AsrEncoder): same encoder input (utterance + pad_s of silence), same weights."""
+    from training.asr_features import AsrEncoder, pool_utterance
+
+    audio = synthesize(SENTENCE)
+    base.feature_hook = pool_utterance
+    try:
+        got = base.transcribe(audio)
+    finally:
+        base.feature_hook = None
+    assert got.features is not None and got.features.shape == (2 * 512 + 10,)
+    trainer = AsrEncoder("base", pad_s=base.pad_s, model=base.whisper_model)
+    np.testing.assert_allclose(got.features, trainer.features(audio), rtol=1e-5, atol=1e-5)
+    assert base.transcribe(audio).features is None  # no hook: nothing computed
