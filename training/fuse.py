@@ -133,7 +133,9 @@ def _metrics(logp: np.ndarray, y: np.ndarray) -> dict[str, Any]:
             "ece": round(expected_calibration_error(logp, y), 4)}  # fmt: skip
 
 
-def oof_audio(x: np.ndarray, y: np.ndarray, spk: np.ndarray, cfg: AudioBranchConfig, folds: int = 4) -> np.ndarray:
+def oof_audio(
+    x: np.ndarray, y: np.ndarray, spk: np.ndarray, cfg: AudioBranchConfig, *, folds: int = 4, oof_epochs: int = 20
+) -> np.ndarray:
     """Out-of-fold audio log-probabilities by speaker folds (what the fusion head sees at test time)."""
     speakers = np.unique(spk)
     rng = np.random.default_rng(cfg.seed)
@@ -142,7 +144,7 @@ def oof_audio(x: np.ndarray, y: np.ndarray, spk: np.ndarray, cfg: AudioBranchCon
     for f in range(folds):
         held = speakers[f::folds]
         te = np.isin(spk, held)
-        branch = fit_audio_branch(x[~te], y[~te], spk[~te], dataclasses.replace(cfg, members=1))
+        branch = fit_audio_branch(x[~te], y[~te], spk[~te], dataclasses.replace(cfg, members=1, epochs=oof_epochs))
         out[te] = evaluate_rows(branch, x[te], spk[te], running=False)
         logger.info("out-of-fold audio: fold %d/%d", f + 1, folds)
     return out
@@ -179,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", default="", help="also write the metrics here (JSON)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(2)
+    # One thread: these networks are tiny, and on a shared, oversubscribed CPU a second OpenMP thread
+    # spin-waits at every op's barrier (minutes instead of seconds, measured here).
+    torch.set_num_threads(1)
     given = list(argv) if argv is not None else sys.argv[1:]
     command = "python -m training.fuse " + " ".join(shlex.quote(a) for a in given)
 
@@ -220,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # --- paired rows
     rng = np.random.default_rng(args.seed)
-    la_train = oof_audio(train.features, train.label, train.speaker, cfg)
+    la_train = oof_audio(train.features, train.label, train.speaker, cfg, oof_epochs=min(args.epochs, 20))
     d_train = branch.novelty.distance(torch.from_numpy(
         (train.features - branch.feat_mean.numpy()) / branch.feat_std.numpy()).float()).numpy()  # fmt: skip
     voice_txt = [t if (c == "ravdess" and rng.random() < 0.5) else str(rng.choice(neutral_lines))
