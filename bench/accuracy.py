@@ -1,6 +1,6 @@
 """Accuracy of a replay: ``emostream evaluate`` on the spoken MELD dev test set, per ASR model.
 
-Runs exactly what ``emostream evaluate testset.wav --truth truth.csv`` runs (``stream.evaluation.evaluate``:
+Runs exactly what ``emostream evaluate testset.wav --truth truth.csv`` runs (``stream.evaluation``:
 in-process ``--fast`` replay, time-overlap alignment, WER, emotion metrics, the text oracle) for each
 ASR model and tabulates the headline figures. The speech is espeak-ng TTS, so the emotion figures
 measure the text branch through ASR and segmentation, not vocal emotion.
@@ -33,13 +33,13 @@ def run_model(
     model: str, wav: Path, truth_csv: Path, checkpoint: Path, *, settings: Sequence[str] = ()
 ) -> dict[str, Any]:
     from stream.config import load_config
-    from stream.evaluation.evaluate import (
+    from stream.evaluation import (
         build_report,
         load_truth,
         media_duration_s,
         oracle_labels,
         predictions_from_events,
-        read_events,
+        read_jsonl,
         replay,
     )
 
@@ -50,7 +50,7 @@ def run_model(
                      **dict(parse_setting(x) for x in settings)}  # fmt: skip
         config = load_config(REPO / "config.toml", **overrides)
         result = replay(config, wav, Path(tmp) / "events.jsonl")
-        events = read_events(Path(tmp) / "events.jsonl")
+        events = read_jsonl(Path(tmp) / "events.jsonl")
     oracle = oracle_labels(result.predictor, truth)
     audio_s = media_duration_s(wav) or 0.0
     extra = {"asr_model": model, "replay": {"wall_s": result.run_s, "audio_s": audio_s,

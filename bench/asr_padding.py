@@ -5,11 +5,12 @@ faster-whisper pads every input to a 30 s window before the encoder, so a 2 s ut
 utterance of the spoken test set (truth span plus the segmenter's pre/post roll) three ways with the
 same model and greedy decoding, and reports mean ms per utterance and WER against the truth text:
 
-* ``30 s (faster-whisper)``: ``WhisperModel.transcribe``, what ``stream.stages.transcriber`` runs today;
-* ``trimmed + N s``: the log-mel of the utterance plus N s of silence (rounded up to whole seconds),
-  encoded and decoded directly with CTranslate2 (``encode`` + ``generate``, no timestamps).
+* ``30 s (faster-whisper)``: the service's transcriber with ``asr.pad_s = 30`` (faster-whisper's
+  ``transcribe`` on the whole window, the *padded* path);
+* ``trimmed + N s``: the service's transcriber with ``asr.pad_s = N`` (the *trimmed* path: the utterance
+  plus N s of silence, encoded and decoded directly; a decode it doubts is redone on the padded path).
 
-It is a measurement for deciding a change in ``stream.stages.transcriber``, not a code path of the service.
+Both are ``stream.stages.transcriber.WhisperTranscriber`` as the service runs it, on one loaded model.
 
 Usage: ``python -m bench.asr_padding [--models tiny.en,base] [--n 12] [--pads 0,1,5]``; ``--full``: 40.
 """
@@ -26,52 +27,33 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, markdown_table, setup_logging, write_result
+from stream.config import ASRConfig
+from stream.records import SAMPLE_RATE_HZ
+from stream.stages.transcriber import WhisperTranscriber
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 PRE_ROLL_S, POST_ROLL_S = 0.3, 0.21  # what the default segmenter adds around speech
 
 
-def transcribe_trimmed(model: Any, audio: np.ndarray, pad_s: float) -> str:
-    """Greedy transcript of ``audio`` encoded with only ``pad_s`` seconds of trailing silence."""
-    import ctranslate2
-    from faster_whisper.tokenizer import Tokenizer
-
-    fe = model.feature_extractor
-    seconds = min(30, int(np.ceil(audio.size / SAMPLE_RATE_HZ + pad_s)))
-    wave = np.zeros(seconds * SAMPLE_RATE_HZ, dtype=np.float32)
-    wave[: min(audio.size, wave.size)] = audio[: wave.size]
-    mel = fe(wave, padding=0)[:, : seconds * 100]
-    encoded = model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32)))
-    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
-    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
-    result = model.model.generate(encoded, [prompt], beam_size=1, max_length=224, suppress_blank=True,
-                                  suppress_tokens=[-1])  # fmt: skip
-    return str(tokenizer.decode(result[0].sequences_ids[0])).strip()
-
-
-def transcribe_padded(model: Any, audio: np.ndarray) -> str:
-    segments, _ = model.transcribe(audio, language="en", beam_size=1, temperature=0.0,
-                                   condition_on_previous_text=False, without_timestamps=True,
-                                   vad_filter=False)  # fmt: skip
-    return " ".join(s.text.strip() for s in segments).strip()
+def transcribers(name: str, pads: Sequence[float]) -> list[tuple[str, WhisperTranscriber]]:
+    """The service's transcriber for Whisper ``name`` (loaded once) with ``asr.pad_s`` 30 and each of ``pads``."""
+    base = WhisperTranscriber.load(ASRConfig(model=name, device="cpu", language="en"))
+    out = [("30 s (faster-whisper)", base.with_options(ASRConfig(model=name, language="en", pad_s=30.0)))]
+    out += [(f"trimmed + {p:g} s", base.with_options(ASRConfig(model=name, language="en", pad_s=p))) for p in pads]
+    return out
 
 
 def run_model(name: str, clips: list[np.ndarray], texts: list[str], pads: Sequence[float]) -> list[dict[str, Any]]:
-    from bench.throughput import load_whisper
-    from stream.evaluation.evaluate import WordErrors, word_errors
+    from stream.evaluation import WordErrors, word_errors
 
-    model = load_whisper(name)
-    variants: list[tuple[str, Any]] = [("30 s (faster-whisper)", lambda a: transcribe_padded(model, a))]
-    variants += [(f"trimmed + {p:g} s", lambda a, p=p: transcribe_trimmed(model, a, p)) for p in pads]
     rows = []
-    for label, fn in variants:
-        fn(clips[0])  # warm-up
+    for label, asr in transcribers(name, pads):
+        asr.transcribe(clips[0])  # warm-up
         errors, clean, loops, spent = WordErrors(), WordErrors(), 0, 0.0
         for clip, text in zip(clips, texts, strict=True):
             t0 = time.perf_counter()
-            hyp = fn(clip)
+            hyp = asr.transcribe(clip).raw_text  # before the hallucination filter: what Whisper decoded
             spent += time.perf_counter() - t0
             w = word_errors(text, hyp)
             errors = errors + w

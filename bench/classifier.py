@@ -31,6 +31,7 @@ from bench.common import (
     setup_logging,
     write_result,
 )
+from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def load_utterances(n: int, *, seed: int = 0) -> tuple[list[str], list[np.ndarra
     texts, clips = [], []
     with ts.truth_csv.open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            a, b = round(float(row["start_s"]) * 16000), round(float(row["end_s"]) * 16000)
+            a, b = round(float(row["start_s"]) * SAMPLE_RATE_HZ), round(float(row["end_s"]) * SAMPLE_RATE_HZ)
             texts.append(row["text"])
             clips.append(audio[a:b].copy())
     return texts, clips
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])] if args.devices == "auto" else \
         args.devices.split(",")  # fmt: skip
     texts, clips = load_utterances(n)
-    seconds = sum(c.size for c in clips) / 16000
+    seconds = sum(c.size for c in clips) / SAMPLE_RATE_HZ
     rows, results = [], []
     for device in devices:
         predictor, source = load_predictor(args.checkpoint, device)

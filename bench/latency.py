@@ -46,6 +46,7 @@ from bench.common import (
     summarize,
     write_result,
 )
+from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def breakdown(
     received: list[tuple[float, dict[str, Any]]], truth: list[Any], *, post_roll_s: float
 ) -> list[dict[str, Any]]:
     """Per-utterance stage times in seconds (see the module docstring) from the received events."""
-    from stream.evaluation.evaluate import Utterance, align
+    from stream.evaluation import Utterance, align
 
     by_utt: dict[str, dict[str, Any]] = {}
     for arrival, e in received:
@@ -162,12 +163,13 @@ def run_model(
     import psutil
 
     from stream.config import load_config
-    from stream.evaluation.evaluate import load_truth
+    from stream.evaluation import load_truth
 
     port = free_port()
     cfg = load_config(None, **dict(parse_setting(x) for x in settings))
     frame = round(cfg.audio.sample_rate_hz * cfg.vad.frame_ms / 1000)
-    post_roll_s = math.ceil(cfg.vad.post_roll_ms * 16 / frame) * frame / 16000  # as the segmenter rounds it
+    # As the segmenter rounds it: whole frames.
+    post_roll_s = math.ceil(cfg.vad.post_roll_ms * SAMPLE_RATE_HZ / 1000 / frame) * frame / SAMPLE_RATE_HZ
     with tempfile.TemporaryDirectory(prefix="emostream-latency-") as tmp:
         conf = Path(tmp) / "bench.toml"
         conf.write_text(config_text(port, tmp, settings))

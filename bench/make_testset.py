@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from stream.protocol import LABELS
+from stream.records import SAMPLE_RATE_HZ
 from training.audio import load_audio
 
 __all__ = ["Line", "TestSet", "build_testset", "main", "meld_lines", "synthesize", "write_testset"]
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "testset"
 DEFAULT_MELD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "meld"
 
@@ -132,7 +132,7 @@ def _mp4(path: Path, wav: Path) -> None:
         raise RuntimeError(f"ffmpeg could not write {path}: {proc.stderr.strip()}")
 
 
-def write_testset(
+def write_testset(  # noqa: PLR0913 - the test set's knobs, one per command-line flag
     lines: Sequence[Line],
     out_dir: Path,
     *,

@@ -1,26 +1,36 @@
-"""Memory: the service's peak resident set size (RSS) per configuration.
+"""Memory: the peak resident set size (RSS) of the whole service, as the operating system accounts it.
 
-Each configuration runs ``emostream run`` as its own process on the spoken test set (``--fast``) while
-this process polls the kernel's high-water mark (``VmHWM`` in ``/proc/PID/status``, psutil's RSS as a
-fallback) every 50 ms, so the figure is the true peak up to the last poll, model loading included.
-Configurations: each ASR model with the websocket server off, and ``base`` with the server on. The
-anonymous part of the RSS (``RssAnon``: the heap, without file-backed pages such as the ~300 MiB of
-torch's mapped CUDA libraries, which the kernel can share and evict) is reported beside it.
+Each configuration runs ``emostream run`` as a child process. Its peak is the kernel's ``ru_maxrss``
+from ``wait4`` -- the figure ``/usr/bin/time -v`` prints as "Maximum resident set size": the largest RSS
+the service (or any process it waited for) reached, model loading included, with no sampling gap.
+While it runs, the process tree is also polled every 50 ms: the sum of the RSS of every process in it
+(a cross-check, and the figure that matters if the service ever starts helpers) and the peak of its
+anonymous (heap) and file-backed (mapped libraries and weights) parts.
 
-Usage: ``python -m bench.memory [--n 6]``; ``--full`` uses 30 utterances.
+Configurations:
+
+* ``demo``: what ``make run`` does -- the bundled demo at real time, the websocket server on
+  (``emostream run --exit-when-done``, port 0), Whisper ``base``;
+* ``fast``: a ``--fast --no-server`` replay of the spoken test set (MELD dev lines by espeak-ng) with
+  ``base``, the shape of batch work;
+* with ``--full`` also ``tiny.en`` on the fast replay, and 30 utterances instead of ``--n``.
+
+A second table loads what the service loads, step by step in one fresh process, and says where the
+memory goes. Usage: ``python -m bench.memory [--n 12] [--only demo|fast] [--full]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,132 +43,189 @@ from bench.common import (
     setup_logging,
     write_result,
 )
-from bench.latency import free_port
 
 logger = logging.getLogger(__name__)
 
-CONFIGS: tuple[tuple[str, str, bool], ...] = (
-    # (name, ASR model, websocket server on)
-    ("tiny.en, no server", "tiny.en", False),
-    ("base, no server", "base", False),
-    ("base + server", "base", True),
+DEMO = REPO / "stream" / "assets" / "demo.flac"
+TARGET_BYTES = 1.3e9  # the issue's 1.3 GB with `base`
+TARGET_MIB = round(TARGET_BYTES / 2**20)  # 1240: figures here are MiB, as the kernel counts (KiB / 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    name: str
+    asr_model: str
+    source: str  # "demo" | "testset"
+    fast: bool
+    server: bool
+
+
+CASES = (
+    Case("demo, real time, server on (make run)", "base", "demo", fast=False, server=True),
+    Case("test set, --fast, no server", "base", "testset", fast=True, server=False),
 )
-TARGET_MB = 1430  # the issue's 1.5 GB read strictly: 1.5e9 bytes = 1430 MiB (figures here are MiB)
+FULL_CASES = (Case("test set, --fast, no server", "tiny.en", "testset", fast=True, server=False),)
 
 # Where the memory goes: RSS after each step of loading what the service loads, in one fresh process.
 COMPONENTS_SCRIPT = """
 import json, sys, psutil
 from pathlib import Path
 rss = lambda: psutil.Process().memory_info().rss / 2**20
-out = {"python + numpy": rss()}
+out = {"python + numpy + psutil": rss()}
 import torch, transformers, faster_whisper, ctranslate2
-out["+ torch, transformers, faster-whisper imported"] = rss()
+out["+ import torch, transformers, faster-whisper"] = rss()
+import stream.service, stream.server
+out["+ import the service and the websocket server"] = rss()
 from stream.config import ASRConfig
+from stream.records import SAMPLE_RATE_HZ
 from stream.stages.transcriber import WhisperTranscriber
-WhisperTranscriber.load(ASRConfig(model=sys.argv[2], device="cpu"))
-out["+ Whisper " + sys.argv[2] + " (ASR, int8)"] = rss()
-from training.inference import EmotionPredictor
 import numpy as np
+asr = WhisperTranscriber.load(ASRConfig(model=sys.argv[2], device="cpu"))
+asr.transcribe(np.zeros(SAMPLE_RATE_HZ, dtype=np.float32))
+out["+ Whisper " + sys.argv[2] + " for ASR (int8), after one decode"] = rss()
+from training.inference import EmotionPredictor
 p = EmotionPredictor.from_checkpoint(Path(sys.argv[1]), device="cpu")
-out["+ classifier (text encoder + heads)"] = rss()
-p.predict(["warm up"], [np.zeros(16000, dtype=np.float32)] if p.uses_audio else [None])
-out["+ audio features (Whisper encoder, float32) after first use"] = rss()
+p.predict(["warm up"], [None])
+out["+ classifier: text encoder + heads, after one text prediction"] = rss()
+p.predict(["warm up"], [np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)] if p.uses_audio else [None])
+out["+ audio features: Whisper base encoder (float32), after first use"] = rss()
 print(json.dumps(out))
 """
 
 
 def _status_kb(pid: int) -> dict[str, int]:
-    """``VmHWM`` (peak RSS so far) and ``RssAnon`` (RSS less file-backed pages such as mapped libraries)."""
+    """``VmRSS``, ``RssAnon`` and ``RssFile`` of one process (KiB); empty once it has gone."""
     out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
                 key = line.split(":", 1)[0]
-                if key in ("VmHWM", "RssAnon"):
+                if key in ("VmRSS", "RssAnon", "RssFile"):
                     out[key] = int(line.split()[1])
     except OSError:
         pass
     return out
 
 
-def peak_rss(cmd: list[str], *, timeout_s: float, log: Path) -> dict[str, Any]:
-    """Run ``cmd`` and return its peak RSS (MB), wall time and exit status."""
+def _tree(pid: int) -> list[int]:
     import psutil
 
-    peak_kb, anon_kb, samples = 0, 0, 0
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(c.pid for c in root.children(recursive=True))]
+    except psutil.Error:
+        return [pid]
+
+
+def peak_rss(cmd: list[str], *, timeout_s: float, log: Path) -> dict[str, Any]:
+    """Run ``cmd``; its ``ru_maxrss`` (MiB) from ``wait4``, the polled tree figures, wall time.
+
+    Raises ``RuntimeError`` on a non-zero exit status and ``TimeoutError`` past ``timeout_s``.
+    """
+    tree_kb = anon_kb = file_kb = polls = 0
     t0 = time.monotonic()
     with log.open("w") as log_fh:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log_fh, stderr=subprocess.STDOUT)
-        ps = psutil.Process(proc.pid)
         try:
-            while proc.poll() is None:
+            while True:
+                # wait4 reaps the child and hands back its rusage; Popen must not reap it first.
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    break
                 if time.monotonic() - t0 > timeout_s:
                     raise TimeoutError(f"{' '.join(cmd)} ran over {timeout_s:.0f} s")
-                status = _status_kb(proc.pid)
-                if "VmHWM" not in status:  # not Linux: psutil's current RSS, polled
-                    with contextlib.suppress(psutil.Error):
-                        status["VmHWM"] = ps.memory_info().rss // 1024
-                peak_kb = max(peak_kb, status.get("VmHWM", 0))
-                anon_kb = max(anon_kb, status.get("RssAnon", 0))
-                samples += 1
+                figures = [_status_kb(p) for p in _tree(proc.pid)]
+                tree_kb = max(tree_kb, sum(f.get("VmRSS", 0) for f in figures))
+                anon_kb = max(anon_kb, sum(f.get("RssAnon", 0) for f in figures))
+                file_kb = max(file_kb, sum(f.get("RssFile", 0) for f in figures))
+                polls += 1
                 time.sleep(0.05)
         finally:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
-                proc.wait()
+                os.waitpid(proc.pid, 0)
+                proc.returncode = -9
     if proc.returncode != 0:
         raise RuntimeError(f"exit status {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+    maxrss_mib = usage.ru_maxrss / 1024  # KiB on Linux
     return {
-        "peak_rss_mib": round(peak_kb / 1024, 1),
-        "peak_anon_mib": round(anon_kb / 1024, 1) or None,
+        "peak_rss_mib": round(maxrss_mib, 1),
+        "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 3),
+        "tree_rss_polled_mib": round(tree_kb / 1024, 1),
+        "anon_polled_mib": round(anon_kb / 1024, 1),
+        "file_polled_mib": round(file_kb / 1024, 1),
         "wall_s": round(time.monotonic() - t0, 2),
-        "polls": samples,
+        "polls": polls,
+        "within_target": maxrss_mib <= TARGET_MIB,
     }
 
 
 def _components(checkpoint: Path, model: str) -> dict[str, float]:
     proc = subprocess.run([sys.executable, "-c", COMPONENTS_SCRIPT, str(checkpoint), model], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     if proc.returncode != 0:
         logger.warning("component breakdown failed: %s", proc.stderr.strip()[-1000:])
         return {}
     return {k: float(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
+def _command(case: Case, conf: Path, source: Path, checkpoint: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "stream", "run", "--config", str(conf), "--source", str(source),
+           "--asr-model", case.asr_model, "--device", "cpu", "--checkpoint", str(checkpoint), "--quiet"]  # fmt: skip
+    cmd += ["--fast"] if case.fast else []
+    cmd += ["--exit-when-done"] if case.server else ["--no-server"]
+    return cmd
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=6, help="utterances in the test set (default 6)")
+    p.add_argument("--n", type=int, default=12, help="utterances in the fast-replay test set (default 12)")
     p.add_argument("--checkpoint", type=Path, default=None, help="classifier (default: the shipped one)")
-    p.add_argument("--full", action="store_true", help="30 utterances")
+    p.add_argument("--only", choices=("demo", "fast"), default=None, help="run one configuration")
+    p.add_argument("--no-components", action="store_true", help="skip the step-by-step breakdown")
+    p.add_argument("--full", action="store_true", help="30 utterances, and tiny.en too")
     args = p.parse_args(argv)
     setup_logging()
-    from bench.make_testset import build_testset
+    checkpoint, source_name = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
+    cases = [*CASES, *(FULL_CASES if args.full else ())]
+    if args.only:
+        cases = [c for c in cases if (c.source == "demo") == (args.only == "demo")]
+    testset = None
+    if any(c.source == "testset" for c in cases):
+        from bench.make_testset import build_testset
 
-    n = 30 if args.full else args.n
-    ts = build_testset(RESULTS / f"testset-{n}", n=n)
-    checkpoint, source = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
+        n = 30 if args.full else args.n
+        testset = build_testset(RESULTS / f"testset-{n}", n=n)
     results = []
-    for name, model, server in CONFIGS:
+    for case in cases:
+        source = DEMO if case.source == "demo" else testset.wav  # type: ignore[union-attr]
         with tempfile.TemporaryDirectory(prefix="emostream-memory-") as tmp:
             conf = Path(tmp) / "bench.toml"
-            conf.write_text(f'[server]\nport = {free_port()}\nhost = "127.0.0.1"\n[log]\nevent_log_dir = "{tmp}"\n')
-            cmd = [sys.executable, "-m", "stream", "run", "--config", str(conf), "--source", str(ts.wav), "--fast",
-                   "--asr-model", model, "--device", "cpu", "--checkpoint", str(checkpoint), "--quiet",
-                   "--exit-when-done" if server else "--no-server"]  # fmt: skip
-            logger.info("memory: %s", name)
-            r = peak_rss(cmd, timeout_s=600, log=Path(tmp) / "service.log")
-        results.append({"configuration": name, "asr_model": model, "server": server, **r,
-                        "within_target": r["peak_rss_mib"] <= TARGET_MB})  # fmt: skip
-    table = markdown_table(results, ["configuration", "peak_rss_mib", "peak_anon_mib", "wall_s", "within_target"])
+            conf.write_text(f'[server]\nport = 0\nhost = "127.0.0.1"\n[log]\nevent_log_dir = "{tmp}"\n')
+            logger.info("memory: %s, %s", case.name, case.asr_model)
+            r = peak_rss(_command(case, conf, source, checkpoint), timeout_s=900, log=Path(tmp) / "service.log")
+        results.append({"configuration": case.name, "asr_model": case.asr_model, **r})
+    table = markdown_table(
+        results,
+        ["configuration", "asr_model", "peak_rss_mib", "peak_rss_gb", "tree_rss_polled_mib", "anon_polled_mib",
+         "file_polled_mib", "wall_s", "within_target"],
+    )  # fmt: skip
     print(table)
-    components = _components(checkpoint, "base")
-    steps = [{"step": k, "rss_mb": round(v, 1)} for k, v in components.items()]
-    print(markdown_table(steps))
+    components = {} if args.no_components else _components(checkpoint, "base")
+    if components:
+        steps, last = [], 0.0
+        for k, v in components.items():
+            steps.append({"step": k, "rss_mib": round(v, 1), "added_mib": round(v - last, 1)})
+            last = v
+        print(markdown_table(steps))
     path = write_result("memory", {
-        "settings": {"utterances": ts.n_utterances, "audio_s": ts.duration_s, "checkpoint": source,
-                     "target_mib": TARGET_MB, "measure": "VmHWM polled every 50 ms, MiB"},
+        "settings": {"utterances": testset.n_utterances if testset else None,
+                     "audio_s": testset.duration_s if testset else None, "checkpoint": source_name,
+                     "target_mib": TARGET_MIB, "target_bytes": TARGET_BYTES,
+                     "measure": "ru_maxrss from wait4 (as /usr/bin/time -v); tree RSS polled every 50 ms"},
         "results": results,
-        "components_mb": components,
+        "components_mib": components,
         "table": table,
     })  # fmt: skip
     print(f"written {path}")

@@ -168,7 +168,8 @@ class Tally:
 
 
 async def _recv(ws: Any, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    event: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return event
 
 
 async def _recv_type(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109

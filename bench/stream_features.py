@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from stream.config import Config, load_config
-from stream.evaluation.evaluate import load_truth
-from stream.pipeline import segmenter_params
+from stream.evaluation.truth import load_truth
+from stream.stages.segment import segmenter_params
 from stream.stages.segmenter import Framer, Segmenter, UtteranceEnd
 from stream.stages.vad import make_vad
 from training.asr_features import AsrEncoder, pool_utterance

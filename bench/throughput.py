@@ -1,7 +1,7 @@
 """Throughput: the replay real-time factor with ``--fast`` per ASR model, where the time goes, and the floor.
 
 For each model the spoken test set (``bench.make_testset``) is replayed through the real service in
-this process (``stream.evaluation.evaluate.replay``: models loaded and warmed first, then ``run_service`` as fast
+this process (``stream.evaluation.replay``: models loaded and warmed first, then ``run_service`` as fast
 as it goes). RTF = pipeline seconds / audio seconds. The floor is faster-whisper alone on the same
 file with the same model, device and decoding options: once over the whole file (30 s windows, the
 silence included) and once with faster-whisper's own Silero VAD filter. Stage times come from the
@@ -31,6 +31,7 @@ from bench.common import (
     setup_logging,
     write_result,
 )
+from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -40,24 +41,13 @@ NOTE = (
 )
 
 
-def load_whisper(model_name: str, cpu_threads: int = 0) -> Any:
-    """faster-whisper with the packaged weights, as the service loads it on CPU (int8)."""
-    from faster_whisper import WhisperModel
-
-    from training.weights import resolve_asr_model
-
-    resolved = resolve_asr_model(model_name)
-    return WhisperModel(resolved.path, device="cpu", compute_type="int8", cpu_threads=cpu_threads,
-                        local_files_only=resolved.packaged)  # fmt: skip
-
-
 # The service's decoding options (stream.stages.transcriber), for the floor and the profile.
 OPTIONS: dict[str, Any] = {"language": "en", "beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False}
 
 
 def whisper_alone(model: Any, audio: np.ndarray, *, vad_filter: bool) -> float:
     """Seconds faster-whisper needs for all of ``audio`` (warmed up outside the timing)."""
-    list(model.transcribe(audio[:16000], vad_filter=vad_filter, **OPTIONS)[0])  # warm-up
+    list(model.transcribe(audio[:SAMPLE_RATE_HZ], vad_filter=vad_filter, **OPTIONS)[0])  # warm-up
     t0 = time.perf_counter()
     segments, _ = model.transcribe(audio, vad_filter=vad_filter, **OPTIONS)
     list(segments)
@@ -102,24 +92,24 @@ def _classifier_seconds(predictor: Any, events: list[dict[str, Any]], audio: Any
     rows = [e["data"] for e in events if e["type"] == "emotion"]
     t0 = time.perf_counter()
     for d in rows:
-        clip = audio[round(d["start_s"] * 16000) : round(d["end_s"] * 16000)]
+        clip = audio[round(d["start_s"] * SAMPLE_RATE_HZ) : round(d["end_s"] * SAMPLE_RATE_HZ)]
         predictor.predict([d["text"] or None], [clip if predictor.uses_audio else None])
     return time.perf_counter() - t0
 
 
 def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> dict[str, Any]:
     from stream.config import load_config
-    from stream.evaluation.evaluate import build_report, load_truth, predictions_from_events, read_events, replay
+    from stream.evaluation import build_report, load_truth, predictions_from_events, read_jsonl, replay
     from training.audio import load_audio
 
-    audio_s = load_audio(wav).size / 16000
+    audio_s = load_audio(wav).size / SAMPLE_RATE_HZ
     with tempfile.TemporaryDirectory(prefix="emostream-throughput-") as tmp:
         overrides = {"asr.model": model_name, "asr.device": "cpu", "classifier.device": "cpu",
                      "classifier.checkpoint": str(checkpoint), "log.event_log_dir": tmp}  # fmt: skip
         config = load_config(REPO / "config.toml", **overrides)
         events_path = Path(tmp) / "events.jsonl"
         result = replay(config, wav, events_path)
-        events = read_events(events_path)
+        events = read_jsonl(events_path)
     report = build_report(predictions_from_events(events), load_truth([truth_csv]), extra={})
     asr_s = sum(float(e["data"].get("asr_ms", 0.0)) for e in events if e["type"] == "transcript") / 1000
     speech_s = sum(e["data"]["end_s"] - e["data"]["start_s"] for e in events
@@ -127,17 +117,18 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     # Transcript and emotion events leave together after classification, so the classifier's share is
     # re-timed here on the same utterances (text + audio span), one at a time as in a live stream.
     classifier_s = _classifier_seconds(result.predictor, events, load_audio(wav))
-    whisper = load_whisper(model_name)
-    audio = load_audio(wav)
-    floor_full = whisper_alone(whisper, audio, vad_filter=False)
-    floor_vad = whisper_alone(whisper, audio, vad_filter=True)
-    clips = [audio[round(e["data"]["start_s"] * 16000) : round(e["data"]["end_s"] * 16000)]
-             for e in events if e["type"] == "emotion"]  # fmt: skip
     from stream.config import ASRConfig
     from stream.stages.transcriber import WhisperTranscriber
 
+    # The service's transcriber; its faster-whisper model alone gives the floor and the profile.
     service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))
-    service_asr.transcribe(audio[:16000])  # warm-up
+    whisper = service_asr.model
+    audio = load_audio(wav)
+    floor_full = whisper_alone(whisper, audio, vad_filter=False)
+    floor_vad = whisper_alone(whisper, audio, vad_filter=True)
+    clips = [audio[round(e["data"]["start_s"] * SAMPLE_RATE_HZ) : round(e["data"]["end_s"] * SAMPLE_RATE_HZ)]
+             for e in events if e["type"] == "emotion"]  # fmt: skip
+    service_asr.transcribe(audio[:SAMPLE_RATE_HZ])  # warm-up
     profile = asr_profile(whisper, clips, service_asr)
     features_ms = 0.0
     if result.predictor.uses_audio and clips:

@@ -1,9 +1,10 @@
-"""``emostream``: the service's command line (``run``, ``devices``, ``evaluate``)."""
+"""``emostream``: the service's command line (``run``, ``devices``, ``export``, ``evaluate``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--fast", action="store_true", help="replay files as fast as the pipeline can go")
     pace.add_argument("--speed", type=float, default=None, metavar="X", help="replay files at X times real time")
     run.add_argument("--jsonl", default=None, metavar="PATH", help="also write every event to PATH, one per line")
+    run.add_argument(
+        "--srt",
+        default=None,
+        metavar="FILE",
+        help="write subtitles (text, emotion, score) while running; "
+        "with several sources one file per stream (FILE.STREAM.srt)",
+    )
     run.add_argument("--host", default=None, help="websocket/dashboard host (default: server.host)")
     run.add_argument("--port", type=int, default=None, help="websocket/dashboard port (default: server.port)")
     run.add_argument("--no-server", action="store_true", help="no websocket server; exit when files are done")
@@ -56,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio input devices")
 
+    exp = sub.add_parser("export", help="subtitles (SRT, WebVTT) or a spreadsheet (CSV) from an event log")
+    exp.add_argument("events", metavar="EVENTS.jsonl", help="an event log (runs/events/...) or a --jsonl file")
+    exp.add_argument("--format", required=True, choices=("srt", "vtt", "csv"), help="output format")
+    exp.add_argument("--out", required=True, metavar="FILE", help="where to write it")
+    exp.add_argument("--stream", default=None, help="only this stream (needed for subtitles when there are several)")
+
     ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
     _add_common(ev)
-    from stream.evaluation import evaluate
+    from stream.evaluation import cli as evaluate
 
     evaluate.add_arguments(ev)
     return parser
@@ -83,6 +97,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides["log.level"] = args.log_level
     if getattr(args, "host", None):
         overrides["server.host"] = args.host
+    # The token from the environment rather than the command line, where `ps` would show it.
+    if os.environ.get("EMOSTREAM_TOKEN"):
+        overrides["server.token"] = os.environ["EMOSTREAM_TOKEN"]
     if getattr(args, "port", None) is not None:
         overrides["server.port"] = args.port
     if getattr(args, "speed", None) is not None:
@@ -114,6 +131,20 @@ def _cmd_devices() -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream.export import ExportError, export_file
+
+    try:
+        count = export_file(Path(args.events), args.format, Path(args.out), stream=args.stream)
+    except ExportError as exc:
+        print(f"emostream: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {count} utterances to {args.out}")
+    return 0
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
@@ -122,7 +153,24 @@ def _setup_logging(level: str) -> None:
     )
 
 
+# Exit status of a command whose reader closed the pipe: what a shell reports for a tool killed by SIGPIPE.
+CLOSED_PIPE_STATUS = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``emostream``; returns the exit status. A closed stdout (``emostream evaluate ... | head``) ends it quietly."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return status
+    except BrokenPipeError:
+        from stream.events.console import silence_closed_stdout
+
+        silence_closed_stdout()
+        return CLOSED_PIPE_STATUS
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -130,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "devices":
         return _cmd_devices()
+    if args.command == "export":
+        return _cmd_export(args)
     try:
         config = config_from_args(args)
     except ConfigError as exc:
@@ -140,6 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream.service import run_from_cli
 
         return run_from_cli(config, args)
-    from stream.evaluation.evaluate import run_from_cli as evaluate_from_cli
+    from stream.evaluation.cli import run_from_cli as evaluate_from_cli
 
     return evaluate_from_cli(config, args)

@@ -7,11 +7,14 @@ out-of-range value raises :class:`ConfigError` naming the dotted key and the all
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.settings import ConfigError, TrainingConfig, bounds, choices, load_section, read_toml
+from stream.access import MIN_TOKEN_CHARS, is_loopback, origin_problem
+from stream.records import SAMPLE_RATE_HZ
+from training.settings import DEVICE, ConfigError, TrainingConfig, bounds, choices, load_section, read_toml
 
 __all__ = [
     "ASRConfig",
@@ -25,12 +28,10 @@ __all__ = [
     "load_config",
 ]
 
-_DEVICE = choices("auto", "cpu", "cuda", pattern_ok="cuda:")
-
 
 @dataclass(frozen=True, slots=True)
 class AudioConfig:
-    sample_rate_hz: int = field(default=16000, metadata=bounds(8000, 48000))
+    sample_rate_hz: int = field(default=SAMPLE_RATE_HZ, metadata=bounds(8000, 48000))
     mic_device: str = ""  # index or name substring; empty = the system default input
     mic_block_ms: int = field(default=30, metadata=bounds(10, 1000))
     mic_buffer_s: float = field(default=10.0, metadata=bounds(0.5, 600.0))
@@ -41,9 +42,11 @@ class AudioConfig:
     replay_chunk_ms: int = field(default=100, metadata=bounds(10, 10000))
 
     def __post_init__(self) -> None:
-        if self.sample_rate_hz != 16000:
+        if self.sample_rate_hz != SAMPLE_RATE_HZ:
             # The VAD, Whisper and the audio features all work at 16 kHz; sources resample to it.
-            raise ConfigError(f"audio.sample_rate_hz = {self.sample_rate_hz} is not supported; allowed: 16000")
+            raise ConfigError(
+                f"audio.sample_rate_hz = {self.sample_rate_hz} is not supported; allowed: {SAMPLE_RATE_HZ}"
+            )
         if self.mic_retry_max_s < self.mic_retry_initial_s:
             raise ConfigError("audio.mic_retry_max_s must be >= audio.mic_retry_initial_s")
 
@@ -68,11 +71,12 @@ class VADConfig:
 @dataclass(frozen=True, slots=True)
 class ASRConfig:
     model: str = "base"  # "base" | "tiny.en" (packaged) | a local folder | a hub name
-    device: str = field(default="auto", metadata=_DEVICE)
+    device: str = field(default="auto", metadata=DEVICE)
     compute_type: str = field(
         default="auto", metadata=choices("auto", "int8", "int8_float32", "float16", "int8_float16", "float32")
     )
-    language: str = ""  # empty = detect (English-only models always use "en")
+    # "en" while the shipped classifier reads English only; "" = detect per utterance (other models).
+    language: str = "en"
     beam_size: int = field(default=1, metadata=bounds(1, 16))
     cpu_threads: int = field(default=0, metadata=bounds(0, 256))  # 0 = CTranslate2's default
     no_speech_threshold: float = field(default=0.6, metadata=bounds(0.0, 1.0))
@@ -84,7 +88,7 @@ class ASRConfig:
 @dataclass(frozen=True, slots=True)
 class ClassifierConfig:
     checkpoint: str = "models/emostream-default.pt"
-    device: str = field(default="auto", metadata=_DEVICE)
+    device: str = field(default="auto", metadata=DEVICE)
     max_batch: int = field(default=16, metadata=bounds(1, 1024))
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
 
@@ -98,11 +102,44 @@ class ServerConfig:
     max_connections: int = field(default=2000, metadata=bounds(1, 100000))
     max_message_bytes: int = field(default=4096, metadata=bounds(64, 1 << 20))
     subscriber_queue_events: int = field(default=1000, metadata=bounds(1, 1_000_000))
-    allowed_origins: tuple[str, ...] = ()  # empty = any origin (and clients sending none)
+    # Browser origins allowed besides the dashboard's own (http://HOST:PORT and, on loopback, the
+    # localhost / 127.0.0.1 / [::1] spellings). Clients sending no Origin (scripts) are not browsers.
+    allowed_origins: tuple[str, ...] = ()
+    # Access token: required on every request when set, and required to bind a non-loopback host.
+    token: str = ""
+    # The page's own streams: uploads (POST /api/streams) and its microphone (websocket /ingest)
+    max_upload_mb: int = field(default=200, metadata=bounds(1, 10240))
+    upload_dir: str = "runs/uploads"  # uploads are kept in upload_dir/<run_id>/
+    ingest_max_streams: int = field(default=4, metadata=bounds(0, 64))  # 0: no browser microphones
+    ingest_streams_per_client: int = field(default=1, metadata=bounds(1, 16))  # per client address
+    ingest_max_frame_bytes: int = field(default=65536, metadata=bounds(1024, 1 << 20))
+    ingest_idle_timeout_s: float = field(default=10.0, metadata=bounds(0.5, 3600.0))
+    ingest_buffer_s: float = field(default=5.0, metadata=bounds(0.5, 120.0))  # then the socket is not read
     # Timeouts
     ping_interval_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))
     ping_timeout_s: float = field(default=20.0, metadata=bounds(0.0, 3600.0, low_open=True))
     stats_interval_s: float = field(default=5.0, metadata=bounds(0.0, 3600.0, low_open=True))
+
+    def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            problem = origin_problem(origin)
+            if problem:
+                raise ConfigError(f"server.allowed_origins: {origin!r} {problem}")
+        if self.token and (len(self.token) < MIN_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(self.token)):
+            raise ConfigError(
+                f"server.token must be at least {MIN_TOKEN_CHARS} characters of A-Z a-z 0-9 . _ ~ - "
+                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        if self.enabled and not self.token and not is_loopback(self.host):
+            raise ConfigError(
+                f"server.host = {self.host!r} is reachable from other machines, so server.token must be set "
+                "(or EMOSTREAM_TOKEN): without it anyone on the network could read the transcripts. "
+                "Make one with python3 -c 'import secrets; print(secrets.token_urlsafe(24))', "
+                "or bind to 127.0.0.1"
+            )
+
+
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from stream.records import LABELS, Classified, PredictionLike, SpeechBegan, Transcribed, Utterance
+
 __all__ = [
     "CLIENT_TYPES",
+    "DEFAULT_DESCRIPTION",
     "CONNECTION_STREAM",
     "EVENT_TYPES",
     "LABELS",
@@ -28,13 +31,22 @@ __all__ = [
     "ClientMessage",
     "Event",
     "ProtocolError",
+    "Stats",
+    "emotion_data",
+    "end_data",
+    "error_data",
+    "hello_data",
+    "lagged_data",
     "parse_client_message",
+    "prediction_data",
+    "service_description",
+    "speech_end_data",
+    "speech_start_data",
+    "transcript_data",
 ]
 
 PROTOCOL_VERSION: Final = 1
 
-# The 7 MELD emotions, in the order the classifier's outputs use.
-LABELS: Final = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 
 # Colours the dashboard uses; sent in ``hello`` so that clients hard-code nothing.
 LABEL_COLORS: Final = {
@@ -136,6 +148,147 @@ class Event:
         return cls(type=kind, seq=seq, stream=stream, ts=float(ts), data=data)
 
 
+# Event payloads ------------------------------------------------------------------------------------
+# Every event's ``data`` is built by one of these functions and nowhere else; times are rounded to
+# the millisecond, scores to 6 decimals.
+
+
+def _span(utt: Utterance) -> dict[str, Any]:
+    return {"utterance_id": utt.utterance_id, "start_s": round(utt.start_s, 3), "end_s": round(utt.end_s, 3)}
+
+
+def speech_start_data(began: SpeechBegan) -> dict[str, Any]:
+    """``speech`` (state ``start``): an utterance was confirmed."""
+    return {"state": "start", "utterance_id": began.utterance_id, "t_s": round(began.start_s, 3)}
+
+
+def speech_end_data(utt: Utterance) -> dict[str, Any]:
+    """``speech`` (state ``end``): the utterance is complete; ``forced`` when cut at its maximum length."""
+    return {
+        "state": "end",
+        "utterance_id": utt.utterance_id,
+        "t_s": round(utt.end_s, 3),
+        "start_s": round(utt.start_s, 3),
+        "end_s": round(utt.end_s, 3),
+        "forced": utt.forced,
+    }
+
+
+def transcript_data(item: Transcribed) -> dict[str, Any]:
+    """``transcript``: Whisper's text for an utterance (``item.transcript`` must be set)."""
+    t = item.transcript
+    if t is None:
+        raise ValueError(f"{item.utterance.utterance_id} has no transcript: {item.error}")
+    return {
+        **_span(item.utterance),
+        "text": t.text,
+        "language": t.language,
+        "avg_logprob": t.avg_logprob,
+        "no_speech_prob": t.no_speech_prob,
+        "dropped": t.dropped,
+        "asr_ms": round(item.asr_s * 1000, 1),
+    }
+
+
+def prediction_data(pred: PredictionLike) -> dict[str, Any]:
+    """A prediction's ``label``, ``scores`` (normalised to sum to 1) and ``modalities``; plus ``branches``
+    (each branch's own label) when a fusion checkpoint reports them."""
+    total = sum(float(v) for v in pred.scores.values()) or 1.0
+    branches = getattr(pred, "branches", None)
+    return {
+        "label": pred.label,
+        "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
+        "modalities": list(pred.modalities),
+        **({"branches": dict(branches)} if branches else {}),
+    }
+
+
+def emotion_data(out: Classified, *, latency_s: float) -> dict[str, Any]:
+    """``emotion``: the classifier's decision (``out.prediction`` must be set); scores sum to 1."""
+    pred = out.prediction
+    item = out.item
+    if pred is None:
+        raise ValueError(f"{item.utterance.utterance_id} has no prediction: {out.error}")
+    return {
+        **_span(item.utterance),
+        "text": item.transcript.text if item.transcript is not None else "",
+        **prediction_data(pred),
+        "latency_ms": round(max(0.0, latency_s) * 1000, 1),
+    }
+
+
+def error_data(code: str, message: str, *, utterance: Utterance | None = None) -> dict[str, Any]:
+    """``error``: ``code`` from :data:`ERROR_CODES`; about one utterance when ``utterance`` is given."""
+    return {"code": code, "message": message, **(_span(utterance) if utterance is not None else {})}
+
+
+def end_data(reason: str, *, audio_s: float) -> dict[str, Any]:
+    """``end``: a stream finished (``eof``, ``error`` or ``stopped``) after ``audio_s`` of audio."""
+    return {"reason": reason, "audio_s": round(audio_s, 3)}
+
+
+def lagged_data(dropped: int, *, first_seq: int | None, last_seq: int | None) -> dict[str, Any]:
+    """``lagged``: this subscriber lost ``dropped`` events, ``first_seq`` to ``last_seq``."""
+    return {"dropped": dropped, "first_seq": first_seq, "last_seq": last_seq}
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """``stats``: queue depths, drops, real-time factors and counts (``extra``: e.g. the hub's)."""
+
+    queues: Mapping[str, int]
+    queue_limits: Mapping[str, int]
+    drops: Mapping[str, float | int]
+    rtf: Mapping[str, float]
+    asr_paths: Mapping[str, int]  # how Whisper decoded: trimmed, padded, loop_redone, unsure_redone
+    streams: Mapping[str, Mapping[str, float]]  # each source's own figures (e.g. dropped_s)
+    utterances: int
+    batches: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "queues": dict(self.queues),
+            "queue_limits": dict(self.queue_limits),
+            "drops": dict(self.drops),
+            "rtf": dict(self.rtf),
+            "asr_paths": dict(self.asr_paths),
+            "streams": {k: dict(v) for k, v in self.streams.items()},
+            "utterances": self.utterances,
+            "batches": self.batches,
+        }
+
+
+def service_description(
+    *, labels: Sequence[str], streams: Iterable[tuple[str, str, str]], model_ids: Mapping[str, str]
+) -> dict[str, Any]:
+    """The service's part of ``hello``: labels and colours, ``(id, kind, name)`` of each stream, model ids."""
+    return {
+        "labels": list(labels),
+        "colors": dict(LABEL_COLORS),
+        "streams": [{"id": i, "kind": kind, "name": name} for i, kind, name in streams],
+        "model_ids": dict(model_ids),
+    }
+
+
+# What ``hello`` says when the service cannot describe itself.
+DEFAULT_DESCRIPTION: Final = service_description(labels=LABELS, streams=(), model_ids={})
+
+
+def hello_data(
+    description: Mapping[str, Any], *, run_id: str, last_seq: int | None, limits: Mapping[str, float]
+) -> dict[str, Any]:
+    """``hello``: the service's description, then this connection's protocol, run, watermark and limits."""
+    return {
+        **description,
+        "protocol": PROTOCOL_VERSION,
+        "run_id": run_id,
+        "last_seq": last_seq,
+        "limits": dict(limits),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ClientMessage:
     """A parsed message from a subscriber."""
@@ -230,3 +383,83 @@ def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMes
     if not isinstance(after, int) or isinstance(after, bool) or after < -1 or after > 2**53:
         raise ProtocolError("bad_request", f"after_seq must be an integer in [-1, 2**53], got {_quote(after)}")
     return ClientMessage("resume", after_seq=after)
+
+
+# The HTTP API's `POST /api/classify` body: {"text": "..."} (same size limit as a client message).
+MAX_CLASSIFY_TEXT_CHARS: Final = 2000
+
+
+def parse_classify_request(raw: str | bytes) -> str:
+    """The sentence of a ``{"text": "..."}`` request, stripped; :class:`ProtocolError` says what is wrong."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("bad_message", "body is not valid UTF-8") from exc
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"body is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_message", 'body must be a JSON object like {"text": "..."}')
+    text = obj.get("text")
+    if not isinstance(text, str) or not _valid_text(text):
+        raise ProtocolError("bad_request", f"text must be a string, got {_quote(text)}")
+    text = " ".join(text.split())
+    if not text:
+        raise ProtocolError("bad_request", "text is empty; type a sentence")
+    if len(text) > MAX_CLASSIFY_TEXT_CHARS:
+        raise ProtocolError("bad_request", f"text has {len(text)} characters; at most {MAX_CLASSIFY_TEXT_CHARS}")
+    return text
+
+
+def _valid_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")  # a lone surrogate from a JSON escape cannot be classified or logged
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# The ingest websocket's client messages (``/ingest``, see stream/sources/ingest.py).
+INGEST_TYPES: Final = ("start", "stop")
+MIN_INGEST_RATE_HZ: Final = 8000
+MAX_INGEST_RATE_HZ: Final = 192000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestMessage:
+    """``{"type": "start", "stream": NAME, "sample_rate_hz": R}`` or ``{"type": "stop"}``."""
+
+    type: str
+    stream: str | None = None
+    sample_rate_hz: int | None = None
+
+
+def parse_ingest_message(raw: str | bytes) -> IngestMessage:
+    """One text frame of the ingest websocket; :class:`ProtocolError` says what is wrong."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_request", "send the start message as a text frame before any audio")
+    if len(raw) > 4096:
+        raise ProtocolError("bad_message", "control messages are at most 4096 characters")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_message", f"message is not valid JSON: {str(exc)[:120]}") from exc
+    if not isinstance(obj, dict) or obj.get("type") not in INGEST_TYPES:
+        kind = obj.get("type") if isinstance(obj, dict) else obj
+        raise ProtocolError("bad_request", f"unknown message type {_quote(kind)}; expected one of start, stop")
+    if obj["type"] == "stop":
+        return IngestMessage("stop")
+    stream = obj.get("stream")
+    if not _valid_stream_id(stream):
+        raise ProtocolError("bad_request", f"stream must be a name of 1-{MAX_STREAM_ID_CHARS} characters")
+    rate = obj.get("sample_rate_hz")
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_INGEST_RATE_HZ <= rate <= MAX_INGEST_RATE_HZ:
+        raise ProtocolError(
+            "bad_request",
+            f"sample_rate_hz must be an integer in [{MIN_INGEST_RATE_HZ}, {MAX_INGEST_RATE_HZ}], got {_quote(rate)}",
+        )
+    return IngestMessage("start", stream=stream, sample_rate_hz=rate)

@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import ipaddress
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -33,21 +32,23 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from stream.access import AccessPolicy, Refusal
+from stream.api import Backend, HttpApi, front_connection
 from stream.config import ServerConfig
 from stream.events.eventlog import EventLog
 from stream.events.hub import Hub, Published, Subscription
 from stream.protocol import (
     CONNECTION_STREAM,
-    LABEL_COLORS,
-    LABELS,
-    PROTOCOL_VERSION,
+    DEFAULT_DESCRIPTION,
     ClientMessage,
     Event,
     ProtocolError,
+    error_data,
+    hello_data,
     parse_client_message,
 )
 
-__all__ = ["CONTENT_TYPES", "WS_PATH", "Server", "static_files"]
+__all__ = ["CONTENT_TYPES", "INGEST_PATH", "WS_PATH", "Server", "static_files"]
 
 logger = logging.getLogger(__name__)
 # websockets logs every HTTP request and connection at INFO; keep that out of the service log.
@@ -56,6 +57,8 @@ if _ws_logger.level == logging.NOTSET:
     _ws_logger.setLevel(logging.WARNING)
 
 WS_PATH: Final = "/ws"
+INGEST_PATH: Final = "/ingest"
+_HEAD_TIMEOUT_S: Final = 10.0  # a client must send its whole request head within this
 CONTENT_TYPES: Final = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -139,8 +142,20 @@ class Server:
         hub: Hub,
         event_log: EventLog,
         hello: Callable[[], Mapping[str, Any]],
+        *,
+        backend: Backend | None = None,
+        ingest: Callable[[ServerConnection], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
+        self._backend = backend
+        self._ingest = ingest
+        self._api_tasks: set[asyncio.Task[None]] = set()
+        self.api = HttpApi(
+            backend,
+            lambda: self.access,
+            max_message_bytes=config.max_message_bytes,
+            max_upload_bytes=config.max_upload_mb << 20,
+        )
         self.hub = hub
         self.event_log = event_log
         self._hello = hello
@@ -149,6 +164,9 @@ class Server:
         self._ws_server: WsServer | None = None
         self.port: int = config.port
         self.refused = 0  # connections refused because the server was full
+        self.refused_access = 0  # requests refused for their origin, host or token
+        # Until bound, the policy knows the configured port only (0: no browser origin matches yet).
+        self.access = self._policy(config.port)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -168,20 +186,41 @@ class Server:
             compression=None,
             server_header=None,
             logger=_ws_logger,
+            # Reads each request head first: the HTTP API (POST bodies) is answered by stream.api.
+            create_connection=front_connection(
+                self.api, tasks=self._api_tasks, head_timeout_s=_HEAD_TIMEOUT_S, sized=self._frame_limit
+            ),
         )
         sockets = list(self._ws_server.sockets)
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        logger.info("dashboard at %s (websocket %s)", self.url, self.ws_url)
+            self.access = self._policy(self.port)
+        if self.access.token_required:
+            logger.info("dashboard at %s?token=%s (websocket %s)", self.url, cfg.token, self.ws_url)
+        else:
+            logger.info("dashboard at %s (websocket %s)", self.url, self.ws_url)
         return self
+
+    def _policy(self, port: int) -> AccessPolicy:
+        cfg = self.config
+        return AccessPolicy(cfg.host, port, allowed_origins=cfg.allowed_origins, token=cfg.token)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
 
+    def _frame_limit(self, head: bytes) -> int | None:
+        """The ingest websocket takes audio frames larger than a client message."""
+        target = head.split(b"\r\n", 1)[0].split(b" ")[1:2]
+        if target and urlsplit(target[0].decode("latin-1")).path == INGEST_PATH:
+            return self.config.ingest_max_frame_bytes
+        return None
+
     async def aclose(self) -> None:
         """Close every connection (1001 going away) and stop listening."""
+        for task in list(self._api_tasks):
+            task.cancel()
         if self._ws_server is not None:
             server, self._ws_server = self._ws_server, None
             server.close()
@@ -203,11 +242,12 @@ class Server:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path == WS_PATH:
-            origin = request.headers.get("Origin")
-            if origin is not None and not self._origin_allowed(origin):
-                logger.warning("refused a websocket from origin %r (not in server.allowed_origins)", origin)
-                return connection.respond(http.HTTPStatus.FORBIDDEN, f"origin {origin[:100]!r} is not allowed\n")
+        decision = self.access.check(request.headers, request.path)
+        if isinstance(decision, Refusal):
+            self.refused_access += 1
+            logger.warning("refused %s: %s", path[:100], decision.message)
+            return connection.respond(http.HTTPStatus(decision.status), decision.message + "\n")
+        if path == WS_PATH or (path == INGEST_PATH and self._ingest is not None):
             return None  # let websockets complete (or refuse) the upgrade
         method = getattr(request, "method", "GET")
         if method not in ("GET", "HEAD"):
@@ -234,21 +274,16 @@ class Server:
                 ("Content-Security-Policy", _CSP),
             ]
         )
+        if decision.set_cookie:  # the page came with ?token=: its scripts and sockets send the cookie
+            headers["Set-Cookie"] = self.access.cookie_header()
         return Response(200, "OK", headers, b"" if method == "HEAD" else body)
-
-    def _origin_allowed(self, origin: str) -> bool:
-        allowed = self.config.allowed_origins
-        if not allowed:
-            return True
-        # The dashboard this server serves is always allowed to connect to it.
-        own = {f"http://{_url_host(self.config.host)}:{self.port}"}
-        if _is_loopback(self.config.host):
-            own |= {f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}", f"http://[::1]:{self.port}"}
-        return origin in allowed or origin in own
 
     # -- websocket -------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if self._ingest is not None and ws.request is not None and urlsplit(ws.request.path).path == INGEST_PATH:
+            await self._ingest(ws)
+            return
         limit = self.config.max_connections
         if len(self._connections) >= limit:
             self.refused += 1
@@ -291,22 +326,19 @@ class Server:
             self._connections.discard(conn)
 
     def _hello_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"labels": list(LABELS), "colors": dict(LABEL_COLORS), "streams": [], "model_ids": {}}
+        description = dict(DEFAULT_DESCRIPTION)
         try:
-            data.update(self._hello())
+            description.update(self._hello())
         except Exception:
             logger.exception("the hello() callback failed; sending the defaults")
-        data.update(
-            protocol=PROTOCOL_VERSION,
-            run_id=self.event_log.run_id,
-            last_seq=self.hub.last_seq,
-            limits={
-                "max_message_bytes": self.config.max_message_bytes,
-                "queue_events": self.hub.queue_events,
-                "ping_interval_s": self.config.ping_interval_s,
-            },
-        )
-        return data
+        limits = {
+            "max_message_bytes": self.config.max_message_bytes,
+            "queue_events": self.hub.queue_events,
+            "ping_interval_s": self.config.ping_interval_s,
+            "max_upload_bytes": self.config.max_upload_mb << 20,
+            "ingest_max_frame_bytes": self.config.ingest_max_frame_bytes,
+        }
+        return hello_data(description, run_id=self.event_log.run_id, last_seq=self.hub.last_seq, limits=limits)
 
     async def _send(self, conn: _Connection, item: Published) -> None:
         event = item.event
@@ -342,7 +374,7 @@ class Server:
 
     async def _run_command(self, conn: _Connection, command: ClientMessage | ProtocolError) -> None:
         if isinstance(command, ProtocolError):
-            await self._reply(conn, "error", {"code": command.code, "message": command.message})
+            await self._reply(conn, "error", error_data(command.code, command.message))
         elif command.type == "ping":
             await self._reply(conn, "pong", {})
         elif command.type == "subscribe":
@@ -362,24 +394,12 @@ class Server:
         last = self.hub.last_seq
         run = self.event_log.run_id
         if after_seq > (last if last is not None else -1):
-            await self._reply(
-                conn,
-                "error",
-                {
-                    "code": "resume_unavailable",
-                    "message": f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live",
-                },
-            )
+            message = f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live"
+            await self._reply(conn, "error", error_data("resume_unavailable", message))
             return
         if self.event_log.write_errors:
-            await self._reply(
-                conn,
-                "error",
-                {
-                    "code": "resume_unavailable",
-                    "message": f"{self.event_log.write_errors} events could not be logged; the replay may have gaps",
-                },
-            )
+            message = f"{self.event_log.write_errors} events could not be logged; the replay may have gaps"
+            await self._reply(conn, "error", error_data("resume_unavailable", message))
         sub = conn.sub
         sub.detach()
         cursor = after_seq
@@ -416,12 +436,3 @@ def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

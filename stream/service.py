@@ -1,9 +1,10 @@
 """``emostream run``: sources, models, the pipeline, the event sinks and the server, wired together.
 
 Lifecycle: parse the sources, load Whisper and the classifier (in a worker thread), open the event
-log and the server, then run the pipeline. With ``--no-server`` or ``--exit-when-done`` the service
-exits 0 once every *file* source has sent its ``end`` event (all its events are written by then);
-otherwise it keeps serving the dashboard until SIGINT/SIGTERM, which also exit 0.
+sinks (:mod:`stream.sinks`) and the server, then run the pipeline. With ``--no-server`` or
+``--exit-when-done`` the service exits 0 once every *file* source has sent its ``end`` event (all its
+events are written by then); otherwise it keeps serving the dashboard until SIGINT/SIGTERM, which also
+exit 0.
 """
 
 from __future__ import annotations
@@ -12,138 +13,59 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from stream import models as model_loading
 from stream.config import Config
-from stream.events.bus import EventBus, JsonlWriter, Sink
-from stream.events.console import ConsolePrinter
-from stream.pipeline import Pipeline, segmenter_params
-from stream.protocol import LABEL_COLORS, SERVICE_STREAM, Event
-from stream.sources import MicSource, ReplaySource, Source
-from stream.stages.classifier import Predictor, load_predictor
-from stream.stages.transcriber import Transcriber, WhisperTranscriber
+from stream.pipeline import Pipeline
+from stream.protocol import SERVICE_STREAM, error_data, service_description
+from stream.sinks import SinkError, Sinks, open_sinks
+from stream.sources.spec import DEMO_PATH, SourceError, SourceSpec, build_sources, parse_sources
+from stream.stages.classifier import Predictor
+from stream.stages.segment import segmenter_params
+from stream.stages.transcriber import Transcriber
 from stream.stages.vad import make_vad
 
-__all__ = ["DEMO_PATH", "RunOptions", "SourceSpec", "parse_sources", "run_from_cli", "run_service"]
+__all__ = ["DEMO_PATH", "RunOptions", "SourceError", "SourceSpec", "parse_sources", "run_from_cli", "run_service"]
+
+if TYPE_CHECKING:
+    from stream.server import Server
 
 logger = logging.getLogger(__name__)
-
-DEMO_PATH = Path(__file__).resolve().parent / "assets" / "demo.flac"
-_MEDIA_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".mkv", ".webm", ".mov", ".avi"}
-
-
-class SourceError(ValueError):
-    """A ``--source`` value that cannot be used."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceSpec:
-    stream_id: str
-    kind: str  # "mic" | "file"
-    target: str  # device spec ("" = default) or file path
 
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     sources: tuple[str, ...] = ()  # empty = the bundled demo
     jsonl: str | None = None
+    srt: str | None = None  # subtitles written while running (stream.export.SubtitleWriter)
     exit_when_done: bool = False
     quiet: bool = False
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:64] or "stream"
+@dataclass(frozen=True, slots=True)
+class _Control:
+    """How a run is told to end: ``stop`` drains what is in flight, ``force`` quits now."""
+
+    stop: asyncio.Event
+    force: asyncio.Event
+    on_ready: Callable[[Any], None] | None
+    drain_s: float
 
 
-def parse_sources(specs: Sequence[str]) -> list[SourceSpec]:
-    """``mic`` / a device index or name / a media path -> unique stream ids (``mic``, file stems)."""
-    found: list[SourceSpec] = []
-    used: set[str] = set()
-    for raw in specs or (str(DEMO_PATH),):
-        spec = raw.strip()
-        if not spec:
-            raise SourceError("--source must not be empty; use 'mic', a device index or name, or a media file")
-        path = Path(spec).expanduser()
-        if spec in ("mic", "default"):
-            kind, target, base = "mic", "", "mic"
-        elif spec.isdigit():
-            kind, target, base = "mic", spec, f"mic{spec}"
-        elif path.exists() or path.suffix.lower() in _MEDIA_SUFFIXES or "/" in spec:
-            if not path.is_file():
-                raise SourceError(f"--source {spec}: no such file")
-            kind, target, base = "file", str(path), _slug(path.stem)
-        else:
-            kind, target, base = "mic", spec, f"mic-{_slug(spec)}"
-        stream_id, n = base, 2
-        while stream_id in used or stream_id == SERVICE_STREAM:
-            stream_id, n = f"{base}-{n}", n + 1
-        used.add(stream_id)
-        found.append(SourceSpec(stream_id, kind, target))
-    return found
+def _install_signals(control: _Control) -> None:
+    def on_signal() -> None:  # the first signal drains what is in flight, a second one quits now
+        (control.force if control.stop.is_set() else control.stop).set()
 
-
-def build_sources(specs: Sequence[SourceSpec], config: Config, *, clock: Callable[[], float]) -> list[Source]:
-    audio = config.audio
-    sources: list[Source] = []
-    for spec in specs:
-        if spec.kind == "mic":
-            sources.append(MicSource(spec.stream_id, spec.target or audio.mic_device, config=audio, clock=clock))
-        else:
-            sources.append(
-                ReplaySource(
-                    spec.stream_id,
-                    spec.target,
-                    chunk_ms=audio.replay_chunk_ms,
-                    speed=audio.replay_speed,
-                    fast=audio.replay_fast,
-                    clock=clock,
-                )
-            )
-    return sources
-
-
-def _load_models(config: Config) -> tuple[Transcriber, Predictor]:
-    """Load and warm up both models (blocking), so the first utterance does not pay for lazy loading."""
-    checkpoint = str(config.resolve_path(config.classifier.checkpoint))
-    predictor = load_predictor(checkpoint, device=config.classifier.device)
-    transcriber = WhisperTranscriber.load(config.asr)
-    attach_audio_features(predictor, transcriber)
-    warm = np.zeros(16000, dtype=np.float32)
-    predictor.predict(["warm up"] if predictor.uses_text else [None], [warm] if predictor.uses_audio else [None])
-    transcriber.transcribe(warm)
-    return transcriber, predictor
-
-
-def attach_audio_features(predictor: Predictor, transcriber: WhisperTranscriber) -> bool:
-    """One Whisper in memory: the classifier's audio features use the transcriber's loaded model, and
-    when it is the encoder pass they were trained on, its very output (``Transcript.features``)."""
-    attach = getattr(predictor, "attach_asr", None)
-    if attach is None:
-        return False
-    same = bool(
-        attach(
-            transcriber.whisper_model,
-            model_sha256=transcriber.model_sha256,
-            pad_s=transcriber.pad_s,
-            compute_type=transcriber.compute_type,
-        )
-    )
-    if same:
-        transcriber.feature_hook = predictor.features_from_encoder  # type: ignore[attr-defined]
-    logger.info(
-        "audio features: %s",
-        "from the ASR's own encoder pass" if same else "one more pass of the shared Whisper (it differs from training)",
-    )
-    return same
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal)
 
 
 async def run_service(
@@ -162,136 +84,139 @@ async def run_service(
     gets the started server (or ``None``) once events start flowing. On stop, utterances whose speech
     had ended still get their events, for at most ``drain_s`` (a second SIGINT skips the wait).
     """
-    from stream.events.eventlog import EventLog, EventLogError
-    from stream.events.hub import Hub
-
     # faster-whisper logs every utterance at INFO; our own events already say what happened.
     fw_logger = logging.getLogger("faster_whisper")
     if fw_logger.level == logging.NOTSET:
         fw_logger.setLevel(logging.WARNING)
-
     try:
         specs = parse_sources(options.sources)
     except SourceError as exc:
         logger.error("%s", exc)
         return 2
-    clock = time.monotonic
-    sources = build_sources(specs, config, clock=clock)
-    loop = asyncio.get_running_loop()
-    stop = stop or asyncio.Event()
-    force = asyncio.Event()
-
-    def on_signal() -> None:  # the first signal drains what is in flight, a second one quits now
-        if stop.is_set():
-            force.set()
-        else:
-            stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, on_signal)
     try:
         segmenter_params(config.vad, make_vad(config.vad).frame_samples)
     except ValueError as exc:
         logger.error("config error in [vad]: %s", exc)
         return 2
-
+    control = _Control(stop or asyncio.Event(), asyncio.Event(), on_ready, drain_s)
+    _install_signals(control)
     try:
-        event_log = EventLog(config.resolve_path(config.log.event_log_dir))
-    except EventLogError as exc:
+        # `emostream run | head`: when the reader of stdout goes away, stop as on Ctrl-C.
+        streams = [s.stream_id for s in specs]
+        with open_sinks(config, options, streams, out=out, on_stdout_closed=control.stop.set) as sinks:
+            if models is None:
+                models = await _load_models(config, sinks)
+                if models is None:
+                    return 1
+            exit_when_done = options.exit_when_done or not config.server.enabled
+            # Kept open when serving: the page may add streams (uploads, its microphone) until stopped.
+            pipeline = _build_pipeline(config, specs, models, sinks, keep_open=not exit_when_done)
+            hello = _describe(pipeline, models)
+            return await _serve(config, pipeline, sinks, control, hello=hello, exit_when_done=exit_when_done)
+    except SinkError as exc:
         logger.error("%s", exc)
         return 1
-    hub = Hub(queue_events=config.server.subscriber_queue_events)
-    sinks: list[Sink] = [event_log.append, hub.publish]
-    jsonl = None
+
+
+async def _load_models(config: Config, sinks: Sinks) -> tuple[Transcriber, Predictor] | None:
+    """Both models, loaded in a worker thread; None (after an ``error`` event) when they cannot be."""
+    logger.info("loading Whisper %s and the classifier %s", config.asr.model, config.classifier.checkpoint)
     try:
-        if options.jsonl:
-            try:
-                jsonl = JsonlWriter(options.jsonl)
-            except OSError as exc:
-                logger.error("cannot write --jsonl %s: %s", options.jsonl, exc)
-                return 1
-            sinks.append(jsonl)
-        if config.log.stdout_events and not options.quiet:
-            sinks.append(ConsolePrinter(out))
-        bus = EventBus(sinks)
-        ended: dict[str, str] = {}  # stream -> its `end` reason: did anything work at all?
+        return await asyncio.get_running_loop().run_in_executor(None, model_loading.load_models, config)
+    except Exception as exc:  # model errors name the file/model and the fix
+        logger.error("cannot start: %s", exc)
+        await sinks.bus.emit("error", SERVICE_STREAM, error_data("internal", f"cannot start: {exc}"))
+        return None
 
-        def note_end(event: Event) -> None:
-            if event.type == "end":
-                ended[event.stream] = str(event.data.get("reason"))
 
-        bus.add_sink(note_end)
-        if models is None:
-            logger.info("loading Whisper %s and the classifier %s", config.asr.model, config.classifier.checkpoint)
-            try:
-                models = await loop.run_in_executor(None, _load_models, config)
-            except Exception as exc:  # model errors name the file/model and the fix
-                logger.error("cannot start: %s", exc)
-                await bus.emit("error", SERVICE_STREAM, {"code": "internal", "message": f"cannot start: {exc}"})
-                return 1
-        transcriber, predictor = models
-        pipeline = Pipeline(
-            sources,
-            vad_factory=lambda: make_vad(config.vad),
-            vad_config=config.vad,
-            transcriber=transcriber,
-            predictor=predictor,
-            bus=bus,
-            max_batch=config.classifier.max_batch,
-            batch_wait_ms=config.classifier.batch_wait_ms,
-            stats_interval_s=config.server.stats_interval_s,
-            extra_stats=lambda: {"hub": hub.stats().to_dict()},
-            clock=clock,
+def _build_pipeline(
+    config: Config, specs: list[SourceSpec], models: tuple[Transcriber, Predictor], sinks: Sinks, *, keep_open: bool
+) -> Pipeline:
+    transcriber, predictor = models
+    hub = sinks.hub
+    return Pipeline(
+        build_sources(specs, config, clock=time.monotonic),
+        sinks.bus,
+        transcriber=transcriber,
+        predictor=predictor,
+        config=config,
+        extra_stats=lambda: {"hub": hub.stats().to_dict()},
+        clock=time.monotonic,
+        keep_open=keep_open,
+    )
+
+
+def _describe(pipeline: Pipeline, models: tuple[Transcriber, Predictor]) -> Callable[[], dict[str, Any]]:
+    """The service's part of each connection's ``hello``."""
+    transcriber, predictor = models
+
+    def hello() -> dict[str, Any]:
+        return service_description(
+            labels=predictor.labels,
+            streams=[(s.stream_id, s.kind, s.name) for s in pipeline.sources],
+            model_ids={"asr": transcriber.model_id, **dict(predictor.model_ids)},
         )
 
-        def hello() -> dict[str, Any]:
-            return {
-                "labels": list(predictor.labels),
-                "colors": dict(LABEL_COLORS),
-                "streams": [{"id": s.stream_id, "kind": s.kind, "name": s.name} for s in sources],
-                "model_ids": {"asr": transcriber.model_id, **dict(predictor.model_ids)},
-            }
+    return hello
 
-        exit_when_done = options.exit_when_done or not config.server.enabled
-        files = [s.stream_id for s in sources if s.kind == "file"]
-        if exit_when_done and not files:
-            logger.info("only live sources: running until Ctrl-C")
-        async with contextlib.AsyncExitStack() as stack:
-            server = None
-            if config.server.enabled:
-                from stream.server import Server
 
-                server = await stack.enter_async_context(Server(config.server, hub, event_log, hello))
-            run = asyncio.create_task(pipeline.run(), name="pipeline")
-            if on_ready is not None:
-                on_ready(server)
-            waiters = {run, asyncio.create_task(stop.wait())}
-            if exit_when_done and files:
-                waiters.add(asyncio.create_task(pipeline.wait_ended(files)))
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if run.done() and run.exception() is None and not stop.is_set() and not exit_when_done:
-                logger.info("all sources ended; still serving the dashboard (Ctrl-C to stop)")
-                await stop.wait()
-            await _drain(pipeline, run, force, drain_s)
-            status = 0
-            if run.done() and not run.cancelled() and run.exception() is not None:
-                err = run.exception()
-                logger.error("the pipeline failed: %s", err, exc_info=err)
-                status = 1
-            if status == 0 and files and len(files) == len(sources) and all(ended.get(f) == "error" for f in files):
-                logger.error("no source could be processed")
-                status = 1
-            for task in waiters:
-                task.cancel()
-            for task in waiters:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            return status
-    finally:
-        if jsonl is not None:
-            jsonl.close()
-        event_log.close()
+async def _serve(
+    config: Config,
+    pipeline: Pipeline,
+    sinks: Sinks,
+    control: _Control,
+    *,
+    hello: Callable[[], dict[str, Any]],
+    exit_when_done: bool,
+) -> int:
+    """Run ``pipeline`` (and the server) until the sources end or a stop; returns the exit status."""
+    sources = list(pipeline.sources)  # those of the command line (the page may add more)
+    files = [s.stream_id for s in sources if s.kind == "file"]
+    if exit_when_done and not files:
+        logger.info("only live sources: running until Ctrl-C")
+    async with contextlib.AsyncExitStack() as stack:
+        server = None
+        if config.server.enabled:
+            server = await stack.enter_async_context(_server(config, pipeline, sinks, hello))
+        run = asyncio.create_task(pipeline.run(), name="pipeline")
+        if control.on_ready is not None:
+            control.on_ready(server)
+        waiters = {run, asyncio.create_task(control.stop.wait())}
+        if exit_when_done and files:
+            waiters.add(asyncio.create_task(pipeline.wait_ended(files)))
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if run.done() and run.exception() is None and not control.stop.is_set() and not exit_when_done:
+            logger.info("all sources ended; still serving the dashboard (Ctrl-C to stop)")
+            await control.stop.wait()
+        await _drain(pipeline, run, control.force, control.drain_s)
+        for task in waiters:
+            task.cancel()
+        for task in waiters - {run}:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        return _exit_status(run, files, len(sources), sinks.ended)
+
+
+def _server(config: Config, pipeline: Pipeline, sinks: Sinks, hello: Callable[[], dict[str, Any]]) -> Server:
+    """The websocket/HTTP server, with the page's API and microphone ingest wired to ``pipeline``."""
+    from stream.control import LiveControl
+    from stream.server import Server
+    from stream.sources.ingest import IngestEndpoint
+
+    control = LiveControl(config, pipeline, sinks.event_log.run_id, clock=time.monotonic)
+    ingest = IngestEndpoint(config.server, control.add_ingest, clock=time.monotonic)
+    return Server(config.server, sinks.hub, sinks.event_log, hello, backend=control, ingest=ingest.handle)
+
+
+def _exit_status(run: asyncio.Task[None], files: list[str], n_sources: int, ended: dict[str, str]) -> int:
+    if run.done() and not run.cancelled() and run.exception() is not None:
+        err = run.exception()
+        logger.error("the pipeline failed: %s", err, exc_info=err)
+        return 1
+    if files and len(files) == n_sources and all(ended.get(f) == "error" for f in files):
+        logger.error("no source could be processed")
+        return 1
+    return 0
 
 
 async def _drain(pipeline: Pipeline, run: asyncio.Task[None], force: asyncio.Event, drain_s: float) -> None:
@@ -316,6 +241,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
     options = RunOptions(
         sources=tuple(args.source or ()),
         jsonl=args.jsonl,
+        srt=getattr(args, "srt", None),
         exit_when_done=bool(args.exit_when_done),
         quiet=bool(args.quiet),
     )

@@ -29,6 +29,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SAMPLE_RATE_HZ = 16000
 
 __all__ = [
+    "ASR_COMPUTE_TYPES",
+    "ASR_SENTENCES",
     "SAMPLE_RATE_HZ",
     "Dialogue",
     "FakePrediction",
@@ -44,6 +46,21 @@ __all__ = [
     "word_error_rate",
     "write_wav",
 ]
+
+
+# CTranslate2's int8 kernels hear the odd word differently on different CPU families (Intel vs AMD).
+# float32 takes another kernel path that disagrees in the same way, so an expectation on Whisper's
+# output that holds under both is portable. Tests on transcripts run under both, on several sentences
+# with one bound on their joint WER, never on one sentence's exact words.
+ASR_COMPUTE_TYPES = ("int8", "float32")
+
+ASR_SENTENCES = (
+    "The weather is lovely today and we should go for a walk.",
+    "I can't believe you would do something like that.",
+    "Please send me the report before the meeting tomorrow.",
+    "My brother is coming home for dinner on Friday night.",
+    "We need to buy some milk, bread and a dozen eggs.",
+)
 
 
 def espeak_available() -> bool:
@@ -271,6 +288,7 @@ class ScriptedTranscriber:
     """Stands in for ``WhisperTranscriber``: returns ``texts`` in order (``None`` = raise)."""
 
     model_id = "scripted-asr"
+    paths: dict[str, int] = {}  # noqa: RUF012 - read-only: a fake decodes one way
 
     def __init__(self, texts: Sequence[str | None] = (), *, default: str = "hello") -> None:
         self.texts = list(texts)
@@ -278,7 +296,7 @@ class ScriptedTranscriber:
         self.calls = 0
 
     def transcribe(self, audio: np.ndarray) -> object:
-        from stream.stages.transcriber import Transcript
+        from stream.records import Transcript
 
         text = self.texts[self.calls] if self.calls < len(self.texts) else self.default
         self.calls += 1

@@ -15,9 +15,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["AudioDecodeError", "iter_audio_chunks", "load_audio"]
+__all__ = ["SAMPLE_RATE_HZ", "AudioDecodeError", "iter_audio_chunks", "load_audio"]
 
 logger = logging.getLogger(__name__)
+
+# The one sample rate of the project: Whisper, the VAD, the features and the stream all take 16 kHz.
+SAMPLE_RATE_HZ = 16000
 
 
 class AudioDecodeError(ValueError):
@@ -57,7 +60,9 @@ def _iter_resampled(path: Path, sample_rate_hz: int) -> Iterator[np.ndarray]:
         container.close()
 
 
-def iter_audio_chunks(path: str | Path, *, chunk_samples: int, sample_rate_hz: int = 16000) -> Iterator[np.ndarray]:
+def iter_audio_chunks(
+    path: str | Path, *, chunk_samples: int, sample_rate_hz: int = SAMPLE_RATE_HZ
+) -> Iterator[np.ndarray]:
     """Stream ``path`` as float32 mono chunks of exactly ``chunk_samples`` (the last may be shorter).
 
     Memory stays flat whatever the file's length. Raises :class:`AudioDecodeError` naming the file
@@ -90,7 +95,7 @@ def iter_audio_chunks(path: str | Path, *, chunk_samples: int, sample_rate_hz: i
         raise AudioDecodeError(f"{path} decoded to no audio samples")
 
 
-def load_audio(path: str | Path, *, sample_rate_hz: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, *, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Decode all of ``path`` to a float32 mono array in [-1, 1] at ``sample_rate_hz``.
 
     Raises :class:`AudioDecodeError` (a ``ValueError``) naming the file for a missing, empty or
@@ -100,4 +105,5 @@ def load_audio(path: str | Path, *, sample_rate_hz: int = 16000) -> np.ndarray:
     blocks = [b for b in _iter_resampled(path, sample_rate_hz) if b.size]
     if not blocks:
         raise AudioDecodeError(f"{path} decoded to no audio samples")
-    return np.clip(np.concatenate(blocks), -1.0, 1.0).astype(np.float32, copy=False)
+    audio: np.ndarray = np.clip(np.concatenate(blocks), -1.0, 1.0).astype(np.float32, copy=False)
+    return audio

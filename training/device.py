@@ -6,7 +6,29 @@ import torch
 
 from training.settings import ConfigError
 
-__all__ = ["resolve_device"]
+__all__ = ["ctranslate2_device", "resolve_device"]
+
+
+def ctranslate2_device(spec: str) -> tuple[str, int]:
+    """``spec`` for CTranslate2 (Whisper, the Whisper audio encoder): ``("cpu" | "cuda", device index)``.
+
+    ``"auto"`` is CUDA device 0 when CTranslate2 sees one, else the CPU; ``"cuda:N"`` keeps its index.
+    """
+    if spec == "auto":
+        try:
+            import ctranslate2
+
+            return ("cuda", 0) if ctranslate2.get_cuda_device_count() > 0 else ("cpu", 0)
+        except Exception:  # a CPU-only CTranslate2 build
+            return "cpu", 0
+    if spec == "cpu":
+        return "cpu", 0
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index = spec.partition(":")[2]
+        if index and not index.isdigit():
+            raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+        return "cuda", int(index or 0)
+    raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.audio import AudioDecodeError, load_audio
+from training.audio import SAMPLE_RATE_HZ, AudioDecodeError, load_audio
+from training.device import ctranslate2_device
 from training.weights import cache_root, resolve_asr_model
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 HOP = 160  # Whisper mel hop: 100 frames per second
 WINDOW_FRAMES = 3000  # Whisper's 30 s window
 PROSODY_DIM = 10
@@ -219,7 +219,7 @@ class AudioFeatureExtractor:
         if config.encoder not in ("whisper", "logmel-cnn"):
             raise ValueError(f"unknown audio encoder {config.encoder!r}; use 'whisper' or 'logmel-cnn'")
         self.config = config
-        self.device = "cuda" if device.startswith("cuda") else "cpu"
+        self.device, self._device_index = ctranslate2_device(device)
         self._cpu_threads = cpu_threads
         self._lock = threading.Lock()
         self._model: Any = None
@@ -254,7 +254,11 @@ class AudioFeatureExtractor:
 
         compute = "float16" if self.device == "cuda" else "float32"
         self._model = ctranslate2.models.Whisper(
-            self._model_path, device=self.device, compute_type=compute, intra_threads=self._cpu_threads
+            self._model_path,
+            device=self.device,
+            device_index=self._device_index,
+            compute_type=compute,
+            intra_threads=self._cpu_threads,
         )
         self._mel = FeatureExtractor(feature_size=self._n_mels)
         probe = np.zeros((1, self._n_mels, 200), dtype=np.float32)

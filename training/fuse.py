@@ -164,7 +164,7 @@ def _audio_only(branch: AudioBranch, bank: Bank, *, running: bool) -> tuple[np.n
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.fuse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="models/emostream-default.pt", help="checkpoint whose text branch is used")
     parser.add_argument("--out", required=True, help="checkpoint to write (text branch + audio branch + fusion)")
@@ -179,27 +179,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-speaker-norm", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", default="", help="also write the metrics here (JSON)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One thread: these networks are tiny, and on a shared, oversubscribed CPU a second OpenMP thread
-    # spin-waits at every op's barrier (minutes instead of seconds, measured here).
-    torch.set_num_threads(1)
-    given = list(argv) if argv is not None else sys.argv[1:]
-    command = "python -m training.fuse " + " ".join(shlex.quote(a) for a in given)
+    return parser
 
-    audio = Bank.concat([load_bank(p) for p in args.audio_bank])
-    test_m = _in(audio.speaker, RAVDESS_TEST + EMODB_TEST)
-    dev_m = _in(audio.speaker, RAVDESS_DEV + EMODB_DEV)
-    train = audio.select(~test_m & ~dev_m)
-    dev, test = audio.select(dev_m), audio.select(test_m)
-    cfg = AudioBranchConfig(dim=audio.features.shape[1], n_labels=len(LABELS), hidden=args.hidden,
+
+def _train_audio(
+    args: argparse.Namespace, train: Bank, dev: Bank, test: Bank, metrics: dict[str, Any]
+) -> tuple[AudioBranch, AudioBranchConfig]:
+    """The audio branch on the train speakers, its temperature on the dev speakers, test metrics."""
+    cfg = AudioBranchConfig(dim=train.features.shape[1], n_labels=len(LABELS), hidden=args.hidden,
                             members=args.members, epochs=args.epochs, speaker_norm=not args.no_speaker_norm,
                             seed=args.seed)  # fmt: skip
     logger.info("audio branch: %d train rows, %d dev, %d test", len(train), len(dev), len(test))
     branch = fit_audio_branch(train.features, train.label, train.speaker, cfg)
     dev_logp, _ = _audio_only(branch, dev, running=False)
     branch.temperature.fill_(fit_temperature(dev_logp, dev.label))
-    metrics: dict[str, Any] = {"audio_temperature": round(float(branch.temperature), 3)}
+    metrics["audio_temperature"] = round(float(branch.temperature), 3)
     for name, bank in (("ravdess_test", test.select(_in(test.speaker, RAVDESS_TEST))),
                        ("emodb_test", test.select(_in(test.speaker, EMODB_TEST)))):  # fmt: skip
         clips = _shuffled(bank.select(bank.variant == 0))
@@ -211,70 +205,100 @@ def main(argv: Sequence[str] | None = None) -> int:
             logp, _ = _audio_only(branch, aug, running=False)
             metrics[f"audio_only/{name}/stream_like/speaker"] = _metrics(logp, aug.label)
     logger.info("audio branch: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith("audio_only")}))
+    return branch, cfg
 
-    # --- text branch
-    base = FusionClassifier.from_checkpoint(args.base, device="cpu")
-    text_model = text_only_model(base)
-    texts = TextCache(text_model)
+
+@dataclasses.dataclass(slots=True)
+class _Rows:
+    """Paired rows for the fusion head: text and audio log-probabilities, novelty, label, weight."""
+
+    lt: list[np.ndarray] = dataclasses.field(default_factory=list)
+    la: list[np.ndarray] = dataclasses.field(default_factory=list)
+    d: list[np.ndarray] = dataclasses.field(default_factory=list)
+    y: list[np.ndarray] = dataclasses.field(default_factory=list)
+    w: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    def add(self, lt: np.ndarray, la: np.ndarray, d: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
+        for part, value in ((self.lt, lt), (self.la, la), (self.d, d), (self.y, y), (self.w, w)):
+            part.append(value)
+
+
+def _voice_rows(
+    args: argparse.Namespace, branch: AudioBranch, cfg: AudioBranchConfig, train: Bank, texts: TextCache, rows: _Rows,
+    weight: float,
+) -> None:  # fmt: skip
+    """Clips with neutral words (label from the voice) and with words of their own label (agree)."""
     meld_dev = [e for e in load_meld(Path(args.meld_dir), "dev") if e.text and e.text.strip()]
     neutral_lines = [str(e.text) for e in meld_dev if LABELS[e.label] == "neutral"]
     by_label: dict[int, list[str]] = {}
     for e in meld_dev:
         by_label.setdefault(e.label, []).append(str(e.text))
-
-    # --- paired rows
     rng = np.random.default_rng(args.seed)
     la_train = oof_audio(train.features, train.label, train.speaker, cfg, oof_epochs=min(args.epochs, 20))
-    d_train = branch.novelty.distance(torch.from_numpy(
-        (train.features - branch.feat_mean.numpy()) / branch.feat_std.numpy()).float()).numpy()  # fmt: skip
+    z = (train.features - branch.feat_mean.numpy()) / branch.feat_std.numpy()
+    d_train = branch.novelty.distance(torch.from_numpy(z).float()).numpy()
     voice_txt = [t if (c == "ravdess" and rng.random() < 0.5) else str(rng.choice(neutral_lines))
                  for t, c in zip(train.text.astype(str), train.corpus.astype(str), strict=True)]  # fmt: skip
     agree_txt = [str(rng.choice(by_label.get(int(y), neutral_lines))) for y in train.label]
+    n = len(train)
+    rows.add(texts(voice_txt), la_train, d_train, train.label, np.full(n, 0.7 * weight / n))
+    rows.add(texts(agree_txt), la_train, d_train, train.label, np.full(n, 0.3 * weight / n))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One thread: these networks are tiny, and on a shared, oversubscribed CPU a second OpenMP thread
+    # spin-waits at every op's barrier (minutes instead of seconds, measured here).
+    torch.set_num_threads(1)
+    given = list(argv) if argv is not None else sys.argv[1:]
+    command = "python -m training.fuse " + " ".join(shlex.quote(a) for a in given)
+
+    audio = Bank.concat([load_bank(p) for p in args.audio_bank])
+    test_m = _in(audio.speaker, RAVDESS_TEST + EMODB_TEST)
+    dev_m = _in(audio.speaker, RAVDESS_DEV + EMODB_DEV)
+    train, dev, test = audio.select(~test_m & ~dev_m), audio.select(dev_m), audio.select(test_m)
+    metrics: dict[str, Any] = {}
+    branch, cfg = _train_audio(args, train, dev, test, metrics)
+
+    text_model = text_only_model(FusionClassifier.from_checkpoint(args.base, device="cpu"))
+    texts = TextCache(text_model)
     tts = Bank.concat([load_bank(p) for p in args.tts_bank])
-    tts_dialogues = np.array([_dialogue(u) for u in tts.uid.astype(str)])
-    tts_cal = np.array([zlib.crc32(d.encode()) % 10 < 3 for d in tts_dialogues])
+    tts_cal = np.array([zlib.crc32(_dialogue(u).encode()) % 10 < 3 for u in tts.uid.astype(str)])
     tts_la, tts_d = _audio_only(branch, tts, running=False)
-    rows_lt = [texts(voice_txt), texts(agree_txt), texts(list(tts.text.astype(str)))[~tts_cal]]
-    rows_la = [la_train, la_train, tts_la[~tts_cal]]
-    rows_d = [d_train, d_train, tts_d[~tts_cal]]
-    rows_y = [train.label, train.label, tts.label[~tts_cal]]
-    n_voice, n_words = len(train), int((~tts_cal).sum())
-    rows_w = [np.full(n_voice, 0.7 * n_words / n_voice), np.full(n_voice, 0.3 * n_words / n_voice), np.ones(n_words)]
+    n_words = int((~tts_cal).sum())
+    rows = _Rows()
+    _voice_rows(args, branch, cfg, train, texts, rows, float(n_words))
+    rows.add(texts(list(tts.text.astype(str)))[~tts_cal], tts_la[~tts_cal], tts_d[~tts_cal], tts.label[~tts_cal],
+             np.ones(n_words))  # fmt: skip
     for p in args.meld_raw_bank:
         raw = load_bank(p)
         raw_la, raw_d = _audio_only(branch, raw, running=False)
-        rows_lt.append(texts(list(raw.text.astype(str))))
-        rows_la.append(raw_la)
-        rows_d.append(raw_d)
-        rows_y.append(raw.label)
-        rows_w.append(np.ones(len(raw)))
-    head = fit_fusion_head(np.concatenate(rows_lt), np.concatenate(rows_la), np.concatenate(rows_d),
-                           np.concatenate(rows_y), FusionHeadConfig(n_labels=len(LABELS), seed=args.seed),
-                           sample_weight=np.concatenate(rows_w))  # fmt: skip
+        rows.add(texts(list(raw.text.astype(str))), raw_la, raw_d, raw.label, np.ones(len(raw)))
+    head = fit_fusion_head(np.concatenate(rows.lt), np.concatenate(rows.la), np.concatenate(rows.d),
+                           np.concatenate(rows.y), FusionHeadConfig(n_labels=len(LABELS), seed=args.seed),
+                           sample_weight=np.concatenate(rows.w))  # fmt: skip
 
-    # --- calibration on dev speakers (carrier text) + held-out spoken lines
+    # calibration: dev speakers (carrier text) + the held-out 30 % of the spoken lines
     dev_la, dev_d = _audio_only(branch, dev, running=False)
     cal_lt = np.concatenate([texts(list(dev.text.astype(str))), texts(list(tts.text.astype(str)))[tts_cal]])
-    cal_la = np.concatenate([dev_la, tts_la[tts_cal]])
-    cal_d = np.concatenate([dev_d, tts_d[tts_cal]])
-    cal_y = np.concatenate([dev.label, tts.label[tts_cal]])
+    cal_la, cal_d = np.concatenate([dev_la, tts_la[tts_cal]]), np.concatenate([dev_d, tts_d[tts_cal]])
     with torch.no_grad():
         raw_logits = head.raw_logits(torch.from_numpy(cal_lt), torch.from_numpy(cal_la), torch.from_numpy(cal_d))
-    head.temperature.fill_(fit_temperature(raw_logits.numpy(), cal_y))
+    head.temperature.fill_(fit_temperature(raw_logits.numpy(), np.concatenate([dev.label, tts.label[tts_cal]])))
     metrics["fusion_temperature"] = round(float(head.temperature), 3)
 
     identity = EncoderIdentity(**json.loads((Path(args.audio_bank[0]) / "meta.json").read_text())["encoder"])
     fusion = AudioFusion(branch, head, identity, whisper_model="base", info={})
     _evaluate(fusion, texts, test, [(Path(p).name, load_bank(p)) for p in args.eval_bank], metrics)
-
     fusion.info = {
         "command": command,
         "audio_branch": cfg.to_dict(),
         "trained_on": {
             "audio": f"RAVDESS + EmoDB train speakers ({len(train)} rows incl. stream-like copies); dev speakers "
                      f"{RAVDESS_DEV + EMODB_DEV} calibrate; test speakers {RAVDESS_TEST + EMODB_TEST} never seen",
-            "fusion": f"paired rows: {n_voice} voice (neutral words), {n_voice} agree, {n_words} spoken MELD dev lines "
-                      f"(espeak-ng, label from the text); MELD.Raw banks: {args.meld_raw_bank or 'none'}",
+            "fusion": f"paired rows: {len(train)} voice (neutral words), {len(train)} agree, {n_words} spoken MELD "
+                      f"dev lines (espeak-ng, label from the text); MELD.Raw banks: {args.meld_raw_bank or 'none'}",
         },
         "metrics": metrics,
     }  # fmt: skip

@@ -1,4 +1,4 @@
-"""Classification metrics (NumPy only) and the run's figures (matplotlib, Agg backend)."""
+"""Classification metrics (scikit-learn) and the run's figures (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
@@ -15,40 +15,41 @@ logger = logging.getLogger(__name__)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """``weighted_f1, macro_f1, accuracy, per_class{label: precision, recall, f1, support}, n, confusion``.
+    """``weighted_f1, macro_f1, accuracy, per_class{label: precision, recall, f1, support}, n, confusion``
+    (scikit-learn's metrics over the label indices ``0..len(labels)-1``).
 
     Macro-F1 averages over the labels present in ``y_true`` (a label absent from a corpus, e.g.
     surprise in EmoDB, would otherwise count as a zero).
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
-    k = len(labels)
-    conf = np.zeros((k, k), dtype=np.int64)
-    np.add.at(conf, (y_true, y_pred), 1)
+    index = list(range(len(labels)))
+    conf = confusion_matrix(y_true, y_pred, labels=index) if y_true.size else np.zeros((len(index),) * 2, np.int64)
     n = int(conf.sum())
-    per_class: dict[str, dict[str, float | int]] = {}
-    f1s, supports = [], []
-    for i, label in enumerate(labels):
-        tp = conf[i, i]
-        support = int(conf[i].sum())
-        predicted = int(conf[:, i].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": support}
-        f1s.append(f1)
-        supports.append(support)
-    f1_arr, sup = np.array(f1s), np.array(supports)
-    present = sup > 0
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=index, zero_division=0.0
+    ) if n else (np.zeros(len(index)),) * 4  # fmt: skip
+    per_class = {
+        label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                "support": int(support[i])}
+        for i, label in enumerate(labels)
+    }  # fmt: skip
+    present = sorted(set(y_true.tolist()))
+
+    def f1_over(over: list[int], average: str) -> float:
+        return float(f1_score(y_true, y_pred, labels=over, average=average, zero_division=0.0)) if n else 0.0
+
     return {
-        "weighted_f1": float((f1_arr * sup).sum() / n) if n else 0.0,
-        "macro_f1": float(f1_arr[present].mean()) if present.any() else 0.0,
-        "accuracy": float(np.trace(conf) / n) if n else 0.0,
+        "weighted_f1": f1_over(index, "weighted"),
+        "macro_f1": f1_over(present, "macro"),
+        "accuracy": float(accuracy_score(y_true, y_pred)) if n else 0.0,
         "per_class": per_class,
         "n": n,
         "confusion": conf.tolist(),
         "labels": list(labels),
-    }
+    }  # fmt: skip
 
 
 def _pyplot() -> Any:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
+    "DEVICE",
+    "SERVICE_SECTIONS",
     "ConfigError",
     "TrainingConfig",
     "bounds",
@@ -34,7 +36,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-SERVICE_SECTIONS = frozenset({"audio", "vad", "asr", "classifier", "server", "log", "evaluate"})
+# The sections ``stream.config`` validates (the trainer only accepts their names; a test keeps the two equal).
+SERVICE_SECTIONS = frozenset({"audio", "vad", "asr", "classifier", "server", "log"})
 
 
 class ConfigError(ValueError):
@@ -80,7 +83,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
+def _coerce(key: str, value: Any, tp: Any) -> Any:  # noqa: PLR0912 - one branch per annotation kind
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -184,7 +187,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 # [training.*]
 # --------------------------------------------------------------------------------------------
 
-_DEVICE = choices("auto", "cpu", "cuda", pattern_ok="cuda:")
+# ``device`` keys everywhere: auto, cpu, cuda or cuda:N (resolved by training.device).
+DEVICE = choices("auto", "cpu", "cuda", pattern_ok="cuda:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +239,7 @@ class TrainingOptimConfig:
     class_weight_power: float = field(default=0.5, metadata=bounds(0.0, 2.0))  # (N/(K*n_c))**power
     audio_oversample: int = field(default=0, metadata=bounds(0, 100))  # 0 = auto; repeats of audio-only rows
     seed: int = field(default=1234, metadata=bounds(0))
-    device: str = field(default="auto", metadata=_DEVICE)
+    device: str = field(default="auto", metadata=DEVICE)
     num_threads: int = field(default=0, metadata=bounds(0, 1024))  # 0 = torch default
 
 

@@ -208,7 +208,7 @@ def _epoch_order(model: FusionClassifier, train: Dataset, opts: TrainOptions, rn
     return order
 
 
-def fit(
+def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) in one place
     model: FusionClassifier,
     train: Dataset,
     dev: Sequence[Dataset],

@@ -1,22 +1,22 @@
 // The dashboard: wires the connection, the store and the charts to the page.
 
+import { wsUrl } from "./api.js";
 import { Connection } from "./connection.js";
 import { clock, drawBars, drawShare, drawShareTrend, drawTimeline } from "./charts.js";
+import { cuesFromEvents, toSRT, toTableCSV, toVTT } from "./export.js";
 import { confidence, emotionShare, shareSeries, Store, textOn, toCSV, toJSONL } from "./store.js";
+import { setupTryIt } from "./tryit.js";
 
 const FEED_ROWS = 40;
 const $ = (id) => document.getElementById(id);
 
 const store = new Store();
+let limits = {};
 const ui = { selected: decodeURIComponent((location.hash.match(/stream=([^&]+)/) || [])[1] || ""), queued: false };
 
-function wsUrl() {
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${proto}//${location.host}/ws`;
-}
-
-const conn = new Connection(wsUrl(), {
+const conn = new Connection(wsUrl("/ws"), {
   onHello(data) {
+    limits = data.limits && typeof data.limits === "object" ? data.limits : {};
     const after = store.applyHello(data);
     renderLegend();
     schedule();
@@ -100,6 +100,10 @@ function render() {
   renderFeed(utts);
   renderFooter();
   $("run").textContent = store.runId ? `run ${store.runId}` : "";
+  // What the page now shows. The store changes as events arrive, the page is drawn at the next animation
+  // frame: whoever reads the page (a test) waits for these, not for the store, or it reads the last frame.
+  document.body.dataset.run = store.runId || "";
+  document.body.dataset.drawnEvents = String(store.events.length);
 }
 
 function chip(label) {
@@ -156,7 +160,7 @@ function renderNow(st, latest) {
   $("ended").hidden = !(st && st.ended);
   // The transcript may be newer than the last emotion (it arrives first).
   const tr = st && st.transcript;
-  const showTranscript = tr && (!latest || (tr.utterance_id !== latest.utterance_id && (tr.seq ?? 0) > latest.seq));
+  const showTranscript = tr && (!latest || tr.seq_key > latest.seq_key);
   if (!latest) {
     label.replaceChildren(document.createTextNode(st ? "waiting for speech…" : "waiting for a stream…"));
     delete label.dataset.label;
@@ -366,14 +370,53 @@ function sessionName() {
   return `emostream-${store.runId || "session"}`;
 }
 
+// Subtitles of the selected stream's latest run (each run replays on its own timeline); the table has all.
+function currentRunEvents(streamId) {
+  return store.events.filter((e) => e.run_id === store.runId && (streamId === null || e.stream === streamId));
+}
+
+function subtitles(kind) {
+  const st = currentStream();
+  const status = $("errors");
+  if (!st) {
+    status.textContent = "no stream to export yet";
+    return;
+  }
+  const cues = cuesFromEvents(currentRunEvents(st.id), st.id);
+  if (!cues.length) {
+    status.textContent = `stream ${st.id} has no utterances to export yet`;
+    return;
+  }
+  const text = kind === "srt" ? toSRT(cues) : toVTT(cues);
+  download(`${sessionName()}-${st.id}.${kind}`, kind === "srt" ? "application/x-subrip" : "text/vtt", text);
+}
+
+$("dl-srt").addEventListener("click", () => subtitles("srt"));
+$("dl-vtt").addEventListener("click", () => subtitles("vtt"));
+$("dl-table").addEventListener("click", () => {
+  const cues = cuesFromEvents(currentRunEvents(null));
+  download(`${sessionName()}-utterances.csv`, "text/csv", `\ufeff${toTableCSV(cues, store.labels)}`);
+});
 $("dl-jsonl").addEventListener("click", () => download(`${sessionName()}.jsonl`, "application/x-ndjson", toJSONL(store)));
 $("dl-csv").addEventListener("click", () => download(`${sessionName()}.csv`, "text/csv", toCSV(store)));
 $("tl-span").addEventListener("change", schedule);
 $("share-span").addEventListener("change", schedule);
 window.addEventListener("resize", schedule);
 
+const tryCtx = {
+  store,
+  chip,
+  limits: () => limits,
+  select(streamId) {
+    ui.selected = streamId;
+    history.replaceState(null, "", `${location.pathname}${location.search}#stream=${encodeURIComponent(streamId)}`);
+    schedule();
+  },
+};
+setupTryIt(tryCtx);
+
 // For people poking at the page from the console, and for the browser test.
-window.emostream = { store, conn };
+window.emostream = { store, conn, tryIt: tryCtx };
 
 renderLegend();
 render();

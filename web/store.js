@@ -80,6 +80,11 @@ export class Store {
     return [...this.streams.values()].filter((s) => s.id !== SERVICE_STREAM && s.id !== CONNECTION_STREAM);
   }
 
+  /** Orders events across runs: a later run's events after every event of an earlier one. */
+  seqKey(run, seq) {
+    return this.runs.indexOf(run) * 1e12 + seq;
+  }
+
   color(label) {
     return this.colors[label] || "#8a94a6";
   }
@@ -117,7 +122,9 @@ export class Store {
     if (event.type === "speech") {
       st.speaking = d.state === "start";
     } else if (event.type === "transcript") {
-      if (!st.transcript || event.seq >= (st.transcript.seq ?? -1)) st.transcript = { ...d, seq: event.seq };
+      // Ordered like utterances: a new run's seq starts again at 0, yet its transcripts are the newer ones.
+      const key = this.seqKey(run, event.seq);
+      if (!st.transcript || key >= st.transcript.seq_key) st.transcript = { ...d, seq: event.seq, run_id: run, seq_key: key };
     } else if (event.type === "emotion") {
       st.speaking = false;
       const u = {
@@ -125,8 +132,7 @@ export class Store {
         seq: event.seq,
         ts: event.ts,
         run_id: run,
-        // orders utterances across runs: later runs after earlier ones
-        seq_key: this.runs.indexOf(run) * 1e12 + event.seq,
+        seq_key: this.seqKey(run, event.seq),
       };
       insertSorted(st.utterances, u);
       if (st.utterances.length > MAX_UTTERANCES_PER_STREAM) st.utterances.shift();

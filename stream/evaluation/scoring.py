@@ -1,8 +1,8 @@
 """Scoring predicted utterances against ground truth: alignment, word error rate, emotion metrics.
 
 Pure functions, no I/O: :func:`align` matches predictions to truth by time overlap, keeping time order,
-:func:`word_errors` counts word edits on normalised text, :func:`emotion_scores` gives weighted/macro-F1,
-accuracy and the confusion matrix. ``stream.evaluation.evaluate`` builds its report from them.
+:func:`word_errors` counts word edits on normalised text (jiwer), :func:`emotion_scores` gives weighted/macro-F1,
+accuracy and the confusion matrix (scikit-learn). :mod:`stream.evaluation.report` builds its report from them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stream.protocol import LABELS
+from stream.records import LABELS
 
 __all__ = [
     "EmotionScores",
@@ -169,28 +169,19 @@ class WordErrors:
 
 
 def word_errors(reference: str | Sequence[str], hypothesis: str | Sequence[str]) -> WordErrors:
-    """Levenshtein alignment of words (normalised when given strings), counting S, D and I.
+    """Word edits (jiwer's minimal Levenshtein alignment) between ``reference`` and ``hypothesis``.
 
-    Among minimal alignments the one with the fewest substitutions is chosen (ties are then broken
-    towards deletions), so the counts are deterministic.
+    Strings are normalised first by :func:`normalise_words` (NFKC, lower case, apostrophes dropped,
+    other punctuation separating words); word lists are compared as given.
     """
+    import jiwer
+
     ref = normalise_words(reference) if isinstance(reference, str) else list(reference)
     hyp = normalise_words(hypothesis) if isinstance(hypothesis, str) else list(hypothesis)
-    # Row of (cost, substitutions, deletions, insertions) for the prefix of ref against all prefixes of hyp.
-    prev = [(j, 0, 0, j) for j in range(len(hyp) + 1)]
-    for i in range(1, len(ref) + 1):
-        cur = [(i, 0, i, 0)]
-        for j in range(1, len(hyp) + 1):
-            c, s, d, n = prev[j - 1]
-            diag = (c, s, d, n) if ref[i - 1] == hyp[j - 1] else (c + 1, s + 1, d, n)
-            c, s, d, n = prev[j]
-            dele = (c + 1, s, d + 1, n)
-            c, s, d, n = cur[j - 1]
-            ins = (c + 1, s, d, n + 1)
-            cur.append(min(diag, dele, ins, key=lambda t: (t[0], t[1], -t[2])))
-        prev = cur
-    _, s, d, n = prev[-1]
-    return WordErrors(s, d, n, len(ref))
+    if not ref or not hyp:  # jiwer needs words on both sides; the counts are plain then
+        return WordErrors(0, len(ref), len(hyp), len(ref))
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return WordErrors(out.substitutions, out.deletions, out.insertions, len(ref))
 
 
 # --------------------------------------------------------------------------- emotion metrics
@@ -217,33 +208,26 @@ class EmotionScores:
 
 
 def emotion_scores(truth: Sequence[str], pred: Sequence[str]) -> EmotionScores:
-    """Accuracy, weighted-F1 (by truth support), macro-F1 and the confusion matrix over :data:`LABELS`."""
+    """Accuracy, weighted-F1 (by truth support), macro-F1 and the confusion matrix over :data:`LABELS`
+    (scikit-learn's metrics)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
     if len(truth) != len(pred):
         raise ValueError(f"{len(truth)} truth labels but {len(pred)} predictions")
-    index = {label: k for k, label in enumerate(LABELS)}
     for label in (*truth, *pred):
-        if label not in index:
+        if label not in LABELS:
             raise ValueError(f"unknown label {label!r}; allowed: {', '.join(LABELS)}")
-    matrix = [[0] * len(LABELS) for _ in LABELS]
-    for t, p in zip(truth, pred, strict=True):
-        matrix[index[t]][index[p]] += 1
-    n = len(truth)
-    per_class: dict[str, float] = {}
-    weighted = 0.0
-    for k, label in enumerate(LABELS):
-        tp = matrix[k][k]
-        support = sum(matrix[k])
-        predicted = sum(row[k] for row in matrix)
-        if support == 0 and predicted == 0:
-            continue
-        f1 = 2 * tp / (support + predicted)
-        per_class[label] = f1
-        weighted += f1 * support
+    if not truth:
+        empty = tuple(tuple(0 for _ in LABELS) for _ in LABELS)
+        return EmotionScores(n=0, accuracy=0.0, weighted_f1=0.0, macro_f1=0.0, per_class_f1={}, confusion=empty)
+    present = [label for label in LABELS if label in set(truth) | set(pred)]
+    f1 = f1_score(truth, pred, labels=present, average=None, zero_division=0.0)
+    matrix = confusion_matrix(truth, pred, labels=list(LABELS))
     return EmotionScores(
-        n=n,
-        accuracy=sum(matrix[k][k] for k in range(len(LABELS))) / n if n else 0.0,
-        weighted_f1=weighted / n if n else 0.0,
-        macro_f1=sum(per_class.values()) / len(per_class) if per_class else 0.0,
-        per_class_f1=per_class,
-        confusion=tuple(tuple(r) for r in matrix),
+        n=len(truth),
+        accuracy=float(accuracy_score(truth, pred)),
+        weighted_f1=float(f1_score(truth, pred, labels=list(LABELS), average="weighted", zero_division=0.0)),
+        macro_f1=float(f1.mean()),
+        per_class_f1={label: float(v) for label, v in zip(present, f1, strict=True)},
+        confusion=tuple(tuple(int(x) for x in row) for row in matrix),
     )

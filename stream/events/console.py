@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from stream.protocol import Event
 
-__all__ = ["ConsolePrinter", "format_event"]
+__all__ = ["ConsolePrinter", "format_event", "silence_closed_stdout"]
 
 
 def _clock(ts: float) -> str:
@@ -53,15 +55,46 @@ def format_event(event: Event) -> str:
 
 
 class ConsolePrinter:
-    """An event sink printing one :func:`format_event` line per event (``verbose=False``: no speech/stats/hello)."""
+    """An event sink printing one :func:`format_event` line per event (``verbose=False``: no speech/stats/hello).
 
-    def __init__(self, out: TextIO | None = None, *, verbose: bool = True) -> None:
+    When the reader of stdout goes away (``emostream run | head``) the printer falls silent and calls
+    ``on_closed`` once (the service then stops as on Ctrl-C); the other sinks are not affected.
+    """
+
+    def __init__(
+        self, out: TextIO | None = None, *, verbose: bool = True, on_closed: Callable[[], None] | None = None
+    ) -> None:
         self._out = out
         self._verbose = verbose
+        self._on_closed = on_closed
+        self.closed = False
 
     def __call__(self, event: Event) -> None:
-        if not self._verbose and event.type in ("speech", "stats", "hello"):
+        if self.closed or (not self._verbose and event.type in ("speech", "stats", "hello")):
             return
         out = self._out if self._out is not None else sys.stdout
-        out.write(format_event(event) + "\n")
-        out.flush()
+        try:
+            out.write(format_event(event) + "\n")
+            out.flush()
+        except BrokenPipeError:
+            self.closed = True
+            silence_closed_stdout(out)
+            if self._on_closed is not None:
+                self._on_closed()
+
+
+def silence_closed_stdout(out: TextIO | None = None) -> None:
+    """Point stdout's descriptor at /dev/null after its reader went away.
+
+    Python flushes stdout once more at exit; on a closed pipe that flush raises again and prints
+    "Exception ignored ... BrokenPipeError". Only the real stdout is redirected.
+    """
+    if out is not None and out is not sys.stdout:
+        return
+    try:
+        fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no real descriptor (captured by a test, already closed)
+        return
+    os.dup2(devnull, fd)
+    os.close(devnull)

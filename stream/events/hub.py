@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from stream.protocol import CONNECTION_STREAM, SERVICE_STREAM, Event
+from stream.protocol import CONNECTION_STREAM, SERVICE_STREAM, Event, lagged_data
 
 __all__ = ["Hub", "HubStats", "Published", "Subscription"]
 
@@ -107,11 +107,7 @@ class Subscription:
                 Published.of(
                     self._hub.connection_event(
                         "lagged",
-                        {
-                            "dropped": self._dropped,
-                            "first_seq": self._dropped_first_seq,
-                            "last_seq": self._dropped_last_seq,
-                        },
+                        lagged_data(self._dropped, first_seq=self._dropped_first_seq, last_seq=self._dropped_last_seq),
                     )
                 )
             )

@@ -22,26 +22,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from stream.stages.segmenter import Utterance
-from stream.stages.transcriber import Transcribed
+from stream.config import ClassifierConfig
+from stream.records import Classified, PredictionLike, Transcribed, Utterance
 
-__all__ = ["ClassifierStage", "Classified", "FeaturePredictor", "Predictor", "load_predictor"]
+__all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
 
 logger = logging.getLogger(__name__)
-
-
-class PredictionLike(Protocol):
-    @property
-    def label(self) -> str: ...
-    @property
-    def scores(self) -> dict[str, float]: ...
-    @property
-    def modalities(self) -> tuple[str, ...]: ...
 
 
 class Predictor(Protocol):
@@ -72,16 +62,6 @@ def takes_features(predictor: Predictor) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
-    """The decision for one utterance; ``prediction`` is None when ``error`` says why."""
-
-    item: Transcribed
-    prediction: PredictionLike | None
-    error: str | None = None
-    batch_size: int = 1
-
-
 def load_predictor(path: str, *, device: str = "auto") -> Predictor:
     """``EmotionPredictor.from_checkpoint`` with an error naming the file and the fix when it is missing."""
     from pathlib import Path
@@ -102,28 +82,26 @@ class ClassifierStage:
     def __init__(
         self,
         predictor: Predictor,
+        config: ClassifierConfig = ClassifierConfig(),  # noqa: B008 (frozen, so one shared default is safe)
         *,
-        max_batch: int = 16,
-        batch_wait_ms: int = 5,
         queue_items: int = 64,
         executor: Executor | None = None,
         features_executor: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``executor`` (classification) and ``features_executor`` belong to the caller; when not given,
+        each :meth:`run` makes its own and shuts them down at its end."""
         self._predictor = predictor
-        self._max_batch = max_batch
-        self._wait_s = batch_wait_ms / 1000
-        self._queue_items = max(queue_items, max_batch)
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+        self._max_batch = config.max_batch
+        self._wait_s = config.batch_wait_ms / 1000
+        self._queue_items = max(queue_items, config.max_batch)
+        self._executor = executor
         self._clock = clock
         # Features get their own thread: they run while Whisper works on the same utterance.
         self._feature_predictor: FeaturePredictor | None = None
-        self._features_executor: Executor | None = None
+        self._features_executor = features_executor
         if takes_features(predictor):
             self._feature_predictor = predictor  # type: ignore[assignment]
-            self._features_executor = features_executor or ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="features"
-            )
         self._features: dict[str, asyncio.Future[np.ndarray]] = {}  # utterance id -> its feature vector
         # True when the transcriber's own encoder pass yields the features (Transcript.features): then
         # nothing is prefetched, and only an utterance arriving without them gets its own pass.
@@ -224,30 +202,11 @@ class ClassifierStage:
             finally:
                 await queue.put(None)
 
+        given = (self._executor, self._features_executor)
+        owned = self._own_executors()
         task = asyncio.create_task(pump())
         try:
-            done = False
-            while not done:
-                first = await queue.get()
-                if first is None:
-                    break
-                batch = [first]
-                deadline = self._clock() + self._wait_s
-                while len(batch) < self._max_batch:
-                    try:
-                        nxt = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        remaining = deadline - self._clock()
-                        if remaining <= 0:
-                            break
-                        try:
-                            nxt = await asyncio.wait_for(queue.get(), remaining)
-                        except TimeoutError:
-                            break
-                    if nxt is None:
-                        done = True
-                        break
-                    batch.append(nxt)
+            while batch := await self._next_batch(queue):
                 for out in await self._classify(batch):
                     yield out
             await task  # re-raise a failure of the input
@@ -256,6 +215,47 @@ class ClassifierStage:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for pool in owned:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self._executor, self._features_executor = given
+
+    def _own_executors(self) -> list[ThreadPoolExecutor]:
+        """One-worker pools for what the caller gave no executor for (shut down when run() ends)."""
+        owned = []
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+            owned.append(self._executor)
+        if self._feature_predictor is not None and self._features_executor is None:
+            self._features_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
+            owned.append(self._features_executor)
+        return owned
+
+    async def _next_batch(self, queue: asyncio.Queue[Transcribed | None]) -> list[Transcribed]:
+        """What is ready within ``batch_wait_ms`` of the first item, at most ``max_batch``; [] at the end.
+
+        The end marker is put back when it arrives mid-batch, so that the next call returns [].
+        """
+        first = await queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        deadline = self._clock() + self._wait_s
+        while len(batch) < self._max_batch:
+            try:
+                nxt = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if nxt is None:
+                queue.put_nowait(None)  # room: it was just taken out
+                break
+            batch.append(nxt)
+        return batch
 
     async def _classify(self, batch: list[Transcribed]) -> list[Classified]:
         rows = [self._row(item) for item in batch]
@@ -269,7 +269,9 @@ class ClassifierStage:
                 results[i] = Classified(batch[i], None, failed[i])
             elif i not in ready:
                 self.unclassifiable += 1
-                results[i] = Classified(batch[i], None, "no usable modality (empty transcript, no audio branch)")
+                results[i] = Classified(
+                    batch[i], None, "no usable modality (empty transcript, no audio branch)", unclassifiable=True
+                )
         if ready:
             texts = [rows[i][0] for i in ready]
             audio = [rows[i][1] for i in ready]
@@ -296,13 +298,22 @@ class ClassifierStage:
             self.busy_s += self._clock() - t0
             self.batches += 1
             self.items += len(ready)
-            self.audio_s += sum(batch[i].utterance.audio.size for i in ready) / 16000
+            self.audio_s += sum(batch[i].utterance.duration_s for i in ready)
         return [r for r in results if r is not None]
 
     def end_stream(self, stream: str) -> None:
         """Forget what the predictor keeps about ``stream`` (its running audio statistics)."""
         if self._stream_keys:
             self._predictor.reset_stream(stream)  # type: ignore[attr-defined]
+
+    async def classify_text(self, text: str) -> PredictionLike:
+        """One sentence through the text branch alone (``POST /api/classify``), in the stage's own
+        worker thread: the model is never run by two threads at once, and the loop never waits on it."""
+        if not self._predictor.uses_text:
+            raise ValueError("the classifier checkpoint has no text branch")
+        loop = asyncio.get_running_loop()
+        (pred,) = await loop.run_in_executor(self._executor, self._predictor.predict, [text], [None])
+        return pred
 
     async def _predict(
         self, texts: list[str | None], audio: list[np.ndarray | None], streams: list[str] | None = None

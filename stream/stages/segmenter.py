@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Framer", "Segmenter", "SegmenterParams", "SpeechStart", "Utterance", "UtteranceEnd"]
+from training.audio import SAMPLE_RATE_HZ
+
+__all__ = ["Framer", "Segmenter", "SegmenterParams", "SpeechStart", "UtteranceEnd"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,7 @@ class SegmenterParams:
     """Segmentation lengths in milliseconds (see the module docstring for their meaning)."""
 
     frame_samples: int
-    sample_rate_hz: int = 16000
+    sample_rate_hz: int = SAMPLE_RATE_HZ
     pre_roll_ms: int = 300
     post_roll_ms: int = 200
     min_speech_ms: int = 250
@@ -249,17 +251,3 @@ class Segmenter:
         self._active = False
         self._confirmed = False
         self._first_speech = self._last_speech = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Utterance:
-    """A finished utterance of one stream, as the later stages see it (times on the source's timeline)."""
-
-    stream: str
-    utterance_id: str
-    start_s: float
-    end_s: float
-    speech_end_s: float  # end of the last speech frame (``end_s`` adds the post-roll)
-    audio: np.ndarray  # float32 mono 16 kHz in [-1, 1]
-    speech_end_at: float  # clock time when the end of speech was heard (for ``latency_ms``)
-    forced: bool = False

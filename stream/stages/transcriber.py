@@ -27,23 +27,22 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from stream.config import ASRConfig
-from stream.stages.segmenter import Utterance
+from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
 from training.asr_features import ENCODER_FRAME_SAMPLES, asr_log_mel, asr_window_s
+from training.device import ctranslate2_device
 from training.weights import ModelError, hub_failure_message, resolve_asr_model
 
 __all__ = [
     "TranscribeStage",
-    "Transcribed",
     "Transcriber",
-    "Transcript",
     "WhisperTranscriber",
     "decoding_loop",
     "hallucination_reason",
@@ -52,33 +51,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """Whisper's result for one utterance; ``text`` is empty when ``dropped`` names why."""
-
-    text: str
-    language: str
-    avg_logprob: float
-    no_speech_prob: float
-    dropped: str | None = None  # "empty" | "no_speech" | "repetition" | "non_speech_marker"
-    raw_text: str = ""  # what Whisper said before filtering
-    # The audio branch's input, computed from this utterance's own Whisper encoder pass (see
-    # WhisperTranscriber.feature_hook); None when no hook is set or the trimmed path was not taken.
-    features: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Transcribed:
-    """An utterance with its transcript, or the error that prevented one."""
-
-    utterance: Utterance
-    transcript: Transcript | None
-    error: str | None = None
-    asr_s: float = 0.0  # seconds spent in Whisper
-
-
 class Transcriber(Protocol):
     model_id: str
+
+    @property
+    def paths(self) -> Mapping[str, int]:
+        """How utterances were decoded so far, for ``stats`` (see :class:`WhisperTranscriber`)."""
+        ...
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
@@ -116,7 +95,6 @@ def hallucination_reason(
     return None
 
 
-SAMPLE_RATE_HZ = 16000
 WINDOW_S = 30  # Whisper's window; longer utterances are decoded window by window by faster-whisper
 MAX_LENGTH = 448  # Whisper's decoder context (prompt + generated tokens)
 # The trimmed decode's token budget: far above real speech (English is ~4 tokens/s, fast Japanese
@@ -176,16 +154,12 @@ class WhisperTranscriber:
         self.model_id = model_id or cfg.model
         self.model_sha256 = model_sha256
         self.compute_type = compute_type
+        self.english_only = english_only
         self._language = "en" if english_only else (cfg.language or None)
         self._english_only = english_only
         self.paths: Counter[str] = Counter()
         self.feature_hook: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
         self.feature_failures = 0
-
-    @property
-    def whisper_model(self) -> Any:
-        """The loaded faster-whisper model (shared with the audio features' fallback path)."""
-        return self._model
 
     @property
     def pad_s(self) -> float:
@@ -202,11 +176,10 @@ class WhisperTranscriber:
         from faster_whisper import WhisperModel
 
         resolved = resolve_asr_model(cfg.model)
-        device = _whisper_device(cfg.device)
+        device, index = ctranslate2_device(cfg.device)
         compute = cfg.compute_type
         if compute == "auto":
             compute = "float16" if device == "cuda" else "int8"
-        index = int(cfg.device.split(":", 1)[1]) if cfg.device.startswith("cuda:") else 0
         try:
             model = WhisperModel(
                 resolved.path,
@@ -229,6 +202,22 @@ class WhisperTranscriber:
             english_only=english_only,
             model_sha256=str(resolved.provenance.get("sha256", "")),
             compute_type=compute,
+        )
+
+    @property
+    def model(self) -> Any:
+        """The faster-whisper ``WhisperModel`` (benchmarks time it alone; share it between transcribers)."""
+        return self._model
+
+    def with_options(self, cfg: ASRConfig) -> WhisperTranscriber:
+        """Another transcriber on the same loaded model with other decoding options (e.g. ``pad_s``)."""
+        return WhisperTranscriber(
+            self._model,
+            cfg,
+            model_id=self.model_id,
+            english_only=self.english_only,
+            model_sha256=self.model_sha256,
+            compute_type=self.compute_type,
         )
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
@@ -372,19 +361,6 @@ def decoding_loop(tokens: Sequence[int], *, min_repeats: int = 4, min_tokens: in
     return False
 
 
-def _whisper_device(device: str) -> str:
-    if device.startswith("cuda"):
-        return "cuda"
-    if device == "auto":
-        try:
-            import ctranslate2
-
-            return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        except Exception:  # a CPU-only CTranslate2 build
-            return "cpu"
-    return "cpu"
-
-
 class TranscribeStage:
     """``Utterance`` in, ``Transcribed`` out, one at a time in a dedicated Whisper thread.
 
@@ -399,7 +375,7 @@ class TranscribeStage:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transcriber = transcriber
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self._executor = executor  # the caller's to shut down; None: each run() makes and ends its own
         self._clock = clock
         self.audio_s = 0.0  # audio transcribed so far
         self.busy_s = 0.0  # time spent transcribing it
@@ -409,17 +385,28 @@ class TranscribeStage:
         """Real-time factor: seconds of Whisper per second of audio (< 1 keeps up with live audio)."""
         return self.busy_s / self.audio_s if self.audio_s else 0.0
 
+    @property
+    def paths(self) -> dict[str, int]:
+        """How the transcriber decoded so far (e.g. ``trimmed``, ``padded``)."""
+        return dict(self._transcriber.paths)
+
     async def run(self, inp: AsyncIterator[Utterance]) -> AsyncIterator[Transcribed]:
         loop = asyncio.get_running_loop()
-        async for utt in inp:
-            t0 = self._clock()
-            try:
-                transcript = await loop.run_in_executor(self._executor, self._transcriber.transcribe, utt.audio)
-                error = None
-            except Exception as exc:
-                logger.exception("transcribing %s failed", utt.utterance_id)
-                transcript, error = None, f"transcription failed: {type(exc).__name__}: {exc}"
-            spent = self._clock() - t0
-            self.busy_s += spent
-            self.audio_s += utt.audio.size / 16000
-            yield Transcribed(utt, transcript, error, spent)
+        own = None if self._executor is not None else ThreadPoolExecutor(1, thread_name_prefix="whisper")
+        executor = self._executor or own
+        try:
+            async for utt in inp:
+                t0 = self._clock()
+                try:
+                    transcript = await loop.run_in_executor(executor, self._transcriber.transcribe, utt.audio)
+                    error = None
+                except Exception as exc:
+                    logger.exception("transcribing %s failed", utt.utterance_id)
+                    transcript, error = None, f"transcription failed: {type(exc).__name__}: {exc}"
+                spent = self._clock() - t0
+                self.busy_s += spent
+                self.audio_s += utt.duration_s
+                yield Transcribed(utt, transcript, error, spent)
+        finally:
+            if own is not None:
+                own.shutdown(wait=False, cancel_futures=True)

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from stream.config import VADConfig
+from stream.records import SAMPLE_RATE_HZ
 
 __all__ = ["FrameClassifier", "SileroVad", "WebRtcVad", "make_vad"]
 
@@ -36,7 +37,7 @@ class FrameClassifier(Protocol):
 class WebRtcVad:
     """webrtcvad over 10, 20 or 30 ms frames at 16 kHz."""
 
-    def __init__(self, *, frame_ms: int = 30, aggressiveness: int = 2, sample_rate_hz: int = 16000) -> None:
+    def __init__(self, *, frame_ms: int = 30, aggressiveness: int = 2, sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
         import webrtcvad
 
         if frame_ms not in (10, 20, 30):
@@ -66,8 +67,8 @@ class SileroVad:
     WINDOW = 512  # samples at 16 kHz (32 ms), fixed by the model
     CONTEXT = 64
 
-    def __init__(self, *, threshold: float = 0.5, sample_rate_hz: int = 16000) -> None:
-        if sample_rate_hz != 16000:
+    def __init__(self, *, threshold: float = 0.5, sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
+        if sample_rate_hz != SAMPLE_RATE_HZ:
             raise ValueError("Silero VAD runs at 16 kHz only")
         from faster_whisper.vad import get_vad_model
 
@@ -95,7 +96,7 @@ class SileroVad:
         return self.probability(frame) >= self.threshold
 
 
-def make_vad(cfg: VADConfig, *, sample_rate_hz: int = 16000) -> FrameClassifier:
+def make_vad(cfg: VADConfig, *, sample_rate_hz: int = SAMPLE_RATE_HZ) -> FrameClassifier:
     """The frame classifier ``vad.engine`` names (a new one per stream: Silero keeps state)."""
     if cfg.engine == "silero":
         return SileroVad(threshold=cfg.silero_threshold, sample_rate_hz=sample_rate_hz)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bench.latency import breakdown
-from stream.evaluation.evaluate import Utterance
+from stream.evaluation import Utterance
 
 
 def _ev(kind: str, ts: float, **data: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.make_testset import DEFAULT_MELD_DIR, Line, meld_lines, write_testset
-from stream.evaluation.evaluate import load_truth
+from stream.evaluation import load_truth
 from training.audio import load_audio
 
 requires_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")

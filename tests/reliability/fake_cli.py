@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-import stream.service
+import stream.models
 from stream.cli import main
 
 from .fakes import FakePredictor, FakeTranscriber
@@ -27,5 +27,5 @@ def _fake_models(config: object) -> tuple[FakeTranscriber, FakePredictor]:
 
 
 if __name__ == "__main__":
-    stream.service._load_models = _fake_models  # type: ignore[assignment]
+    stream.models.load_models = _fake_models  # type: ignore[assignment]
     sys.exit(main())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream.protocol import LABELS
-from stream.stages.transcriber import Transcript
+from stream.records import Transcript
 
 __all__ = ["FakePrediction", "FakePredictor", "FakeTranscriber"]
 
@@ -25,6 +25,7 @@ class FakeTranscriber:
     """Says ``"utterance N"`` for the Nth call (1-based); raises on the calls in ``fail_calls``."""
 
     model_id = "fake-asr"
+    paths: dict[str, int] = {}  # noqa: RUF012 - read-only: a fake decodes one way
 
     def __init__(self, *, fail_calls: Iterable[int] = (), delay_s: float = 0.0) -> None:
         self.fail_calls = frozenset(fail_calls)

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.config import AudioConfig, VADConfig
+from stream.config import AudioConfig, Config, ServerConfig
 from stream.events.bus import EventBus
 from stream.pipeline import Pipeline
 from stream.protocol import Event
-from stream.sources import AudioChunk, MicSource, SourceProblem
+from stream.records import AudioChunk, SourceProblem
+from stream.sources import MicSource
 from stream.sources.devices import AudioDevice
-from stream.stages.vad import make_vad
 
 from .fakes import FakePredictor, FakeTranscriber
 
@@ -165,15 +165,12 @@ async def test_mic_failure_mid_run_through_the_pipeline() -> None:
     mic = MicSource("mic", "", config=CFG, sounddevice=pa, find_device=device, sleep=sleep, stall_s=0.3)
     events: list[Event] = []
     bus = EventBus([events.append])
-    vad_cfg = VADConfig()
     pipeline = Pipeline(
         [mic],
-        vad_factory=lambda: make_vad(vad_cfg),
-        vad_config=vad_cfg,
+        bus,
         transcriber=FakeTranscriber(),
         predictor=FakePredictor(),
-        bus=bus,
-        stats_interval_s=0.05,
+        config=Config(server=ServerConfig(stats_interval_s=0.05)),
     )
     task = asyncio.create_task(pipeline.run())
     try:

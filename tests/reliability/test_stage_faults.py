@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from stream.stages.classifier import Classified, ClassifierStage
-from stream.stages.segmenter import Utterance
-from stream.stages.transcriber import Transcribed, Transcript
+from stream.config import ClassifierConfig
+from stream.records import Classified, Transcribed, Transcript, Utterance
+from stream.stages.classifier import ClassifierStage
 
 from .fakes import FakePredictor
 
@@ -32,7 +32,7 @@ async def feed(items: list[Transcribed]) -> AsyncIterator[Transcribed]:
 
 
 async def test_one_poisoned_row_does_not_fail_its_batch() -> None:
-    stage = ClassifierStage(FakePredictor(fail_texts={"poison"}), max_batch=8, batch_wait_ms=50)
+    stage = ClassifierStage(FakePredictor(fail_texts={"poison"}), ClassifierConfig(max_batch=8, batch_wait_ms=50))
     items = [transcribed(0, "fine"), transcribed(1, "poison"), transcribed(2, "also fine")]
     out: list[Classified] = [c async for c in stage.run(feed(items))]
     assert [c.item.utterance.utterance_id for c in out] == ["s-0", "s-1", "s-2"]
@@ -41,7 +41,7 @@ async def test_one_poisoned_row_does_not_fail_its_batch() -> None:
 
 
 async def test_poisoned_batch_reports_and_the_stage_goes_on() -> None:
-    stage = ClassifierStage(FakePredictor(fail_texts={"poison"}), max_batch=1, batch_wait_ms=0)
+    stage = ClassifierStage(FakePredictor(fail_texts={"poison"}), ClassifierConfig(max_batch=1, batch_wait_ms=0))
     items = [transcribed(0, "fine"), transcribed(1, "poison"), transcribed(2, "also fine")]
     out = [c async for c in stage.run(feed(items))]
     assert [c.prediction is not None for c in out] == [True, False, True]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import ScriptedPredictor
 
+from stream.config import ClassifierConfig
+from stream.records import Transcribed, Transcript, Utterance
 from stream.stages.classifier import ClassifierStage, load_predictor
-from stream.stages.segmenter import Utterance
-from stream.stages.transcriber import Transcribed, Transcript
 
 
 def item(stream: str, i: int, text: str | None = "hello", dropped: str | None = None) -> Transcribed:
@@ -32,7 +32,7 @@ async def arrive(items: Sequence[Transcribed], gaps_s: Sequence[float] = ()) -> 
 
 async def test_utterances_ready_together_are_classified_in_one_batch_across_streams() -> None:
     pred = ScriptedPredictor(keywords={"angry": "anger"})
-    stage = ClassifierStage(pred, max_batch=8, batch_wait_ms=50)
+    stage = ClassifierStage(pred, ClassifierConfig(max_batch=8, batch_wait_ms=50))
     items = [item("a", 0, "I am angry"), item("b", 0, "fine"), item("a", 1, "ok")]
     out = [c async for c in stage.run(arrive(items))]
     assert len(pred.calls) == 1 and len(pred.calls[0][0]) == 3
@@ -44,7 +44,7 @@ async def test_utterances_ready_together_are_classified_in_one_batch_across_stre
 
 async def test_max_batch_and_the_wait_window_bound_the_batches() -> None:
     pred = ScriptedPredictor()
-    stage = ClassifierStage(pred, max_batch=2, batch_wait_ms=20)
+    stage = ClassifierStage(pred, ClassifierConfig(max_batch=2, batch_wait_ms=20))
     items = [item("a", i) for i in range(5)]
     out = [c async for c in stage.run(arrive(items, gaps_s=[0, 0, 0, 0, 0.2]))]
     assert [len(texts) for texts, _ in pred.calls] == [2, 2, 1]
@@ -54,7 +54,7 @@ async def test_max_batch_and_the_wait_window_bound_the_batches() -> None:
 async def test_empty_or_dropped_text_uses_audio_alone() -> None:
     pred = ScriptedPredictor()
     items = [item("a", 0, ""), item("a", 1, "", dropped="no_speech"), item("a", 2, None), item("a", 3, "words")]
-    out = [c async for c in ClassifierStage(pred, batch_wait_ms=20).run(arrive(items))]
+    out = [c async for c in ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20)).run(arrive(items))]
     texts, audio = pred.calls[0]
     assert texts == [None, None, None, "words"]
     assert all(a is not None for a in audio)
@@ -63,7 +63,7 @@ async def test_empty_or_dropped_text_uses_audio_alone() -> None:
 
 async def test_text_only_checkpoint_never_gets_audio_and_skips_rows_without_text() -> None:
     pred = ScriptedPredictor(uses_audio=False)
-    stage = ClassifierStage(pred, batch_wait_ms=20)
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20))
     out = [c async for c in stage.run(arrive([item("a", 0, "hi"), item("a", 1, "")]))]
     texts, audio = pred.calls[0]
     assert texts == ["hi"] and audio == [None]
@@ -74,7 +74,7 @@ async def test_text_only_checkpoint_never_gets_audio_and_skips_rows_without_text
 
 async def test_a_poisoned_row_fails_alone_and_its_batch_mates_are_retried_one_by_one() -> None:
     pred = ScriptedPredictor(fail_on="explode")
-    stage = ClassifierStage(pred, max_batch=3, batch_wait_ms=10)
+    stage = ClassifierStage(pred, ClassifierConfig(max_batch=3, batch_wait_ms=10))
     items = [item("a", 0, "x"), item("a", 1, "explode"), item("b", 0, "y"), item("a", 2, "fine")]
     out = [c async for c in stage.run(arrive(items, gaps_s=[0, 0, 0, 0.1]))]
     assert [c.item.utterance.utterance_id for c in out] == ["a-0", "a-1", "b-0", "a-2"]
@@ -142,7 +142,7 @@ class FeatureScriptedPredictor(ScriptedPredictor):
 
 async def test_prefetched_features_run_in_their_own_thread_while_whisper_works() -> None:
     pred = FeatureScriptedPredictor(feature_delay_s=0.15)
-    stage = ClassifierStage(pred, batch_wait_ms=5)
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=5))
     items = [item("a", 0, "one"), item("b", 0, "two")]
     loop = asyncio.get_running_loop()
     released = 0.0
@@ -167,7 +167,8 @@ async def test_prefetched_features_run_in_their_own_thread_while_whisper_works()
 
 async def test_features_not_prefetched_are_computed_when_the_transcript_arrives() -> None:
     pred = FeatureScriptedPredictor()
-    out = [c async for c in ClassifierStage(pred, batch_wait_ms=20).run(arrive([item("a", 0, ""), item("a", 1)]))]
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20))
+    out = [c async for c in stage.run(arrive([item("a", 0, ""), item("a", 1)]))]
     assert [c.prediction.modalities for c in out if c.prediction] == [("audio",), ("text", "audio")]
     assert len(pred.feature_threads) == 2
 
@@ -182,7 +183,7 @@ async def test_a_feature_failure_leaves_the_text_and_without_text_is_an_error() 
         )
 
     pred = FeatureScriptedPredictor()
-    stage = ClassifierStage(pred, batch_wait_ms=20)
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20))
     items = [bad(item("a", 0, "hi")), bad(item("a", 1, "")), item("a", 2, "fine")]
     out = [c async for c in stage.run(arrive(items))]
     assert [c.item.utterance.utterance_id for c in out] == ["a-0", "a-1", "a-2"]
@@ -194,7 +195,7 @@ async def test_a_feature_failure_leaves_the_text_and_without_text_is_an_error() 
 
 async def test_a_text_only_checkpoint_never_computes_features() -> None:
     pred = FeatureScriptedPredictor(uses_audio=False)
-    stage = ClassifierStage(pred, batch_wait_ms=5)
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=5))
     it = item("a", 0, "hi")
     stage.prefetch(it.utterance)
     out = [c async for c in stage.run(arrive([it]))]

@@ -89,3 +89,26 @@ def test_training_loader_accepts_service_sections_and_checks_its_own(tmp_path: P
         load_training_config(_write(tmp_path, "[asr]\nmodel = 'x'\n[training.optim]\nepochs = 0\n"))
     with pytest.raises(ConfigError, match=r"unknown section \[trainig\]"):
         load_training_config(_write(tmp_path, "[trainig]\nruns_dir = 'x'\n"))
+
+
+def test_the_trainer_accepts_exactly_the_sections_the_service_validates() -> None:
+    """One config.toml serves both programs: the trainer must not accept a section the service rejects."""
+    import dataclasses
+
+    from stream.config import Config
+    from training.settings import SERVICE_SECTIONS
+
+    service = {f.name for f in dataclasses.fields(Config)} - {"training", "base_dir"}
+    assert service == SERVICE_SECTIONS
+
+
+def test_ctranslate2_devices_keep_their_index() -> None:
+    from training.device import ctranslate2_device
+    from training.settings import ConfigError
+
+    assert ctranslate2_device("cpu") == ("cpu", 0)
+    assert ctranslate2_device("cuda") == ("cuda", 0)
+    assert ctranslate2_device("cuda:2") == ("cuda", 2)
+    assert ctranslate2_device("auto")[0] in ("cpu", "cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        ctranslate2_device("cuda:x")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.cli import main
-from stream.evaluation.evaluate import (
+from stream.evaluation import (
     TruthError,
     Utterance,
     WordErrors,
@@ -403,6 +405,42 @@ def test_cli_scores_prepared_events(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert report["wer"]["matched"] == 0.0
     assert report["emotion"]["accuracy"] == 0.5
     assert "| detection precision | 1.000 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "emostream",
+        # export loads the shipped checkpoint (packaged MiniLM weights) to print its metadata
+        pytest.param("emostream-train", marks=pytest.mark.slow),
+    ],
+)
+def test_a_closed_stdout_ends_the_cli_quietly(tmp_path: Path, command: str) -> None:
+    """``emostream evaluate ... | head``: no BrokenPipeError traceback, the SIGPIPE exit status."""
+    truth = tmp_path / "truth.csv"
+    truth.write_text("start_s,end_s,text,emotion\n0.5,1.5,Hello there.,joy\n", encoding="utf-8")
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(_emotion(1, 0.4, 1.6, "Hello there.", "joy")) + "\n", encoding="utf-8")
+    if command == "emostream":
+        code = "from stream.cli import main"
+        argv = ["evaluate", "--truth", str(truth), "--events", str(events), "--no-oracle"]
+    else:
+        if not CHECKPOINT.is_file():
+            pytest.skip(f"no trained checkpoint at {CHECKPOINT}")
+        code = "from training.cli import main"
+        argv = ["export", "--checkpoint", str(CHECKPOINT), "--out", str(tmp_path / "copy.pt")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; {code}; sys.exit(main(sys.argv[1:]))", *argv],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the report is printed
+    _, stderr = proc.communicate(timeout=120)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-2000:]
+    assert proc.returncode == 128 + 13, stderr[-2000:]
 
 
 def test_cli_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,27 +12,30 @@ import numpy as np
 import pytest
 from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
-from stream.config import VADConfig
+from stream.config import ClassifierConfig, Config, ServerConfig, VADConfig
 from stream.events.bus import EventBus
-from stream.pipeline import Pipeline, SegmentStage, SpeechBegan, segmenter_params
+from stream.pipeline import Pipeline
 from stream.protocol import LABELS, SERVICE_STREAM, Event
-from stream.sources import AudioChunk, ReplaySource, SourceItem, SourceProblem, to_int16
-from stream.stages.segmenter import Utterance
-from stream.stages.vad import WebRtcVad, make_vad
+from stream.records import AudioChunk, SourceItem, SourceProblem, SpeechBegan, Utterance
+from stream.sources import ReplaySource, to_int16
+from stream.stages.segment import SegmentStage, segmenter_params
+from stream.stages.vad import WebRtcVad
 
 LINES_A = ["Hello there, how are you today?", "I am so angry with you right now.", "Let's talk about it later."]
 LINES_B = ["What a wonderful surprise!", "I feel a little sad this evening."]
 
 
 def build(sources: list[ReplaySource], events: list[Event], **kw: object) -> Pipeline:
-    cfg = VADConfig()
+    """A pipeline of scripted models; ``max_batch``, ``batch_wait_ms``, ``stats_interval_s`` set the config."""
+    classifier = {k: kw.pop(k) for k in ("max_batch", "batch_wait_ms") if k in kw}
+    server = {k: kw.pop(k) for k in ("stats_interval_s",) if k in kw}
+    config = Config(classifier=ClassifierConfig(**classifier), server=ServerConfig(**server))  # type: ignore[arg-type]
     return Pipeline(
         sources,
-        vad_factory=lambda: make_vad(cfg),
-        vad_config=cfg,
+        EventBus([events.append]),
         transcriber=kw.pop("transcriber", ScriptedTranscriber(default="words here")),  # type: ignore[arg-type]
         predictor=kw.pop("predictor", ScriptedPredictor(keywords={"angry": "anger"})),  # type: ignore[arg-type]
-        bus=EventBus([events.append]),
+        config=config,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -180,11 +183,10 @@ async def test_silero_engine_finds_the_same_sentences(tmp_path: Path) -> None:
     events: list[Event] = []
     pipeline = Pipeline(
         [ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)],
-        vad_factory=lambda: make_vad(cfg),
-        vad_config=cfg,
+        EventBus([events.append]),
         transcriber=ScriptedTranscriber(),  # type: ignore[arg-type]
         predictor=ScriptedPredictor(),  # type: ignore[arg-type]
-        bus=EventBus([events.append]),
+        config=Config(vad=cfg),
         extra_stats=lambda: {"hub": {"subscribers": 0}},
     )
     await pipeline.run()
@@ -272,3 +274,28 @@ async def test_audio_features_overlap_whisper_and_events_keep_their_order(tmp_pa
     stats = by(events, "stats")[-1].data
     assert stats["asr_paths"] == {"trimmed": len(LINES_A)}
     assert stats["rtf"]["features"] > 0 and stats["drops"]["feature_failures"] == 0
+
+
+async def test_sources_added_while_running_go_through_the_same_stages(tmp_path: Path) -> None:
+    """keep_open: the run outlives its sources, takes new ones, and ends at stop() after their events."""
+    import asyncio
+
+    a = make_dialogue(LINES_A[:1])
+    b = make_dialogue(LINES_B)
+    events: list[Event] = []
+    pipeline = build([ReplaySource("a", write_wav(tmp_path / "a.wav", a.audio), fast=True)], events, keep_open=True)
+    with pytest.raises(RuntimeError, match="not running"):
+        pipeline.add_source(ReplaySource("x", tmp_path / "a.wav", fast=True))
+    run = asyncio.create_task(pipeline.run())
+    await pipeline.wait_ended(["a"])
+    await asyncio.sleep(0.1)
+    assert not run.done()  # still open for more
+    pipeline.add_source(ReplaySource("b", write_wav(tmp_path / "b.wav", b.audio), fast=True))
+    with pytest.raises(ValueError, match="already used"):
+        pipeline.add_source(ReplaySource("a", tmp_path / "a.wav", fast=True))
+    await asyncio.wait_for(pipeline.wait_ended(["b"]), 30)
+    assert len(by(events, "emotion", "b")) == len(LINES_B) and by(events, "end", "b")[0].data["reason"] == "eof"
+    assert pipeline.has_stream("b") and {s.stream_id for s in pipeline.sources} == {"a", "b"}
+    pipeline.stop()
+    await asyncio.wait_for(run, 10)
+    assert [e.seq for e in events] == list(range(len(events)))

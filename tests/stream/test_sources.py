@@ -18,7 +18,8 @@ import pytest
 from conftest import make_dialogue, make_video_mp4, tone, write_wav
 
 from stream.config import AudioConfig
-from stream.sources import AudioChunk, MicBuffer, MicSource, ReplaySource, SourceProblem, to_int16
+from stream.records import AudioChunk, SourceProblem
+from stream.sources import MicBuffer, MicSource, ReplaySource, to_int16
 from stream.sources.devices import AudioDevice, DeviceError
 
 
@@ -91,6 +92,42 @@ async def test_replay_of_an_mp4_with_a_video_track(tmp_path: Path) -> None:
     got = np.concatenate([c.pcm for c in chunks]).astype(np.float32) / 32768
     assert abs(got.size - talk.audio.size) < 0.06 * 16000  # AAC priming/padding only
     assert float(np.sqrt(np.mean(got**2))) == pytest.approx(float(np.sqrt(np.mean(talk.audio**2))), rel=0.2)
+
+
+async def test_a_stop_while_the_decoder_thread_is_busy_closes_the_file_once_it_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cause of a rare exit status 1 on SIGTERM: the stop (a cancellation) landed while a worker thread
+    was inside ``next(chunks)``, and closing that generator from the loop raised "generator already
+    executing", so the stream ended as failed. The file must instead be closed once the decode returns."""
+    decoding, release = threading.Event(), threading.Event()
+    closed: list[str] = []
+
+    def slow_chunks(path: object, **kw: object) -> Any:
+        try:
+            yield np.zeros(1600, np.float32)
+            decoding.set()
+            release.wait(5)  # a slow decode, as on a loaded machine
+            yield np.zeros(1600, np.float32)
+        finally:
+            closed.append(threading.current_thread().name)
+
+    monkeypatch.setattr("stream.sources.replay.iter_audio_chunks", slow_chunks)
+    source = aiter(ReplaySource("t", "x.wav", fast=True))
+    first = await anext(source)
+    assert isinstance(first, AudioChunk)
+    reading = asyncio.ensure_future(anext(source))
+    await asyncio.get_running_loop().run_in_executor(None, decoding.wait, 5)
+    reading.cancel()  # what Pipeline.stop() does to a source task
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert not closed  # the worker is still decoding: nothing closed it under its feet
+    release.set()
+    for _ in range(100):
+        if closed:
+            break
+        await asyncio.sleep(0.01)
+    assert len(closed) == 1  # closed right after the decode returned, not left to garbage collection
 
 
 @pytest.mark.parametrize("content", [None, b"", b"this is not audio at all" * 50])
@@ -290,12 +327,12 @@ async def test_a_device_without_16_khz_records_natively_and_is_resampled() -> No
 async def test_a_missing_portaudio_library_ends_the_mic_stream_with_the_install_hint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stream import sources
+    from stream.sources import mic
 
     def no_portaudio() -> Any:
         raise DeviceError("PortAudio is not available (libportaudio.so). Install it with `sudo apt-get install ...`")
 
-    monkeypatch.setattr(sources, "load_sounddevice", no_portaudio)
+    monkeypatch.setattr(mic, "load_sounddevice", no_portaudio)
     items = await collect(aiter(MicSource("mic", "", config=AudioConfig(), find_device=_device)))
     assert len(items) == 1 and items[0].fatal and "apt-get install" in items[0].message
 
@@ -317,7 +354,11 @@ async def test_mic_stall_without_audio_counts_as_a_lost_device() -> None:
 
 @pytest.fixture
 def pulse_virtual_mic(tmp_path: Path) -> Any:
-    """A private PulseAudio daemon with a null sink whose monitor is the default source."""
+    """A private PulseAudio daemon with a null sink whose monitor is the default source.
+
+    `make test` installs pulseaudio, pulseaudio-utils and libasound2-plugins (scripts/setup-system.sh);
+    the test skips only where they could not be installed.
+    """
     for tool in ("pulseaudio", "pactl", "paplay"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (apt-get install pulseaudio pulseaudio-utils libasound2-plugins)")
@@ -342,8 +383,8 @@ def pulse_virtual_mic(tmp_path: Path) -> Any:
         text=True,
         timeout=30,
     )
-    if start.returncode != 0:
-        pytest.skip(f"pulseaudio could not start here: {start.stderr.strip()[-300:]}")
+    # Installed but unable to start is a failure, not a skip: `make test` installs it so that this runs.
+    assert start.returncode == 0, f"pulseaudio could not start: {start.stderr.strip()[-1500:]}"
     try:
         subprocess.run(["pactl", "set-default-source", "virt.monitor"], env=env, check=True, timeout=10)
         yield env
@@ -359,7 +400,7 @@ def test_real_microphone_hears_paplay_through_pulseaudio(pulse_virtual_mic: dict
     script.write_text(
         "import asyncio, sys, numpy as np\n"
         "from stream.config import AudioConfig\n"
-        "from stream.sources import MicSource, AudioChunk\n"
+        "from stream.sources import MicSource\nfrom stream.records import AudioChunk\n"
         "async def main():\n"
         "    mic = MicSource('mic', 'pulse', config=AudioConfig())\n"
         "    peak, n = 0.0, 0\n"

@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.audio import SAMPLE_RATE_HZ
+from training.data import LABELS, MELD_RAW_FOLDERS
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("EMOSTREAM_DATA_DIR", REPO.parent / "shared" / "data"))
-SR = 16000
+SR = SAMPLE_RATE_HZ
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -66,9 +69,6 @@ class FakeMeld:
 
 RowFn = Callable[[int, np.random.Generator], tuple[int, str, float]]  # i -> (label, text, tone Hz)
 
-RAW_FOLDERS = {"train": "train_splits", "dev": "dev_splits_complete", "test": "output_repeated_splits_test"}
-LABELS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
-
 
 def make_fake_meld(
     root: Path,
@@ -86,7 +86,7 @@ def make_fake_meld(
     labels: dict[str, list[int]] = {}
     for split, n in sizes.items():
         rng = np.random.default_rng(hash(split) % 1000)
-        folder = raw / RAW_FOLDERS[split]
+        folder = raw / MELD_RAW_FOLDERS[split]
         folder.mkdir(parents=True)
         labels[split] = []
         with (meld / f"{split}_sent_emo.csv").open("w", encoding="utf-8", newline="") as fh:

@@ -14,6 +14,7 @@ from training.features import (
     AudioFeatureExtractor,
     FeatureCache,
     FeatureConfig,
+    mel_filterbank,
     pitch_track,
     prosody_features,
     trim_silence,
@@ -32,6 +33,31 @@ def test_prosody_tracks_pitch_and_is_finite_on_silence() -> None:
     silent = prosody_features(np.zeros(8000, dtype=np.float32))
     assert np.isfinite(silent).all()
     assert np.isfinite(prosody_features(np.zeros(10, dtype=np.float32))).all()
+
+
+@pytest.mark.parametrize(
+    ("n_freqs", "n_mels", "rate", "f_min", "f_max"), [(201, 64, 16000, 0.0, None), (257, 40, 8000, 60.0, 3800.0)]
+)
+def test_mel_filterbank_is_the_one_torchaudio_gave(
+    n_freqs: int, n_mels: int, rate: int, f_min: float, f_max: float | None
+) -> None:
+    # torchaudio is not a dependency; transformers' filterbank documents parity with
+    # torchaudio.functional.melscale_fbanks for norm=None, mel_scale="htk" (the log-mel branch's settings).
+    from transformers.audio_utils import mel_filter_bank
+
+    want = mel_filter_bank(
+        num_frequency_bins=n_freqs,
+        num_mel_filters=n_mels,
+        min_frequency=f_min,
+        max_frequency=rate / 2 if f_max is None else f_max,
+        sampling_rate=rate,
+        norm=None,
+        mel_scale="htk",
+    )
+    got = mel_filterbank(n_freqs, n_mels, rate, f_min, f_max)
+    assert got.shape == (n_freqs, n_mels) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert (got >= 0).all() and (got.max(axis=0) > 0).all()  # every filter has a peak
 
 
 def test_trim_silence_keeps_the_speech_with_margins() -> None:

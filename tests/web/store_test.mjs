@@ -28,6 +28,21 @@ test("hello sets labels and colours, and says where to resume", () => {
   assert.equal(s.applyHello({ run_id: "r2", labels: LABELS, colors: COLORS }), -1); // new run: from its start
 });
 
+test("a new run's transcript replaces the last run's, though its seq is lower", () => {
+  const s = new Store();
+  s.applyHello({ run_id: "r1", labels: LABELS, colors: COLORS });
+  s.add({ type: "transcript", seq: 40, stream: "mic", ts: 1, data: { utterance_id: "mic-9", text: "old words" } });
+  s.add(emotion(41, "mic", "anger", 0, 1, "old words"));
+  s.applyHello({ run_id: "r2", labels: LABELS, colors: COLORS });
+  s.add({ type: "transcript", seq: 2, stream: "mic", ts: 2, data: { utterance_id: "mic-1", text: "new words" } });
+  const st = s.stream("mic");
+  assert.equal(st.transcript.text, "new words");
+  assert.ok(st.transcript.seq_key > st.latest.seq_key); // newer than the last emotion: shown as in progress
+  s.add(emotion(3, "mic", "joy", 0, 1, "new words"));
+  assert.equal(st.latest.label, "joy");
+  assert.ok(st.transcript.seq_key < st.latest.seq_key); // its emotion arrived: the label is current
+});
+
 test("duplicates (same run and seq) are ignored; the same seq of a new run is not", () => {
   const s = new Store();
   s.applyHello({ run_id: "r1", labels: LABELS, colors: COLORS });

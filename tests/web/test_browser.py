@@ -90,9 +90,6 @@ async def wait_for_feed(page: Any, count: int) -> None:
     )
 
 
-# Failed once (the "now" label right after a new run) in ~6 full-suite runs and never alone:
-# rerun while its cause is looked for.
-@pytest.mark.flaky(reruns=2)
 async def test_dashboard_connects_shows_labels_and_resumes_after_restart(tmp_path: Path) -> None:
     script, speaker = SCRIPT, Speaker
     ARTIFACTS.mkdir(exist_ok=True)
@@ -179,11 +176,17 @@ async def test_dashboard_connects_shows_labels_and_resumes_after_restart(tmp_pat
         server = Server(ServerConfig(port=port), hub2, log2, hello)
         await server.__aenter__()
         try:
-            await page.wait_for_function("r => window.emostream.store.runId === r", arg=log2.run_id, timeout=20000)
+            # Wait for what the page *shows* (drawn at the next animation frame), not for its store: reading
+            # the page right after the store filled up once read the frame before (the old run's label).
             await page.wait_for_function(
-                "n => window.emostream.store.events.length === n", arg=first_run_events + 4, timeout=10000
+                "([r, n]) => document.body.dataset.run === r && document.body.dataset.drawnEvents === String(n)",
+                arg=[log2.run_id, first_run_events + 4],
+                timeout=20000,
             )
             assert await page.get_attribute("#now-label", "data-label") == script[1][1]
+            # the new run's words, not the last run's transcript (its seq was higher) shown as in progress
+            assert script[1][0] in (await page.text_content("#now-text") or "")
+            assert "stale" not in (await page.get_attribute("#now-label", "class") or "")
             # the share and timeline show the new run's utterance
             assert await page.locator("#timeline rect.utt").count() == 1
         finally:

@@ -1,0 +1,184 @@
+"""The evaluation report: segmentation, transcript and emotion scores as JSON, and as markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stream.evaluation.scoring import Match, Utterance, WordErrors, align, emotion_scores, word_errors
+from stream.records import LABELS
+
+__all__ = ["build_report", "report_markdown"]
+
+
+def _stats(values: Sequence[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "mean": None, "median": None, "p95_abs": None, "max_abs": None}
+    ordered = sorted(values)
+    absolute = sorted(abs(v) for v in values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    p95 = absolute[min(len(absolute) - 1, math.ceil(0.95 * len(absolute)) - 1)]
+    return {
+        "n": len(values),
+        "mean": sum(values) / len(values),
+        "median": median,
+        "p95_abs": p95,
+        "max_abs": absolute[-1],
+    }
+
+
+def build_report(
+    pred: Sequence[Utterance],
+    truth: Sequence[Utterance],
+    *,
+    oracle: Sequence[str] | None = None,
+    min_overlap: float = 0.5,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score ``pred`` against ``truth`` (both in time order). ``oracle``: the classifier's label for
+    each truth utterance's own text, in truth order (the text oracle); ``None`` leaves it out."""
+    if oracle is not None and len(oracle) != len(truth):
+        raise ValueError(f"oracle has {len(oracle)} labels for {len(truth)} truth utterances")
+    matches = align(pred, truth, min_overlap=min_overlap)
+    n_match = len(matches)
+    precision = n_match / len(pred) if pred else 0.0
+    recall = n_match / len(truth) if truth else 0.0
+    matched_wer = sum((word_errors(truth[m.truth].text, pred[m.pred].text) for m in matches), WordErrors())
+    overall_wer = word_errors(" ".join(u.text for u in truth), " ".join(u.text for u in pred))
+    scored = [m for m in matches if truth[m.truth].emotion and pred[m.pred].emotion]
+    report: dict[str, Any] = {
+        "counts": {
+            "truth": len(truth),
+            "predicted": len(pred),
+            "matched": n_match,
+            "unclassified": sum(1 for u in pred if u.emotion is None),  # found, but no emotion event
+        },
+        "alignment": {"min_overlap": min_overlap, "rule": "overlap >= min_overlap * shorter span, in time order"},
+        "detection": {
+            "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        },
+        "wer": {
+            "matched": _finite(matched_wer.wer),
+            "overall": _finite(overall_wer.wer),
+            "matched_counts": _wer_dict(matched_wer),
+            "overall_counts": _wer_dict(overall_wer),
+        },
+        "emotion": emotion_scores(
+            [truth[m.truth].emotion or "" for m in scored], [pred[m.pred].emotion or "" for m in scored]
+        ).to_dict(),
+        "timing": {
+            "start_offset_s": _stats([pred[m.pred].start_s - truth[m.truth].start_s for m in matches]),
+            "end_offset_s": _stats([pred[m.pred].end_s - truth[m.truth].end_s for m in matches]),
+            "latency_ms": _stats([u.latency_ms for u in pred if u.latency_ms is not None]),
+        },
+        "matches": [
+            {"truth": truth[m.truth].uid, "pred": pred[m.pred].uid, "overlap_s": round(m.overlap_s, 3)} for m in matches
+        ],
+    }
+    by_branch = _branch_scores(pred, truth, scored)
+    if by_branch:
+        report["emotion_by_branch"] = by_branch
+    if oracle is not None:
+        known = [k for k, u in enumerate(truth) if u.emotion]
+        report["text_oracle"] = {
+            "matched": emotion_scores(
+                [truth[m.truth].emotion or "" for m in scored], [oracle[m.truth] for m in scored]
+            ).to_dict(),
+            "all_truth": emotion_scores([truth[k].emotion or "" for k in known], [oracle[k] for k in known]).to_dict(),
+        }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def _branch_scores(pred: Sequence[Utterance], truth: Sequence[Utterance], scored: Sequence[Match]) -> dict[str, Any]:
+    """Text only / audio only / fused emotion scores on the matched utterances where the classifier
+    reported both branches' own labels (what each branch contributes); empty when it reported none."""
+    rows = [m for m in scored if {k for k, _ in pred[m.pred].branches} >= {"text", "audio"}]
+    if not rows:
+        return {}
+    gold = [truth[m.truth].emotion or "" for m in rows]
+    out = {
+        f"{name}_only": emotion_scores(gold, [dict(pred[m.pred].branches)[name] for m in rows]).to_dict()
+        for name in ("text", "audio")
+    }
+    out["fused"] = emotion_scores(gold, [pred[m.pred].emotion or "" for m in rows]).to_dict()
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no inf: "no reference words, some inserted"
+
+
+def _wer_dict(w: WordErrors) -> dict[str, int]:
+    return {
+        "substitutions": w.substitutions,
+        "deletions": w.deletions,
+        "insertions": w.insertions,
+        "ref_words": w.ref_words,
+    }
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """The report as markdown: a summary table (pipeline vs text oracle) and the confusion matrix."""
+    c, det, wer, emo = report["counts"], report["detection"], report["wer"], report["emotion"]
+    oracle = report.get("text_oracle", {}).get("matched")
+    timing = report["timing"]
+
+    def orc(key: str) -> str:
+        return _fmt(oracle[key]) if oracle else "–"
+
+    lines = [
+        "| metric | pipeline | text oracle |",
+        "|---|---:|---:|",
+        f"| utterances (truth / predicted / matched) | {c['truth']} / {c['predicted']} / {c['matched']} | |",
+        f"| detection precision | {_fmt(det['precision'])} | |",
+        f"| detection recall | {_fmt(det['recall'])} | |",
+        f"| WER, matched utterances | {_fmt(wer['matched'])} | |",
+        f"| WER, whole recording | {_fmt(wer['overall'])} | |",
+        f"| emotion n (matched, labelled) | {emo['n']} | {oracle['n'] if oracle else '–'} |",
+        f"| emotion accuracy | {_fmt(emo['accuracy'])} | {orc('accuracy')} |",
+        f"| emotion weighted-F1 | {_fmt(emo['weighted_f1'])} | {orc('weighted_f1')} |",
+        f"| emotion macro-F1 | {_fmt(emo['macro_f1'])} | {orc('macro_f1')} |",
+        f"| start offset median (s) | {_fmt(timing['start_offset_s']['median'])} | |",
+        f"| end offset median (s) | {_fmt(timing['end_offset_s']['median'])} | |",
+    ]
+    if "replay" in report:
+        rp = report["replay"]
+        lines.append(
+            f"| replay wall time (s) / audio (s) / RTF | {_fmt(rp.get('wall_s'), 1)} / "
+            f"{_fmt(rp.get('audio_s'), 1)} / {_fmt(rp.get('rtf'))} | |"
+        )
+    branch = report.get("emotion_by_branch")
+    if branch:
+        n = branch["fused"]["n"]
+        for key in ("accuracy", "weighted_f1"):
+            lines.append(
+                f"| emotion {key.replace('_', '-')} on {n} utterances with both branches: text only / audio only / "
+                f"fused | {_fmt(branch['text_only'][key])} / {_fmt(branch['audio_only'][key])} / "
+                f"{_fmt(branch['fused'][key])} | |"
+            )
+    if "all_truth" in report.get("text_oracle", {}):
+        all_t = report["text_oracle"]["all_truth"]
+        lines.append(
+            f"| text oracle on all {all_t['n']} truth utterances, weighted-F1 | | {_fmt(all_t['weighted_f1'])} |"
+        )
+    lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
+    short = [label[:4] for label in LABELS]
+    lines.append("| truth \\ pred | " + " | ".join(short) + " |")
+    lines.append("|---|" + "---:|" * len(LABELS))
+    for label, row in zip(LABELS, emo["confusion"]["matrix"], strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"

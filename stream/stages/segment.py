@@ -1,0 +1,120 @@
+"""The segment stage: one stream's audio chunks in; speech starts, finished utterances and source problems out.
+
+The VAD (a :class:`~stream.stages.vad.FrameClassifier`) and the sans-I/O
+:class:`~stream.stages.segmenter.Segmenter` run per chunk in a worker thread; every boundary is an
+exact sample index on the source's own timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Executor
+
+import numpy as np
+
+from stream.config import VADConfig
+from stream.records import SAMPLE_RATE_HZ, AudioChunk, SegmentItem, SourceItem, SourceProblem, SpeechBegan, Utterance
+from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, UtteranceEnd
+from stream.stages.vad import FrameClassifier
+
+__all__ = ["SegmentStage", "segmenter_params"]
+
+
+def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
+    """``[vad]`` config -> :class:`SegmenterParams` for a classifier with ``frame_samples`` frames."""
+    return SegmenterParams(
+        frame_samples=frame_samples,
+        sample_rate_hz=SAMPLE_RATE_HZ,
+        pre_roll_ms=vad_cfg.pre_roll_ms,
+        post_roll_ms=vad_cfg.post_roll_ms,
+        min_speech_ms=vad_cfg.min_speech_ms,
+        max_utterance_ms=round(vad_cfg.max_utterance_s * 1000),
+        end_silence_ms=vad_cfg.end_silence_ms,
+    )
+
+
+class SegmentStage:
+    """Chunks of one stream in; speech starts, finished utterances and source problems out.
+
+    The VAD and the sans-I/O segmenter run per chunk in a worker thread. Source problems pass
+    through unchanged; a gap in the samples (microphone drops or reconnects) closes the open utterance.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        vad: FrameClassifier,
+        params: SegmenterParams,
+        *,
+        speed: float | None = 1.0,
+        executor: Executor | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self._vad = vad
+        self._framer = Framer(vad.frame_samples)
+        self._seg = Segmenter(params)
+        self._speed = speed
+        self._executor = executor
+        self._count = 0
+        self._current = ""
+        self._last: AudioChunk | None = None
+        self.audio_s = 0.0
+
+    def _wall_time(self, sample: int) -> float:
+        """When ``sample`` was heard: the latest chunk's arrival minus the audio still after it."""
+        chunk = self._last
+        if chunk is None:
+            return 0.0
+        if self._speed is None:
+            return chunk.arrival
+        return chunk.arrival - max(0, chunk.end_sample - sample) / (SAMPLE_RATE_HZ * self._speed)
+
+    def _convert(self, outputs: Sequence[SpeechStart | UtteranceEnd]) -> list[SegmentItem]:
+        items: list[SegmentItem] = []
+        for out in outputs:
+            if isinstance(out, SpeechStart):
+                self._count += 1
+                self._current = f"{self.stream_id}-{self._count}"
+                items.append(SpeechBegan(self.stream_id, self._current, out.start_sample / SAMPLE_RATE_HZ))
+            else:
+                items.append(
+                    Utterance(
+                        stream=self.stream_id,
+                        utterance_id=self._current,
+                        start_s=out.start_sample / SAMPLE_RATE_HZ,
+                        end_s=out.end_sample / SAMPLE_RATE_HZ,
+                        speech_end_s=out.speech_end_sample / SAMPLE_RATE_HZ,
+                        audio=(out.pcm.astype(np.float32) / 32768.0),
+                        speech_end_at=self._wall_time(out.speech_end_sample),
+                        forced=out.forced,
+                    )
+                )
+        return items
+
+    def _process(self, chunk: AudioChunk) -> list[SegmentItem]:
+        gap, frames = self._framer.push(chunk.pcm, chunk.start_sample)
+        items: list[SegmentItem] = []
+        if gap:  # close what was open before the lost audio, timed against the chunks before it
+            items += self._convert(self._seg.flush())
+            self._vad.reset()
+        self._last = chunk
+        outputs: list[SpeechStart | UtteranceEnd] = []
+        for start, frame in frames:
+            outputs += self._seg.push(start, frame, self._vad.is_speech(frame))
+        return items + self._convert(outputs)
+
+    def _flush(self) -> list[SegmentItem]:
+        return self._convert(self._seg.flush())
+
+    async def run(self, inp: AsyncIterator[SourceItem]) -> AsyncIterator[SegmentItem]:
+        loop = asyncio.get_running_loop()
+        async for item in inp:
+            if isinstance(item, SourceProblem):
+                yield item
+                continue
+            self.audio_s += item.pcm.size / SAMPLE_RATE_HZ
+            for out in await loop.run_in_executor(self._executor, self._process, item):
+                yield out
+        for out in self._flush():
+            yield out
