@@ -230,7 +230,7 @@ async def test_features_from_whisper_encoder_pass_are_used_and_nothing_else_is_e
     neither prefetches nor computes any; a transcript without them (e.g. a > 30 s utterance) still gets
     its own features; each row goes with its stream for the running normalisation."""
     pred = StreamKeyPredictor()
-    stage = ClassifierStage(pred, batch_wait_ms=20)
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20))
     stage.features_from_asr = True
     carried = np.arange(4, dtype=np.float32)
 
