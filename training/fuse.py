@@ -331,16 +331,21 @@ def _evaluate(
 
 
 def _save(text_model: FusionClassifier, fusion: AudioFusion, base: str, out: Path) -> None:
+    """``base`` with ``audio_fusion`` added. A text-mode base is kept as it is (whatever else its text side
+    stores, e.g. a context module); an old fusion-mode base is first re-saved without its audio branch."""
     meta = text_model.checkpoint_meta
-    trained_on = dict(meta.get("trained_on", {}))
-    trained_on.pop("audio", None)
-    trained_on.update(fusion.info["trained_on"])
-    extra = dict(meta.get("extra", {}))
-    extra["fusion_base_checkpoint"] = str(base)
-    tmp = out.with_name(out.name + ".text.tmp")
-    text_model.save(tmp, metrics=dict(meta.get("metrics", {})), trained_on=trained_on, extra=extra)
-    blob = torch.load(tmp, map_location="cpu", weights_only=True)
-    tmp.unlink()
+    if meta.get("model_config", {}).get("mode") == "text":
+        blob = torch.load(base, map_location="cpu", weights_only=True)
+    else:
+        trained_on = dict(meta.get("trained_on", {}))
+        trained_on.pop("audio", None)
+        extra = dict(meta.get("extra", {}))
+        extra["fusion_base_checkpoint"] = str(base)
+        tmp = out.with_name(out.name + ".text.tmp")
+        text_model.save(tmp, metrics=dict(meta.get("metrics", {})), trained_on=trained_on, extra=extra)
+        blob = torch.load(tmp, map_location="cpu", weights_only=True)
+        tmp.unlink()
+    blob.setdefault("trained_on", {}).update(fusion.info["trained_on"])
     blob["audio_fusion"] = fusion.to_blob()
     blob["modalities"] = ["text", "audio"]
     part = out.with_name(out.name + ".tmp")
