@@ -46,8 +46,8 @@ class AudioBranchConfig:
     speaker_norm: bool = True
     norm_prior: float = 4.0  # pseudo-count of the global mean in the running speaker offset
     novelty_dims: int = 32  # PCA dimensions of the novelty score
-    novelty_low_pct: float = 99.0  # training percentile where abstention starts ...
-    novelty_high_pct: float = 99.5  # ... and where it is complete (uniform output)
+    novelty_low_pct: float = 97.0  # training percentile where abstention starts ...
+    novelty_high_pct: float = 99.0  # ... and where it is complete (uniform output)
     epochs: int = 60
     lr: float = 2e-3
     weight_decay: float = 1e-2

@@ -32,6 +32,7 @@ __all__ = ["AUDIO_FUSION_FORMAT", "AudioFusion"]
 logger = logging.getLogger(__name__)
 
 AUDIO_FUSION_FORMAT = 1
+ABSTAIN_TEXT_ALONE = 0.5  # at this abstention (0..1) of the audio branch, the text alone decides
 
 
 def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -146,7 +147,14 @@ class AudioFusion:
 
     @torch.no_grad()
     def fuse(self, text_logp: np.ndarray, audio_logp: np.ndarray, novelty: np.ndarray) -> np.ndarray:
-        """Fused, calibrated log-probabilities for rows that have both modalities."""
-        out = self.head(torch.from_numpy(text_logp).float(), torch.from_numpy(audio_logp).float(),
-                        torch.from_numpy(novelty).float())  # fmt: skip
-        return out.numpy()
+        """Fused, calibrated log-probabilities for rows that have both modalities.
+
+        Where the audio branch abstains (novelty past the middle of its abstention ramp) the words decide
+        alone: the row gets the text branch's own probabilities, so unfamiliar audio (TTS, music) never
+        moves what the words say.
+        """
+        nov = torch.from_numpy(novelty).float()
+        out = self.head(torch.from_numpy(text_logp).float(), torch.from_numpy(audio_logp).float(), nov).numpy()
+        unsure = (self.branch.novelty.abstain(nov) >= ABSTAIN_TEXT_ALONE).numpy()
+        out[unsure] = text_logp[unsure]
+        return out
