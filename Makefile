@@ -40,6 +40,10 @@ $(VENV)/bin/python:
 $(STAMP_PY): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# The GE2E speaker encoder's weights ship inside Resemblyzer's wheel. --no-deps: its `webrtcvad`
+	# dependency would shadow the `webrtcvad-wheels` module, and its librosa front-end is not used
+	# (stream/stages/speaker_encoder.py loads the weights and computes the mel itself).
+	$(BIN)/pip install -q --no-deps Resemblyzer==0.1.4
 	touch $@
 
 # Debian packages: PortAudio for the microphone; espeak-ng, sox and ffmpeg make test speech and media.

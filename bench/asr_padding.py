@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 PRE_ROLL_S, POST_ROLL_S = 0.3, 0.21  # what the default segmenter adds around speech
 
 
-def transcribers(name: str, pads: Sequence[float]) -> list[tuple[str, WhisperTranscriber]]:
+def transcribers(name: str, pads: Sequence[float], compute_type: str = "auto") -> list[tuple[str, WhisperTranscriber]]:
     """The service's transcriber for Whisper ``name`` (loaded once) with ``asr.pad_s`` 30 and each of ``pads``."""
-    base = WhisperTranscriber.load(ASRConfig(model=name, device="cpu", language="en"))
+    base = WhisperTranscriber.load(ASRConfig(model=name, device="cpu", language="en", compute_type=compute_type))
     out = [("30 s (faster-whisper)", base.with_options(ASRConfig(model=name, language="en", pad_s=30.0)))]
     out += [(f"trimmed + {p:g} s", base.with_options(ASRConfig(model=name, language="en", pad_s=p))) for p in pads]
     return out

@@ -1,4 +1,5 @@
-"""``emostream``: the service's command line (``run``, ``devices``, ``export``, ``evaluate``)."""
+"""``emostream``: the service's command line (``run``, ``devices``, ``export``, ``evaluate``; on Redis:
+``worker``, ``gateway``, ``submit``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N, for Whisper and the classifier")
     p.add_argument("--checkpoint", default=None, help="classifier checkpoint (default: classifier.checkpoint)")
     p.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+def _add_bus(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bus", default=None, metavar="URL", help="redis://HOST:PORT/DB (default: bus.url)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +66,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-server", action="store_true", help="no websocket server; exit when files are done")
     run.add_argument("--exit-when-done", action="store_true", help="exit 0 once every file source has ended")
     run.add_argument("--quiet", action="store_true", help="no per-event lines on stdout")
+    run.add_argument(
+        "--speaker",
+        action="append",
+        default=None,
+        metavar="NAME=CLIP",
+        help="enrol a known speaker from a clean clip of their voice (a few seconds); repeat for several",
+    )
+    run.add_argument("--no-speakers", action="store_true", help="no speaker labels (speakers.enabled = false)")
 
     sub.add_parser("devices", help="list audio input devices")
+
+    wk = sub.add_parser("worker", help="run the pipeline and publish events to Redis (jobs or --source)")
+    _add_common(wk)
+    _add_bus(wk)
+    wk.add_argument("--source", action="append", default=None, metavar="mic|DEVICE|PATH",
+                    help="run these sources once instead of taking submitted jobs")  # fmt: skip
+    wpace = wk.add_mutually_exclusive_group()
+    wpace.add_argument("--fast", action="store_true", help="replay files as fast as the pipeline can go")
+    wpace.add_argument("--speed", type=float, default=None, metavar="X", help="replay files at X times real time")
+    wk.add_argument("--jobs", type=int, default=None, metavar="N", help="streams at once (default: bus.worker_jobs)")
+    wk.add_argument("--exit-when-idle", action="store_true", help="exit once no job is queued or running")
+
+    gw = sub.add_parser("gateway", help="serve the dashboard and websocket from Redis")
+    _add_common(gw)
+    _add_bus(gw)
+    gw.add_argument("--host", default=None, help="websocket/dashboard host (default: server.host)")
+    gw.add_argument("--port", type=int, default=None, help="websocket/dashboard port (default: server.port)")
+
+    sm = sub.add_parser("submit", help="queue a media file for replay by the workers")
+    sm.add_argument("media", metavar="MEDIA", help="a media file every worker can read (absolute path is stored)")
+    sm.add_argument("--config", default=None, help=f"config file (default: ./{DEFAULT_CONFIG} when present)")
+    _add_bus(sm)
+    sm.add_argument("--name", default=None, help="stream id (default: the file stem; made unique)")
 
     exp = sub.add_parser("export", help="subtitles (SRT, WebVTT) or a spreadsheet (CSV) from an event log")
     exp.add_argument("events", metavar="EVENTS.jsonl", help="an event log (runs/events/...) or a --jsonl file")
@@ -108,6 +144,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         overrides["audio.replay_fast"] = True
     if getattr(args, "no_server", False):
         overrides["server.enabled"] = False
+    if getattr(args, "no_speakers", False):
+        overrides["speakers.enabled"] = False
+    if getattr(args, "bus", None):
+        overrides["bus.url"] = args.bus
     return load_config(path, **overrides)
 
 
@@ -129,6 +169,37 @@ def _cmd_devices() -> int:
         print(f"{d.index:>4}{star}  {d.max_input_channels:>2}  {rate}  {d.hostapi} / {d.name}")
     print("(* = default input; use `emostream run --source INDEX` or a part of the name)")
     return 0
+
+
+def _cmd_submit(config: Config, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from stream.events.redis_bus import connect
+    from stream.events.redis_jobs import JobQueue
+
+    if not config.bus.url:
+        print("emostream: submit needs --bus redis://HOST:PORT/DB (or bus.url in the config)", file=sys.stderr)
+        return 2
+
+    async def submit() -> int:
+        client = connect(config.bus.url)
+        try:
+            job = await JobQueue(client, config.bus).submit(args.media, args.name)
+        finally:
+            await client.aclose()
+        print(f"queued {job.path} as stream {job.stream} (job {job.entry_id})")
+        return 0
+
+    try:
+        return asyncio.run(submit())
+    except FileNotFoundError as exc:
+        print(f"emostream: {exc}", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        print(f"emostream: cannot reach Redis at {config.bus.url}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -190,6 +261,16 @@ def _main(argv: Sequence[str] | None) -> int:
         from stream.service import run_from_cli
 
         return run_from_cli(config, args)
+    if args.command == "worker":
+        from stream.worker import worker_from_cli
+
+        return worker_from_cli(config, args)
+    if args.command == "gateway":
+        from stream.gateway import gateway_from_cli
+
+        return gateway_from_cli(config, args)
+    if args.command == "submit":
+        return _cmd_submit(config, args)
     from stream.evaluation.cli import run_from_cli as evaluate_from_cli
 
     return evaluate_from_cli(config, args)

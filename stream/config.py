@@ -19,11 +19,13 @@ from training.settings import DEVICE, ConfigError, TrainingConfig, bounds, choic
 __all__ = [
     "ASRConfig",
     "AudioConfig",
+    "BusConfig",
     "ClassifierConfig",
     "Config",
     "ConfigError",
     "LogConfig",
     "ServerConfig",
+    "SpeakersConfig",
     "VADConfig",
     "load_config",
 ]
@@ -62,6 +64,9 @@ class VADConfig:
     min_speech_ms: int = field(default=250, metadata=bounds(0, 60000))
     max_utterance_s: float = field(default=15.0, metadata=bounds(0.5, 120.0))
     end_silence_ms: int = field(default=500, metadata=bounds(30, 10000))
+    # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
+    # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
+    end_of_turn_pause_ms: int = field(default=0, metadata=bounds(0, 10000))
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):
@@ -91,6 +96,36 @@ class ClassifierConfig:
     device: str = field(default="auto", metadata=DEVICE)
     max_batch: int = field(default=16, metadata=bounds(1, 1024))
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakersConfig:
+    enabled: bool = True
+    encoder: str = "ge2e"  # "ge2e" (packaged in Resemblyzer==0.1.4, offline) | a local checkpoint path
+    # Online clustering (stream/stages/speaker_clustering.py): average-linkage similarity that joins two
+    # clusters, on embeddings centred on the stream's recent mean (so near 0), and on raw cosine at first.
+    threshold: float = field(default=0.1, metadata=bounds(-1.0, 1.0, low_open=True, high_open=True))
+    warmup_threshold: float = field(default=0.65, metadata=bounds(-1.0, 1.0, low_open=True, high_open=True))
+    warmup_utterances: int = field(default=5, metadata=bounds(2, 100))  # before centring
+    window_utterances: int = field(default=40, metadata=bounds(2, 500))  # re-clustered at each new one
+    pca_dims: int = field(default=8, metadata=bounds(0, 256))  # window's top principal axes compared (0: all)
+    merge_after_utterances: int = field(default=6, metadata=bounds(1, 1000))  # lost this often -> reported merged
+    max_speakers: int = field(default=8, metadata=bounds(1, 64))
+    min_audio_ms: int = field(default=300, metadata=bounds(0, 10000))  # shorter utterances get no speaker
+
+    def clustering(self) -> Any:
+        """These settings as :class:`stream.stages.speaker_clustering.ClusteringParams`."""
+        from stream.stages.speaker_clustering import ClusteringParams
+
+        return ClusteringParams(
+            threshold=self.threshold,
+            warmup_threshold=self.warmup_threshold,
+            warmup=self.warmup_utterances,
+            window=self.window_utterances,
+            max_speakers=self.max_speakers,
+            pca_dims=self.pca_dims,
+            merge_after=self.merge_after_utterances,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +185,40 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BusConfig:
+    """Past one machine: workers and gateways on Redis Streams (see docs/scaling.md)."""
+
+    url: str = ""  # "" = in-process (one `emostream run`); redis://HOST:PORT/DB for worker/gateway/submit
+    key_prefix: str = "emostream"  # every Redis key starts with this and ':'
+    # Retention (Redis trims with MAXLEN ~, so a little more may be kept)
+    stream_maxlen_events: int = field(default=20_000, metadata=bounds(100, 100_000_000))
+    firehose_maxlen_events: int = field(default=200_000, metadata=bounds(1000, 1_000_000_000))
+    ended_stream_ttl_s: int = field(default=86_400, metadata=bounds(60, 365 * 86_400))
+    # Jobs
+    worker_jobs: int = field(default=2, metadata=bounds(1, 256))  # streams one worker runs at once
+    claim_timeout_s: float = field(default=30.0, metadata=bounds(1.0, 3600.0))  # silent this long: reclaimed
+    max_attempts: int = field(default=3, metadata=bounds(1, 100))  # deliveries before a job is given up
+    # Connection
+    reconnect_max_s: float = field(default=5.0, metadata=bounds(0.1, 300.0))  # backoff cap while Redis is down
+    read_block_ms: int = field(default=1000, metadata=bounds(10, 60_000))  # gateway XREAD BLOCK
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"bus.url = {self.url!r}: expected redis://HOST:PORT/DB, rediss://... or unix://...")
+        if not self.key_prefix or any(c in self.key_prefix for c in " {}*?[]"):
+            raise ConfigError(f"bus.key_prefix = {self.key_prefix!r}: non-empty, no spaces, braces or glob characters")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     audio: AudioConfig = AudioConfig()
     vad: VADConfig = VADConfig()
     asr: ASRConfig = ASRConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    speakers: SpeakersConfig = SpeakersConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    bus: BusConfig = BusConfig()
     training: TrainingConfig = TrainingConfig()
     # Where the file was read from; relative paths in it are taken relative to its folder.
     base_dir: str = field(default=".", compare=False)
@@ -200,7 +262,9 @@ _TYPES: dict[str, type] = {
     "vad": VADConfig,
     "asr": ASRConfig,
     "classifier": ClassifierConfig,
+    "speakers": SpeakersConfig,
     "server": ServerConfig,
     "log": LogConfig,
+    "bus": BusConfig,
     "training": TrainingConfig,
 }

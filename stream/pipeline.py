@@ -10,8 +10,12 @@
                                                                                                      v
                                                                               Report.classified (`emotion`, `end`)
 
-An utterance's audio features start as soon as its speech ends, while Whisper transcribes it, so the
-classifier only runs the small networks once the text is there. Everything runs in one
+An utterance's audio features and its speaker (``stream.stages.speakers``, own thread) start as soon as
+its speech ends, while Whisper transcribes it, so the classifier only runs the small networks once the
+text is there and the speaker label is normally ready before it; ``transcript`` and ``emotion`` carry
+it, and a merge of two labels found to be one person goes out first as a ``speaker`` event. At a short
+pause inside an utterance, :class:`SegmentStage` may ask Whisper whether the words so far end a
+sentence (the end-of-turn check, ``vad.end_of_turn_pause_ms``). Everything runs in one
 :class:`asyncio.TaskGroup`; blocking work runs in the four one-worker thread pools this class owns
 and shuts down. Overflow: the utterance queue is bounded and *blocks* its producers, so file replay
 slows down rather than losing speech; the microphone drops its oldest audio in its own buffer
@@ -23,6 +27,7 @@ with ``keep_open`` the run waits for them after its own sources end, until :meth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,11 +36,13 @@ from typing import Any
 
 from stream.config import Config
 from stream.events.bus import EventBus
-from stream.records import Utterance
+from stream.protocol import speaker_merged_data, speaker_named_data
+from stream.records import Transcribed, Utterance
 from stream.report import Report
 from stream.sources import Source
 from stream.stages.classifier import ClassifierStage, Predictor
 from stream.stages.segment import SegmentStage, segmenter_params
+from stream.stages.speakers import SpeakerStage
 from stream.stages.transcriber import Transcriber, TranscribeStage
 from stream.stages.vad import make_vad
 
@@ -49,7 +56,7 @@ UTTERANCE_QUEUE = 32  # utterances waiting for Whisper; a full queue makes the s
 class Pipeline:
     """Runs every source to its end (a microphone never ends: :meth:`stop` or cancel :meth:`run`)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (the optional speaker stage is the 9th: a model, not a config section)
         self,
         sources: Sequence[Source],
         bus: EventBus,
@@ -60,9 +67,10 @@ class Pipeline:
         extra_stats: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         keep_open: bool = False,
+        speakers: SpeakerStage | None = None,
     ) -> None:
         """``keep_open``: the run goes on after its sources end, for sources added later
-        (:meth:`add_source`), until :meth:`stop`."""
+        (:meth:`add_source`), until :meth:`stop`. ``speakers``: the speaker stage (None: no labels)."""
         ids = [s.stream_id for s in sources]
         if len(set(ids)) != len(ids):
             raise ValueError(f"stream ids must be unique, got {ids}")
@@ -80,13 +88,24 @@ class Pipeline:
         )
         # One encoder pass: the transcriber hands over the audio features from its own encoder output.
         self.classifier.features_from_asr = bool(getattr(transcriber, "provides_features", False))
+        self.speakers = speakers
+        self._bus = bus
+        # The end-of-turn check asks Whisper about open utterances: only a transcriber whose answer depends
+        # on the audio alone may be asked (scripted test transcribers answer in call order).
+        turns_on = config.vad.end_of_turn_pause_ms > 0 and getattr(transcriber, "stateless", False)
+        self._turn_check = self.asr.end_of_turn if turns_on else None
+        self._segments: list[SegmentStage] = []
+
+        def more_stats() -> dict[str, Any]:
+            return {**(extra_stats() if extra_stats is not None else {}), **self._own_stats()}
+
         self.report = Report(
             bus,
             self.sources,
             transcribe=self.asr,
             classify=self.classifier,
             utterances=self._utterances,
-            extra_stats=extra_stats,
+            extra_stats=more_stats,
             clock=clock,
         )
         self._source_tasks: list[asyncio.Task[None]] = []
@@ -103,7 +122,7 @@ class Pipeline:
                 stats = tg.create_task(self.report.stats_loop(self._config.server.stats_interval_s))
                 self._source_tasks = [tg.create_task(self._segment(s)) for s in self.sources]
                 tg.create_task(self._close_queue_when_done())
-                transcribed = self.report.transcripts(self.asr.run(_drain(self._utterances)))
+                transcribed = self.report.transcripts(self._with_speakers(self.asr.run(_drain(self._utterances))))
                 async for classified in self.classifier.run(transcribed):
                     await self.report.classified(classified)
                 stats.cancel()
@@ -111,17 +130,67 @@ class Pipeline:
             self._tg = None
             for pool in self._threads.values():
                 pool.shutdown(wait=False, cancel_futures=True)
+            if self.speakers is not None:
+                self.speakers.close()
+
+    async def _with_speakers(self, items: AsyncIterator[Transcribed]) -> AsyncIterator[Transcribed]:
+        """Each transcribed utterance with its speaker label; merges it revealed go out first as events."""
+        async for item in items:
+            if self.speakers is None:
+                yield item
+                continue
+            utt = item.utterance
+            result = await self.speakers.result(utt)
+            for merge in result.merges:
+                await self._bus.emit("speaker", utt.stream, speaker_merged_data(merge.source, merge.into, utt))
+            yield dataclasses.replace(item, speaker=result.speaker)
+
+    async def name_speaker(self, stream: str, speaker: str, name: str) -> None:
+        """A client named a speaker: remember it and tell everyone (``ValueError`` when unknown)."""
+        if not self.has_stream(stream):
+            raise ValueError(f"no stream {stream!r} in this run")
+        if self.speakers is None:
+            raise ValueError("the speaker stage is off ([speakers] enabled = false)")
+        self.speakers.rename(stream, speaker, name)
+        await self._bus.emit("speaker", stream, speaker_named_data(speaker, name))
+
+    def _own_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            # End of turn: pauses checked, utterances ended there, transcripts reused from those checks.
+            "turns": {
+                "checks": sum(seg.turn_checks for seg in self._segments),
+                "ends": sum(seg.turn_ends for seg in self._segments),
+                "reused": self.asr.reused,
+            }
+        }
+        if self.speakers is not None:
+            out["speakers"] = {"rtf": round(self.speakers.rtf, 4), "failures": self.speakers.failures}
+        return out
 
     async def _segment(self, source: Source) -> None:
         """One source through its segment stage into the utterance queue (its audio features start here)."""
         vad = make_vad(self._config.vad)
         params = segmenter_params(self._config.vad, vad.frame_samples)
-        segment = SegmentStage(source.stream_id, vad, params, speed=source.speed, executor=self._threads["vad"])
+        segment = SegmentStage(
+            source.stream_id,
+            vad,
+            params,
+            speed=source.speed,
+            executor=self._threads["vad"],
+            first_utterance=getattr(source, "first_utterance", 0),
+            turn_check=self._turn_check,
+        )
+        self._segments.append(segment)
         reason = "stopped" if self._stopping else "eof"
         try:
+            if self.speakers is not None:  # enrolled speakers (--speaker NAME=CLIP) are named from the start
+                for label, name in self.speakers.enrolled(source.stream_id).items():
+                    await self._bus.emit("speaker", source.stream_id, speaker_named_data(label, name))
             if not self._stopping:
                 async for utt in self.report.segments(source.stream_id, segment.run(aiter(source))):
                     self.classifier.prefetch(utt)  # audio features run while Whisper transcribes
+                    if self.speakers is not None:
+                        self.speakers.start(utt)  # so does the speaker embedding
                     if self._utterances.full():
                         self.report.queue_full_waits += 1
                     await self._utterances.put(utt)

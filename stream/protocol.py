@@ -2,7 +2,7 @@
 
 Every event is one JSON object::
 
-    {"v": 1, "type": T, "seq": N, "stream": ID, "ts": unix_seconds, "data": {...}}
+    {"v": 2, "type": T, "seq": N, "stream": ID, "ts": unix_seconds, "data": {...}}
 
 ``seq`` is strictly increasing per service run (assigned by :class:`stream.events.bus.EventBus`).
 ``web/protocol.js`` mirrors these names; ``docs/protocol.md`` and ``docs/event.schema.json``
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,8 +27,10 @@ __all__ = [
     "EVENT_TYPES",
     "LABELS",
     "LABEL_COLORS",
+    "MAX_SPEAKER_NAME_CHARS",
     "PROTOCOL_VERSION",
     "SERVICE_STREAM",
+    "SPEAKER_ACTIONS",
     "ClientMessage",
     "Event",
     "ProtocolError",
@@ -41,11 +44,15 @@ __all__ = [
     "prediction_data",
     "service_description",
     "speech_end_data",
+    "speaker_merged_data",
+    "speaker_named_data",
     "speech_start_data",
     "transcript_data",
+    "valid_speaker_label",
 ]
 
-PROTOCOL_VERSION: Final = 1
+# 2: speakers -- `transcript` and `emotion` carry `speaker`, the `speaker` event, the `name_speaker` message.
+PROTOCOL_VERSION: Final = 2
 
 
 # Colours the dashboard uses; sent in ``hello`` so that clients hard-code nothing.
@@ -78,9 +85,14 @@ EVENT_TYPES: Final = (
     "end",  # a stream's source finished
     "lagged",  # this subscriber lost `dropped` events because it read too slowly
     "pong",  # the reply to a client's {"type": "ping"}
+    "speaker",  # a speaker was named, or found to be another one (merged); logged and replayed
 )
 
-CLIENT_TYPES: Final = ("subscribe", "resume", "ping")
+CLIENT_TYPES: Final = ("subscribe", "resume", "ping", "name_speaker")
+
+# `speaker` event actions.
+SPEAKER_ACTIONS: Final = ("named", "merged")
+MAX_SPEAKER_NAME_CHARS: Final = 64
 
 # Codes used in ``error`` events.
 ERROR_CODES: Final = (
@@ -181,6 +193,7 @@ def transcript_data(item: Transcribed) -> dict[str, Any]:
         raise ValueError(f"{item.utterance.utterance_id} has no transcript: {item.error}")
     return {
         **_span(item.utterance),
+        "speaker": item.speaker,
         "text": t.text,
         "language": t.language,
         "avg_logprob": t.avg_logprob,
@@ -211,10 +224,21 @@ def emotion_data(out: Classified, *, latency_s: float) -> dict[str, Any]:
         raise ValueError(f"{item.utterance.utterance_id} has no prediction: {out.error}")
     return {
         **_span(item.utterance),
+        "speaker": item.speaker,
         "text": item.transcript.text if item.transcript is not None else "",
         **prediction_data(pred),
         "latency_ms": round(max(0.0, latency_s) * 1000, 1),
     }
+
+
+def speaker_named_data(speaker: str, name: str) -> dict[str, Any]:
+    """``speaker`` (action ``named``): call ``speaker`` ``name`` from now on."""
+    return {"action": "named", "speaker": speaker, "name": name}
+
+
+def speaker_merged_data(speaker: str, into: str, utterance: Utterance) -> dict[str, Any]:
+    """``speaker`` (action ``merged``): ``speaker``'s utterances were ``into``'s; ``utterance`` showed it."""
+    return {"action": "merged", "speaker": speaker, "into": into, "utterance_id": utterance.utterance_id}
 
 
 def error_data(code: str, message: str, *, utterance: Utterance | None = None) -> dict[str, Any]:
@@ -296,6 +320,9 @@ class ClientMessage:
     type: str
     streams: tuple[str, ...] | None = None  # subscribe: None = all streams
     after_seq: int | None = None  # resume
+    stream: str | None = None  # name_speaker
+    speaker: str | None = None  # name_speaker: "S1", "S2", ...
+    name: str | None = None  # name_speaker: what to call that speaker
 
 
 MAX_STREAM_FILTER: Final = 256
@@ -335,6 +362,7 @@ def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMes
         {"type": "subscribe", "streams": ["mic", "ep1"]}   # or "streams": null for all
         {"type": "resume", "after_seq": 41}
         {"type": "ping"}
+        {"type": "name_speaker", "stream": "ep1", "speaker": "S1", "name": "Ross"}
 
     Frames over :data:`MAX_CLIENT_MESSAGE_BYTES` are refused; error messages stay short (they never
     echo a whole payload back).
@@ -369,16 +397,9 @@ def parse_client_message(raw: str | bytes | bytearray | memoryview) -> ClientMes
     if kind == "ping":
         return ClientMessage("ping")
     if kind == "subscribe":
-        streams = obj.get("streams")
-        if streams is None:
-            return ClientMessage("subscribe", streams=None)
-        if not isinstance(streams, list) or len(streams) > MAX_STREAM_FILTER:
-            raise ProtocolError("bad_request", f"streams must be a list of at most {MAX_STREAM_FILTER} stream ids")
-        if not all(_valid_stream_id(s) for s in streams):
-            raise ProtocolError(
-                "bad_request", f"each stream id must be a valid string of 1-{MAX_STREAM_ID_CHARS} characters"
-            )
-        return ClientMessage("subscribe", streams=tuple(dict.fromkeys(streams)))
+        return _parse_subscribe(obj)
+    if kind == "name_speaker":
+        return _parse_name_speaker(obj)
     after = obj.get("after_seq")
     if not isinstance(after, int) or isinstance(after, bool) or after < -1 or after > 2**53:
         raise ProtocolError("bad_request", f"after_seq must be an integer in [-1, 2**53], got {_quote(after)}")
@@ -419,6 +440,41 @@ def _valid_text(s: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _parse_subscribe(obj: Mapping[str, Any]) -> ClientMessage:
+    streams = obj.get("streams")
+    if streams is None:
+        return ClientMessage("subscribe", streams=None)
+    if not isinstance(streams, list) or len(streams) > MAX_STREAM_FILTER:
+        raise ProtocolError("bad_request", f"streams must be a list of at most {MAX_STREAM_FILTER} stream ids")
+    if not all(_valid_stream_id(s) for s in streams):
+        raise ProtocolError(
+            "bad_request", f"each stream id must be a valid string of 1-{MAX_STREAM_ID_CHARS} characters"
+        )
+    return ClientMessage("subscribe", streams=tuple(dict.fromkeys(streams)))
+
+
+_SPEAKER_LABEL_RE: Final = re.compile(r"S[1-9][0-9]{0,3}")
+
+
+def valid_speaker_label(label: object) -> bool:
+    """``S1``, ``S2``, ... -- the labels the speaker stage hands out."""
+    return isinstance(label, str) and _SPEAKER_LABEL_RE.fullmatch(label) is not None
+
+
+def _parse_name_speaker(obj: Mapping[str, Any]) -> ClientMessage:
+    stream, speaker, name = obj.get("stream"), obj.get("speaker"), obj.get("name")
+    if not _valid_stream_id(stream):
+        raise ProtocolError("bad_request", f"stream must be a stream id of 1-{MAX_STREAM_ID_CHARS} characters")
+    if not valid_speaker_label(speaker):
+        raise ProtocolError("bad_request", f"speaker must be a label like 'S1', got {_quote(speaker)}")
+    if not isinstance(name, str):
+        raise ProtocolError("bad_request", f"name must be a string, got {_quote(name)}")
+    name = " ".join(name.split())  # no control characters, newlines or runs of spaces
+    if not 0 < len(name) <= MAX_SPEAKER_NAME_CHARS or not _valid_stream_id(name):
+        raise ProtocolError("bad_request", f"name must have 1-{MAX_SPEAKER_NAME_CHARS} visible characters")
+    return ClientMessage("name_speaker", stream=str(stream), speaker=str(speaker), name=name)
 
 
 # The ingest websocket's client messages (``/ingest``, see stream/sources/ingest.py).

@@ -90,6 +90,10 @@ class Utterance:
     audio: np.ndarray  # float32 mono 16 kHz in [-1, 1]
     speech_end_at: float  # clock time when the end of speech was heard (for ``latency_ms``)
     forced: bool = False
+    # Ended at a turn boundary: the transcript the end-of-turn check already made of this audio (the same
+    # model, the same words), reused by the transcriber, and the seconds it took.
+    transcript: Transcript | None = None
+    transcript_s: float = 0.0
 
     @property
     def duration_s(self) -> float:
@@ -126,6 +130,7 @@ class Transcribed:
     transcript: Transcript | None
     error: str | None = None
     asr_s: float = 0.0  # seconds spent in Whisper
+    speaker: str | None = None  # "S1", "S2", ... from the speaker stage (None: unknown or stage off)
 
 
 # Classifying --------------------------------------------------------------------------------------

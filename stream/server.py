@@ -6,9 +6,10 @@ Built on ``websockets``: its ``process_request`` hook answers plain HTTP request
 path is ever joined from the request, so there is no way outside ``web/`` and no directory listing.
 
 Per connection: a ``hello`` event, then live events from a :class:`stream.events.hub.Subscription`. Client
-messages (``subscribe``, ``resume``, ``ping``) are handled in order by the one task that sends, so a
-reply never overtakes the events before it. ``resume`` replays the event log and rejoins the live flow
-with no gap and no duplicate (see :meth:`Server._resume`).
+messages (``subscribe``, ``resume``, ``ping``, ``name_speaker``) are handled in order by the one task that sends, so a
+reply never overtakes the events before it. ``resume`` replays the bus's history (this run's event
+log, or Redis for a gateway) and rejoins the live flow with no gap and no duplicate (see
+:meth:`Server._resume`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import http
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -35,13 +36,13 @@ from websockets.http11 import Request, Response
 from stream.access import AccessPolicy, Refusal
 from stream.api import Backend, HttpApi, front_connection
 from stream.config import ServerConfig
-from stream.events.eventlog import EventLog
+from stream.events.bus import EventHistory
+from stream.events.eventlog import EventLog, LogHistory
 from stream.events.hub import Hub, Published, Subscription
 from stream.protocol import (
     CONNECTION_STREAM,
     DEFAULT_DESCRIPTION,
     ClientMessage,
-    Event,
     ProtocolError,
     error_data,
     hello_data,
@@ -127,24 +128,30 @@ class _Connection:
     def new_phase(self, after: int, upto: int) -> None:
         self.phase_from, self.sent_max, self.gaps = after, upto, []
 
+    # Live events up to this seq are not sent: the client said it holds them (a `resume` on a gateway
+    # that had not yet read as far as the gateway the client came from).
+    floor: int = -1
+
 
 class Server:
     """The websocket + static file server. Use as ``async with Server(...) as server:``.
 
     ``hello`` is called for every new connection and returns the service part of the ``hello``
     event's data (``labels``, ``colors``, ``streams``, ``model_ids``, ...); the server adds
-    ``protocol``, ``run_id``, ``last_seq`` and its limits.
+    ``protocol``, ``run_id``, ``last_seq`` and its limits. ``history`` is what ``resume`` replays:
+    this run's :class:`EventLog` (wrapped in a :class:`LogHistory`) or any :class:`EventHistory`.
     """
 
     def __init__(
         self,
         config: ServerConfig,
         hub: Hub,
-        event_log: EventLog,
+        history: EventLog | EventHistory,
         hello: Callable[[], Mapping[str, Any]],
         *,
         backend: Backend | None = None,
         ingest: Callable[[ServerConnection], Awaitable[None]] | None = None,
+        name_speaker: Callable[[str, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self._backend = backend
@@ -157,8 +164,12 @@ class Server:
             max_upload_bytes=config.max_upload_mb << 20,
         )
         self.hub = hub
-        self.event_log = event_log
+        self.history: EventHistory = (
+            LogHistory(history, lambda: hub.last_seq) if isinstance(history, EventLog) else history
+        )
         self._hello = hello
+        # A client's name_speaker message: broadcasts a `speaker` event; ValueError = refused (None: no stage).
+        self._name_speaker = name_speaker
         self._files = static_files()
         self._connections: set[_Connection] = set()
         self._ws_server: WsServer | None = None
@@ -233,6 +244,11 @@ class Server:
     @property
     def ws_url(self) -> str:
         return f"ws://{_url_host(self.config.host)}:{self.port}{WS_PATH}"
+
+    @property
+    def event_log(self) -> EventLog | None:
+        """This run's event log when ``history`` is one (``None`` for a gateway on Redis)."""
+        return self.history.log if isinstance(self.history, LogHistory) else None
 
     @property
     def connections(self) -> int:
@@ -338,7 +354,7 @@ class Server:
             "max_upload_bytes": self.config.max_upload_mb << 20,
             "ingest_max_frame_bytes": self.config.ingest_max_frame_bytes,
         }
-        return hello_data(description, run_id=self.event_log.run_id, last_seq=self.hub.last_seq, limits=limits)
+        return hello_data(description, run_id=self.history.run_id, last_seq=self.hub.last_seq, limits=limits)
 
     async def _send(self, conn: _Connection, item: Published) -> None:
         event = item.event
@@ -360,6 +376,8 @@ class Server:
                     await self._run_command(conn, conn.commands.get_nowait())
                 items = conn.sub.take(_SEND_BATCH)
                 for item in items:
+                    if conn.floor >= 0 and item.event.stream != CONNECTION_STREAM and item.event.seq <= conn.floor:
+                        continue
                     await self._send(conn, item)
                 if not items and conn.commands.empty():
                     await conn.sub.wait()
@@ -382,24 +400,43 @@ class Server:
         elif command.type == "resume":
             assert command.after_seq is not None
             await self._resume(conn, command.after_seq)
+        elif command.type == "name_speaker":
+            assert command.stream is not None and command.speaker is not None and command.name is not None
+            try:
+                if self._name_speaker is None:
+                    raise ValueError("this service labels no speakers")
+                await self._name_speaker(command.stream, command.speaker, command.name)
+            except ValueError as exc:
+                await self._reply(conn, "error", {"code": "bad_request", "message": str(exc)})
 
     async def _resume(self, conn: _Connection, after_seq: int) -> None:
-        """Replay the log after ``after_seq``, then rejoin the live flow: no gap, no duplicate.
+        """Replay the history after ``after_seq``, then rejoin the live flow: no gap, no duplicate.
 
-        The subscription is detached first (its queue is dropped: the log holds those events). Then,
-        repeatedly: note the watermark (the bus logs every event before publishing it, so all seqs up
-        to it are in the file), replay up to it, and try :meth:`Hub.go_live`. ``go_live`` is
-        synchronous, so once it succeeds the next published event is the first live one.
+        The subscription is detached first (its queue is dropped: the history holds those events).
+        Then, repeatedly: note the watermark (every event up to it is in the history: the bus logs
+        before it publishes, and a gateway publishes what it read from Redis), replay up to it, and
+        try :meth:`Hub.go_live`. ``go_live`` is synchronous, so once it succeeds the next published
+        event is the first live one.
+
+        A client coming from a gateway that had read further than this one may ask for a seq beyond
+        this hub's watermark but not beyond the history's head: it then simply continues live,
+        skipping what it already holds.
         """
         last = self.hub.last_seq
-        run = self.event_log.run_id
+        run = self.history.run_id
         if after_seq > (last if last is not None else -1):
-            message = f"after_seq {after_seq} is beyond the last event ({last}) of run {run}; continuing live"
-            await self._reply(conn, "error", error_data("resume_unavailable", message))
+            head = await self.history.head_seq()
+            if head is None or after_seq > head:
+                message = f"after_seq {after_seq} is beyond the last event ({head}) of run {run}; continuing live"
+                await self._reply(conn, "error", error_data("resume_unavailable", message))
+                return
+            conn.floor = after_seq
+            conn.new_phase(after_seq, after_seq)
             return
-        if self.event_log.write_errors:
-            message = f"{self.event_log.write_errors} events could not be logged; the replay may have gaps"
-            await self._reply(conn, "error", error_data("resume_unavailable", message))
+        problem = await self.history.problem(after_seq)
+        if problem:
+            await self._reply(conn, "error", error_data("resume_unavailable", problem))
+        conn.floor = -1
         sub = conn.sub
         sub.detach()
         cursor = after_seq
@@ -407,29 +444,23 @@ class Server:
         while not self.hub.go_live(sub, cursor):
             high = self.hub.last_seq
             assert high is not None
-            for event in _until(self.event_log.read_after(cursor), high):
+            async for item in self.history.replay(cursor, high):
+                event = item.event if isinstance(item, Published) else item
                 cursor = event.seq
                 # Skip what this connection already delivered (live events that arrived after hello,
                 # before this request was read): the client gets each event once.
                 if sub.accepts(event.stream) and not conn.has(event.seq):
-                    await conn.ws.send(event.to_json())
+                    await conn.ws.send(item.payload if isinstance(item, Published) else event.to_json())
                     replayed += 1
                 scanned += 1
                 if scanned % _REPLAY_YIELD_EVERY == 0:
                     # Sends to a fast reader (or none, when the filter skips everything) never suspend:
-                    # without this a long log would block the event loop for every other client.
+                    # without this a long replay would block the event loop for every other client.
                     await asyncio.sleep(0)
-            cursor = max(cursor, high)  # events the bus published without logging are not replayable
+            cursor = max(cursor, high)  # events published without being logged are not replayable
         # The client now holds every accepted event in (after_seq, cursor]; live continues from there.
         conn.new_phase(after_seq, max(cursor, after_seq))
         logger.debug("resume after %d: replayed %d events, live from %d", after_seq, replayed, cursor)
-
-
-def _until(events: Iterator[Event], high: int) -> Iterator[Event]:
-    for event in events:
-        if event.seq > high:
-            return
-        yield event
 
 
 def _url_host(host: str) -> str:

@@ -28,8 +28,10 @@ from stream.sinks import SinkError, Sinks, open_sinks
 from stream.sources.spec import DEMO_PATH, SourceError, SourceSpec, build_sources, parse_sources
 from stream.stages.classifier import Predictor
 from stream.stages.segment import segmenter_params
+from stream.stages.speakers import SpeakerStage
 from stream.stages.transcriber import Transcriber
 from stream.stages.vad import make_vad
+from training.audio import load_audio
 
 __all__ = ["DEMO_PATH", "RunOptions", "SourceError", "SourceSpec", "parse_sources", "run_from_cli", "run_service"]
 
@@ -46,6 +48,7 @@ class RunOptions:
     srt: str | None = None  # subtitles written while running (stream.export.SubtitleWriter)
     exit_when_done: bool = False
     quiet: bool = False
+    speakers: tuple[str, ...] = ()  # enrolment: "NAME=CLIP" (--speaker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ async def run_service(
     options: RunOptions,
     *,
     models: tuple[Transcriber, Predictor] | None = None,
+    speakers: SpeakerStage | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Any], None] | None = None,
     out: Any = None,
@@ -80,7 +84,8 @@ async def run_service(
 ) -> int:
     """Run until done (see the module docstring); returns the process exit status.
 
-    ``models`` skips loading (tests pass fakes); ``stop`` ends the run like SIGINT; ``on_ready``
+    ``models`` skips loading (tests pass fakes); the speaker stage is then ``speakers`` (``None``: none),
+    else it is loaded when ``[speakers] enabled``. ``stop`` ends the run like SIGINT; ``on_ready``
     gets the started server (or ``None``) once events start flowing. On stop, utterances whose speech
     had ended still get their events, for at most ``drain_s`` (a second SIGINT skips the wait).
     """
@@ -90,7 +95,8 @@ async def run_service(
         fw_logger.setLevel(logging.WARNING)
     try:
         specs = parse_sources(options.sources)
-    except SourceError as exc:
+        enrolment = model_loading.parse_enrolment(options.speakers)
+    except (SourceError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
     try:
@@ -108,9 +114,19 @@ async def run_service(
                 models = await _load_models(config, sinks)
                 if models is None:
                     return 1
+                if config.speakers.enabled:
+                    try:
+                        speakers = await model_loading.speaker_stage_or_none(config, enrolment)
+                    except Exception as exc:  # enrolment without an encoder, or a clip that cannot be read
+                        logger.error("cannot start: %s", exc)
+                        await sinks.bus.emit("error", SERVICE_STREAM, error_data("internal", f"cannot start: {exc}"))
+                        return 1
+            elif enrolment and speakers is not None:
+                for name, path in enrolment:
+                    speakers.enrol(name, await asyncio.get_running_loop().run_in_executor(None, load_audio, path))
             exit_when_done = options.exit_when_done or not config.server.enabled
             # Kept open when serving: the page may add streams (uploads, its microphone) until stopped.
-            pipeline = _build_pipeline(config, specs, models, sinks, keep_open=not exit_when_done)
+            pipeline = _build_pipeline(config, specs, models, sinks, keep_open=not exit_when_done, speakers=speakers)
             hello = _describe(pipeline, models)
             return await _serve(config, pipeline, sinks, control, hello=hello, exit_when_done=exit_when_done)
     except SinkError as exc:
@@ -130,7 +146,13 @@ async def _load_models(config: Config, sinks: Sinks) -> tuple[Transcriber, Predi
 
 
 def _build_pipeline(
-    config: Config, specs: list[SourceSpec], models: tuple[Transcriber, Predictor], sinks: Sinks, *, keep_open: bool
+    config: Config,
+    specs: list[SourceSpec],
+    models: tuple[Transcriber, Predictor],
+    sinks: Sinks,
+    *,
+    keep_open: bool,
+    speakers: SpeakerStage | None,
 ) -> Pipeline:
     transcriber, predictor = models
     hub = sinks.hub
@@ -143,6 +165,7 @@ def _build_pipeline(
         extra_stats=lambda: {"hub": hub.stats().to_dict()},
         clock=time.monotonic,
         keep_open=keep_open,
+        speakers=speakers,
     )
 
 
@@ -150,12 +173,19 @@ def _describe(pipeline: Pipeline, models: tuple[Transcriber, Predictor]) -> Call
     """The service's part of each connection's ``hello``."""
     transcriber, predictor = models
 
+    speakers = pipeline.speakers
+    speaker_ids = {"speaker_encoder": speakers.model_id} if speakers is not None else {}
+
     def hello() -> dict[str, Any]:
-        return service_description(
-            labels=predictor.labels,
-            streams=[(s.stream_id, s.kind, s.name) for s in pipeline.sources],
-            model_ids={"asr": transcriber.model_id, **dict(predictor.model_ids)},
-        )
+        return {
+            **service_description(
+                labels=predictor.labels,
+                streams=[(s.stream_id, s.kind, s.name) for s in pipeline.sources],
+                model_ids={"asr": transcriber.model_id, **dict(predictor.model_ids), **speaker_ids},
+            ),
+            # Names given so far (label -> name per stream); `speaker` events carry every later one.
+            "speakers": {k: dict(v) for k, v in speakers.names().items()} if speakers is not None else {},
+        }
 
     return hello
 
@@ -205,7 +235,15 @@ def _server(config: Config, pipeline: Pipeline, sinks: Sinks, hello: Callable[[]
 
     control = LiveControl(config, pipeline, sinks.event_log.run_id, clock=time.monotonic)
     ingest = IngestEndpoint(config.server, control.add_ingest, clock=time.monotonic)
-    return Server(config.server, sinks.hub, sinks.event_log, hello, backend=control, ingest=ingest.handle)
+    return Server(
+        config.server,
+        sinks.hub,
+        sinks.event_log,
+        hello,
+        backend=control,
+        ingest=ingest.handle,
+        name_speaker=pipeline.name_speaker,
+    )
 
 
 def _exit_status(run: asyncio.Task[None], files: list[str], n_sources: int, ended: dict[str, str]) -> int:
@@ -244,6 +282,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
         srt=getattr(args, "srt", None),
         exit_when_done=bool(args.exit_when_done),
         quiet=bool(args.quiet),
+        speakers=tuple(getattr(args, "speaker", None) or ()),
     )
     try:
         return asyncio.run(run_service(config, options))

@@ -28,6 +28,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SAMPLE_RATE_HZ = 16000
 
+# The `redis_server` fixture (a real redis-server on a free loopback port): tests/redisd.py.
+pytest_plugins = ("redisd",)
+
 __all__ = [
     "ASR_COMPUTE_TYPES",
     "ASR_SENTENCES",

@@ -22,6 +22,9 @@ from typing import Any
 from training.data import LABELS
 from training.datasets import RunData, build_datasets
 from training.device import resolve_device
+from training.distributed import Dist
+from training.distributed import setup as setup_distributed
+from training.distributed import shutdown as shutdown_distributed
 from training.features import AudioFeatureExtractor, FeatureConfig
 from training.metrics import plot_confusion, plot_learning_curves
 from training.model import CheckpointError, FusionClassifier, ModelConfig
@@ -43,6 +46,9 @@ EPILOG = """commands:
 
 example (the shipped default):
   emostream-train train --text-trainable-layers 3 --lr-encoder 1e-4 --epochs 8 --out models/emostream-default.pt
+
+data-parallel (train, ablate) on N processes of one machine (gloo on CPU, NCCL with one GPU each):
+  torchrun --standalone --nproc-per-node N -m training train ...   (same flags; rank 0 writes the files)
 """
 
 
@@ -189,11 +195,17 @@ def _evaluate_sets(model: FusionClassifier, sets: Sequence[Dataset], device: Any
 
 
 def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool) -> tuple[Path, dict[str, Any]]:
-    """Train one model per ``cfg`` into ``run_dir``; returns the checkpoint path and test metrics."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train one model per ``cfg`` into ``run_dir``; returns the checkpoint path and test metrics.
+
+    Under ``torchrun`` every process trains its share (see :mod:`training.distributed`); only rank 0
+    writes ``run_dir``.
+    """
     mode = cfg.optim.mode
     uses_text, uses_audio = mode in ("text", "fusion"), mode in ("audio", "fusion")
-    device = resolve_device(cfg.optim.device)
+    dist, device = setup_distributed(resolve_device(cfg.optim.device))
+    main_rank = dist.is_main
+    if main_rank:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.optim.num_threads:
         import torch
 
@@ -201,10 +213,15 @@ def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool)
     seed_everything(cfg.optim.seed)
     fcfg = _feature_config(cfg)
     extractor = AudioFeatureExtractor(fcfg, device=str(device)) if uses_audio else None
+    if not main_rank:
+        dist.barrier()  # rank 0 fills the feature cache first; the others then read it
     data: RunData = build_datasets(cfg.data, base_dir=base, uses_text=uses_text, uses_audio=uses_audio,
-                                   extractor=extractor, seed=cfg.optim.seed, progress=progress)
-    (run_dir / "config.json").write_text(json.dumps({"training": dataclasses.asdict(cfg), "data": data.report,
-                                                     "trained_on": data.trained_on}, indent=2), encoding="utf-8")
+                                   extractor=extractor, seed=cfg.optim.seed, progress=progress and main_rank)
+    if main_rank:
+        dist.barrier()
+        (run_dir / "config.json").write_text(json.dumps({"training": dataclasses.asdict(cfg), "data": data.report,
+                                                         "trained_on": data.trained_on, "processes": dist.world},
+                                                        indent=2), encoding="utf-8")
     mcfg = ModelConfig(
         labels=LABELS, mode=mode, text_encoder=cfg.model.text_encoder,
         text_trainable_layers=cfg.model.text_trainable_layers, max_text_tokens=cfg.model.max_text_tokens,
@@ -225,12 +242,16 @@ def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool)
     history_path = run_dir / "history.json"
 
     def on_epoch(row: dict[str, Any]) -> None:
+        if not main_rank:
+            return
         rows = json.loads(history_path.read_text()) if history_path.exists() else []
         rows.append({k: v for k, v in row.items() if k != "step_losses"})
         history_path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
-    history_path.unlink(missing_ok=True)
-    result: FitResult = fit(model, data.train, data.dev, _options(cfg, progress), device, on_epoch=on_epoch)
+    if main_rank:
+        history_path.unlink(missing_ok=True)
+    result: FitResult = fit(model, data.train, data.dev, _options(cfg, progress and main_rank), device,
+                            on_epoch=on_epoch, dist=dist)  # fmt: skip
     bs = cfg.optim.batch_size * 2
     metrics: dict[str, Any] = {
         "best_epoch": result.best_epoch,
@@ -239,6 +260,8 @@ def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool)
         "dev": _evaluate_sets(model, data.dev, device, bs),
         "test": _evaluate_sets(model, data.test, device, bs),
     }
+    if not main_rank:
+        return run_dir / "model.pt", metrics
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     plot_learning_curves(result.history, run_dir / "learning_curves.png", f"{mode} ({run_dir.name})")
     for name, m in metrics["test"].items():
@@ -261,13 +284,22 @@ def _run_dir(cfg: TrainingConfig, base: Path, args: argparse.Namespace, suffix: 
     if getattr(args, "run_dir", None):
         return Path(args.run_dir)
     root = Path(cfg.runs_dir) if Path(cfg.runs_dir).is_absolute() else base / cfg.runs_dir
+    # Under torchrun only rank 0 writes, so the name (a time stamp) need not agree across processes.
     return root / f"{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}-{suffix}"
+
+
+def _is_main() -> bool:
+    from training.distributed import from_env
+
+    return from_env().is_main
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg, base = _load_config(args)
     run_dir = _run_dir(cfg, base, args, cfg.optim.mode)
     ckpt, metrics = train_one(cfg, base, run_dir, progress=not args.no_progress)
+    if not _is_main():
+        return 0
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ckpt, args.out)
@@ -321,6 +353,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         _, metrics = train_one(mcfg, base, root / mode, progress=not args.no_progress)
         table[mode] = {name: {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")}
                        for name, m in metrics["test"].items()}
+    if not _is_main():
+        return 0
     out = Path(args.out) if args.out else root
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
@@ -371,8 +405,20 @@ def _main(argv: Sequence[str] | None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "export": cmd_export}
+    if Dist().world != _world() and args.command not in ("train", "ablate"):
+        print(f"emostream-train: error: {args.command} runs in one process; only train and ablate run under "
+              "torchrun", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return commands[args.command](args)
     except (ConfigError, CheckpointError, ModelError, FileNotFoundError, ValueError) as exc:
         print(f"emostream-train: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutdown_distributed()
+
+
+def _world() -> int:
+    from training.distributed import from_env
+
+    return from_env().world

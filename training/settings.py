@@ -37,7 +37,7 @@ __all__ = [
 T = TypeVar("T")
 
 # The sections ``stream.config`` validates (the trainer only accepts their names; a test keeps the two equal).
-SERVICE_SECTIONS = frozenset({"audio", "vad", "asr", "classifier", "server", "log"})
+SERVICE_SECTIONS = frozenset({"audio", "vad", "asr", "classifier", "speakers", "server", "log", "bus"})
 
 
 class ConfigError(ValueError):

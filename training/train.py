@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training.data import Example
+from training.distributed import Dist
 from training.metrics import classification_metrics
 from training.model import FusionClassifier
 
@@ -116,19 +117,18 @@ def class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Ten
     return torch.tensor(w, dtype=torch.float32)
 
 
-def batch_inputs(
+def row_modalities(
     model: FusionClassifier,
     data: Dataset,
     idx: Sequence[int],
-    device: torch.device,
     *,
     modality_dropout: float = 0.0,
     rng: random.Random | None = None,
-) -> dict[str, Any]:
-    """Forward kwargs for rows ``idx`` of ``data`` (text/audio the model does not use are ignored)."""
+) -> list[tuple[bool, bool]]:
+    """(text, audio) to use for each row of ``idx``: what it has, less what modality dropout hides."""
     use_text, use_audio = model.config.uses_text, model.config.uses_audio
-    text_rows, texts, audio_pos, audio_idx = [], [], [], []
-    for j, i in enumerate(idx):
+    out = []
+    for i in idx:
         ex = data.examples[i]
         t = use_text and bool(ex.text and ex.text.strip())
         a = use_audio and data.audio_ok(i)
@@ -137,6 +137,30 @@ def batch_inputs(
                 t = False
             else:
                 a = False
+        out.append((t, a))
+    return out
+
+
+def batch_inputs(
+    model: FusionClassifier,
+    data: Dataset,
+    idx: Sequence[int],
+    device: torch.device,
+    *,
+    modality_dropout: float = 0.0,
+    rng: random.Random | None = None,
+    modalities: Sequence[tuple[bool, bool]] | None = None,
+) -> dict[str, Any]:
+    """Forward kwargs for rows ``idx`` of ``data`` (text/audio the model does not use are ignored).
+
+    ``modalities`` (from :func:`row_modalities`) fixes which branches each row uses; otherwise they are
+    drawn here with ``modality_dropout`` and ``rng``.
+    """
+    if modalities is None:
+        modalities = row_modalities(model, data, idx, modality_dropout=modality_dropout, rng=rng)
+    text_rows, texts, audio_pos, audio_idx = [], [], [], []
+    for j, (i, (t, a)) in enumerate(zip(idx, modalities, strict=True)):
+        ex = data.examples[i]
         if t:
             text_rows.append(j)
             texts.append(str(ex.text).strip())
@@ -216,14 +240,29 @@ def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) 
     device: torch.device,
     *,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    dist: Dist | None = None,
 ) -> FitResult:
-    """Train in place; on return ``model`` holds the weights of the best dev epoch."""
+    """Train in place; on return ``model`` holds the weights of the best dev epoch.
+
+    ``dist`` (under ``torchrun``, see :mod:`training.distributed`): every process takes the same
+    global batches and runs its share of each; gradients are averaged by DDP.
+    """
+    dist = dist or Dist()
     seed_everything(opts.seed)
     rng = random.Random(opts.seed)
     model.to(device)
+    net: nn.Module = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Branches a share does not use (no audio rows, say) get no gradient there: DDP must look.
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     n_labels = len(model.config.labels)
     weights = class_weights(train.labels, n_labels, opts.class_weight_power) if opts.class_weighted_loss else None
-    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    # Summed per row, normalised by the whole global batch's weight below (exact under DDP too).
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), reduction="sum")
 
     enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("text_encoder.")]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("text_encoder.")]
@@ -252,14 +291,24 @@ def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) 
         model.train()
         order = _epoch_order(model, train, opts, rng)
         steps = [order[s : s + opts.batch_size] for s in range(0, len(order), opts.batch_size)][:per_epoch]
+        if dist.enabled:
+            # A process with no rows could not take part in the gradient exchange: skip such a tail batch.
+            steps = [s for s in steps if len(s) >= dist.world]
         losses: list[float] = []
-        bar = tqdm(steps, desc=f"epoch {epoch}/{opts.epochs}", disable=not opts.progress, leave=False)
+        bar = tqdm(steps, desc=f"epoch {epoch}/{opts.epochs}", disable=not (opts.progress and dist.is_main),
+                   leave=False)  # fmt: skip
         for idx in bar:
-            kwargs = batch_inputs(model, train, idx, device, modality_dropout=opts.modality_dropout, rng=rng)
-            target = torch.tensor([train.examples[i].label for i in idx], device=device)
+            # Drawn for the whole global batch, so every process (and a single-process run) agrees.
+            mods = row_modalities(model, train, idx, modality_dropout=opts.modality_dropout, rng=rng)
+            labels = [train.examples[i].label for i in idx]
+            norm = float(sum(weights[y] for y in labels)) if weights is not None else float(len(idx))
+            mine = slice(dist.rank, None, dist.world)
+            kwargs = batch_inputs(model, train, idx[mine], device, modalities=mods[mine])
+            target = torch.tensor(labels[mine], device=device)
             with _autocast(device):
-                logits = model(**kwargs)
-            loss = loss_fn(logits.float(), target)
+                logits = net(**kwargs)
+            # DDP averages gradients over processes: scale by the world size to get the batch's sum / norm.
+            loss = loss_fn(logits.float(), target) * (dist.world / norm)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -267,7 +316,10 @@ def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) 
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            losses.append(float(loss.detach()))
+            batch_loss = loss.detach() / dist.world  # this share's part of the global batch's loss
+            if dist.enabled:
+                torch.distributed.all_reduce(batch_loss)
+            losses.append(float(batch_loss))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                                "step_losses": losses}

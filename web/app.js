@@ -4,7 +4,8 @@ import { wsUrl } from "./api.js";
 import { Connection } from "./connection.js";
 import { clock, drawBars, drawShare, drawShareTrend, drawTimeline } from "./charts.js";
 import { cuesFromEvents, toSRT, toTableCSV, toVTT } from "./export.js";
-import { confidence, emotionShare, shareSeries, Store, textOn, toCSV, toJSONL } from "./store.js";
+import { nameSpeakerMessage } from "./protocol.js";
+import { confidence, emotionShare, shareSeries, speakerShares, Store, textOn, toCSV, toJSONL } from "./store.js";
 import { setupTryIt } from "./tryit.js";
 
 const FEED_ROWS = 40;
@@ -85,13 +86,17 @@ function render() {
   const latest = st ? st.latest : null;
   renderNow(st, latest);
   drawBars($("bars"), latest, store.labels, color);
+  const lanes = st && st.speakers.size ? st.liveSpeakers().map((key) => ({ key, name: key ? st.speakerName(key) : "unknown" })) : [];
   drawTimeline($("timeline"), utts, {
     spanS: Number($("tl-span").value),
     color,
     onHover: showTip,
     onLeave: hideTip,
+    lanes,
+    laneOf: (u) => st.resolveSpeaker(u.speaker) || "",
   });
   const windowS = Number($("share-span").value);
+  renderSpeakers(st, windowS);
   const share = emotionShare(utts, store.labels, windowS);
   drawShare($("share-bar"), share, store.labels, color);
   renderShareList(share);
@@ -240,10 +245,79 @@ function renderShareList(share) {
   }
 }
 
+// One row per speaker: a name field (renaming sends name_speaker: every client sees the new name), the
+// speaker's emotion share as a stacked bar, and their speaking time.
+function renderSpeakers(st, windowS) {
+  const box = $("speaker-list");
+  const card = box.closest(".card");
+  const rows = st ? speakerShares(st, store.labels, windowS) : [];
+  card.hidden = !rows.some((r) => r.speaker);
+  if (box.contains(document.activeElement)) return; // do not disturb a name being typed
+  box.replaceChildren();
+  for (const r of rows) {
+    const row = document.createElement("div");
+    row.className = "speaker-row";
+    row.dataset.speaker = r.speaker;
+    let name;
+    if (r.speaker) {
+      name = document.createElement("input");
+      name.className = "speaker-name";
+      name.type = "text";
+      name.maxLength = 64;
+      name.value = r.name;
+      name.dataset.speaker = r.speaker;
+      name.setAttribute("aria-label", `name of speaker ${r.speaker}`);
+      name.title = `speaker ${r.speaker}: type a name and press Enter`;
+      name.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter") name.blur();
+        if (ev.key === "Escape") {
+          name.value = r.name;
+          name.blur();
+        }
+      });
+      name.addEventListener("change", () => {
+        const text = name.value.trim();
+        if (text && text !== r.name) {
+          try {
+            conn.send(nameSpeakerMessage(st.id, r.speaker, text));
+          } catch (err) {
+            $("errors").textContent = `rename: ${err.message}`;
+          }
+        }
+      });
+    } else {
+      name = document.createElement("span");
+      name.className = "speaker-name unknown";
+      name.textContent = "unknown";
+    }
+    const bar = document.createElement("div");
+    bar.className = "speaker-bar";
+    for (const label of store.labels) {
+      const v = r.share[label];
+      if (!v || !v.share) continue;
+      const seg = document.createElement("span");
+      seg.className = "speaker-seg";
+      seg.dataset.label = label;
+      seg.style.width = `${(v.share * 100).toFixed(2)}%`;
+      seg.style.background = store.color(label);
+      seg.title = `${label} ${(v.share * 100).toFixed(0)}%`;
+      bar.append(seg);
+    }
+    const top = store.labels.map((l) => [l, r.share[l]?.share || 0]).sort((a, b) => b[1] - a[1])[0];
+    const secs = document.createElement("span");
+    secs.className = "speaker-secs";
+    secs.textContent = `${r.seconds.toFixed(1)} s${top && top[1] ? ` · mostly ${top[0]}` : ""}`;
+    row.append(name, bar, secs);
+    box.append(row);
+  }
+}
+
 function renderFeed(utts) {
   const feed = $("feed");
   const rows = utts.slice(-FEED_ROWS).reverse();
-  const key = rows.map((u) => `${u.run_id}:${u.seq}`).join(",");
+  const st = currentStream();
+  const names = st ? rows.map((u) => st.speakerName(u.speaker)).join(",") : "";
+  const key = rows.map((u) => `${u.run_id}:${u.seq}`).join(",") + names;
   if (feed.dataset.key === key) return;
   feed.dataset.key = key;
   feed.replaceChildren();
@@ -258,6 +332,13 @@ function renderFeed(utts) {
     const words = document.createElement("span");
     words.className = "feed-text";
     words.textContent = u.text || "—";
+    if (u.speaker && st) {
+      const who = document.createElement("span");
+      who.className = "feed-speaker";
+      who.dataset.speaker = st.resolveSpeaker(u.speaker) || "";
+      who.textContent = st.speakerName(u.speaker);
+      words.prepend(who, " ");
+    }
     li.append(t, chip(u.label), words);
     feed.append(li);
   }

@@ -38,11 +38,14 @@ const TICK_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
  * Utterances of the latest run on the source's timeline: one bar per utterance from start_s to
  * end_s, its colour the label, its height the label's score. `onHover(u, x, y)` / `onLeave()`.
  */
-export function drawTimeline(svg, utterances, { spanS, color, onHover, onLeave }) {
+export function drawTimeline(svg, utterances, { spanS, color, onHover, onLeave, lanes = [], laneOf = null }) {
   clear(svg);
-  const H = 150;
+  // One lane per speaker when there are speakers (lanes: [{key, name}]; laneOf(u) -> key).
+  const laned = lanes.length > 0 && laneOf !== null;
+  const laneH = laned ? Math.max(34, Math.min(60, 150 / lanes.length)) : 0;
+  const H = laned ? 36 + laneH * lanes.length : 150;
   const W = size(svg, H);
-  const pad = { l: 10, r: 10, t: 12, b: 24 };
+  const pad = { l: laned ? 92 : 10, r: 10, t: 12, b: 24 };
   const plotH = H - pad.t - pad.b;
   const run = utterances.length ? utterances[utterances.length - 1].run_id : null;
   const mine = utterances.filter((u) => u.run_id === run);
@@ -61,9 +64,20 @@ export function drawTimeline(svg, utterances, { spanS, color, onHover, onLeave }
     label.textContent = clock(t);
   }
   el("line", { x1: pad.l, x2: W - pad.r, y1: pad.t + plotH, y2: pad.t + plotH, class: "baseline" }, axis);
-  for (const frac of [0.5, 1]) {
-    el("line", { x1: pad.l, x2: W - pad.r, y1: pad.t + plotH * (1 - frac), y2: pad.t + plotH * (1 - frac),
-      class: "grid grid-h" }, axis);
+  const laneIndex = new Map(lanes.map((lane, i) => [lane.key, i]));
+  if (laned) {
+    lanes.forEach((lane, i) => {
+      const y0 = pad.t + i * laneH;
+      const g = el("g", { class: "lane", "data-speaker": lane.key }, axis);
+      if (i > 0) el("line", { x1: pad.l, x2: W - pad.r, y1: y0, y2: y0, class: "grid grid-h" }, g);
+      const name = el("text", { x: pad.l - 8, y: y0 + laneH / 2 + 4, "text-anchor": "end", class: "lane-name" }, g);
+      name.textContent = lane.name.length > 12 ? `${lane.name.slice(0, 11)}…` : lane.name;
+    });
+  } else {
+    for (const frac of [0.5, 1]) {
+      el("line", { x1: pad.l, x2: W - pad.r, y1: pad.t + plotH * (1 - frac), y2: pad.t + plotH * (1 - frac),
+        class: "grid grid-h" }, axis);
+    }
   }
 
   const bars = el("g", { class: "bars" }, svg);
@@ -72,12 +86,15 @@ export function drawTimeline(svg, utterances, { spanS, color, onHover, onLeave }
     const b = Number(u.end_s) || a;
     if (b < t0 || a > t1) continue;
     const conf = confidence(u);
-    const h = Math.max(6, plotH * Math.max(conf, 0.08));
+    const rowH = laned ? laneH - 6 : plotH;
+    const bottom = laned ? pad.t + ((laneIndex.get(laneOf(u)) ?? 0) + 1) * laneH - 3 : pad.t + plotH;
+    const h = Math.max(6, rowH * Math.max(conf, 0.08));
     const xa = Math.max(pad.l, x(a));
     const w = Math.max(3, Math.min(W - pad.r, x(b)) - xa);
     const rect = el("rect", {
-      x: xa, y: pad.t + plotH - h, width: w, height: h, rx: 3,
+      x: xa, y: bottom - h, width: w, height: h, rx: 3,
       fill: color(u.label), class: "utt", "data-label": u.label, "data-seq": u.seq,
+      "data-speaker": laned ? laneOf(u) : "",
     }, bars);
     rect.addEventListener("pointerenter", (ev) => onHover(u, ev.clientX, ev.clientY));
     rect.addEventListener("pointermove", (ev) => onHover(u, ev.clientX, ev.clientY));

@@ -4,7 +4,7 @@
 // Labels and colours are deliberately NOT listed here: the page takes them from the `hello` event,
 // so a checkpoint trained on other labels needs no change to the dashboard.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 // Events about the whole service rather than one source use this stream id.
 export const SERVICE_STREAM = "_service";
@@ -15,10 +15,12 @@ export const SERVICE_STREAM = "_service";
 export const CONNECTION_STREAM = "_connection";
 
 export const EVENT_TYPES = Object.freeze([
-  "hello", "speech", "transcript", "emotion", "stats", "error", "end", "lagged", "pong",
+  "hello", "speech", "transcript", "emotion", "stats", "error", "end", "lagged", "pong", "speaker",
 ]);
 
-export const CLIENT_TYPES = Object.freeze(["subscribe", "resume", "ping"]);
+export const CLIENT_TYPES = Object.freeze(["subscribe", "resume", "ping", "name_speaker"]);
+
+export const MAX_SPEAKER_NAME_CHARS = 64;
 
 export const ERROR_CODES = Object.freeze([
   "bad_message", "bad_request", "resume_unavailable", "source_failed", "device_lost", "stage_failed", "internal",
@@ -91,4 +93,14 @@ export function resumeMessage(afterSeq) {
 /** `{"type": "ping"}`: answered by a `pong` after every earlier message has been handled. */
 export function pingMessage() {
   return JSON.stringify({ type: "ping" });
+}
+
+/** `{"type": "name_speaker", ...}`: call a stream's speaker label (S1, ...) by a name, for every client. */
+export function nameSpeakerMessage(stream, speaker, name) {
+  const clean = String(name).split(/\s+/).filter(Boolean).join(" ");
+  if (!/^S[1-9][0-9]{0,3}$/.test(speaker)) throw new RangeError(`speaker must be a label like S1`);
+  if (!clean || clean.length > MAX_SPEAKER_NAME_CHARS) {
+    throw new RangeError(`name must have 1-${MAX_SPEAKER_NAME_CHARS} visible characters`);
+  }
+  return JSON.stringify({ type: "name_speaker", stream, speaker, name: clean });
 }

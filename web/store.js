@@ -18,6 +18,43 @@ export class StreamState {
     this.ended = false;
     this.lastTs = 0;
     this.runId = null;
+    // Speakers of the current run: label (S1...) -> {name, into}. `into`: merged into that label.
+    this.speakers = new Map();
+  }
+
+  noteSpeaker(label) {
+    if (typeof label === "string" && label && !this.speakers.has(label)) {
+      this.speakers.set(label, { name: null, into: null });
+    }
+  }
+
+  /** The label `label` stands for now (merges followed). */
+  resolveSpeaker(label) {
+    const seen = new Set();
+    let cur = label;
+    while (cur && this.speakers.has(cur) && this.speakers.get(cur).into && !seen.has(cur)) {
+      seen.add(cur);
+      cur = this.speakers.get(cur).into;
+    }
+    return cur || null;
+  }
+
+  /** What to call a label: its (resolved) speaker's name, else the label; "unknown" for null. */
+  speakerName(label) {
+    const live = this.resolveSpeaker(label);
+    if (!live) return "unknown";
+    const info = this.speakers.get(live);
+    return info && info.name ? info.name : live;
+  }
+
+  /** Live speakers (not merged away), in order of appearance; "" stands for utterances with none. */
+  liveSpeakers() {
+    const out = [];
+    for (const u of this.utterances) {
+      const key = this.resolveSpeaker(u.speaker) || "";
+      if (!out.includes(key)) out.push(key);
+    }
+    return out;
   }
 
   get latest() {
@@ -118,15 +155,26 @@ export class Store {
     if (st.runId !== run) {
       st.runId = run;
       st.ended = false;
+      st.speakers = new Map(); // labels are per run
     }
     if (event.type === "speech") {
       st.speaking = d.state === "start";
+    } else if (event.type === "speaker") {
+      const label = String(d.speaker || "");
+      st.noteSpeaker(label);
+      if (d.action === "named" && typeof d.name === "string") st.speakers.get(label).name = d.name;
+      if (d.action === "merged" && typeof d.into === "string" && d.into !== label) {
+        st.noteSpeaker(d.into);
+        st.speakers.get(label).into = d.into;
+      }
     } else if (event.type === "transcript") {
+      st.noteSpeaker(d.speaker);
       // Ordered like utterances: a new run's seq starts again at 0, yet its transcripts are the newer ones.
       const key = this.seqKey(run, event.seq);
       if (!st.transcript || key >= st.transcript.seq_key) st.transcript = { ...d, seq: event.seq, run_id: run, seq_key: key };
     } else if (event.type === "emotion") {
       st.speaking = false;
+      st.noteSpeaker(d.speaker);
       const u = {
         ...d,
         seq: event.seq,
@@ -186,6 +234,30 @@ export function emotionShare(utterances, labels, windowS) {
   }
   if (total > 0) for (const l of Object.keys(out)) out[l].share = out[l].seconds / total;
   return out;
+}
+
+/**
+ * Emotion share per speaker over the last `windowS` seconds (utterances of the latest run), merged labels
+ * counted as the speaker they turned out to be. Returns [{speaker, name, seconds, share: {label: {...}}}],
+ * most talkative first; `speaker` "" gathers utterances with no speaker.
+ */
+export function speakerShares(st, labels, windowS) {
+  const groups = new Map();
+  for (const u of st.utterances) {
+    const key = st.resolveSpeaker(u.speaker) || "";
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(u);
+  }
+  const latestRun = st.utterances.length ? st.utterances[st.utterances.length - 1].run_id : null;
+  const out = [];
+  for (const [key, utts] of groups) {
+    const mine = utts.filter((u) => u.run_id === latestRun);
+    if (!mine.length) continue;
+    const share = emotionShare(mine, labels, windowS);
+    const seconds = Object.values(share).reduce((a, v) => a + v.seconds, 0);
+    out.push({ speaker: key, name: key ? st.speakerName(key) : "unknown", seconds, share });
+  }
+  return out.sort((a, b) => b.seconds - a.seconds);
 }
 
 /** The session's events as JSONL (one event per line, each with its run_id), in (run, seq) order. */

@@ -18,8 +18,9 @@ from stream.evaluation.replay import (
     predictions_from_events,
     read_jsonl,
     replay,
+    speaker_merges,
 )
-from stream.evaluation.report import build_report, report_markdown
+from stream.evaluation.report import build_report, report_markdown, speaker_report
 from stream.evaluation.scoring import (
     EmotionScores,
     Match,
@@ -52,5 +53,7 @@ __all__ = [
     "read_truth_rows",
     "replay",
     "report_markdown",
+    "speaker_merges",
+    "speaker_report",
     "word_errors",
 ]

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import Config
-from stream.evaluation.replay import media_duration_s, oracle_labels, predictions_from_events, read_jsonl, replay
+from stream.evaluation.replay import (
+    media_duration_s,
+    oracle_labels,
+    predictions_from_events,
+    read_jsonl,
+    replay,
+    speaker_merges,
+)
 from stream.evaluation.report import build_report, report_markdown
 from stream.evaluation.scoring import Utterance
 from stream.evaluation.truth import TruthError, load_truth
@@ -67,10 +74,10 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
             "asr_model": config.asr.model,
             "checkpoint": config.classifier.checkpoint,
         }
-        pred, predictor = _predictions(config, args, extra)
+        pred, predictor, merges = _predictions(config, args, extra)
         oracle = None if args.no_oracle else _oracle(config, predictor, truth)
         try:
-            report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra)
+            report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra, merges=merges)
         except ValueError as exc:
             raise _Failed(2, str(exc)) from exc
     except _Failed as exc:
@@ -95,9 +102,11 @@ def _truth(args: argparse.Namespace) -> list[Utterance]:
         raise _Failed(2, str(exc)) from exc
 
 
-def _predictions(config: Config, args: argparse.Namespace, extra: dict[str, Any]) -> tuple[list[Utterance], Any]:
-    """The predicted utterances (from ``--events`` or a replay; timing into ``extra``) and the
-    classifier the replay loaded (None without a replay)."""
+def _predictions(
+    config: Config, args: argparse.Namespace, extra: dict[str, Any]
+) -> tuple[list[Utterance], Any, dict[str, str]]:
+    """The predicted utterances (from ``--events`` or a replay; timing into ``extra``), the
+    classifier the replay loaded (None without a replay) and the run's speaker merges."""
     predictor: Any = None
     try:
         if args.events is not None:
@@ -115,7 +124,8 @@ def _predictions(config: Config, args: argparse.Namespace, extra: dict[str, Any]
                 "audio_s": audio_s,
                 "rtf": result.run_s / audio_s if audio_s else None,
             }
-        return predictions_from_events(events, stream=args.stream), predictor
+        merges = speaker_merges(events, stream=args.stream)
+        return predictions_from_events(events, stream=args.stream), predictor, merges
     except (OSError, ValueError, RuntimeError) as exc:
         raise _Failed(1, str(exc)) from exc
 

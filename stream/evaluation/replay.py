@@ -40,6 +40,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return events
 
 
+def speaker_merges(events: Iterable[Mapping[str, Any]], *, stream: str | None = None) -> dict[str, str]:
+    """``speaker`` merge events of one stream as label -> the label it was found to be."""
+    merged: dict[str, str] = {}
+    for e in events:
+        d = e.get("data") or {}
+        if e.get("type") != "speaker" or d.get("action") != "merged":
+            continue
+        if stream is not None and e.get("stream") != stream:
+            continue
+        if isinstance(d.get("speaker"), str) and isinstance(d.get("into"), str):
+            merged[d["speaker"]] = d["into"]
+    return merged
+
+
 def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str | None = None) -> list[Utterance]:
     """The utterances one stream produced, in time order.
 
@@ -49,7 +63,7 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
     file) count by their ``emotion`` event. ``stream=None`` accepts the only stream there is and raises
     ``ValueError`` when there are several.
     """
-    kinds = ("speech", "transcript", "emotion")
+    kinds = ("speech", "transcript", "emotion")  # `speaker` events: see speaker_merges
     relevant = [e for e in events if e.get("type") in kinds]
     streams = sorted({str(e.get("stream")) for e in relevant})
     if stream is None and len(streams) > 1:
@@ -67,6 +81,8 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
                 slot["start_s"], slot["end_s"] = float(d["start_s"]), float(d["end_s"])
             if e["type"] in ("transcript", "emotion") and d.get("text"):
                 slot["text"] = str(d["text"])
+            if e["type"] in ("transcript", "emotion") and isinstance(d.get("speaker"), str):
+                slot["speaker"] = d["speaker"]
             if e["type"] == "emotion":
                 slot["label"] = d.get("label") if d.get("label") in LABELS else None
                 latency = d.get("latency_ms")
@@ -80,7 +96,14 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
             raise ValueError(f"{e['type']} event seq {e.get('seq')} has no usable start_s/end_s: {exc!r}") from exc
     out = [
         Utterance(
-            v["start_s"], v["end_s"], v.get("text", ""), v.get("label"), uid, v.get("latency_ms"), v.get("branches", ())
+            v["start_s"],
+            v["end_s"],
+            v.get("text", ""),
+            v.get("label"),
+            uid,
+            v.get("latency_ms"),
+            v.get("speaker"),
+            v.get("branches", ()),
         )
         for uid, v in found.items()
         if "start_s" in v
@@ -122,8 +145,9 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     import asyncio
     import dataclasses
 
-    from stream.models import load_models
+    from stream.models import load_models, load_speaker_stage
     from stream.service import RunOptions, run_service
+    from training.weights import ModelError
 
     cfg = dataclasses.replace(
         config,
@@ -137,7 +161,13 @@ def replay(config: Config, media: str | Path, events_path: str | Path) -> Replay
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
     t1 = time.perf_counter()
     options = RunOptions(sources=(str(media),), jsonl=str(events_path), exit_when_done=True, quiet=True)
-    status = asyncio.run(run_service(cfg, options, models=(transcriber, predictor)))
+    speakers = None
+    if cfg.speakers.enabled:
+        try:
+            speakers = load_speaker_stage(cfg)
+        except ModelError as exc:  # e.g. Resemblyzer not installed: scored without speaker labels
+            logger.warning("no speaker labels in this replay: %s", exc)
+    status = asyncio.run(run_service(cfg, options, models=(transcriber, predictor), speakers=speakers))
     t2 = time.perf_counter()
     if status != 0:
         raise RuntimeError(f"the replay of {media} failed (exit status {status}; see the log above)")

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stream.evaluation.scoring import Match, Utterance, WordErrors, align, emotion_scores, word_errors
+from stream.evaluation.speaker_scoring import speaker_scores
 from stream.records import LABELS
 
 __all__ = ["build_report", "report_markdown"]
@@ -36,6 +37,7 @@ def build_report(
     oracle: Sequence[str] | None = None,
     min_overlap: float = 0.5,
     extra: Mapping[str, Any] | None = None,
+    merges: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score ``pred`` against ``truth`` (both in time order). ``oracle``: the classifier's label for
     each truth utterance's own text, in truth order (the text oracle); ``None`` leaves it out."""
@@ -82,6 +84,9 @@ def build_report(
     by_branch = _branch_scores(pred, truth, scored)
     if by_branch:
         report["emotion_by_branch"] = by_branch
+    speakers = speaker_report(pred, truth, matches, merges or {})
+    if speakers is not None:
+        report["speakers"] = speakers
     if oracle is not None:
         known = [k for k, u in enumerate(truth) if u.emotion]
         report["text_oracle"] = {
@@ -108,6 +113,28 @@ def _branch_scores(pred: Sequence[Utterance], truth: Sequence[Utterance], scored
     }
     out["fused"] = emotion_scores(gold, [pred[m.pred].emotion or "" for m in rows]).to_dict()
     return out
+
+
+def _resolve(label: str | None, merges: Mapping[str, str]) -> str | None:
+    seen: set[str] = set()
+    while label is not None and label in merges and label not in seen:
+        seen.add(label)
+        label = merges[label]
+    return label
+
+
+def speaker_report(
+    pred: Sequence[Utterance], truth: Sequence[Utterance], matches: Sequence[Match], merges: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """Speaker scores on matched utterances whose truth names a speaker (``None`` when none does):
+    the labels as sent, and as the run's ``speaker`` merge events say they should be read."""
+    pairs = [m for m in matches if truth[m.truth].speaker]
+    if not pairs:
+        return None
+    people = [truth[m.truth].speaker or "" for m in pairs]
+    sent = speaker_scores(people, [pred[m.pred].speaker for m in pairs])
+    after = speaker_scores(people, [_resolve(pred[m.pred].speaker, merges) for m in pairs])
+    return {"as_sent": sent.to_dict(), "after_merges": after.to_dict(), "merges": len(merges)}
 
 
 def _finite(value: float) -> float | None:
@@ -170,6 +197,14 @@ def report_markdown(report: Mapping[str, Any]) -> str:
                 f"fused | {_fmt(branch['text_only'][key])} / {_fmt(branch['audio_only'][key])} / "
                 f"{_fmt(branch['fused'][key])} | |"
             )
+    if "speakers" in report:
+        sp, after = report["speakers"]["as_sent"], report["speakers"]["after_merges"]
+        lines += [
+            f"| speakers (true / labels sent) | {sp['true_speakers']} / {sp['predicted_speakers']} | |",
+            f"| speaker error, as sent (after {report['speakers']['merges']} merges) | {_fmt(sp['error'])} "
+            f"({_fmt(after['error'])}) | |",
+            f"| speaker purity / coverage | {_fmt(sp['purity'])} / {_fmt(sp['coverage'])} | |",
+        ]
     if "all_truth" in report.get("text_oracle", {}):
         all_t = report["text_oracle"]["all_truth"]
         lines.append(

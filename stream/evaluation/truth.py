@@ -111,9 +111,11 @@ def read_truth_rows(
                     f"{stem}/dia{(row.get('Dialogue_ID') or '?').strip()}_utt{(row.get('Utterance_ID') or '?').strip()}"
                 )
                 utt_text, emotion = _repair(row["Utterance"]), row["Emotion"]
+                speaker = (row.get("Speaker") or "").strip() or None
             else:
                 start, end = float(row["start_s"]), float(row["end_s"])
                 uid, utt_text, emotion = f"row{line}", row["text"] or "", row["emotion"] or ""
+                speaker = (row.get("speaker") or "").strip() or None  # optional column
         except ValueError as exc:
             raise TruthError(f"{where}: {exc}") from exc
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
@@ -122,7 +124,9 @@ def read_truth_rows(
             # MELD test has one such row; a zero-length span cannot be aligned, so it is left out.
             logger.warning("%s: end %.3f s is not after start %.3f s; row skipped", where, end, start)
             continue
-        rows.append(Utterance(start + offset_s, end + offset_s, utt_text.strip(), _label(emotion, where), uid))
+        rows.append(
+            Utterance(start + offset_s, end + offset_s, utt_text.strip(), _label(emotion, where), uid, speaker=speaker)
+        )
     if is_meld and len(episodes) > 1:
         raise TruthError(
             f"{source} spans {len(episodes)} episodes; choose one with --season S --episode E "

@@ -9,17 +9,45 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from stream.protocol import Event
 
-__all__ = ["EventBus", "JsonlWriter", "Sink"]
+if TYPE_CHECKING:
+    from stream.events.hub import Published
+
+__all__ = ["EventBus", "EventHistory", "JsonlWriter", "Sink"]
 
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[Event], None]
+
+
+class EventHistory(Protocol):
+    """The logged events a websocket server replays for ``resume`` -- the reading half of a bus.
+
+    Two implementations: the in-process event log (:class:`stream.events.eventlog.LogHistory`, one
+    ``emostream run``) and Redis Streams (:class:`stream.events.redis_bus.RedisHistory`, shared by
+    every gateway). The live half is a :class:`stream.events.hub.Hub` either way: fed by the
+    :class:`EventBus` in-process, or by a gateway's reader of Redis.
+    """
+
+    run_id: str
+
+    async def head_seq(self) -> int | None:
+        """The newest logged seq anywhere (``None`` before the first): may be ahead of the hub."""
+        ...
+
+    async def problem(self, after_seq: int) -> str | None:
+        """Why a replay after ``after_seq`` may miss events, or ``None``."""
+        ...
+
+    def replay(self, after_seq: int, upto_seq: int) -> AsyncIterator[Event | Published]:
+        """The logged events with ``after_seq < seq <= upto_seq``, in seq order (with their JSON text
+        when the history stores it)."""
+        ...
 
 
 class EventBus:

@@ -18,14 +18,14 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
 
 from stream.protocol import Event, ProtocolError
 
-__all__ = ["EventLog", "EventLogError", "new_run_id", "read_events"]
+__all__ = ["EventLog", "EventLogError", "LogHistory", "new_run_id", "read_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,3 +184,31 @@ def _read_events(path: Path, after_seq: int, start: int) -> Iterator[Event]:
                 continue
             if event.seq > after_seq:
                 yield event
+
+
+class LogHistory:
+    """The in-process :class:`stream.events.bus.EventHistory`: this run's event log.
+
+    ``head_seq`` is the hub's watermark (``last_seq``): in one process every logged event is
+    published to the hub as soon as it is written.
+    """
+
+    def __init__(self, log: EventLog, last_seq: Callable[[], int | None]) -> None:
+        self.log = log
+        self.run_id = log.run_id
+        self._last_seq = last_seq
+
+    async def head_seq(self) -> int | None:
+        return self._last_seq()
+
+    async def problem(self, after_seq: int) -> str | None:
+        if self.log.write_errors:
+            return f"{self.log.write_errors} events could not be logged; the replay may have gaps"
+        return None
+
+    async def replay(self, after_seq: int, upto_seq: int) -> AsyncIterator[Event]:
+        # Events, not their JSON: a filtered-out replay then costs no encoding at all.
+        for event in self.log.read_after(after_seq):
+            if event.seq > upto_seq:
+                return
+            yield event

@@ -19,11 +19,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from stream.protocol import CONNECTION_STREAM, SERVICE_STREAM, Event, lagged_data
 
 __all__ = ["Hub", "HubStats", "Published", "Subscription"]
+
+_NONE: frozenset[Subscription] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,9 @@ class Subscription:
 
     def set_streams(self, streams: Iterable[str] | None) -> None:
         """Receive only these streams (``None``: all). Service-wide events always pass."""
-        self.streams = None if streams is None else frozenset(streams)
+        new = None if streams is None else frozenset(streams)
+        self._hub._reindex(self, self.streams, new)
+        self.streams = new
 
     def accepts(self, stream: str) -> bool:
         return self.streams is None or stream in self.streams or stream in (SERVICE_STREAM, CONNECTION_STREAM)
@@ -149,6 +154,7 @@ class Subscription:
     def close(self) -> None:
         """Leave the hub. Idempotent."""
         self.closed = True
+        self._hub._reindex(self, self.streams, None, leaving=True)
         self._hub._subscribers.discard(self)
         self._queue.clear()
         self._wakeup.set()
@@ -163,6 +169,10 @@ class Hub:
         self.queue_events = queue_events
         self._clock = clock
         self._subscribers: set[Subscription] = set()
+        # The same subscribers indexed by filter, so an event costs its matching subscribers only:
+        # those taking every stream, and those that named its stream.
+        self._every_stream: set[Subscription] = set()
+        self._by_stream: dict[str, set[Subscription]] = {}
         self._last_seq: int | None = None
         self._dropped_total = 0
 
@@ -171,23 +181,62 @@ class Hub:
         """The highest seq published so far (``None`` before the first event): the watermark."""
         return self._last_seq
 
-    def publish(self, event: Event) -> None:
-        """Queue ``event`` for every live subscriber whose filter accepts it. Never blocks."""
+    def publish(self, event: Event, payload: str | None = None) -> None:
+        """Queue ``event`` for every live subscriber whose filter accepts it. Never blocks.
+
+        ``payload`` is the event's JSON when the caller already has it (a gateway reading Redis).
+        """
         if self._last_seq is None or event.seq > self._last_seq:
             self._last_seq = event.seq
         if not self._subscribers:
             return
+        stream = event.stream
+        groups: tuple[AbstractSet[Subscription], ...]
+        if stream in (SERVICE_STREAM, CONNECTION_STREAM):
+            groups = (self._subscribers,)
+        else:
+            groups = (self._every_stream, self._by_stream.get(stream, _NONE))
         item: Published | None = None
-        for sub in self._subscribers:
-            if sub.live and sub.accepts(event.stream):
-                if item is None:
-                    item = Published.of(event)
-                sub._push(item)
+        for group in groups:
+            for sub in group:
+                if sub.live:
+                    if item is None:
+                        item = Published(event, payload) if payload is not None else Published.of(event)
+                    sub._push(item)
+
+    def _reindex(
+        self, sub: Subscription, old: frozenset[str] | None, new: frozenset[str] | None, *, leaving: bool = False
+    ) -> None:
+        if sub not in self._subscribers:
+            return  # not yet subscribed (the constructor), or already closed
+        if old is None:
+            self._every_stream.discard(sub)
+        else:
+            for name in old:
+                bucket = self._by_stream.get(name)
+                if bucket is not None:
+                    bucket.discard(sub)
+                    if not bucket:
+                        del self._by_stream[name]
+        if leaving:
+            return
+        if new is None:
+            self._every_stream.add(sub)
+        else:
+            for name in new:
+                self._by_stream.setdefault(name, set()).add(sub)
+
+    def advance(self, seq: int) -> None:
+        """Raise the watermark to ``seq`` without publishing (a gateway starting after events it
+        will not fan out live: they are in the bus's history for ``resume``)."""
+        if self._last_seq is None or seq > self._last_seq:
+            self._last_seq = seq
 
     def subscribe(self, streams: Iterable[str] | None = None, *, live: bool = True) -> Subscription:
         """A new subscription (all streams by default). Close it with :meth:`Subscription.close`."""
         sub = Subscription(self, streams, live=live)
         self._subscribers.add(sub)
+        self._reindex(sub, None, sub.streams)
         return sub
 
     def go_live(self, sub: Subscription, after_seq: int) -> bool:

@@ -8,17 +8,31 @@ exact sample index on the source's own timeline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 
 import numpy as np
 
 from stream.config import VADConfig
-from stream.records import SAMPLE_RATE_HZ, AudioChunk, SegmentItem, SourceItem, SourceProblem, SpeechBegan, Utterance
-from stream.stages.segmenter import Framer, Segmenter, SegmenterParams, SpeechStart, UtteranceEnd
+from stream.records import (
+    SAMPLE_RATE_HZ,
+    AudioChunk,
+    SegmentItem,
+    SourceItem,
+    SourceProblem,
+    SpeechBegan,
+    Transcript,
+    Utterance,
+)
+from stream.stages.segmenter import Framer, Segmenter, SegmenterOutput, SegmenterParams, SpeechStart, TurnPause
 from stream.stages.vad import FrameClassifier
 
-__all__ = ["SegmentStage", "segmenter_params"]
+__all__ = ["SegmentStage", "TurnCheck", "segmenter_params"]
+
+# The end-of-turn check: audio of the open utterance so far -> its transcript when it ends a sentence.
+TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
 
 
 def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
@@ -31,6 +45,7 @@ def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
         min_speech_ms=vad_cfg.min_speech_ms,
         max_utterance_ms=round(vad_cfg.max_utterance_s * 1000),
         end_silence_ms=vad_cfg.end_silence_ms,
+        turn_pause_ms=vad_cfg.end_of_turn_pause_ms,
     )
 
 
@@ -49,6 +64,8 @@ class SegmentStage:
         *,
         speed: float | None = 1.0,
         executor: Executor | None = None,
+        first_utterance: int = 0,
+        turn_check: TurnCheck | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._vad = vad
@@ -56,7 +73,14 @@ class SegmentStage:
         self._seg = Segmenter(params)
         self._speed = speed
         self._executor = executor
-        self._count = 0
+        # End of turn: at a short pause, the words so far are checked; a finished sentence ends the utterance.
+        self._turn_check = turn_check if params.turn_pause_ms else None
+        self._todo: deque[tuple[int, np.ndarray]] = deque()  # frames after a pause, fed once it is decided
+        self._pause: TurnPause | None = None
+        self._early_s = 0.0
+        self.turn_checks = 0
+        self.turn_ends = 0
+        self._count = first_utterance  # utterances numbered before (a resumed replay continues the ids)
         self._current = ""
         self._last: AudioChunk | None = None
         self.audio_s = 0.0
@@ -70,9 +94,11 @@ class SegmentStage:
             return chunk.arrival
         return chunk.arrival - max(0, chunk.end_sample - sample) / (SAMPLE_RATE_HZ * self._speed)
 
-    def _convert(self, outputs: Sequence[SpeechStart | UtteranceEnd]) -> list[SegmentItem]:
+    def _convert(self, outputs: Sequence[SegmenterOutput], early: Transcript | None = None) -> list[SegmentItem]:
         items: list[SegmentItem] = []
         for out in outputs:
+            if isinstance(out, TurnPause):
+                continue
             if isinstance(out, SpeechStart):
                 self._count += 1
                 self._current = f"{self.stream_id}-{self._count}"
@@ -88,6 +114,8 @@ class SegmentStage:
                         audio=(out.pcm.astype(np.float32) / 32768.0),
                         speech_end_at=self._wall_time(out.speech_end_sample),
                         forced=out.forced,
+                        transcript=early,
+                        transcript_s=self._early_s if early is not None else 0.0,
                     )
                 )
         return items
@@ -96,13 +124,30 @@ class SegmentStage:
         gap, frames = self._framer.push(chunk.pcm, chunk.start_sample)
         items: list[SegmentItem] = []
         if gap:  # close what was open before the lost audio, timed against the chunks before it
+            self._todo.clear()
+            self._pause = None
             items += self._convert(self._seg.flush())
             self._vad.reset()
         self._last = chunk
-        outputs: list[SpeechStart | UtteranceEnd] = []
-        for start, frame in frames:
-            outputs += self._seg.push(start, frame, self._vad.is_speech(frame))
-        return items + self._convert(outputs)
+        self._todo.extend(frames)
+        return items + self._feed()
+
+    def _feed(self) -> list[SegmentItem]:
+        """Feed pending frames until they run out or a pause needs the end-of-turn check."""
+        outputs: list[SegmenterOutput] = []
+        while self._todo and self._pause is None:
+            start, frame = self._todo.popleft()
+            step = self._seg.push(start, frame, self._vad.is_speech(frame))
+            outputs += step
+            if self._turn_check is not None:
+                self._pause = next((o for o in step if isinstance(o, TurnPause)), None)
+        return self._convert(outputs)
+
+    def _decide_turn(self, early: Transcript | None) -> list[SegmentItem]:
+        """After a pause was checked: end the utterance there when ``early`` says so, then go on feeding."""
+        self._pause = None
+        items = self._convert(self._seg.end_turn(), early) if early is not None else []
+        return items + self._feed()
 
     def _flush(self) -> list[SegmentItem]:
         return self._convert(self._seg.flush())
@@ -116,5 +161,16 @@ class SegmentStage:
             self.audio_s += item.pcm.size / SAMPLE_RATE_HZ
             for out in await loop.run_in_executor(self._executor, self._process, item):
                 yield out
+            while self._pause is not None and self._turn_check is not None:
+                # Later frames wait for the decision (a live source buffers them meanwhile), so where an
+                # utterance ends never depends on how fast the check was.
+                pcm = self._seg.current_pcm()
+                t0 = time.perf_counter()
+                early = await self._turn_check(pcm.astype(np.float32) / 32768.0)
+                self._early_s = time.perf_counter() - t0
+                self.turn_checks += 1
+                self.turn_ends += early is not None
+                for out in await loop.run_in_executor(self._executor, self._decide_turn, early):
+                    yield out
         for out in self._flush():
             yield out

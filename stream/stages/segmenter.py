@@ -16,6 +16,12 @@ Rules (all lengths rounded up to whole frames):
   starts a new candidate with no pre-roll, so no sample belongs to two utterances; when it resumes
   within ``end_silence`` it continues the cut utterance and is kept however short.
 * :meth:`Segmenter.flush` (end of input) ends a confirmed utterance and drops an unconfirmed one.
+* End of turn: with ``turn_pause_ms`` set, a pause of that length inside a confirmed utterance is
+  reported once (:class:`TurnPause`). A pause is either VAD silence, or -- because the VAD's hangover
+  hides most of a 150-250 ms gap between two people -- 10 ms sub-frames more than ``QUIET_BELOW_PEAK_DB``
+  under the utterance's loudest one. The caller may then end the utterance right there
+  (:meth:`Segmenter.end_turn`, e.g. when the words so far end a sentence) before it feeds the next frame;
+  otherwise the utterance goes on as usual.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 
 from training.audio import SAMPLE_RATE_HZ
 
-__all__ = ["Framer", "Segmenter", "SegmenterParams", "SpeechStart", "UtteranceEnd"]
+__all__ = ["Framer", "Segmenter", "SegmenterParams", "SpeechStart", "TurnPause", "UtteranceEnd"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +48,12 @@ class SegmenterParams:
     min_speech_ms: int = 250
     max_utterance_ms: int = 15000
     end_silence_ms: int = 500
+    turn_pause_ms: int = 0  # 0: no TurnPause outputs
 
     def __post_init__(self) -> None:
         if self.frame_samples <= 0:
             raise ValueError(f"frame_samples must be positive, got {self.frame_samples}")
-        for name in ("pre_roll_ms", "post_roll_ms", "min_speech_ms", "end_silence_ms"):
+        for name in ("pre_roll_ms", "post_roll_ms", "min_speech_ms", "end_silence_ms", "turn_pause_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_utterance_ms * self.sample_rate_hz < 1000 * self.frame_samples:
@@ -75,7 +82,18 @@ class UtteranceEnd:
     forced: bool = False  # cut at max_utterance, not ended by silence
 
 
-SegmenterOutput = SpeechStart | UtteranceEnd
+@dataclass(frozen=True, slots=True)
+class TurnPause:
+    """A confirmed utterance has paused for ``turn_pause_ms``: a chance to end it (:meth:`Segmenter.end_turn`)."""
+
+    speech_end_sample: int
+
+
+SegmenterOutput = SpeechStart | UtteranceEnd | TurnPause
+
+# A sub-frame this far under the utterance's loudest is a pause, whatever the VAD says (its hangover).
+QUIET_BELOW_PEAK_DB = 30.0
+_SUBFRAME_MS = 10
 
 
 class Framer:
@@ -121,6 +139,15 @@ class Segmenter:
         self._post_frames = params.frames(params.post_roll_ms)
         self._min_frames = max(1, params.frames(params.min_speech_ms))
         self._end_frames = max(1, params.frames(params.end_silence_ms))
+        self._turn_frames = params.frames(params.turn_pause_ms) if params.turn_pause_ms else 0
+        sub = params.sample_rate_hz * _SUBFRAME_MS // 1000
+        self._sub = sub if params.frame_samples % sub == 0 else params.frame_samples
+        self._sub_ms = self._sub * 1000 / params.sample_rate_hz
+        self._peak_db = -200.0  # the open utterance's loudest sub-frame
+        self._quiet_ms = 0.0  # the current run of quiet sub-frames
+        self._quiet_start = 0  # where that run began (sample)
+        self._quiet_reported = False
+        self._turn_cut = 0  # where end_turn() cuts (sample)
         self._max_frames = max(1, params.max_utterance_ms * params.sample_rate_hz // (1000 * params.frame_samples))
         self._preroll: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, self._pre_frames))
         self._frames: list[tuple[int, np.ndarray]] = []  # the candidate/utterance, pre-roll included
@@ -175,6 +202,10 @@ class Segmenter:
             out.append(SpeechStart(self._frames[0][0]))
             index = len(self._frames) - 1
         silence = index - self._last_speech
+        if self._turn_frames:
+            pause = self._turn_pause(start_sample, frame, silence)
+            if pause is not None and self._confirmed:
+                out.append(pause)
         if silence >= max(self._end_frames, self._post_frames):
             if self._confirmed:
                 out.append(self._finish(self._last_speech + self._post_frames + 1, forced=False))
@@ -205,6 +236,46 @@ class Segmenter:
             else:
                 self._since_forced = len(rest) if len(rest) < self._end_frames else None
         return out
+
+    def _turn_pause(self, start_sample: int, frame: np.ndarray, silence: int) -> TurnPause | None:
+        """Track quiet sub-frames; a :class:`TurnPause` when a pause reaches ``turn_pause_ms`` (once each)."""
+        x = frame.astype(np.float64)
+        n = x.size // self._sub
+        db = 10 * np.log10(np.mean(x[: n * self._sub].reshape(n, self._sub) ** 2, axis=1) + 1.0)
+        self._peak_db = max(self._peak_db, float(db.max()))
+        for k, level in enumerate(db):
+            if level < self._peak_db - QUIET_BELOW_PEAK_DB:
+                if self._quiet_ms == 0:
+                    self._quiet_start = start_sample + k * self._sub
+                self._quiet_ms += self._sub_ms
+            else:
+                self._quiet_ms = 0.0
+                self._quiet_reported = False
+        if self._quiet_ms >= self.params.turn_pause_ms and not self._quiet_reported and silence < self._end_frames:
+            self._quiet_reported = True
+            self._turn_cut = self._quiet_start
+            return TurnPause(self._quiet_start)
+        if self._turn_frames == silence < self._end_frames and not self._quiet_reported:
+            last = self._frames[self._last_speech]
+            self._turn_cut = last[0] + last[1].size
+            return TurnPause(self._turn_cut)
+        return None
+
+    def end_turn(self) -> list[SegmenterOutput]:
+        """End the open utterance at the last :class:`TurnPause`: one frame past where the pause began,
+        at most ``post_roll`` past the last speech frame. The rest may be the next utterance's pre-roll.
+        No-op when none is open."""
+        if not (self._active and self._confirmed):
+            return []
+        cut = next((i for i, (start, _) in enumerate(self._frames) if start >= self._turn_cut), len(self._frames))
+        keep = max(self._first_speech + 1, min(cut + 1, self._last_speech + self._post_frames + 1, len(self._frames)))
+        return [self._finish(keep, forced=False)]
+
+    def current_pcm(self) -> np.ndarray:
+        """The open utterance's audio so far (pre-roll and the pause included); empty when none is open."""
+        if not self._active:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate([f for _, f in self._frames])
 
     def flush(self) -> list[SegmenterOutput]:
         """End of input: close a confirmed utterance, drop an unconfirmed candidate, forget pre-roll."""
@@ -246,6 +317,9 @@ class Segmenter:
             self._preroll.extend(frames[-self._pre_frames :])
 
     def _reset(self) -> None:
+        self._peak_db = -200.0
+        self._quiet_ms = 0.0
+        self._quiet_reported = False
         self._frames = []
         self._flags = []
         self._active = False

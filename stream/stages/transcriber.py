@@ -45,6 +45,7 @@ __all__ = [
     "Transcriber",
     "WhisperTranscriber",
     "decoding_loop",
+    "ends_sentence",
     "hallucination_reason",
 ]
 
@@ -126,6 +127,9 @@ class _Decoded:
 class WhisperTranscriber:
     """faster-whisper with the packaged weights; blocking -- call from a worker thread.
 
+    ``stateless``: a result depends on the audio alone, so the pipeline may also ask it about an open
+    utterance (the end-of-turn check).
+
     Utterances up to 30 s take the trimmed path (see the module docstring). Its result is redone on
     the padded path when it looped, or when it is empty or Whisper doubts it (no-speech probability
     above ``asr.no_speech_threshold``, average log-prob below ``asr.min_avg_logprob``, or a detected
@@ -138,6 +142,8 @@ class WhisperTranscriber:
     feature vector``, see ``EmotionPredictor.attach_asr``), the trimmed path hands its encoder output
     over and the transcript carries the audio branch's features; no second encoder runs.
     """
+
+    stateless = True
 
     def __init__(
         self,
@@ -361,6 +367,17 @@ def decoding_loop(tokens: Sequence[int], *, min_repeats: int = 4, min_tokens: in
     return False
 
 
+_SENTENCE_END = re.compile(r"[.?!][\"')\]]*$")
+
+
+def ends_sentence(transcript: Transcript) -> bool:
+    """Whether Whisper's text ends a sentence (``.``, ``?``, ``!``; not an ellipsis) and was kept."""
+    text = transcript.text.strip()
+    if transcript.dropped or not text or text.endswith(("...", "…")):
+        return False
+    return _SENTENCE_END.search(text) is not None
+
+
 class TranscribeStage:
     """``Utterance`` in, ``Transcribed`` out, one at a time in a dedicated Whisper thread.
 
@@ -378,7 +395,10 @@ class TranscribeStage:
         self._executor = executor  # the caller's to shut down; None: each run() makes and ends its own
         self._clock = clock
         self.audio_s = 0.0  # audio transcribed so far
-        self.busy_s = 0.0  # time spent transcribing it
+        self.busy_s = 0.0  # time spent transcribing it (end-of-turn checks included)
+        self.check_audio_s = 0.0  # audio the end-of-turn checks transcribed
+        self.reused = 0  # utterances whose transcript came from their end-of-turn check
+        self._running: Executor | None = executor  # the Whisper thread of the run in progress
 
     @property
     def rtf(self) -> float:
@@ -390,12 +410,36 @@ class TranscribeStage:
         """How the transcriber decoded so far (e.g. ``trimmed``, ``padded``)."""
         return dict(self._transcriber.paths)
 
+    async def end_of_turn(self, audio: np.ndarray) -> Transcript | None:
+        """The transcript of ``audio`` (an open utterance up to a short pause) if it ends a sentence, else None.
+
+        Runs in the Whisper thread (after what is already queued there) while :meth:`run` is running. When
+        it ends the utterance, the transcript is reused for it (``Utterance.transcript``): no second pass.
+        """
+        loop = asyncio.get_running_loop()
+        t0 = self._clock()
+        try:
+            transcript = await loop.run_in_executor(self._running, self._transcriber.transcribe, audio)
+        except Exception:
+            logger.exception("the end-of-turn check failed; the utterance goes on")
+            return None
+        finally:
+            self.busy_s += self._clock() - t0
+            self.check_audio_s += audio.size / SAMPLE_RATE_HZ
+        return transcript if ends_sentence(transcript) else None
+
     async def run(self, inp: AsyncIterator[Utterance]) -> AsyncIterator[Transcribed]:
         loop = asyncio.get_running_loop()
         own = None if self._executor is not None else ThreadPoolExecutor(1, thread_name_prefix="whisper")
         executor = self._executor or own
+        self._running = executor
         try:
             async for utt in inp:
+                if utt.transcript is not None:  # made by the end-of-turn check on this same audio
+                    self.audio_s += utt.duration_s
+                    self.reused += 1
+                    yield Transcribed(utt, utt.transcript, None, utt.transcript_s)
+                    continue
                 t0 = self._clock()
                 try:
                     transcript = await loop.run_in_executor(executor, self._transcriber.transcribe, utt.audio)
@@ -408,5 +452,6 @@ class TranscribeStage:
                 self.audio_s += utt.duration_s
                 yield Transcribed(utt, transcript, error, spent)
         finally:
+            self._running = self._executor
             if own is not None:
                 own.shutdown(wait=False, cancel_futures=True)

@@ -11,7 +11,7 @@ from stream.evaluation import Utterance
 
 
 def _ev(kind: str, ts: float, **data: Any) -> dict[str, Any]:
-    return {"v": 1, "type": kind, "seq": 0, "stream": "s", "ts": ts, "data": data}
+    return {"v": 2, "type": kind, "seq": 0, "stream": "s", "ts": ts, "data": data}
 
 
 def test_breakdown_splits_the_stages_and_recovers_the_truth_timeline() -> None:

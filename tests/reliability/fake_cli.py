@@ -1,4 +1,4 @@
-"""``emostream`` exactly as shipped, except that the two models are the scripted fakes.
+"""``emostream`` exactly as shipped, except that the two models are the scripted fakes (and no speaker stage).
 
 Run as ``python -m reliability.fake_cli run ...`` (with ``tests/`` and the repository on
 ``PYTHONPATH``). Faults come from the environment so a test can place them:
@@ -26,6 +26,11 @@ def _fake_models(config: object) -> tuple[FakeTranscriber, FakePredictor]:
     )
 
 
+async def _no_speakers(config: object, enrolment: object) -> None:
+    return None  # the GE2E encoder is a real model: these tests are about faults, not speakers
+
+
 if __name__ == "__main__":
     stream.models.load_models = _fake_models  # type: ignore[assignment]
+    stream.models.speaker_stage_or_none = _no_speakers  # type: ignore[assignment]
     sys.exit(main())

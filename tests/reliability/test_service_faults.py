@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from stream.protocol import PROTOCOL_VERSION
+
 from .media import ESPEAK, FFMPEG, MediaCase, build_corpus, make_speech
 
 pytestmark = [
@@ -86,7 +88,7 @@ def check_envelopes(events: list[dict[str, Any]]) -> None:
     assert seqs == sorted(set(seqs)), "seq must be strictly increasing"
     for e in events:
         assert set(e) == {"v", "type", "seq", "stream", "ts", "data"}, e
-        assert e["v"] == 1 and isinstance(e["data"], dict)
+        assert e["v"] == PROTOCOL_VERSION and isinstance(e["data"], dict)
 
 
 def by_stream(events: list[dict[str, Any]], stream: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ async def test_seq_is_strictly_increasing_and_ts_comes_from_the_clock() -> None:
     assert [e.seq for e in (a, b, c)] == [0, 1, 2]
     assert [e.ts for e in got] == [100.0, 100.5, 101.25]
     assert got == [a, b, c]
-    assert a.to_dict() == {"v": 1, "type": "speech", "seq": 0, "stream": "s1", "ts": 100.0, "data": {"state": "start"}}
+    assert a.to_dict() == {"v": 2, "type": "speech", "seq": 0, "stream": "s1", "ts": 100.0, "data": {"state": "start"}}
     assert bus.last_seq == 2
     assert bus.counts == {"speech": 2, "end": 1}
 

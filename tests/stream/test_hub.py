@@ -111,3 +111,26 @@ async def test_get_waits_for_publish_and_wake() -> None:
 def test_queue_bound_is_checked() -> None:
     with pytest.raises(ValueError, match="queue_events"):
         Hub(queue_events=0)
+
+
+def test_filters_are_indexed_and_follow_subscribe_changes() -> None:
+    """An event costs only its matching subscribers; the index follows `subscribe` and `close`."""
+    hub = Hub(queue_events=10)
+    every, ep1, ep2, none = hub.subscribe(), hub.subscribe(["ep1"]), hub.subscribe(["ep2"]), hub.subscribe([])
+    hub.publish(ev(1, "ep1"))
+    hub.publish(ev(2, SERVICE_STREAM))
+    got = {name: [i.event.seq for i in s.take(10)] for name, s in (("every", every), ("ep1", ep1), ("ep2", ep2),
+                                                                     ("none", none))}  # fmt: skip
+    assert got == {"every": [1, 2], "ep1": [1, 2], "ep2": [2], "none": [2]}
+    ep2.set_streams(["ep1", "ep3"])
+    ep1.set_streams(None)
+    every.close()
+    hub.publish(ev(3, "ep1"))
+    hub.publish(ev(4, "ep3"))
+    assert [i.event.seq for i in ep2.take(10)] == [3, 4]
+    assert [i.event.seq for i in ep1.take(10)] == [3, 4]
+    assert every.take(10) == [] and none.take(10) == []
+    ep2.close()
+    ep1.close()
+    none.close()
+    assert not hub._by_stream and not hub._every_stream and not hub._subscribers

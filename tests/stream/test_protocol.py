@@ -57,7 +57,7 @@ def emotion(**over: Any) -> dict[str, Any]:
         "latency_ms": 210.0,
     }
     data.update(over)
-    return {"v": 1, "type": "emotion", "seq": 3, "stream": "mic", "ts": 1.5, "data": data}
+    return {"v": 2, "type": "emotion", "seq": 3, "stream": "mic", "ts": 1.5, "data": data}
 
 
 def test_schema_is_valid_and_its_enums_are_the_module_tuples() -> None:
@@ -87,7 +87,7 @@ def test_every_documented_example_is_valid() -> None:
 @pytest.mark.parametrize(
     ("event", "why"),
     [
-        ({**emotion(), "v": 2}, "version"),
+        ({**emotion(), "v": 1}, "version"),
         ({k: v for k, v in emotion().items() if k != "seq"}, "no seq"),
         ({**emotion(), "seq": -1}, "negative seq"),
         ({**emotion(), "seq": 1.5}, "float seq"),
@@ -118,17 +118,17 @@ def test_bad_envelopes_fail_the_schema_and_the_parser(event: dict[str, Any], why
         emotion(start_s=-0.5),
         {k: v for k, v in emotion().items() if k != "data"} | {"data": {"label": "joy"}},
         {
-            "v": 1,
+            "v": 2,
             "type": "speech",
             "seq": 0,
             "stream": "mic",
             "ts": 0.0,
             "data": {"state": "begin", "utterance_id": "a", "t_s": 0},
         },
-        {"v": 1, "type": "error", "seq": 0, "stream": "mic", "ts": 0.0, "data": {"code": "oops", "message": "x"}},
-        {"v": 1, "type": "lagged", "seq": 0, "stream": CONNECTION_STREAM, "ts": 0.0, "data": {"dropped": 0}},
-        {"v": 1, "type": "lagged", "seq": 0, "stream": "mic", "ts": 0.0, "data": {"dropped": 3}},
-        {"v": 1, "type": "hello", "seq": 0, "stream": CONNECTION_STREAM, "ts": 0.0, "data": {"labels": []}},
+        {"v": 2, "type": "error", "seq": 0, "stream": "mic", "ts": 0.0, "data": {"code": "oops", "message": "x"}},
+        {"v": 2, "type": "lagged", "seq": 0, "stream": CONNECTION_STREAM, "ts": 0.0, "data": {"dropped": 0}},
+        {"v": 2, "type": "lagged", "seq": 0, "stream": "mic", "ts": 0.0, "data": {"dropped": 3}},
+        {"v": 2, "type": "hello", "seq": 0, "stream": CONNECTION_STREAM, "ts": 0.0, "data": {"labels": []}},
     ],
 )
 def test_bad_event_data_fails_the_schema(event: dict[str, Any]) -> None:
@@ -159,3 +159,37 @@ async def test_events_made_by_the_real_server_match_the_schema(tmp_path: Path) -
         assert schema_errors(event) == [], event
     assert seen[4]["data"] == {"dropped": 4, "first_seq": 0, "last_seq": 3}
     assert [e["seq"] for e in seen[5:]] == [4, 5]
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"type": "name_speaker", "stream": "mic", "speaker": "Ross", "name": "x"}, "like 'S1'"),
+        ({"type": "name_speaker", "stream": "mic", "speaker": "S0", "name": "x"}, "like 'S1'"),
+        ({"type": "name_speaker", "stream": "", "speaker": "S1", "name": "x"}, "stream"),
+        ({"type": "name_speaker", "stream": "mic", "speaker": "S1", "name": "   "}, "visible"),
+        ({"type": "name_speaker", "stream": "mic", "speaker": "S1", "name": "x" * 65}, "1-64"),
+        ({"type": "name_speaker", "stream": "mic", "speaker": "S1", "name": 7}, "string"),
+    ],
+)
+def test_bad_name_speaker_messages_are_refused(message: dict[str, Any], error: str) -> None:
+    with pytest.raises(ProtocolError, match=error) as info:
+        parse_client_message(json.dumps(message))
+    assert info.value.code == "bad_request"
+
+
+def test_name_speaker_names_are_trimmed() -> None:
+    msg = parse_client_message(
+        json.dumps({"type": "name_speaker", "stream": "mic", "speaker": "S12", "name": " A\n b "})
+    )
+    assert (msg.stream, msg.speaker, msg.name) == ("mic", "S12", "A b")
+
+
+def test_speaker_events_follow_the_schema() -> None:
+    base = {"v": 2, "seq": 1, "stream": "mic", "ts": 1.0, "type": "speaker"}
+    assert schema_errors({**base, "data": {"action": "named", "speaker": "S1", "name": "Ross"}}) == []
+    assert schema_errors({**base, "data": {"action": "merged", "speaker": "S3", "into": "S1"}}) == []
+    assert schema_errors({**base, "data": {"action": "merged", "speaker": "S3"}})  # into is required
+    assert schema_errors({**base, "data": {"action": "named", "speaker": "Ross", "name": "x"}})
+    assert schema_errors(emotion(speaker="S2")) == [] and schema_errors(emotion(speaker=None)) == []
+    assert schema_errors(emotion(speaker="ross"))

@@ -22,7 +22,7 @@ from stream.config import ServerConfig
 from stream.events.bus import EventBus
 from stream.events.eventlog import EventLog
 from stream.events.hub import Hub
-from stream.protocol import CONNECTION_STREAM, LABELS, SERVICE_STREAM, Event
+from stream.protocol import CONNECTION_STREAM, LABELS, PROTOCOL_VERSION, SERVICE_STREAM, Event
 from stream.server import Server
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,7 +95,7 @@ async def sync(ws: ClientConnection) -> list[dict[str, Any]]:
 async def test_hello_on_connect(tmp_path: Path) -> None:
     async with rig(tmp_path) as r, connect(r.server.ws_url) as ws:
         hello = await recv_event(ws)
-        assert hello["type"] == "hello" and hello["stream"] == CONNECTION_STREAM and hello["v"] == 1
+        assert hello["type"] == "hello" and hello["stream"] == CONNECTION_STREAM and hello["v"] == PROTOCOL_VERSION
         data = hello["data"]
         assert data["labels"] == list(LABELS)
         assert set(data["colors"]) == set(LABELS)

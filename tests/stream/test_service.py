@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from stream.config import Config, load_config
 from stream.events.eventlog import read_events
-from stream.protocol import LABELS, Event
+from stream.protocol import LABELS, PROTOCOL_VERSION, Event
 from stream.service import DEMO_PATH, RunOptions, SourceError, parse_sources, run_service
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "event.schema.json"
@@ -73,7 +73,7 @@ async def test_no_server_run_exits_0_after_the_files_with_every_event_written(tm
     assert status == 0
     lines = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert [e["seq"] for e in lines] == list(range(len(lines)))
-    assert all(e["v"] == 1 and isinstance(e["ts"], float) for e in lines)
+    assert all(e["v"] == PROTOCOL_VERSION and isinstance(e["ts"], float) for e in lines)
     assert {e["stream"] for e in lines if e["type"] == "end"} == {"a", "b"}
     assert [e["stream"] for e in lines if e["type"] == "emotion"].count("a") == 2
     assert all(e["data"]["label"] == "joy" for e in lines if e["type"] == "emotion")

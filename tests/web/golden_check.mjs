@@ -31,5 +31,6 @@ console.log(JSON.stringify({
     resume_all: JSON.parse(p.resumeMessage(-1)),
     resume_41: JSON.parse(p.resumeMessage(41)),
     ping: JSON.parse(p.pingMessage()),
+    name_speaker: JSON.parse(p.nameSpeakerMessage("ep1", "S1", "  Ross ")),
   },
 }));

@@ -42,7 +42,7 @@ class Speaker:
         self.t_s = 0.6
         self.uid = 0
 
-    def say(self, text: str, label: str) -> None:
+    def say(self, text: str, label: str, speaker: str | None = None) -> None:
         start = self.t_s
         end = start + 0.9 + 0.06 * len(text.split()) * 4
         self.uid += 1
@@ -53,7 +53,14 @@ class Speaker:
         emit(
             "transcript",
             self.stream,
-            {"utterance_id": uid, "start_s": round(start, 3), "end_s": round(end, 3), "text": text, "language": "en"},
+            {
+                "utterance_id": uid,
+                "start_s": round(start, 3),
+                "end_s": round(end, 3),
+                "text": text,
+                "language": "en",
+                **({"speaker": speaker} if speaker else {}),
+            },
         )
         emit(
             "emotion",
@@ -67,6 +74,7 @@ class Speaker:
                 "scores": scores_for(label, self.rng),
                 "modalities": ["text", "audio"],
                 "latency_ms": round(self.rng.uniform(180, 650), 1),
+                **({"speaker": speaker} if speaker else {}),
             },
         )
         self.t_s = end + self.rng.uniform(0.4, 2.2)

@@ -223,6 +223,9 @@ DEMO = ROOT / "stream" / "assets" / "demo.flac"
 @pytest.mark.slow
 @pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"no classifier checkpoint at {CHECKPOINT} (train one)")
 @pytest.mark.skipif(not DEMO.is_file(), reason=f"no demo recording at {DEMO}")
+# Loading Whisper and the classifier took 150 s with the 2 cores shared by 20 busy processes (10 s when
+# quiet), then the demo plays 44 s at real time: the module's 120 s limit is for the scripted tests.
+@pytest.mark.timeout(480)
 async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
     """The real service (packaged tiny.en + the default checkpoint) replays the demo; the page shows
     every emotion event the service logged, with the same labels, in order."""
@@ -250,9 +253,9 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
         )
     )
     try:
-        await asyncio.wait({ready, service}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({ready, service}, timeout=300, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
-            status = service.result() if service.done() else "still loading after 120 s"
+            status = service.result() if service.done() else "still loading after 300 s"
             pytest.fail(f"the service did not start serving (exit status {status}); see its log above")
         server = ready.result()
         watch = server.hub.subscribe()
@@ -264,7 +267,7 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
                 while (await watch.get()).event.type != "end":
                     pass
             labels = [e.data["label"] for e in read_events(log_path) if e.type == "emotion"]
-            assert len(labels) >= 5  # the demo has 7 sentences
+            assert len(labels) == 7  # one per demo line (tests/stream/test_demo.py checks the labels)
             await wait_for_feed(page, len(labels))
             assert await feed_labels(page) == labels[::-1]
             await page.wait_for_selector("#ended:not([hidden])")

@@ -1,0 +1,146 @@
+"""End of turn: the segmenter's TurnPause/end_turn, the sentence rule, and SegmentStage's decision."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+from conftest import make_dialogue
+
+from stream.config import VADConfig
+from stream.records import AudioChunk, SourceItem, Transcript, Utterance
+from stream.sources import to_int16
+from stream.stages.segment import SegmentStage, segmenter_params
+from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, UtteranceEnd
+from stream.stages.transcriber import ends_sentence
+from stream.stages.vad import make_vad
+
+F = 160
+
+
+def _seg() -> Segmenter:
+    return Segmenter(
+        SegmenterParams(
+            frame_samples=F,
+            pre_roll_ms=30,
+            post_roll_ms=20,
+            min_speech_ms=50,
+            max_utterance_ms=5000,
+            end_silence_ms=100,
+            turn_pause_ms=40,
+        )
+    )
+
+
+def _feed(seg: Segmenter, pattern: str, offset: int = 0, *, end_turn_at_pause: bool) -> list[object]:
+    out: list[object] = []
+    for i, c in enumerate(pattern, start=offset):
+        step = seg.push(i * F, np.full(F, i, dtype=np.int16), c == "1")
+        out += step
+        if end_turn_at_pause and any(isinstance(o, TurnPause) for o in step):
+            out += seg.end_turn()
+    return out
+
+
+def test_a_short_pause_is_reported_once_and_can_end_the_turn() -> None:
+    seg = _seg()
+    out = _feed(seg, "0" * 5 + "1" * 10 + "0" * 5 + "1" * 10 + "0" * 15, end_turn_at_pause=True)
+    pauses = [o for o in out if isinstance(o, TurnPause)]
+    ends = [o for o in out if isinstance(o, UtteranceEnd)]
+    assert [p.speech_end_sample for p in pauses] == [15 * F, 30 * F]
+    assert [(e.start_sample, e.speech_end_sample, e.end_sample) for e in ends] == [
+        (2 * F, 15 * F, 16 * F),  # ended at the pause, one frame into it
+        (17 * F, 30 * F, 31 * F),  # the rest of the pause became pre-roll (no sample in both)
+    ]
+    assert sum(isinstance(o, SpeechStart) for o in out) == 2
+
+
+def test_without_a_decision_the_pause_does_not_split() -> None:
+    seg = _seg()
+    out = _feed(seg, "1" * 10 + "0" * 5 + "1" * 10 + "0" * 15, end_turn_at_pause=False)
+    assert len([o for o in out if isinstance(o, UtteranceEnd)]) == 1
+    assert len([o for o in out if isinstance(o, TurnPause)]) == 2  # reported, not acted on
+
+
+def test_a_quiet_gap_the_vad_calls_speech_is_a_pause() -> None:
+    """The VAD's hangover: frames it still calls speech, but 40 dB under the voice, are a pause."""
+    seg = _seg()
+    loud, quiet = np.full(F, 8000, dtype=np.int16), np.full(F, 50, dtype=np.int16)
+    out: list[object] = []
+    for i in range(30):
+        frame = quiet if 12 <= i < 18 else loud
+        step = seg.push(i * F, frame, True)  # the VAD says speech throughout
+        out += step
+        if any(isinstance(o, TurnPause) for o in step):
+            out += seg.end_turn()
+    out += seg.flush()
+    assert [p.speech_end_sample for p in out if isinstance(p, TurnPause)] == [12 * F]
+    ends = [o for o in out if isinstance(o, UtteranceEnd)]
+    assert [(e.start_sample, e.end_sample) for e in ends] == [(0, 13 * F), (13 * F, 30 * F)]
+
+
+def test_end_turn_without_an_open_utterance_does_nothing() -> None:
+    assert _seg().end_turn() == []
+    assert _seg().current_pcm().size == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "final"),
+    [
+        ("How are you?", True),
+        ("I said no.", True),
+        ('He said "stop!"', True),
+        ("Well, I think", False),
+        ("And then...", False),
+        ("Hello there,", False),
+        ("", False),
+    ],
+)
+def test_sentence_ends(text: str, final: bool) -> None:
+    assert ends_sentence(Transcript(text, "en", -0.2, 0.01)) is final
+
+
+def test_a_dropped_transcript_never_ends_a_turn() -> None:
+    assert not ends_sentence(Transcript("", "en", -2, 0.9, dropped="no_speech", raw_text="Thank you."))
+
+
+async def _chunks(audio: np.ndarray, chunk: int = 1600) -> AsyncIterator[SourceItem]:
+    pcm = to_int16(audio)
+    for start in range(0, pcm.size, chunk):
+        yield AudioChunk("s", start, pcm[start : start + chunk], 0.0)
+
+
+async def _run(stage: SegmentStage, audio: np.ndarray) -> list[Utterance]:
+    return [u async for u in stage.run(_chunks(audio)) if isinstance(u, Utterance)]
+
+
+def _stage(check: object) -> SegmentStage:
+    cfg = VADConfig(end_of_turn_pause_ms=180)
+    vad = make_vad(cfg)
+    return SegmentStage("s", vad, segmenter_params(cfg, vad.frame_samples), speed=None, turn_check=check)  # type: ignore[arg-type]
+
+
+async def test_a_finished_sentence_ends_the_utterance_at_a_short_pause_and_its_transcript_is_kept() -> None:
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is."], gap_s=0.3)
+    seen: list[float] = []
+
+    async def check(audio: np.ndarray) -> Transcript | None:
+        seen.append(audio.size / 16000)
+        return Transcript("Is it raining today?", "en", -0.1, 0.01)
+
+    utts = await _run(_stage(check), talk.audio)
+    assert len(utts) == 2 and seen
+    assert utts[0].transcript is not None and utts[0].transcript.text == "Is it raining today?"
+    (s0, e0), (s1, _) = talk.spans_s()
+    assert utts[0].speech_end_s == pytest.approx(e0, abs=0.1) and utts[0].end_s <= s1
+
+
+async def test_an_unfinished_sentence_keeps_the_utterance_open() -> None:
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is."], gap_s=0.3)
+
+    async def check(audio: np.ndarray) -> Transcript | None:
+        return None
+
+    utts = await _run(_stage(check), talk.audio)
+    assert len(utts) == 1 and utts[0].transcript is None
