@@ -56,6 +56,10 @@ class _Prediction:
 class _InstantTranscriber:
     model_id = "bench-instant"
 
+    @property
+    def paths(self) -> dict[str, int]:
+        return {}
+
     def transcribe(self, audio: Any) -> Any:
         from stream.records import Transcript
 
@@ -83,7 +87,7 @@ def _worker_main(args: list[str], real: bool) -> int:
     from stream.cli import main
 
     if not real:
-        stream.models.load_models = lambda config: (_InstantTranscriber(), _InstantPredictor())  # type: ignore[assignment,return-value]
+        stream.models.load_models = lambda config: (_InstantTranscriber(), _InstantPredictor())
     return main(["worker", *args])
 
 
@@ -248,6 +252,27 @@ async def _redis_report(url: str, prefix: str, wall_s: float) -> tuple[dict[str,
         await client.aclose()
 
 
+async def _connect_all(
+    args: argparse.Namespace, gw_ports: list[int]
+) -> tuple[list[Subscriber], list[asyncio.Task[None]], float]:
+    """Every subscriber connected (split across the gateways), ramped in batches."""
+    subs = [Subscriber(i % args.gateways, []) for i in range(args.subscribers)]
+    stop = asyncio.Event()
+    tasks = []
+    t_connect = time.monotonic()
+    for start in range(0, len(subs), CONNECT_BATCH):
+        for sub in subs[start : start + CONNECT_BATCH]:
+            ready = asyncio.Event()
+            url_ws = f"ws://127.0.0.1:{gw_ports[sub.gateway]}/ws"
+            tasks.append(asyncio.create_task(_subscribe(sub, url_ws, args.streams, ready, stop)))
+        await asyncio.sleep(0.05)
+    while sum(s.connected or s.error is not None for s in subs) < len(subs):
+        if time.monotonic() - t_connect > 120:
+            raise RuntimeError("subscribers did not connect within 120 s")
+        await asyncio.sleep(0.1)
+    return subs, tasks, time.monotonic() - t_connect
+
+
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from stream.config import load_config
     from stream.events.redis_bus import Keys, connect
@@ -278,21 +303,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         await asyncio.gather(*(_wait_port(p, procs) for p in gw_ports))
 
         # Subscribers first: they must see every event live, from the first.
-        subs = [Subscriber(i % args.gateways, []) for i in range(args.subscribers)]
-        stop = asyncio.Event()
-        tasks = []
-        t_connect = time.monotonic()
-        for start in range(0, len(subs), CONNECT_BATCH):
-            for sub in subs[start : start + CONNECT_BATCH]:
-                ready = asyncio.Event()
-                url_ws = f"ws://127.0.0.1:{gw_ports[sub.gateway]}/ws"
-                tasks.append(asyncio.create_task(_subscribe(sub, url_ws, args.streams, ready, stop)))
-            await asyncio.sleep(0.05)
-        while sum(s.connected or s.error is not None for s in subs) < len(subs):
-            if time.monotonic() - t_connect > 120:
-                raise RuntimeError("subscribers did not connect within 120 s")
-            await asyncio.sleep(0.1)
-        connect_s = time.monotonic() - t_connect
+        subs, tasks, connect_s = await _connect_all(args, gw_ports)
 
         client = connect(url)
         keys = Keys("emostream")
@@ -312,10 +323,12 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         bus_cfg = load_config(cfg_path, **{"bus.url": url}).bus
         queue = JobQueue(client, bus_cfg)
         for i in range(args.streams):
+            # Staggered, as independent live streams are: six copies of one file started together would
+            # emit every event six times in the same millisecond (a burst no real deployment sees).
             await queue.submit(args.media, f"s{i + 1}")
-        timeout = args.media_s / args.speed + 120
+            await asyncio.sleep(args.stagger)
+        timeout = args.media_s / args.speed + 120 + args.stagger * args.streams
         _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        stop.set()
         for t in pending:
             t.cancel()
         wall = time.monotonic() - t0
@@ -457,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--streams", type=int, default=6)
     p.add_argument("--media", type=Path, default=DEMO, help="the recording every stream replays")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed (1 = real time)")
+    p.add_argument("--stagger", type=float, default=1.7, help="seconds between the streams' starts")
     p.add_argument("--real-models", action="store_true", help="run the packaged models in the workers")
     p.add_argument("--asr-model", default="tiny.en", help="with --real-models (default tiny.en)")
     p.add_argument("--aof", action="store_true", help="Redis with an append-only file (fsync every second)")

@@ -222,13 +222,16 @@ def emotion_data(out: Classified, *, latency_s: float) -> dict[str, Any]:
     item = out.item
     if pred is None:
         raise ValueError(f"{item.utterance.utterance_id} has no prediction: {out.error}")
-    return {
+    data = {
         **_span(item.utterance),
         "speaker": item.speaker,
         "text": item.transcript.text if item.transcript is not None else "",
         **prediction_data(pred),
         "latency_ms": round(max(0.0, latency_s) * 1000, 1),
     }
+    if out.context_ids is not None:  # the classifier read past context: which utterances
+        data["context"] = list(out.context_ids)
+    return data
 
 
 def speaker_named_data(speaker: str, name: str) -> dict[str, Any]:

@@ -160,3 +160,6 @@ class Classified:
     error: str | None = None
     batch_size: int = 1
     unclassifiable: bool = False
+    # The past utterances of the stream the text branch read (None: the stage reads no context,
+    # because it is off or the checkpoint has no context module).
+    context_ids: tuple[str, ...] | None = None

@@ -29,6 +29,7 @@ from training.features import AudioFeatureExtractor, FeatureConfig
 from training.metrics import plot_confusion, plot_learning_curves
 from training.model import CheckpointError, FusionClassifier, ModelConfig
 from training.settings import ConfigError, TrainingConfig, load_training_config
+from training.text_cli import add_text_parser, cmd_text, evaluate_text_context
 from training.train import Dataset, FitResult, TrainOptions, evaluate, fit, seed_everything, usable_rows
 from training.weights import ModelError
 
@@ -43,6 +44,8 @@ EPILOG = """commands:
   evaluate  evaluate a checkpoint on MELD (+ RAVDESS/EmoDB held-out speakers): --split test --json OUT
   ablate    train and evaluate text-only, audio-only and fusion; writes ablation.md + ablation.json
   export    check a checkpoint loads, then copy it (e.g. to models/emostream-default.pt) and print its summary
+  text      fine-tune the text branch on speaker-tagged MELD lines + train its past-context module;
+            --audio-from CKPT carries CKPT's audio branch over (evaluate --context past scores the context)
 
 example (the shipped default):
   emostream-train train --text-trainable-layers 3 --lr-encoder 1e-4 --epochs 8 --out models/emostream-default.pt
@@ -100,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ab)
     _add_train_flags(ab)
     ab.add_argument("--out", help="folder for ablation.md + ablation.json (default: the run folder)")
+    ev.add_argument("--context", choices=("none", "past"), default="none",
+                    help="text branch reads nothing but the line (none) or also the dialogue's past lines (past)")
+    add_text_parser(sub, _add_common)
     ex = sub.add_parser("export", help="verify and copy a checkpoint")
     ex.add_argument("--checkpoint", required=True)
     ex.add_argument("--out", required=True)
@@ -328,6 +334,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = _evaluate_sets(model, sets, device, 64)
     if not results:
         raise ValueError(f"no {args.split} data this checkpoint can be evaluated on")
+    if (model.config.text_head == "linear" or hasattr(model, "context")) and f"meld_{args.split}" in results:
+        # Speaker-tagged lines through the text branch (+ its past context with --context past).
+        meld_dir = Path(cfg.data.meld_dir) if Path(cfg.data.meld_dir).is_absolute() else base / cfg.data.meld_dir
+        results[f"meld_{args.split}"] = evaluate_text_context(model, meld_dir, args.split, args.context, device)
+    elif args.context == "past":
+        raise ValueError(f"--context past: checkpoint {args.checkpoint} has no past-context module")
     primary = next((k for k in results if k.startswith("meld")), next(iter(results)))
     out = {k: v for k, v in results[primary].items() if k != "labels"}
     out.update({"dataset": primary, "split": args.split, "checkpoint": str(args.checkpoint),
@@ -404,7 +416,13 @@ def _main(argv: Sequence[str] | None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "export": cmd_export}
+    args.argv = list(argv) if argv is not None else None
+
+    def text(a: argparse.Namespace) -> int:
+        return cmd_text(a, _load_config)
+
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "export": cmd_export,
+                "text": text}
     if Dist().world != _world() and args.command not in ("train", "ablate"):
         print(f"emostream-train: error: {args.command} runs in one process; only train and ablate run under "
               "torchrun", file=sys.stderr)  # fmt: skip

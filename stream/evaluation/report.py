@@ -210,6 +210,15 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| text oracle on all {all_t['n']} truth utterances, weighted-F1 | | {_fmt(all_t['weighted_f1'])} |"
         )
+    if "context" in report:
+        ctx = report["context"]
+        lines += ["", f"Past context (text only, unknown speakers; up to {ctx['context_utterances']} utterances "
+                  f"within {ctx['context_window_s']} s), weighted-F1 / macro-F1:", "",
+                  "| text read | pipeline transcripts | truth lines (text oracle) |", "|---|---:|---:|"]  # fmt: skip
+        for name, title in (("off", "the line alone"), ("past", "the line + its past")):
+            p, o = ctx[name]["pipeline_text"], ctx[name]["text_oracle"]
+            lines.append(f"| {title} | {_fmt(p['weighted_f1'])} / {_fmt(p['macro_f1'])} (n={p['n']}) | "
+                         f"{_fmt(o['weighted_f1'])} / {_fmt(o['macro_f1'])} (n={o['n']}) |")  # fmt: skip
     lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
     short = [label[:4] for label in LABELS]
     lines.append("| truth \\ pred | " + " | ".join(short) + " |")

@@ -28,6 +28,7 @@ import numpy as np
 
 from stream.config import ClassifierConfig
 from stream.records import Classified, PredictionLike, Transcribed, Utterance
+from stream.stages.context import ContextRow, ContextWindows, Plan
 
 __all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
 
@@ -92,6 +93,15 @@ class ClassifierStage:
         """``executor`` (classification) and ``features_executor`` belong to the caller; when not given,
         each :meth:`run` makes its own and shuts them down at its end."""
         self._predictor = predictor
+        # Past context: read when it is on and the checkpoint can; speaker tags whenever the
+        # checkpoint's text branch was trained on tagged lines.
+        self._speaker_tags = bool(getattr(predictor, "speaker_tags", False))
+        self.reads_context = bool(
+            config.context and getattr(predictor, "uses_context", False) and config.context_utterances
+        )
+        self._windows: ContextWindows | None = None
+        if self._speaker_tags or self.reads_context:
+            self._windows = ContextWindows(config.context_utterances, config.context_window_s)
         self._max_batch = config.max_batch
         self._wait_s = config.batch_wait_ms / 1000
         self._queue_items = max(queue_items, config.max_batch)
@@ -257,6 +267,32 @@ class ClassifierStage:
             batch.append(nxt)
         return batch
 
+    def end_stream(self, stream: str) -> None:
+        """Forget a finished stream's context window and the predictor's running audio statistics."""
+        if self._windows is not None:
+            self._windows.reset(stream)
+        if self._stream_keys:
+            self._predictor.reset_stream(stream)  # type: ignore[attr-defined]
+
+    def _plan(self, batch: list[Transcribed], rows: list[tuple[str | None, np.ndarray | None]],
+              ready: list[int]) -> tuple[list[ContextRow], Plan] | None:  # fmt: skip
+        """The batch's past-context plan (speaker tags, past items, their ids), or None without windows."""
+        if self._windows is None:
+            return None
+        crows = []
+        for i in ready:
+            utt = batch[i].utterance
+            speaker = getattr(utt, "speaker", None) or getattr(batch[i], "speaker", None)
+            crows.append(ContextRow(utt.stream, utt.utterance_id, utt.start_s, utt.end_s,
+                                    str(speaker) if speaker else None, rows[i][0] is not None))  # fmt: skip
+        return crows, self._windows.plan(crows)
+
+    def _remember(self, planned: tuple[list[ContextRow], Plan] | None, k: int, pred: PredictionLike) -> None:
+        """Cache row ``k``'s text encoding for the lines after it."""
+        if planned is not None and self._windows is not None:
+            crows, plan = planned
+            self._windows.record(crows[k], plan.tags[k], getattr(pred, "text_embedding", None))
+
     async def _classify(self, batch: list[Transcribed]) -> list[Classified]:
         rows = [self._row(item) for item in batch]
         failed: dict[int, str] = {}
@@ -275,23 +311,37 @@ class ClassifierStage:
         if ready:
             texts = [rows[i][0] for i in ready]
             audio = [rows[i][1] for i in ready]
+            planned = self._plan(batch, rows, ready)
+            tags = planned[1].tags if planned is not None else None
+            past = planned[1].past if planned is not None and self.reads_context else None
+            ids = planned[1].ids if planned is not None and self.reads_context else None
             streams = [batch[i].utterance.stream for i in ready]
             t0 = self._clock()
             try:
-                preds = await self._predict(texts, audio, streams)
-                for i, pred in zip(ready, preds, strict=True):
-                    results[i] = Classified(batch[i], pred, None, len(ready))
+                preds = await self._predict(texts, audio, tags, past, streams)
+                for k, (i, pred) in enumerate(zip(ready, preds, strict=True)):
+                    results[i] = Classified(batch[i], pred, None, len(ready),
+                                            context_ids=ids[k] if ids is not None else None)  # fmt: skip
+                    self._remember(planned, k, pred)
             except Exception as exc:
                 if len(ready) == 1:
                     logger.exception("classifying %s failed", batch[ready[0]].utterance.utterance_id)
                     results[ready[0]] = Classified(batch[ready[0]], None, _failure(exc))
                 else:
-                    # One bad row must not cost its batch-mates their emotion: retry the rows one by one.
+                    # One bad row must not cost its batch-mates their emotion: retry the rows one by one
+                    # (each reads only the cached past, not its batch-mates).
                     logger.warning("a batch of %d failed (%s); classifying its rows one by one", len(ready), exc)
-                    for i in ready:
+                    for k, i in enumerate(ready):
+                        row_past, row_ids = None, None
+                        if past is not None and ids is not None:
+                            kept = [(u, p) for u, p in zip(ids[k], past[k], strict=True) if not isinstance(p[0], int)]
+                            row_past, row_ids = [[p for _, p in kept]], tuple(u for u, _ in kept)
                         try:
-                            (pred,) = await self._predict([rows[i][0]], [rows[i][1]], [batch[i].utterance.stream])
-                            results[i] = Classified(batch[i], pred, None, 1)
+                            (pred,) = await self._predict([rows[i][0]], [rows[i][1]],
+                                                          None if tags is None else [tags[k]], row_past,
+                                                          [batch[i].utterance.stream])  # fmt: skip
+                            results[i] = Classified(batch[i], pred, None, 1, context_ids=row_ids)
+                            self._remember(planned, k, pred)
                         except Exception as row_exc:
                             logger.exception("classifying %s failed", batch[i].utterance.utterance_id)
                             results[i] = Classified(batch[i], None, _failure(row_exc))
@@ -300,11 +350,6 @@ class ClassifierStage:
             self.items += len(ready)
             self.audio_s += sum(batch[i].utterance.duration_s for i in ready)
         return [r for r in results if r is not None]
-
-    def end_stream(self, stream: str) -> None:
-        """Forget what the predictor keeps about ``stream`` (its running audio statistics)."""
-        if self._stream_keys:
-            self._predictor.reset_stream(stream)  # type: ignore[attr-defined]
 
     async def classify_text(self, text: str) -> PredictionLike:
         """One sentence through the text branch alone (``POST /api/classify``), in the stage's own
@@ -316,15 +361,26 @@ class ClassifierStage:
         return pred
 
     async def _predict(
-        self, texts: list[str | None], audio: list[np.ndarray | None], streams: list[str] | None = None
+        self,
+        texts: list[str | None],
+        audio: list[np.ndarray | None],
+        tags: list[str | None] | None = None,
+        past: list[list[tuple[np.ndarray | int, int]]] | None = None,
+        streams: list[str] | None = None,
     ) -> Sequence[PredictionLike]:
-        """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`)."""
+        """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`);
+        ``tags``/``past``: speaker tags and past windows, for predictors that read them."""
         loop = asyncio.get_running_loop()
         fp = self._feature_predictor
-        fn: Callable[..., Sequence[Any]] = fp.predict_features if fp is not None else self._predictor.predict
+        fn = fp.predict_features if fp is not None else self._predictor.predict
+        kwargs: dict[str, Any] = {}
+        if tags is not None and self._speaker_tags:
+            kwargs["speakers"] = tags
+        if past is not None:
+            kwargs["past"] = past
         if fp is not None and self._stream_keys and streams is not None:
-            fn = functools.partial(fp.predict_features, streams=streams)  # type: ignore[call-arg]
-        preds: Sequence[Any] = await loop.run_in_executor(self._executor, fn, texts, audio)
+            kwargs["streams"] = streams  # running per-stream audio statistics
+        preds: Sequence[Any] = await loop.run_in_executor(self._executor, functools.partial(fn, **kwargs), texts, audio)
         if len(preds) != len(texts):
             raise RuntimeError(f"predict returned {len(preds)} results for {len(texts)} inputs")
         return preds

@@ -251,3 +251,68 @@ async def test_features_from_whisper_encoder_pass_are_used_and_nothing_else_is_e
     assert pred.streams == [["a", "b", "a"]]
     stage.end_stream("a")
     assert pred.resets == ["a"]
+
+
+class ContextPredictor(ScriptedPredictor):
+    """A scripted predictor that reads past context: records the speakers and past it was given, and
+    returns each row's "encoding" (its call and row number) for the stage to cache."""
+
+    uses_context = True
+    speaker_tags = True
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(uses_audio=False, **kw)
+        self.kwargs: list[dict[str, Any]] = []
+
+    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None], **kw: Any) -> list[Any]:
+        import dataclasses
+
+        self.kwargs.append(kw)
+        base = super().predict(texts, audio)
+        call = len(self.calls)
+        return [
+            _EmbeddedPrediction(**dataclasses.asdict(p), text_embedding=np.array([call, k], np.float32))
+            for k, p in enumerate(base)
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _EmbeddedPrediction:
+    label: str
+    scores: dict[str, float]
+    modalities: tuple[str, ...]
+    text_embedding: np.ndarray
+
+
+async def test_context_reads_the_streams_cached_past_and_batch_mates_and_says_which() -> None:
+    pred = ContextPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(max_batch=8, batch_wait_ms=30, context_utterances=2))
+    assert stage.reads_context
+    first = [c async for c in stage.run(arrive([item("a", 0, "one")]))]
+    assert first[0].context_ids == ()
+    out = [c async for c in stage.run(arrive([item("a", 1, "two"), item("b", 0, "x"), item("a", 2, "three")]))]
+    assert [c.context_ids for c in out] == [("a-0",), (), ("a-0", "a-1")]
+    past = pred.kwargs[1]["past"]
+    cached, _ = past[0][0]
+    assert np.array_equal(cached, [1, 0])  # a-0's encoding from the first call, not recomputed
+    assert [p[0] for p in past[2]][1] == 0  # a-1 is the batch's row 0
+    assert pred.kwargs[1]["speakers"] == [None, None, None]  # no speaker stage: unknown
+    stage.end_stream("a")
+    again = [c async for c in stage.run(arrive([item("a", 3, "four")]))]
+    assert again[0].context_ids == ()  # reset when the stream ended
+
+
+async def test_context_turned_off_passes_no_past_and_reports_none() -> None:
+    pred = ContextPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=10, context=False))
+    assert not stage.reads_context
+    out = [c async for c in stage.run(arrive([item("a", 0, "one"), item("a", 1, "two")]))]
+    assert all(c.context_ids is None for c in out)
+    assert all("past" not in kw for kw in pred.kwargs)
+
+
+async def test_a_predictor_without_context_support_is_called_as_before() -> None:
+    pred = ScriptedPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=10, context=True))
+    out = [c async for c in stage.run(arrive([item("a", 0, "one")]))]
+    assert not stage.reads_context and out[0].context_ids is None

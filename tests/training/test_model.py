@@ -222,3 +222,25 @@ def test_shipped_default_fuses_with_a_head_whose_audio_abstains_on_unfamiliar_au
     # The tone is unlike any voice the audio branch learned: alone, it abstains (near-uniform scores).
     (alone,) = predictor.predict([None], [clip])
     assert max(alone.scores.values()) < 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped checkpoint at models/emostream-default.pt")
+def test_shipped_default_reads_past_context_from_cached_encodings() -> None:
+    from training.context import RELATION_UNKNOWN
+
+    predictor = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu")
+    assert predictor.uses_context
+    meta = predictor.model.checkpoint_meta
+    assert meta["extra"]["command"].startswith("emostream-train text")
+    assert meta["model_config"]["context"]["max_utterances"] >= 1
+    lines = ["I hate you, get out of my house!", "You did all this for me? I love it!"]
+    past = predictor.predict(lines, [None, None])
+    assert all(p.text_embedding is not None and p.text_embedding.shape == (384,) for p in past)
+    follow = "Really?"
+    alone = predictor.predict([follow], [None])[0]
+    after = [predictor.predict([follow], [None], past=[[(p.text_embedding, RELATION_UNKNOWN)]])[0] for p in past]
+    assert alone.context_used == 0 and all(a.context_used == 1 for a in after)
+    # The window changes the decision's scores, and differently for an angry and a joyful past.
+    assert max(abs(after[0].scores[k] - after[1].scores[k]) for k in after[0].scores) > 1e-3
+    assert after[0].scores["anger"] > after[1].scores["anger"]
