@@ -172,8 +172,13 @@ def train_context(model: FusionClassifier, train: EncodedSplit, dev: EncodedSpli
     for epoch, loss in _epochs(model, train, opts, opts.epochs, device):
         known = split_metrics(model, dev, window=opts.window, speakers=True, device=device, module=True)
         unk = split_metrics(model, dev, window=opts.window, speakers=False, device=device, module=True)
-        row = {"epoch": epoch, "train_loss": loss, "dev_weighted_f1": known["weighted_f1"],
-               "dev_weighted_f1_unknown_speakers": unk["weighted_f1"], "seconds": round(time.monotonic() - started, 1)}
+        row = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "dev_weighted_f1": known["weighted_f1"],
+            "dev_weighted_f1_unknown_speakers": unk["weighted_f1"],
+            "seconds": round(time.monotonic() - started, 1),
+        }
         logger.info("context epoch %d: loss %.4f dev wF1 %.4f (unknown speakers %.4f)", epoch, loss,
                     row["dev_weighted_f1"], row["dev_weighted_f1_unknown_speakers"])  # fmt: skip
         result.history.append(row)

@@ -52,15 +52,27 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr-encoder", type=float, default=8e-5, help="peak one-cycle learning rate (default 8e-5)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--unknown-speaker-prob", type=float, default=0.2,
-                   help="share of training lines shown with the unknown-speaker tag S? (default 0.2)")
+    p.add_argument(
+        "--unknown-speaker-prob",
+        type=float,
+        default=0.2,
+        help="share of training lines shown with the unknown-speaker tag S? (default 0.2)",
+    )
     p.add_argument("--context-window", type=int, default=8, help="previous utterances read (0 = no context module)")
     p.add_argument("--context-epochs", type=int, default=12, help="context epochs (with --context-fit dev: at most)")
-    p.add_argument("--context-kind", choices=("attention", "transition"), default="attention",
-                   help="attention over past encodings, or a small emotion-transition model (see training.context)")
-    p.add_argument("--context-fit", choices=("train", "dev"), default="train",
-                   help="fit the context module on MELD train (early stopping on dev) or on dev (5-fold CV picks "
-                        "the epochs): the text branch trained on train, so its train encodings are overconfident")
+    p.add_argument(
+        "--context-kind",
+        choices=("attention", "transition"),
+        default="attention",
+        help="attention over past encodings, or a small emotion-transition model (see training.context)",
+    )
+    p.add_argument(
+        "--context-fit",
+        choices=("train", "dev"),
+        default="train",
+        help="fit the context module on MELD train (early stopping on dev) or on dev (5-fold CV picks "
+        "the epochs): the text branch trained on train, so its train encodings are overconfident",
+    )
     p.add_argument("--context-lr", type=float, default=1e-3)
     p.add_argument("--init-from", help="start from this checkpoint's text branch (no stage 1); its audio branch stays")
     p.add_argument("--encodings", help="reuse the line encodings a run with the same --init-from wrote (encodings.pt)")
@@ -255,10 +267,16 @@ def evaluate_text_context(model: FusionClassifier, meld_dir: Path, split: str, c
     exs = load_meld(meld_dir, split)
     encoded = encode_split(model, exs, device)
     window = int(model.config.context.get("max_utterances", 0)) if context == "past" else 0
-    known = classification_metrics(encoded.labels, predict_split(model, encoded, window=window, speakers=True,
-                                                                 device=device).argmax(1), model.config.labels)
-    unknown = classification_metrics(encoded.labels, predict_split(model, encoded, window=window, speakers=False,
-                                                                   device=device).argmax(1), model.config.labels)
+    known = classification_metrics(
+        encoded.labels,
+        predict_split(model, encoded, window=window, speakers=True, device=device).argmax(1),
+        model.config.labels,
+    )
+    unknown = classification_metrics(
+        encoded.labels,
+        predict_split(model, encoded, window=window, speakers=False, device=device).argmax(1),
+        model.config.labels,
+    )
     known["unknown_speakers"] = {k: unknown[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")}
     known["context"] = context
     known["context_utterances"] = window

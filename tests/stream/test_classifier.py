@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ScriptedPredictor
 
 from stream.config import ClassifierConfig
 from stream.records import Transcribed, Transcript, Utterance
 from stream.stages.classifier import ClassifierStage, load_predictor
+from tests.helpers import ScriptedPredictor
 
 
 def item(stream: str, i: int, text: str | None = "hello", dropped: str | None = None) -> Transcribed:

@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import (
+
+from stream.config import ASRConfig
+from stream.records import Utterance
+from stream.stages.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
+from tests.helpers import (
     ASR_COMPUTE_TYPES,
     ASR_SENTENCES,
     ScriptedTranscriber,
@@ -21,10 +25,6 @@ from conftest import (
     synthesize,
     word_error_rate,
 )
-
-from stream.config import ASRConfig
-from stream.records import Utterance
-from stream.stages.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
 from training.weights import ModelError
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from meld_fakes import REPO, tone
 
+from tests.training.meld_fakes import REPO, tone
 from training.data import LABELS, Example
 from training.features import FeatureConfig
 from training.inference import EmotionPredictor, Prediction

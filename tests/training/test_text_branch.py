@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_encoder import make_tiny_encoder
 
+from tests.training.tiny_encoder import make_tiny_encoder
 from training.context import RELATION_OTHER, RELATION_SAME, RELATION_UNKNOWN, past_windows
 from training.context_train import ContextOptions, encode_split, predict_split, train_context, train_context_cv
 from training.data import LABELS, Example
