@@ -204,12 +204,15 @@ def transcript_data(item: Transcribed) -> dict[str, Any]:
 
 
 def prediction_data(pred: PredictionLike) -> dict[str, Any]:
-    """A prediction's ``label``, ``scores`` (normalised to sum to 1) and ``modalities``."""
+    """A prediction's ``label``, ``scores`` (normalised to sum to 1) and ``modalities``; plus ``branches``
+    (each branch's own label) when a fusion checkpoint reports them."""
     total = sum(float(v) for v in pred.scores.values()) or 1.0
+    branches = getattr(pred, "branches", None)
     return {
         "label": pred.label,
         "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
         "modalities": list(pred.modalities),
+        **({"branches": dict(branches)} if branches else {}),
     }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.audio_fusion import AudioFusion
 from training.features import AudioFeatureExtractor
 from training.model import CheckpointError, FusionClassifier
 
@@ -31,6 +32,8 @@ class Prediction:
     label: str
     scores: dict[str, float]  # all labels, sum to 1
     modalities: tuple[str, ...]  # subset of ("text", "audio") actually used
+    # Each branch's own label beside the fused one, for rows fused from both (fusion checkpoints).
+    branches: dict[str, str] = field(default_factory=dict)
     # The pooled text encoding of this row (checkpoints with a linear text head): a stream caches it
     # so that later lines read this one as past context without encoding it again.
     text_embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -65,7 +68,17 @@ class EmotionPredictor:
         self.speaker_tags = model.config.uses_text and model.config.text_head == "linear"
         self.uses_context = model.config.uses_text and hasattr(model, "context")
         self._extractor: AudioFeatureExtractor | None = None
-        if self.uses_audio:
+        # A checkpoint written by training.fuse: text model + audio branch + learned fusion head.
+        self.fusion: AudioFusion | None = None
+        if model.checkpoint_meta.get("audio_fusion"):
+            try:
+                self.fusion = AudioFusion.from_blob(model.checkpoint_meta["audio_fusion"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"checkpoint {name} has an unreadable audio_fusion part: {exc}") from exc
+            if self.fusion.labels_n != len(self.labels):
+                raise CheckpointError(f"checkpoint {name}: the audio branch has {self.fusion.labels_n} labels")
+            self.uses_audio = True
+        elif self.uses_audio:
             assert model.feature_config is not None
             self._extractor = AudioFeatureExtractor(model.feature_config, device=str(self.device))
             stored = model.checkpoint_meta.get("base_models", {}).get("audio", {}).get("sha256", "")
@@ -80,6 +93,9 @@ class EmotionPredictor:
             self.model_ids["text_encoder"] = model.text_model.model_id
         if self._extractor is not None:
             self.model_ids["audio_encoder"] = self._extractor.model_id or model.config.audio_kind
+        if self.fusion is not None:
+            e = self.fusion.encoder_identity
+            self.model_ids["audio_encoder"] = f"{e.model_id} ({e.compute_type}, the ASR's encoder pass)"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "auto") -> EmotionPredictor:
@@ -91,13 +107,44 @@ class EmotionPredictor:
     @property
     def feature_dim(self) -> int:
         """Length of the audio feature vectors :meth:`predict_features` takes (0 without audio)."""
+        if self.fusion is not None:
+            return self.fusion.dim
         return self._extractor.dim if self._extractor is not None else 0
 
     def audio_features(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         """Feature vectors for float32 mono 16 kHz arrays (the checkpoint's feature config)."""
+        if self.fusion is not None:
+            return self.fusion.features(audio)
         if self._extractor is None:
             raise ValueError("this checkpoint has no audio branch")
         return self._extractor.compute(audio)
+
+    def attach_asr(self, whisper_model: object, *, model_sha256: str, pad_s: float, compute_type: str) -> bool:
+        """Share the service's loaded Whisper for the audio features (no second encoder in memory).
+
+        Returns True when the ASR's own encoder pass gives this checkpoint's features exactly (same
+        weights and padding): then the transcriber should hand over its encoder output
+        (:meth:`features_from_encoder`) and no second encoder pass is needed at all.
+        """
+        if self.fusion is None:
+            return False
+        self.fusion.share_model(whisper_model)
+        same = self.fusion.accepts_asr(model_sha256, pad_s)
+        if same and compute_type != self.fusion.encoder_identity.compute_type:
+            logger.warning("the ASR computes in %s, the audio branch was trained on %s encoder output; features "
+                           "differ slightly", compute_type, self.fusion.encoder_identity.compute_type)
+        return same
+
+    def features_from_encoder(self, audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """The feature vector of one utterance from the ASR's encoder output over it (see attach_asr)."""
+        if self.fusion is None:
+            raise ValueError("this checkpoint has no audio branch over the ASR encoder")
+        return self.fusion.pool(audio, frames)
+
+    def reset_stream(self, stream: str | None = None) -> None:
+        """Forget a stream's running speaker statistics (all streams when None)."""
+        if self.fusion is not None:
+            self.fusion.reset(stream)
 
     def predict(
         self,
@@ -116,10 +163,10 @@ class EmotionPredictor:
         if len(texts) != len(audio):
             raise ValueError(f"got {len(texts)} texts but {len(audio)} audio rows")
         feats: list[np.ndarray | None] = [None] * len(audio)
-        if self._extractor is not None:
+        if self._extractor is not None or self.fusion is not None:
             rows = [i for i, a in enumerate(audio) if a is not None and np.asarray(a).size > 0]
             if rows:
-                computed = self._extractor.compute([np.asarray(audio[i]) for i in rows])
+                computed = self.audio_features([np.asarray(audio[i]) for i in rows])
                 for j, i in enumerate(rows):
                     feats[i] = computed[j]
         return self.predict_features(texts, feats, speakers=speakers, past=past,
@@ -140,13 +187,18 @@ class EmotionPredictor:
         *,
         speakers: Sequence[str | None] | None = None,
         past: Sequence[Sequence[PastItem]] | None = None,
+        streams: Sequence[str | None] | None = None,
         _audio_given: Sequence[bool] | None = None,
     ) -> list[Prediction]:
-        """Like :meth:`predict`, with precomputed audio feature vectors (length :attr:`feature_dim`)."""
+        """Like :meth:`predict`, with precomputed audio feature vectors (length :attr:`feature_dim`).
+
+        ``streams``: the stream (or speaker) of each row; a fusion checkpoint's audio branch normalises a
+        row by the running statistics of the rows of its stream classified before it (None: none).
+        """
         n = len(texts)
         if len(features) != n:
             raise ValueError(f"got {n} texts but {len(features)} feature rows")
-        for name, seq in (("speakers", speakers), ("past", past)):
+        for name, seq in (("speakers", speakers), ("past", past), ("streams", streams)):
             if seq is not None and len(seq) != n:
                 raise ValueError(f"got {n} texts but {len(seq)} rows of {name}")
         inputs = [
@@ -171,6 +223,7 @@ class EmotionPredictor:
                     offset=start,
                     pooled=pooled,
                     windows=windows,
+                    streams=streams[start:end] if streams is not None else None,
                 )
             )
         return out
@@ -221,6 +274,7 @@ class EmotionPredictor:
         offset: int,
         pooled: dict[int, torch.Tensor],
         windows: list[list[tuple[torch.Tensor, int]]] | None,
+        streams: Sequence[str | None] | None = None,
     ) -> list[Prediction]:
         """``texts`` are already in the form the text branch reads (or ``None``); ``pooled`` and
         ``windows`` are indexed by row over the whole call (``offset`` is this batch's first row)."""
@@ -249,14 +303,22 @@ class EmotionPredictor:
 
                 width = int(self.model.text_encoder.config.hidden_size)
                 kwargs["past"] = PastContext.stack([windows[offset + i] for i in text_idx], width).to(self.device)
-        if audio_idx:
-            dim = self.feature_dim
-            stacked = np.stack([np.asarray(features[i], dtype=np.float32).reshape(-1) for i in audio_idx])
-            if stacked.shape[1] != dim:
-                raise ValueError(f"audio feature vectors must have length {dim}, got {stacked.shape[1]}")
-            kwargs["audio_features"] = torch.from_numpy(stacked).to(self.device)
-            kwargs["audio_rows"] = torch.tensor(audio_idx, device=self.device)
-        probs = torch.softmax(self.model(batch_size=n, **kwargs).float(), dim=-1).cpu().numpy().astype(np.float64)
+        branches: list[dict[str, str]] = [{} for _ in range(n)]
+        if self.fusion is not None:
+            # The text branch alone (past context included), then the audio branch and the fusion head.
+            text_logp = self.model(batch_size=n, **kwargs).float().log_softmax(-1).cpu().numpy()
+            logp = self._fuse_rows(text_logp, features, has_text, audio_idx, streams, branches)
+            probs = np.exp(logp.astype(np.float64))
+        else:
+            if audio_idx:
+                dim = self.feature_dim
+                stacked = np.stack([np.asarray(features[i], dtype=np.float32).reshape(-1) for i in audio_idx])
+                if stacked.shape[1] != dim:
+                    raise ValueError(f"audio feature vectors must have length {dim}, got {stacked.shape[1]}")
+                kwargs["audio_features"] = torch.from_numpy(stacked).to(self.device)
+                kwargs["audio_rows"] = torch.tensor(audio_idx, device=self.device)
+            logits = self.model(batch_size=n, **kwargs).float()
+            probs = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
         out = []
         for i in range(n):
             p = probs[i] / probs[i].sum()
@@ -268,8 +330,41 @@ class EmotionPredictor:
                     label=self.labels[int(p.argmax())],
                     scores={label: float(p[j]) for j, label in enumerate(self.labels)},
                     modalities=mods,
+                    branches=branches[i],
                     text_embedding=None if emb is None else emb.cpu().numpy().astype(np.float32),
                     context_used=used,
                 )
             )
         return out
+
+    def _fuse_rows(
+        self,
+        text_logp: np.ndarray,
+        features: Sequence[np.ndarray | None],
+        has_text: list[bool],
+        audio_idx: list[int],
+        streams: Sequence[str | None] | None,
+        branches: list[dict[str, str]],
+    ) -> np.ndarray:
+        """Log-probabilities: the text branch's where there is no audio, the audio branch's where there is
+        no text, the fusion head's where there are both (``branches`` gets both labels there)."""
+        assert self.fusion is not None
+        logp = text_logp.astype(np.float32).copy()
+        if not audio_idx:
+            return logp
+        stacked = np.stack([np.asarray(features[i], dtype=np.float32).reshape(-1) for i in audio_idx])
+        if stacked.shape[1] != self.fusion.dim:
+            raise ValueError(f"audio feature vectors must have length {self.fusion.dim}, got {stacked.shape[1]}")
+        keys = [streams[i] for i in audio_idx] if streams is not None else [None] * len(audio_idx)
+        la, novelty = self.fusion.audio_logp(stacked, keys)
+        both = [j for j, i in enumerate(audio_idx) if has_text[i]]
+        if both:
+            rows = [audio_idx[j] for j in both]
+            logp[rows] = self.fusion.fuse(text_logp[rows].astype(np.float32), la[both], novelty[both])
+            for j, i in zip(both, rows, strict=True):
+                text_label, audio_label = self.labels[int(text_logp[i].argmax())], self.labels[int(la[j].argmax())]
+                branches[i] = {"text": text_label, "audio": audio_label}
+        for j, i in enumerate(audio_idx):
+            if not has_text[i]:
+                logp[i] = la[j]
+        return logp

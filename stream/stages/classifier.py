@@ -113,6 +113,11 @@ class ClassifierStage:
         if takes_features(predictor):
             self._feature_predictor = predictor  # type: ignore[assignment]
         self._features: dict[str, asyncio.Future[np.ndarray]] = {}  # utterance id -> its feature vector
+        # True when the transcriber's own encoder pass yields the features (Transcript.features): then
+        # nothing is prefetched, and only an utterance arriving without them gets its own pass.
+        self.features_from_asr = False
+        # The predictor normalises audio per stream (running statistics): it gets each row's stream.
+        self._stream_keys = callable(getattr(predictor, "reset_stream", None))
         self.features_busy_s = 0.0
         self.feature_failures = 0
         self.batches = 0
@@ -139,6 +144,10 @@ class ClassifierStage:
     def prefetch(self, utt: Utterance) -> None:
         """Start ``utt``'s audio features now (call on the event loop when its speech ends); a no-op
         when the predictor has no audio branch or cannot take precomputed features."""
+        if not self.features_from_asr:
+            self._start_features(utt)
+
+    def _start_features(self, utt: Utterance) -> None:
         if self._feature_predictor is None or utt.audio.size == 0 or utt.utterance_id in self._features:
             return
         loop = asyncio.get_running_loop()
@@ -158,13 +167,19 @@ class ClassifierStage:
         """Replace each row's audio by its feature vector; a row whose features failed loses its audio
         (``failed`` maps it to why)."""
         waits: dict[int, asyncio.Future[np.ndarray]] = {}
+        out = list(rows)
         for i, (_, audio) in enumerate(rows):
             if audio is not None:
                 utt = batch[i].utterance
-                self.prefetch(utt)  # a no-op when it was prefetched
+                transcript = batch[i].transcript
+                ready = transcript.features if transcript is not None else None
+                if ready is not None:  # from Whisper's own encoder pass
+                    self._features.pop(utt.utterance_id, None)
+                    out[i] = (rows[i][0], ready)
+                    continue
+                self._start_features(utt)  # a no-op when it was prefetched
                 waits[i] = self._features.pop(utt.utterance_id)
         done = await asyncio.gather(*waits.values(), return_exceptions=True)
-        out = list(rows)
         failed: dict[int, str] = {}
         for i, res in zip(waits, done, strict=True):
             if isinstance(res, BaseException):
@@ -253,9 +268,11 @@ class ClassifierStage:
         return batch
 
     def end_stream(self, stream: str) -> None:
-        """Forget a finished stream's context window."""
+        """Forget a finished stream's context window and the predictor's running audio statistics."""
         if self._windows is not None:
             self._windows.reset(stream)
+        if self._stream_keys:
+            self._predictor.reset_stream(stream)  # type: ignore[attr-defined]
 
     def _plan(self, batch: list[Transcribed], rows: list[tuple[str | None, np.ndarray | None]],
               ready: list[int]) -> tuple[list[ContextRow], Plan] | None:  # fmt: skip
@@ -298,9 +315,10 @@ class ClassifierStage:
             tags = planned[1].tags if planned is not None else None
             past = planned[1].past if planned is not None and self.reads_context else None
             ids = planned[1].ids if planned is not None and self.reads_context else None
+            streams = [batch[i].utterance.stream for i in ready]
             t0 = self._clock()
             try:
-                preds = await self._predict(texts, audio, tags, past)
+                preds = await self._predict(texts, audio, tags, past, streams)
                 for k, (i, pred) in enumerate(zip(ready, preds, strict=True)):
                     results[i] = Classified(batch[i], pred, None, len(ready),
                                             context_ids=ids[k] if ids is not None else None)  # fmt: skip
@@ -320,7 +338,8 @@ class ClassifierStage:
                             row_past, row_ids = [[p for _, p in kept]], tuple(u for u, _ in kept)
                         try:
                             (pred,) = await self._predict([rows[i][0]], [rows[i][1]],
-                                                          None if tags is None else [tags[k]], row_past)  # fmt: skip
+                                                          None if tags is None else [tags[k]], row_past,
+                                                          [batch[i].utterance.stream])  # fmt: skip
                             results[i] = Classified(batch[i], pred, None, 1, context_ids=row_ids)
                             self._remember(planned, k, pred)
                         except Exception as row_exc:
@@ -347,6 +366,7 @@ class ClassifierStage:
         audio: list[np.ndarray | None],
         tags: list[str | None] | None = None,
         past: list[list[tuple[np.ndarray | int, int]]] | None = None,
+        streams: list[str] | None = None,
     ) -> Sequence[PredictionLike]:
         """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`);
         ``tags``/``past``: speaker tags and past windows, for predictors that read them."""
@@ -358,6 +378,8 @@ class ClassifierStage:
             kwargs["speakers"] = tags
         if past is not None:
             kwargs["past"] = past
+        if fp is not None and self._stream_keys and streams is not None:
+            kwargs["streams"] = streams  # running per-stream audio statistics
         preds: Sequence[Any] = await loop.run_in_executor(self._executor, functools.partial(fn, **kwargs), texts, audio)
         if len(preds) != len(texts):
             raise RuntimeError(f"predict returned {len(preds)} results for {len(texts)} inputs")

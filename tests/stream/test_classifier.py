@@ -203,6 +203,56 @@ async def test_a_text_only_checkpoint_never_computes_features() -> None:
     assert pred.feature_threads == [] and pred.feature_calls == []
 
 
+class StreamKeyPredictor(FeatureScriptedPredictor):
+    """Normalises per stream like ``EmotionPredictor``: takes ``streams=`` and can forget a stream."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.streams: list[list[str | None]] = []
+        self.resets: list[str | None] = []
+
+    def predict_features(
+        self,
+        texts: Sequence[str | None],
+        features: Sequence[np.ndarray | None],
+        *,
+        streams: Sequence[str | None] | None = None,
+    ) -> Sequence[object]:
+        self.streams.append(list(streams or []))
+        return super().predict_features(texts, features)
+
+    def reset_stream(self, stream: str | None = None) -> None:
+        self.resets.append(stream)
+
+
+async def test_features_from_whisper_encoder_pass_are_used_and_nothing_else_is_encoded() -> None:
+    """One encoder pass: a transcript that carries the features is classified with them; the stage
+    neither prefetches nor computes any; a transcript without them (e.g. a > 30 s utterance) still gets
+    its own features; each row goes with its stream for the running normalisation."""
+    pred = StreamKeyPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20))
+    stage.features_from_asr = True
+    carried = np.arange(4, dtype=np.float32)
+
+    def with_features(it: Transcribed) -> Transcribed:
+        assert it.transcript is not None
+        return Transcribed(it.utterance, dataclasses.replace(it.transcript, features=carried), it.error)
+
+    items = [with_features(item("a", 0, "one")), with_features(item("b", 0, "")), item("a", 1, "three")]
+    for it in items:
+        stage.prefetch(it.utterance)  # the pipeline's call at speech end: a no-op here
+    out = [c async for c in stage.run(arrive(items))]
+    assert [c.prediction.modalities for c in out if c.prediction] == [("text", "audio"), ("audio",), ("text", "audio")]
+    (features,) = pred.feature_calls
+    np.testing.assert_array_equal(features[0], carried)
+    np.testing.assert_array_equal(features[1], carried)
+    assert features[2] is not None and features[2][0] == pytest.approx(0.1)  # computed: none was carried
+    assert len(pred.feature_threads) == 1
+    assert pred.streams == [["a", "b", "a"]]
+    stage.end_stream("a")
+    assert pred.resets == ["a"]
+
+
 class ContextPredictor(ScriptedPredictor):
     """A scripted predictor that reads past context: records the speakers and past it was given, and
     returns each row's "encoding" (its call and row number) for the stage to cache."""

@@ -210,14 +210,18 @@ def test_pool_fusion_mixes_the_single_branch_predictions() -> None:
         ModelConfig(labels=LABELS, fusion="average")
 
 
-def test_shipped_default_pools_because_its_branches_saw_different_corpora() -> None:
+def test_shipped_default_fuses_with_a_head_whose_audio_abstains_on_unfamiliar_audio() -> None:
     predictor = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu")
-    assert predictor.model.config.fusion == "pool"
+    assert predictor.fusion is not None and predictor.uses_audio and predictor.uses_text
     # A clearly worded text keeps its label whatever the (here: synthetic, unlike any corpus) audio says.
     clip = tone(220, 2.0, seed=5)
     pred = predictor.predict(["I miss her so much, everything feels empty since she left."], [clip])[0]
     assert pred.modalities == ("text", "audio")
     assert pred.label == "sadness"
+    assert pred.branches["text"] == "sadness"
+    # The tone is unlike any voice the audio branch learned: alone, it abstains (near-uniform scores).
+    (alone,) = predictor.predict([None], [clip])
+    assert max(alone.scores.values()) < 0.2
 
 
 @pytest.mark.slow
