@@ -1,7 +1,8 @@
 """Memory: the peak resident set size (RSS) of the whole service, as the operating system accounts it.
 
 Each configuration runs ``emostream run`` as a child process. Its peak is the kernel's ``ru_maxrss``
-(read by a small launcher process, see ``_LAUNCHER``) -- the figure ``/usr/bin/time -v`` prints as "Maximum resident set size": the largest RSS
+(read by a small launcher process, see ``_LAUNCHER``) -- the figure ``/usr/bin/time -v`` prints as
+"Maximum resident set size": the largest RSS
 the service (or any process it waited for) reached, model loading included, with no sampling gap.
 While it runs, the process tree is also polled every 50 ms: the sum of the RSS of every process in it
 (a cross-check, and the figure that matters if the service ever starts helpers) and the peak of its
