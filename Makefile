@@ -19,7 +19,7 @@ run: setup
 
 test: setup $(STAMP_BROWSER)
 	$(BIN)/ruff check stream training tests bench
-	$(BIN)/ruff format --check stream tests bench
+	$(BIN)/ruff format --check stream training tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
 
@@ -28,7 +28,7 @@ test-quick: setup
 
 lint: setup
 	$(BIN)/ruff check stream training tests bench
-	$(BIN)/ruff format --check stream tests bench
+	$(BIN)/ruff format --check stream training tests bench
 	$(BIN)/mypy
 
 setup: $(STAMP_PY) $(STAMP_SYS)

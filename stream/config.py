@@ -96,6 +96,12 @@ class ClassifierConfig:
     device: str = field(default="auto", metadata=DEVICE)
     max_batch: int = field(default=16, metadata=bounds(1, 1024))
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
+    # Past context (checkpoints with a context module): the text branch also reads the stream's
+    # previous utterances, at most context_utterances of them, each ended within context_window_s
+    # before the current one starts. Never the future; reset per stream.
+    context: bool = True
+    context_utterances: int = field(default=8, metadata=bounds(0, 64))
+    context_window_s: float = field(default=90.0, metadata=bounds(0.0, 3600.0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from stream.stages.classifier import Predictor, load_predictor
 from stream.stages.speakers import SpeakerStage
 from stream.stages.transcriber import Transcriber, WhisperTranscriber
 
-__all__ = ["load_models", "load_speaker_stage", "parse_enrolment", "speaker_stage_or_none"]
+__all__ = ["attach_audio_features", "load_models", "load_speaker_stage", "parse_enrolment", "speaker_stage_or_none"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,34 @@ def load_models(config: Config) -> tuple[Transcriber, Predictor]:
     checkpoint = str(config.resolve_path(config.classifier.checkpoint))
     predictor = load_predictor(checkpoint, device=config.classifier.device)
     transcriber = WhisperTranscriber.load(config.asr)
+    attach_audio_features(predictor, transcriber)
     warm = np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)  # one second of silence
     predictor.predict(["warm up"] if predictor.uses_text else [None], [warm] if predictor.uses_audio else [None])
     transcriber.transcribe(warm)
     return transcriber, predictor
+
+
+def attach_audio_features(predictor: Predictor, transcriber: WhisperTranscriber) -> bool:
+    """One Whisper in memory: the classifier's audio features use the transcriber's loaded model, and
+    when it is the encoder pass they were trained on, its very output (``Transcript.features``)."""
+    attach = getattr(predictor, "attach_asr", None)
+    if attach is None:
+        return False
+    same = bool(
+        attach(
+            transcriber.model,
+            model_sha256=transcriber.model_sha256,
+            pad_s=transcriber.pad_s,
+            compute_type=transcriber.compute_type,
+        )
+    )
+    if same:
+        transcriber.feature_hook = predictor.features_from_encoder  # type: ignore[attr-defined]
+    logger.info(
+        "audio features: %s",
+        "from the ASR's own encoder pass" if same else "one more pass of the shared Whisper (it differs from training)",
+    )
+    return same
 
 
 def parse_enrolment(specs: Sequence[str]) -> list[tuple[str, Path]]:

@@ -86,6 +86,8 @@ class Pipeline:
             features_executor=self._threads["features"],
             clock=clock,
         )
+        # One encoder pass: the transcriber hands over the audio features from its own encoder output.
+        self.classifier.features_from_asr = bool(getattr(transcriber, "provides_features", False))
         self.speakers = speakers
         self._bus = bus
         # The end-of-turn check asks Whisper about open utterances: only a transcriber whose answer depends

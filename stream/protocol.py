@@ -204,12 +204,15 @@ def transcript_data(item: Transcribed) -> dict[str, Any]:
 
 
 def prediction_data(pred: PredictionLike) -> dict[str, Any]:
-    """A prediction's ``label``, ``scores`` (normalised to sum to 1) and ``modalities``."""
+    """A prediction's ``label``, ``scores`` (normalised to sum to 1) and ``modalities``; plus ``branches``
+    (each branch's own label) when a fusion checkpoint reports them."""
     total = sum(float(v) for v in pred.scores.values()) or 1.0
+    branches = getattr(pred, "branches", None)
     return {
         "label": pred.label,
         "scores": {k: round(float(v) / total, 6) for k, v in pred.scores.items()},
         "modalities": list(pred.modalities),
+        **({"branches": dict(branches)} if branches else {}),
     }
 
 
@@ -219,13 +222,16 @@ def emotion_data(out: Classified, *, latency_s: float) -> dict[str, Any]:
     item = out.item
     if pred is None:
         raise ValueError(f"{item.utterance.utterance_id} has no prediction: {out.error}")
-    return {
+    data = {
         **_span(item.utterance),
         "speaker": item.speaker,
         "text": item.transcript.text if item.transcript is not None else "",
         **prediction_data(pred),
         "latency_ms": round(max(0.0, latency_s) * 1000, 1),
     }
+    if out.context_ids is not None:  # the classifier read past context: which utterances
+        data["context"] = list(out.context_ids)
+    return data
 
 
 def speaker_named_data(speaker: str, name: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ decoder and the classifier own them) and re-exported here so that ``stream`` has
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -117,6 +117,9 @@ class Transcript:
     no_speech_prob: float
     dropped: str | None = None  # "empty" | "no_speech" | "repetition" | "non_speech_marker"
     raw_text: str = ""  # what Whisper said before filtering
+    # The audio branch's input, computed from this utterance's own Whisper encoder pass (see
+    # WhisperTranscriber.feature_hook); None when no hook is set or the trimmed path was not taken.
+    features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,3 +160,6 @@ class Classified:
     error: str | None = None
     batch_size: int = 1
     unclassifiable: bool = False
+    # The past utterances of the stream the text branch read (None: the stage reads no context,
+    # because it is off or the checkpoint has no context module).
+    context_ids: tuple[str, ...] | None = None

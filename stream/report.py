@@ -134,6 +134,7 @@ class Report:
             await self._bus.emit("stats", SERVICE_STREAM, self.stats())
         await self._bus.emit("end", stream, end_data(reason, audio_s=self._audio_s[stream]))
         self._end_sent[stream].set()
+        self._classify.end_stream(stream)  # its past-context window and running audio statistics go with it
 
     # Progress --------------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from stream.events.redis_bus import TRANSIENT as _TRANSIENT
 from stream.events.redis_bus import Fenced, Keys, RedisEventBus, connect, ensure_run_id, retrying
 from stream.events.redis_jobs import Job, JobQueue
 from stream.pipeline import Pipeline
-from stream.protocol import SERVICE_STREAM
+from stream.protocol import SERVICE_STREAM, end_data, error_data
 from stream.sources import Source
 from stream.sources.resume import ResumedReplay
 from stream.sources.spec import build_sources, parse_sources
@@ -192,8 +192,8 @@ class Worker:
             return
         if taken.attempts > cfg.bus.max_attempts:
             message = f"given up after {taken.attempts - 1} attempts (bus.max_attempts); see the workers' logs"
-            await bus.emit("error", job.stream, {"code": "source_failed", "message": message})
-            await bus.emit("end", job.stream, {"reason": "error", "audio_s": 0.0})
+            await bus.emit("error", job.stream, error_data("source_failed", message))
+            await bus.emit("end", job.stream, end_data("error", audio_s=0.0))
             await self._finish(job, "error")
             return
         source = ResumedReplay(

@@ -29,6 +29,7 @@ from training.features import AudioFeatureExtractor, FeatureConfig
 from training.metrics import plot_confusion, plot_learning_curves
 from training.model import CheckpointError, FusionClassifier, ModelConfig
 from training.settings import ConfigError, TrainingConfig, load_training_config
+from training.text_cli import add_text_parser, cmd_text, evaluate_text_context
 from training.train import Dataset, FitResult, TrainOptions, evaluate, fit, seed_everything, usable_rows
 from training.weights import ModelError
 
@@ -43,6 +44,8 @@ EPILOG = """commands:
   evaluate  evaluate a checkpoint on MELD (+ RAVDESS/EmoDB held-out speakers): --split test --json OUT
   ablate    train and evaluate text-only, audio-only and fusion; writes ablation.md + ablation.json
   export    check a checkpoint loads, then copy it (e.g. to models/emostream-default.pt) and print its summary
+  text      fine-tune the text branch on speaker-tagged MELD lines + train its past-context module;
+            --audio-from CKPT carries CKPT's audio branch over (evaluate --context past scores the context)
 
 example (the shipped default):
   emostream-train train --text-trainable-layers 3 --lr-encoder 1e-4 --epochs 8 --out models/emostream-default.pt
@@ -100,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ab)
     _add_train_flags(ab)
     ab.add_argument("--out", help="folder for ablation.md + ablation.json (default: the run folder)")
+    ev.add_argument(
+        "--context",
+        choices=("none", "past"),
+        default="none",
+        help="text branch reads nothing but the line (none) or also the dialogue's past lines (past)",
+    )
+    add_text_parser(sub, _add_common)
     ex = sub.add_parser("export", help="verify and copy a checkpoint")
     ex.add_argument("--checkpoint", required=True)
     ex.add_argument("--out", required=True)
@@ -159,8 +169,12 @@ def _fusion_rule(mode: str, train: Dataset) -> str:
 
 
 def _feature_config(cfg: TrainingConfig) -> FeatureConfig:
-    return FeatureConfig(encoder=cfg.model.audio_encoder, whisper_model=cfg.model.whisper_model,
-                         prosody=cfg.model.prosody, trim_silence=cfg.model.trim_silence)
+    return FeatureConfig(
+        encoder=cfg.model.audio_encoder,
+        whisper_model=cfg.model.whisper_model,
+        prosody=cfg.model.prosody,
+        trim_silence=cfg.model.trim_silence,
+    )
 
 
 def _options(cfg: TrainingConfig, progress: bool) -> TrainOptions:
@@ -177,8 +191,11 @@ def _options(cfg: TrainingConfig, progress: bool) -> TrainOptions:
 def _audio_base(extractor: AudioFeatureExtractor | None) -> dict[str, str] | None:
     if extractor is None:
         return None
-    return {"name": extractor.config.whisper_model if extractor.config.encoder == "whisper" else "logmel-cnn",
-            "model_id": extractor.model_id, "sha256": extractor.model_sha256}
+    return {
+        "name": extractor.config.whisper_model if extractor.config.encoder == "whisper" else "logmel-cnn",
+        "model_id": extractor.model_id,
+        "sha256": extractor.model_sha256,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,13 +232,29 @@ def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool)
     extractor = AudioFeatureExtractor(fcfg, device=str(device)) if uses_audio else None
     if not main_rank:
         dist.barrier()  # rank 0 fills the feature cache first; the others then read it
-    data: RunData = build_datasets(cfg.data, base_dir=base, uses_text=uses_text, uses_audio=uses_audio,
-                                   extractor=extractor, seed=cfg.optim.seed, progress=progress and main_rank)
+    data: RunData = build_datasets(
+        cfg.data,
+        base_dir=base,
+        uses_text=uses_text,
+        uses_audio=uses_audio,
+        extractor=extractor,
+        seed=cfg.optim.seed,
+        progress=progress and main_rank,
+    )
     if main_rank:
         dist.barrier()
-        (run_dir / "config.json").write_text(json.dumps({"training": dataclasses.asdict(cfg), "data": data.report,
-                                                         "trained_on": data.trained_on, "processes": dist.world},
-                                                        indent=2), encoding="utf-8")
+        (run_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "training": dataclasses.asdict(cfg),
+                    "data": data.report,
+                    "trained_on": data.trained_on,
+                    "processes": dist.world,
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
     mcfg = ModelConfig(
         labels=LABELS, mode=mode, text_encoder=cfg.model.text_encoder,
         text_trainable_layers=cfg.model.text_trainable_layers, max_text_tokens=cfg.model.max_text_tokens,
@@ -237,8 +270,13 @@ def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool)
         rows = data.train.features[data.train.has_audio]
         if len(rows):
             model.set_audio_normalization(torch.from_numpy(rows.mean(0)), torch.from_numpy(rows.std(0)))
-    logger.info("training %s on %d rows (%s); dev: %s", mode, len(data.train), device,
-                ", ".join(f"{d.name}={len(d)}" for d in data.dev))
+    logger.info(
+        "training %s on %d rows (%s); dev: %s",
+        mode,
+        len(data.train),
+        device,
+        ", ".join(f"{d.name}={len(d)}" for d in data.dev),
+    )
     history_path = run_dir / "history.json"
 
     def on_epoch(row: dict[str, Any]) -> None:
@@ -265,8 +303,12 @@ def train_one(cfg: TrainingConfig, base: Path, run_dir: Path, *, progress: bool)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     plot_learning_curves(result.history, run_dir / "learning_curves.png", f"{mode} ({run_dir.name})")
     for name, m in metrics["test"].items():
-        plot_confusion(m["confusion"], LABELS, run_dir / f"confusion_{name}.png",
-                       f"{name}: weighted-F1 {m['weighted_f1']:.3f}, acc {m['accuracy']:.3f} (n={m['n']})")
+        plot_confusion(
+            m["confusion"],
+            LABELS,
+            run_dir / f"confusion_{name}.png",
+            f"{name}: weighted-F1 {m['weighted_f1']:.3f}, acc {m['accuracy']:.3f} (n={m['n']})",
+        )
     summary = {
         name: {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")}
         | {"per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}}
@@ -306,8 +348,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}")
     print(f"checkpoint: {args.out or ckpt} ({ckpt.stat().st_size / 1e6:.1f} MB)")
     for name, m in metrics["test"].items():
-        print(f"{name:14s} weighted-F1 {m['weighted_f1']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-              f"accuracy {m['accuracy']:.4f}  n={m['n']}")
+        print(
+            f"{name:14s} weighted-F1 {m['weighted_f1']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+            f"accuracy {m['accuracy']:.4f}  n={m['n']}"
+        )
     return 0
 
 
@@ -322,24 +366,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = FusionClassifier.from_checkpoint(args.checkpoint, device=str(device))
     uses_audio = model.config.uses_audio
     extractor = AudioFeatureExtractor(model.feature_config, device=str(device)) if model.feature_config else None
-    data = build_datasets(cfg.data, base_dir=base, uses_text=model.config.uses_text, uses_audio=uses_audio,
-                          extractor=extractor, seed=cfg.optim.seed, progress=not args.no_progress)
+    data = build_datasets(
+        cfg.data,
+        base_dir=base,
+        uses_text=model.config.uses_text,
+        uses_audio=uses_audio,
+        extractor=extractor,
+        seed=cfg.optim.seed,
+        progress=not args.no_progress,
+    )
     sets = data.dev if args.split == "dev" else data.test
     results = _evaluate_sets(model, sets, device, 64)
     if not results:
         raise ValueError(f"no {args.split} data this checkpoint can be evaluated on")
+    if (model.config.text_head == "linear" or hasattr(model, "context")) and f"meld_{args.split}" in results:
+        # Speaker-tagged lines through the text branch (+ its past context with --context past).
+        meld_dir = Path(cfg.data.meld_dir) if Path(cfg.data.meld_dir).is_absolute() else base / cfg.data.meld_dir
+        results[f"meld_{args.split}"] = evaluate_text_context(model, meld_dir, args.split, args.context, device)
+    elif args.context == "past":
+        raise ValueError(f"--context past: checkpoint {args.checkpoint} has no past-context module")
     primary = next((k for k in results if k.startswith("meld")), next(iter(results)))
     out = {k: v for k, v in results[primary].items() if k != "labels"}
-    out.update({"dataset": primary, "split": args.split, "checkpoint": str(args.checkpoint),
-                "corpora": {k: {kk: vv for kk, vv in v.items() if kk not in ("labels",)} for k, v in results.items()}})
+    out.update(
+        {
+            "dataset": primary,
+            "split": args.split,
+            "checkpoint": str(args.checkpoint),
+            "corpora": {k: {kk: vv for kk, vv in v.items() if kk not in ("labels",)} for k, v in results.items()},
+        }
+    )
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(out, indent=2), encoding="utf-8")
     if args.figure:
         plot_confusion(out["confusion"], LABELS, args.figure, f"{primary}: weighted-F1 {out['weighted_f1']:.3f}")
     for name, m in results.items():
-        print(f"{name:14s} weighted-F1 {m['weighted_f1']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-              f"accuracy {m['accuracy']:.4f}  n={m['n']}")
+        print(
+            f"{name:14s} weighted-F1 {m['weighted_f1']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+            f"accuracy {m['accuracy']:.4f}  n={m['n']}"
+        )
         print("  per-class F1: " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in m["per_class"].items()))
     return 0
 
@@ -351,8 +416,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     for mode in ("text", "audio", "fusion"):
         mcfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, mode=mode))
         _, metrics = train_one(mcfg, base, root / mode, progress=not args.no_progress)
-        table[mode] = {name: {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")}
-                       for name, m in metrics["test"].items()}
+        table[mode] = {
+            name: {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")} for name, m in metrics["test"].items()
+        }
     if not _is_main():
         return 0
     out = Path(args.out) if args.out else root
@@ -375,9 +441,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if Path(args.checkpoint).resolve() != out.resolve():
         shutil.copyfile(args.checkpoint, out)
-    summary = {"checkpoint": str(out), "size_mb": round(out.stat().st_size / 1e6, 2),
-               "modalities": meta.get("modalities"), "base_models": meta.get("base_models"),
-               "trained_on": meta.get("trained_on"), "metrics": meta.get("metrics")}
+    summary = {
+        "checkpoint": str(out),
+        "size_mb": round(out.stat().st_size / 1e6, 2),
+        "modalities": meta.get("modalities"),
+        "base_models": meta.get("base_models"),
+        "trained_on": meta.get("trained_on"),
+        "metrics": meta.get("metrics"),
+    }
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -400,11 +471,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "export": cmd_export}
+    args.argv = list(argv) if argv is not None else None
+
+    def text(a: argparse.Namespace) -> int:
+        return cmd_text(a, _load_config)
+
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "ablate": cmd_ablate, "export": cmd_export, "text": text}
     if Dist().world != _world() and args.command not in ("train", "ablate"):
         print(f"emostream-train: error: {args.command} runs in one process; only train and ablate run under "
               "torchrun", file=sys.stderr)  # fmt: skip

@@ -129,9 +129,7 @@ def load_goemotions(root: str | Path, split: str) -> list[Example]:
     return out
 
 
-def split_by_speaker(
-    examples: Sequence[Example], held_out: Iterable[str]
-) -> tuple[list[Example], list[Example]]:
+def split_by_speaker(examples: Sequence[Example], held_out: Iterable[str]) -> tuple[list[Example], list[Example]]:
     """(train, test): test holds exactly the examples whose speaker is in ``held_out``."""
     held = set(held_out)
     train = [e for e in examples if e.speaker not in held]

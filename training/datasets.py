@@ -56,8 +56,13 @@ def with_features(
             feats[i] = got[j]
             ok[i] = True
     if failed:
-        logger.warning("%s: %d of %d clips could not be decoded (text-only for those rows), e.g. %s",
-                       name, len(failed), len(rows), failed[0])
+        logger.warning(
+            "%s: %d of %d clips could not be decoded (text-only for those rows), e.g. %s",
+            name,
+            len(failed),
+            len(rows),
+            failed[0],
+        )
     report.setdefault("unreadable_clips", {})[name] = {"count": len(failed), "examples": failed[:3]}
     return Dataset(name, tuple(examples), feats, ok)
 
@@ -103,8 +108,11 @@ def build_datasets(
         if cfg.meld_raw_dir and uses_audio:
             for s in ("train", "dev", "test"):
                 splits[s], rep = attach_meld_raw(splits[s], resolve(cfg.meld_raw_dir), s)
-                report.setdefault("meld_raw", {})[s] = {"found": rep.found, "missing": rep.missing,
-                                                        "missing_examples": list(rep.missing_examples)}
+                report.setdefault("meld_raw", {})[s] = {
+                    "found": rep.found,
+                    "missing": rep.missing,
+                    "missing_examples": list(rep.missing_examples),
+                }
             trained_on["audio_meld"] = f"MELD.Raw train clips ({resolve(cfg.meld_raw_dir)})"
         train_ex += splits["train"]
         dev.append(with_features("meld_dev", splits["dev"], cache if uses_audio else None, report, progress))
@@ -120,12 +128,16 @@ def build_datasets(
         for corpus in cfg.audio_corpora:
             if corpus == "ravdess":
                 items = load_ravdess(resolve(cfg.ravdess_dir), calm_as_neutral=cfg.calm_as_neutral)
-                test_spk, dev_spk = _speakers("ravdess", cfg.ravdess_test_actors), _speakers(
-                    "ravdess", cfg.ravdess_dev_actors)
+                test_spk, dev_spk = (
+                    _speakers("ravdess", cfg.ravdess_test_actors),
+                    _speakers("ravdess", cfg.ravdess_dev_actors),
+                )
             elif corpus == "emodb":
                 items = load_emodb(resolve(cfg.emodb_dir))
-                test_spk, dev_spk = _speakers("emodb", cfg.emodb_test_speakers), _speakers(
-                    "emodb", cfg.emodb_dev_speakers)
+                test_spk, dev_spk = (
+                    _speakers("emodb", cfg.emodb_test_speakers),
+                    _speakers("emodb", cfg.emodb_dev_speakers),
+                )
             else:
                 raise ValueError(f"unknown audio corpus {corpus!r}; use ravdess or emodb")
             rest, tst = split_by_speaker(items, test_spk)
@@ -137,8 +149,9 @@ def build_datasets(
             if tst:
                 test.append(with_features(f"{corpus}_test", tst, cache, report, progress))
             held = sorted({e.speaker for e in tst})
-            audio_train_desc.append(f"{corpus} ({len(trn)} clips; dev speakers {sorted(dev_spk)}, "
-                                    f"test speakers {held} never trained on)")
+            audio_train_desc.append(
+                f"{corpus} ({len(trn)} clips; dev speakers {sorted(dev_spk)}, test speakers {held} never trained on)"
+            )
         if audio_train_desc:
             trained_on["audio"] = " + ".join(audio_train_desc)
             if cfg.audio_corpora and "ravdess" in cfg.audio_corpora:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from training.audio_fusion import AudioFusion
 from training.features import AudioFeatureExtractor
 from training.model import CheckpointError, FusionClassifier
 
-__all__ = ["EmotionPredictor", "Prediction"]
+__all__ = ["EmotionPredictor", "PastItem", "Prediction"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,18 @@ class Prediction:
     label: str
     scores: dict[str, float]  # all labels, sum to 1
     modalities: tuple[str, ...]  # subset of ("text", "audio") actually used
+    # Each branch's own label beside the fused one, for rows fused from both (fusion checkpoints).
+    branches: dict[str, str] = field(default_factory=dict)
+    # The pooled text encoding of this row (checkpoints with a linear text head): a stream caches it
+    # so that later lines read this one as past context without encoding it again.
+    text_embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    context_used: int = 0  # past utterances the text branch read for this row
+
+
+# One past utterance of a row: its cached text embedding, or the index of an EARLIER row of the same
+# ``predict`` call (a line spoken before it in the same micro-batch); and its speaker relation
+# (``training.context.RELATION_*``).
+PastItem = tuple[np.ndarray | int, int]
 
 
 def _file_sha256(path: Path) -> str:
@@ -50,8 +64,21 @@ class EmotionPredictor:
         self.uses_audio = model.config.uses_audio
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
+        # A linear text head reads speaker-tagged lines ("S1: ...") and can read past context.
+        self.speaker_tags = model.config.uses_text and model.config.text_head == "linear"
+        self.uses_context = model.config.uses_text and hasattr(model, "context")
         self._extractor: AudioFeatureExtractor | None = None
-        if self.uses_audio:
+        # A checkpoint written by training.fuse: text model + audio branch + learned fusion head.
+        self.fusion: AudioFusion | None = None
+        if model.checkpoint_meta.get("audio_fusion"):
+            try:
+                self.fusion = AudioFusion.from_blob(model.checkpoint_meta["audio_fusion"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"checkpoint {name} has an unreadable audio_fusion part: {exc}") from exc
+            if self.fusion.labels_n != len(self.labels):
+                raise CheckpointError(f"checkpoint {name}: the audio branch has {self.fusion.labels_n} labels")
+            self.uses_audio = True
+        elif self.uses_audio:
             assert model.feature_config is not None
             self._extractor = AudioFeatureExtractor(model.feature_config, device=str(self.device))
             stored = model.checkpoint_meta.get("base_models", {}).get("audio", {}).get("sha256", "")
@@ -66,6 +93,9 @@ class EmotionPredictor:
             self.model_ids["text_encoder"] = model.text_model.model_id
         if self._extractor is not None:
             self.model_ids["audio_encoder"] = self._extractor.model_id or model.config.audio_kind
+        if self.fusion is not None:
+            e = self.fusion.encoder_identity
+            self.model_ids["audio_encoder"] = f"{e.model_id} ({e.compute_type}, the ASR's encoder pass)"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "auto") -> EmotionPredictor:
@@ -77,47 +107,160 @@ class EmotionPredictor:
     @property
     def feature_dim(self) -> int:
         """Length of the audio feature vectors :meth:`predict_features` takes (0 without audio)."""
+        if self.fusion is not None:
+            return self.fusion.dim
         return self._extractor.dim if self._extractor is not None else 0
 
     def audio_features(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         """Feature vectors for float32 mono 16 kHz arrays (the checkpoint's feature config)."""
+        if self.fusion is not None:
+            return self.fusion.features(audio)
         if self._extractor is None:
             raise ValueError("this checkpoint has no audio branch")
         return self._extractor.compute(audio)
 
-    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]) -> list[Prediction]:
-        """One :class:`Prediction` per row. Audio: float32 mono 16 kHz in [-1, 1], or ``None``."""
+    def attach_asr(self, whisper_model: object, *, model_sha256: str, pad_s: float, compute_type: str) -> bool:
+        """Share the service's loaded Whisper for the audio features (no second encoder in memory).
+
+        Returns True when the ASR's own encoder pass gives this checkpoint's features exactly (same
+        weights and padding): then the transcriber should hand over its encoder output
+        (:meth:`features_from_encoder`) and no second encoder pass is needed at all.
+        """
+        if self.fusion is None:
+            return False
+        self.fusion.share_model(whisper_model)
+        same = self.fusion.accepts_asr(model_sha256, pad_s)
+        if same and compute_type != self.fusion.encoder_identity.compute_type:
+            logger.warning("the ASR computes in %s, the audio branch was trained on %s encoder output; features "
+                           "differ slightly", compute_type, self.fusion.encoder_identity.compute_type)
+        return same
+
+    def features_from_encoder(self, audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """The feature vector of one utterance from the ASR's encoder output over it (see attach_asr)."""
+        if self.fusion is None:
+            raise ValueError("this checkpoint has no audio branch over the ASR encoder")
+        return self.fusion.pool(audio, frames)
+
+    def reset_stream(self, stream: str | None = None) -> None:
+        """Forget a stream's running speaker statistics (all streams when None)."""
+        if self.fusion is not None:
+            self.fusion.reset(stream)
+
+    def predict(
+        self,
+        texts: Sequence[str | None],
+        audio: Sequence[np.ndarray | None],
+        *,
+        speakers: Sequence[str | None] | None = None,
+        past: Sequence[Sequence[PastItem]] | None = None,
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per row. Audio: float32 mono 16 kHz in [-1, 1], or ``None``.
+
+        ``speakers``: each row's speaker tag (``"S1"``...; ``None`` = unknown), for checkpoints whose
+        text branch reads tagged lines. ``past``: each row's previous utterances (oldest first), read
+        by a checkpoint with a context module (:attr:`uses_context`); ``None`` = no context.
+        """
         if len(texts) != len(audio):
             raise ValueError(f"got {len(texts)} texts but {len(audio)} audio rows")
         feats: list[np.ndarray | None] = [None] * len(audio)
-        if self._extractor is not None:
+        if self._extractor is not None or self.fusion is not None:
             rows = [i for i, a in enumerate(audio) if a is not None and np.asarray(a).size > 0]
             if rows:
-                computed = self._extractor.compute([np.asarray(audio[i]) for i in rows])
+                computed = self.audio_features([np.asarray(audio[i]) for i in rows])
                 for j, i in enumerate(rows):
                     feats[i] = computed[j]
-        return self.predict_features(texts, feats, _audio_given=[a is not None for a in audio])
+        return self.predict_features(texts, feats, speakers=speakers, past=past,
+                                     _audio_given=[a is not None for a in audio])  # fmt: skip
+
+    def text_input(self, text: str, speaker: str | None = None) -> str:
+        """The line as this checkpoint's text branch reads it (speaker-tagged when it was trained so)."""
+        if not self.speaker_tags:
+            return text.strip()
+        from training.text_branch import UNKNOWN_SPEAKER, tagged
+
+        return tagged(text, speaker or UNKNOWN_SPEAKER)
 
     def predict_features(
         self,
         texts: Sequence[str | None],
         features: Sequence[np.ndarray | None],
         *,
+        speakers: Sequence[str | None] | None = None,
+        past: Sequence[Sequence[PastItem]] | None = None,
+        streams: Sequence[str | None] | None = None,
         _audio_given: Sequence[bool] | None = None,
     ) -> list[Prediction]:
-        """Like :meth:`predict`, with precomputed audio feature vectors (length :attr:`feature_dim`)."""
-        if len(texts) != len(features):
-            raise ValueError(f"got {len(texts)} texts but {len(features)} feature rows")
+        """Like :meth:`predict`, with precomputed audio feature vectors (length :attr:`feature_dim`).
+
+        ``streams``: the stream (or speaker) of each row; a fusion checkpoint's audio branch normalises a
+        row by the running statistics of the rows of its stream classified before it (None: none).
+        """
+        n = len(texts)
+        if len(features) != n:
+            raise ValueError(f"got {n} texts but {len(features)} feature rows")
+        for name, seq in (("speakers", speakers), ("past", past), ("streams", streams)):
+            if seq is not None and len(seq) != n:
+                raise ValueError(f"got {n} texts but {len(seq)} rows of {name}")
+        inputs = [
+            self.text_input(str(t), speakers[i] if speakers is not None else None)
+            if t and str(t).strip() and self.uses_text else None
+            for i, t in enumerate(texts)
+        ]  # fmt: skip
+        pooled: dict[int, torch.Tensor] = {}
+        if self.speaker_tags or self.uses_context:
+            # One encoder pass per line; the context module and the stream's cache reuse it.
+            pooled = self._encode({i: t for i, t in enumerate(inputs) if t is not None})
+        windows = self._resolve_past(past, pooled, n) if past is not None and self.uses_context else None
         out: list[Prediction] = []
-        for start in range(0, len(texts), self.batch_size):
+        for start in range(0, n, self.batch_size):
+            end = min(n, start + self.batch_size)
             out.extend(
                 self._predict_batch(
-                    texts[start : start + self.batch_size],
-                    features[start : start + self.batch_size],
-                    _audio_given[start : start + self.batch_size] if _audio_given is not None else None,
-                    start,
+                    inputs[start:end],
+                    features[start:end],
+                    _audio_given[start:end] if _audio_given is not None else None,
+                    text_given=[bool(t and str(t).strip()) for t in texts[start:end]],
+                    offset=start,
+                    pooled=pooled,
+                    windows=windows,
+                    streams=streams[start:end] if streams is not None else None,
                 )
             )
+        return out
+
+    @torch.no_grad()
+    def _encode(self, texts: dict[int, str]) -> dict[int, torch.Tensor]:
+        rows = sorted(texts, key=lambda i: len(texts[i]))
+        out: dict[int, torch.Tensor] = {}
+        for s in range(0, len(rows), self.batch_size):
+            idx = rows[s : s + self.batch_size]
+            enc = self.model.tokenize([texts[i] for i in idx], self.device)
+            vecs = self.model.pool_text(enc["input_ids"], enc["attention_mask"]).float()
+            out.update({i: vecs[j] for j, i in enumerate(idx)})
+        return out
+
+    def _resolve_past(
+        self, past: Sequence[Sequence[PastItem]], pooled: dict[int, torch.Tensor], n: int
+    ) -> list[list[tuple[torch.Tensor, int]]]:
+        """Each row's window as tensors; an int item must name an earlier row that has text."""
+        width = int(self.model.text_encoder.config.hidden_size)
+        out = []
+        for i in range(n):
+            window = []
+            for item, rel in past[i]:
+                if isinstance(item, (int, np.integer)):
+                    j = int(item)
+                    if not 0 <= j < i:
+                        raise ValueError(f"row {i}: past context may only name earlier rows, got row {j}")
+                    if j not in pooled:
+                        continue  # that line had no text
+                    window.append((pooled[j].cpu(), int(rel)))
+                else:
+                    vec = torch.as_tensor(np.asarray(item, dtype=np.float32)).reshape(-1)
+                    if vec.numel() != width:
+                        raise ValueError(f"row {i}: a past embedding must have length {width}, got {vec.numel()}")
+                    window.append((vec, int(rel)))
+            out.append(window)
         return out
 
     @torch.no_grad()
@@ -126,42 +269,102 @@ class EmotionPredictor:
         texts: Sequence[str | None],
         features: Sequence[np.ndarray | None],
         audio_given: Sequence[bool] | None,
+        *,
+        text_given: Sequence[bool],
         offset: int,
+        pooled: dict[int, torch.Tensor],
+        windows: list[list[tuple[torch.Tensor, int]]] | None,
+        streams: Sequence[str | None] | None = None,
     ) -> list[Prediction]:
+        """``texts`` are already in the form the text branch reads (or ``None``); ``pooled`` and
+        ``windows`` are indexed by row over the whole call (``offset`` is this batch's first row)."""
         n = len(texts)
-        has_text = [bool(t and t.strip()) and self.uses_text for t in texts]
+        has_text = [t is not None for t in texts]
         has_audio = [f is not None and self.uses_audio for f in features]
         for i in range(n):
             if not has_text[i] and not has_audio[i]:
                 given = audio_given[i] if audio_given is not None else features[i] is not None
-                if given or (texts[i] and str(texts[i]).strip()):
+                if given or text_given[i]:
                     missing = "audio" if not self.uses_audio else "text"
                     raise ValueError(f"row {offset + i}: this checkpoint has no {missing} branch and the row has no "
-                                     f"{'text' if missing == 'audio' else 'audio'}")
+                                     f"{'text' if missing == 'audio' else 'audio'}")  # fmt: skip
                 raise ValueError(f"row {offset + i} has neither text nor audio")
-        kwargs: dict[str, torch.Tensor] = {}
+        kwargs: dict[str, Any] = {}
         text_idx = [i for i in range(n) if has_text[i]]
         audio_idx = [i for i in range(n) if has_audio[i]]
         if text_idx:
-            kwargs.update(self.model.tokenize([str(texts[i]).strip() for i in text_idx], self.device))
+            if pooled:
+                kwargs["text_pooled"] = torch.stack([pooled[offset + i] for i in text_idx]).to(self.device)
+            else:
+                kwargs.update(self.model.tokenize([str(texts[i]) for i in text_idx], self.device))
             kwargs["text_rows"] = torch.tensor(text_idx, device=self.device)
-        if audio_idx:
-            dim = self.feature_dim
-            stacked = np.stack([np.asarray(features[i], dtype=np.float32).reshape(-1) for i in audio_idx])
-            if stacked.shape[1] != dim:
-                raise ValueError(f"audio feature vectors must have length {dim}, got {stacked.shape[1]}")
-            kwargs["audio_features"] = torch.from_numpy(stacked).to(self.device)
-            kwargs["audio_rows"] = torch.tensor(audio_idx, device=self.device)
-        probs = torch.softmax(self.model(batch_size=n, **kwargs).float(), dim=-1).cpu().numpy().astype(np.float64)
+            if windows is not None:
+                from training.context import PastContext
+
+                width = int(self.model.text_encoder.config.hidden_size)
+                kwargs["past"] = PastContext.stack([windows[offset + i] for i in text_idx], width).to(self.device)
+        branches: list[dict[str, str]] = [{} for _ in range(n)]
+        if self.fusion is not None:
+            # The text branch alone (past context included), then the audio branch and the fusion head.
+            text_logp = self.model(batch_size=n, **kwargs).float().log_softmax(-1).cpu().numpy()
+            logp = self._fuse_rows(text_logp, features, has_text, audio_idx, streams, branches)
+            probs = np.exp(logp.astype(np.float64))
+        else:
+            if audio_idx:
+                dim = self.feature_dim
+                stacked = np.stack([np.asarray(features[i], dtype=np.float32).reshape(-1) for i in audio_idx])
+                if stacked.shape[1] != dim:
+                    raise ValueError(f"audio feature vectors must have length {dim}, got {stacked.shape[1]}")
+                kwargs["audio_features"] = torch.from_numpy(stacked).to(self.device)
+                kwargs["audio_rows"] = torch.tensor(audio_idx, device=self.device)
+            logits = self.model(batch_size=n, **kwargs).float()
+            probs = torch.softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
         out = []
         for i in range(n):
             p = probs[i] / probs[i].sum()
             mods = tuple(m for m, on in (("text", has_text[i]), ("audio", has_audio[i])) if on)
+            emb = pooled.get(offset + i)
+            used = len(windows[offset + i]) if windows is not None and has_text[i] else 0
             out.append(
                 Prediction(
                     label=self.labels[int(p.argmax())],
                     scores={label: float(p[j]) for j, label in enumerate(self.labels)},
                     modalities=mods,
+                    branches=branches[i],
+                    text_embedding=None if emb is None else emb.cpu().numpy().astype(np.float32),
+                    context_used=used,
                 )
             )
         return out
+
+    def _fuse_rows(
+        self,
+        text_logp: np.ndarray,
+        features: Sequence[np.ndarray | None],
+        has_text: list[bool],
+        audio_idx: list[int],
+        streams: Sequence[str | None] | None,
+        branches: list[dict[str, str]],
+    ) -> np.ndarray:
+        """Log-probabilities: the text branch's where there is no audio, the audio branch's where there is
+        no text, the fusion head's where there are both (``branches`` gets both labels there)."""
+        assert self.fusion is not None
+        logp = text_logp.astype(np.float32).copy()
+        if not audio_idx:
+            return logp
+        stacked = np.stack([np.asarray(features[i], dtype=np.float32).reshape(-1) for i in audio_idx])
+        if stacked.shape[1] != self.fusion.dim:
+            raise ValueError(f"audio feature vectors must have length {self.fusion.dim}, got {stacked.shape[1]}")
+        keys = [streams[i] for i in audio_idx] if streams is not None else [None] * len(audio_idx)
+        la, novelty = self.fusion.audio_logp(stacked, keys)
+        both = [j for j, i in enumerate(audio_idx) if has_text[i]]
+        if both:
+            rows = [audio_idx[j] for j in both]
+            logp[rows] = self.fusion.fuse(text_logp[rows].astype(np.float32), la[both], novelty[both])
+            for j, i in zip(both, rows, strict=True):
+                text_label, audio_label = self.labels[int(text_logp[i].argmax())], self.labels[int(la[j].argmax())]
+                branches[i] = {"text": text_label, "audio": audio_label}
+        for j, i in enumerate(audio_idx):
+            if not has_text[i]:
+                logp[i] = la[j]
+        return logp

@@ -72,8 +72,15 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], pa
     ax.set_yticks(range(len(labels)), labels)
     for i in range(conf.shape[0]):
         for j in range(conf.shape[1]):
-            ax.text(j, i, f"{int(conf[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(conf[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)

@@ -27,7 +27,7 @@ import importlib.metadata
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,6 +36,9 @@ from training.device import resolve_device
 from training.features import FEATURE_VERSION, LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
 from training.settings import ConfigError
 from training.weights import ModelError, ResolvedModel, resolve_text_encoder, sha256_file
+
+if TYPE_CHECKING:
+    from training.context import PastContext
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -52,6 +55,8 @@ CHECKPOINT_FORMAT = "emostream-fusion-classifier"
 CHECKPOINT_VERSION = 1
 MODES = ("text", "audio", "fusion")
 FUSION_RULES = ("learned", "pool")
+TEXT_HEADS = ("mlp", "linear")
+TEXT_HEAD_DROPOUT = 0.1
 
 
 class CheckpointError(RuntimeError):
@@ -73,6 +78,12 @@ class ModelConfig:
     dropout: float = 0.3
     fusion: str = "learned"  # "learned" | "pool" (see the module docstring)
     audio_weight: float = 0.3  # w of the "pool" rule
+    # "mlp": text rows go through text_proj + the shared head; "linear": the text branch has its own
+    # linear head over the pooled encoder output (a fully fine-tuned encoder; see training.text_branch).
+    text_head: str = "mlp"
+    # Past-context module over the pooled embeddings of previous utterances ({} = none); see
+    # training.context.ContextConfig.
+    context: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +97,8 @@ class ModelConfig:
             raise ValueError(f"fusion must be one of {FUSION_RULES}, got {self.fusion!r}")
         if not 0.0 <= self.audio_weight <= 1.0:
             raise ValueError(f"audio_weight must lie in [0, 1], got {self.audio_weight!r}")
+        if self.text_head not in TEXT_HEADS:
+            raise ValueError(f"text_head must be one of {TEXT_HEADS}, got {self.text_head!r}")
 
     @property
     def uses_text(self) -> bool:
@@ -132,6 +145,10 @@ def _text_sha256(resolved: ResolvedModel) -> str:
         if (folder / name).is_file():
             return sha256_file(folder / name)
     return ""  # a hub name: identified by name only
+
+
+def _half_text(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half() if k.startswith("text_encoder.") and v.is_floating_point() else v for k, v in state.items()}
 
 
 class _AudioCNN(nn.Module):
@@ -192,6 +209,12 @@ class FusionClassifier(nn.Module):
             self._freeze_text(config.text_trainable_layers)
             width = int(self.text_encoder.config.hidden_size)
             self.text_proj = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, hidden), nn.GELU())
+            if config.text_head == "linear":
+                self.text_head = nn.Sequential(nn.Dropout(TEXT_HEAD_DROPOUT), nn.Linear(width, len(config.labels)))
+            if config.context:
+                from training.context import ContextConfig, ContextModule
+
+                self.context = ContextModule(ContextConfig.from_dict(config.context), width, len(config.labels))
         if config.uses_audio:
             self.register_buffer("audio_mean", torch.zeros(config.audio_dim))
             self.register_buffer("audio_std", torch.ones(config.audio_dim))
@@ -233,11 +256,28 @@ class FusionClassifier(nn.Module):
         )
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pool_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's mean-pooled output over real tokens, ``(B, width)``."""
         states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.text_proj(pooled)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.text_proj(self.pool_text(input_ids, attention_mask))
+
+    def text_logits(self, pooled: torch.Tensor, past: PastContext | None = None) -> torch.Tensor:
+        """Text-only logits from the pooled encoder output; with ``past`` (and a context module) the
+        context module reads the pooled embeddings of the previous utterances too."""
+        if past is not None and hasattr(self, "context"):
+            return self.context(pooled, past, self._text_only)
+        return self._text_only(pooled)
+
+    def _text_only(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.config.text_head == "linear":
+            return self.text_head(pooled)
+        hidden = self.config.hidden_dim
+        text_vec = self.text_proj(pooled)
+        return self.head(torch.cat([text_vec, self.audio_missing.expand(*text_vec.shape[:-1], hidden)], dim=-1))
 
     # ------------------------------------------------------------------ audio
     def set_audio_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -258,13 +298,21 @@ class FusionClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         audio_rows: torch.Tensor | None = None,
         audio_features: torch.Tensor | None = None,
+        text_pooled: torch.Tensor | None = None,
+        past: PastContext | None = None,
     ) -> torch.Tensor:
         """Logits for ``batch_size`` rows.
 
         ``text_rows``: indices of the rows that have text, with ``input_ids``/``attention_mask`` for
-        exactly those rows; ``audio_rows`` likewise with ``audio_features``. Other rows use the
-        learned "missing" embedding for that branch.
+        exactly those rows (or their already pooled encoder output ``text_pooled``); ``audio_rows``
+        likewise with ``audio_features``. Other rows use the learned "missing" embedding for that
+        branch. ``past``: the previous utterances of the text rows (``text_head = "linear"`` only).
         """
+        if self.config.text_head == "linear" or hasattr(self, "context"):
+            return self._forward_branches(
+                batch_size, text_rows=text_rows, input_ids=input_ids, attention_mask=attention_mask,
+                audio_rows=audio_rows, audio_features=audio_features, text_pooled=text_pooled, past=past,
+            )  # fmt: skip
         hidden = self.config.hidden_dim
         text_vec = self.text_missing.expand(batch_size, hidden)
         audio_vec = self.audio_missing.expand(batch_size, hidden)
@@ -297,6 +345,65 @@ class FusionClassifier(nn.Module):
                 logits = logits.index_put((both.nonzero().squeeze(1),), mixed.clamp_min(1e-12).log().to(logits.dtype))
         return logits
 
+    def _forward_branches(
+        self,
+        batch_size: int,
+        *,
+        text_rows: torch.Tensor | None,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        audio_rows: torch.Tensor | None,
+        audio_features: torch.Tensor | None,
+        text_pooled: torch.Tensor | None,
+        past: PastContext | None,
+    ) -> torch.Tensor:
+        """Branch by branch (a linear text head, or a context module): text rows get the text-only
+        logits (:meth:`text_logits`, reading ``past`` when given); audio-only rows the shared head over
+        ``[missing text, audio]``; rows with both mix the two ("pool") or go through the shared head
+        over ``[text_proj(pooled), audio]`` ("learned"). Without ``past`` this equals the joint
+        forward for an ``mlp`` text head."""
+        hidden, n_labels = self.config.hidden_dim, len(self.config.labels)
+        logits = torch.zeros(batch_size, n_labels, device=self.text_missing.device)
+        has_text = text_rows is not None and text_rows.numel() > 0
+        has_audio = audio_rows is not None and audio_rows.numel() > 0
+        pooled = text_pooled
+        if has_text:
+            if not self.config.uses_text:
+                raise ValueError("this model has no text branch")
+            if pooled is None:
+                assert input_ids is not None and attention_mask is not None
+                pooled = self.pool_text(input_ids, attention_mask)
+            assert text_rows is not None
+            logits = logits.index_put((text_rows,), self.text_logits(pooled, past).to(logits.dtype))
+        if has_audio:
+            if not self.config.uses_audio:
+                raise ValueError("this model has no audio branch")
+            assert audio_features is not None and audio_rows is not None
+            audio_vec = self.encode_audio(audio_features.float())
+            n = audio_vec.shape[0]
+            text_of_audio = self.text_missing.expand(n, hidden)
+            both = torch.zeros(0, dtype=torch.long, device=logits.device)
+            if has_text:
+                assert text_rows is not None and pooled is not None
+                pos = torch.full((batch_size,), -1, dtype=torch.long, device=logits.device)
+                pos[text_rows] = torch.arange(text_rows.numel(), device=logits.device)
+                both = pos[audio_rows]
+            audio_only = self.head(torch.cat([text_of_audio, audio_vec], dim=1))
+            out = audio_only
+            paired = both >= 0
+            if bool(paired.any()):
+                assert pooled is not None
+                if self.config.fusion == "pool":
+                    w = self.config.audio_weight
+                    p_text = logits[audio_rows[paired]].float().softmax(-1)
+                    mixed = (1.0 - w) * p_text + w * audio_only[paired].float().softmax(-1)
+                    fused = mixed.clamp_min(1e-12).log()
+                else:
+                    fused = self.head(torch.cat([self.text_proj(pooled[both[paired]]), audio_vec[paired]], dim=1))
+                out = out.index_put((paired.nonzero().squeeze(1),), fused.to(out.dtype))
+            logits = logits.index_put((audio_rows,), out.to(logits.dtype))
+        return logits
+
     # ------------------------------------------------------------------ checkpoints
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything except the frozen text-encoder weights (those come from the packaged model)."""
@@ -326,8 +433,13 @@ class FusionClassifier(nn.Module):
         trained_on: dict[str, str] | None = None,
         audio_model: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        text_encoder_fp16: bool = False,
     ) -> Path:
-        """Write the self-describing checkpoint (atomically) and return its path."""
+        """Write the self-describing checkpoint (atomically) and return its path.
+
+        ``text_encoder_fp16``: store the trained text-encoder layers as float16 (half the size; they
+        are cast back to float32 on load), which keeps a fully fine-tuned encoder under 25 MB.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         base = self.base_models()
@@ -351,7 +463,8 @@ class FusionClassifier(nn.Module):
             "trained_on": dict(trained_on or {}),
             "metrics": dict(metrics or {}),
             "extra": dict(extra or {}),
-            "state_dict": self.trained_state_dict(),
+            "state_dict": _half_text(self.trained_state_dict()) if text_encoder_fp16 else self.trained_state_dict(),
+            "text_encoder_dtype": "float16" if text_encoder_fp16 else "float32",
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(blob, tmp)

@@ -321,8 +321,11 @@ def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) 
                 torch.distributed.all_reduce(batch_loss)
             losses.append(float(batch_loss))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                               "step_losses": losses}
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "step_losses": losses,
+        }
         scores = []
         for d in dev:
             if not usable_rows(model, d):
@@ -335,8 +338,12 @@ def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) 
         row["score"] = score
         row["seconds"] = time.monotonic() - started
         result.history.append(row)
-        logger.info("epoch %d: loss %.4f, dev %s", epoch, row["train_loss"],
-                    ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k.endswith("weighted_f1")))
+        logger.info(
+            "epoch %d: loss %.4f, dev %s",
+            epoch,
+            row["train_loss"],
+            ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k.endswith("weighted_f1")),
+        )
         if on_epoch:
             on_epoch(row)
         if score > result.best_score:

@@ -255,9 +255,7 @@ def _build_base_cache(model: PackagedModel, target: Path, stamps: _VerifiedStamp
                         digest.update(block)
                         out.write(block)
         if digest.hexdigest() != BASE_MODEL_BIN_SHA256:
-            raise ModelError(
-                f"joined base model.bin has sha256 {digest.hexdigest()}, expected {BASE_MODEL_BIN_SHA256}"
-            )
+            raise ModelError(f"joined base model.bin has sha256 {digest.hexdigest()}, expected {BASE_MODEL_BIN_SHA256}")
         for pf, src in parts:
             if not pf.relpath.startswith("data/model.bin.part"):
                 shutil.copyfile(src, tmp / Path(pf.relpath).name)

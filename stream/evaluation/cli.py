@@ -75,11 +75,20 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
             "checkpoint": config.classifier.checkpoint,
         }
         pred, predictor, merges = _predictions(config, args, extra)
-        oracle = None if args.no_oracle else _oracle(config, predictor, truth)
+        oracle = None
+        if not args.no_oracle:
+            oracle, predictor = _oracle(config, predictor, truth)
         try:
             report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra, merges=merges)
         except ValueError as exc:
             raise _Failed(2, str(exc)) from exc
+        if predictor is not None and getattr(predictor, "uses_context", False):
+            from stream.evaluation.context_eval import context_ablation
+
+            c = config.classifier
+            report["context"] = context_ablation(predictor, pred, truth, max_utterances=c.context_utterances,
+                                                 window_s=c.context_window_s, min_overlap=args.min_overlap)  # fmt: skip
+            report["context"]["pipeline_reads_context"] = c.context
     except _Failed as exc:
         print(f"emostream evaluate: {exc}", file=sys.stderr)
         return exc.status
@@ -130,14 +139,14 @@ def _predictions(
         raise _Failed(1, str(exc)) from exc
 
 
-def _oracle(config: Config, predictor: Any, truth: list[Utterance]) -> list[str]:
-    """The text oracle, with the replay's classifier or one loaded now."""
+def _oracle(config: Config, predictor: Any, truth: list[Utterance]) -> tuple[list[str], Any]:
+    """The text oracle, with the replay's classifier or one loaded now (returned for reuse)."""
     try:
         if predictor is None:
             from stream.stages.classifier import load_predictor
 
             checkpoint = config.resolve_path(config.classifier.checkpoint)
             predictor = load_predictor(str(checkpoint), device=config.classifier.device)
-        return oracle_labels(predictor, truth, batch=config.classifier.max_batch)
+        return oracle_labels(predictor, truth, batch=config.classifier.max_batch), predictor
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
         raise _Failed(1, f"text oracle unavailable ({exc}); use --no-oracle to skip it") from exc

@@ -87,11 +87,23 @@ def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str 
                 slot["label"] = d.get("label") if d.get("label") in LABELS else None
                 latency = d.get("latency_ms")
                 slot["latency_ms"] = float(latency) if isinstance(latency, int | float) else None
+                branches = d.get("branches")
+                if isinstance(branches, Mapping):
+                    slot["branches"] = tuple(
+                        (str(k), str(v)) for k, v in sorted(branches.items()) if k in ("text", "audio") and v in LABELS
+                    )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{e['type']} event seq {e.get('seq')} has no usable start_s/end_s: {exc!r}") from exc
     out = [
         Utterance(
-            v["start_s"], v["end_s"], v.get("text", ""), v.get("label"), uid, v.get("latency_ms"), v.get("speaker")
+            v["start_s"],
+            v["end_s"],
+            v.get("text", ""),
+            v.get("label"),
+            uid,
+            v.get("latency_ms"),
+            v.get("speaker"),
+            v.get("branches", ()),
         )
         for uid, v in found.items()
         if "start_s" in v

@@ -81,6 +81,9 @@ def build_report(
             {"truth": truth[m.truth].uid, "pred": pred[m.pred].uid, "overlap_s": round(m.overlap_s, 3)} for m in matches
         ],
     }
+    by_branch = _branch_scores(pred, truth, scored)
+    if by_branch:
+        report["emotion_by_branch"] = by_branch
     speakers = speaker_report(pred, truth, matches, merges or {})
     if speakers is not None:
         report["speakers"] = speakers
@@ -95,6 +98,21 @@ def build_report(
     if extra:
         report.update(extra)
     return report
+
+
+def _branch_scores(pred: Sequence[Utterance], truth: Sequence[Utterance], scored: Sequence[Match]) -> dict[str, Any]:
+    """Text only / audio only / fused emotion scores on the matched utterances where the classifier
+    reported both branches' own labels (what each branch contributes); empty when it reported none."""
+    rows = [m for m in scored if {k for k, _ in pred[m.pred].branches} >= {"text", "audio"}]
+    if not rows:
+        return {}
+    gold = [truth[m.truth].emotion or "" for m in rows]
+    out = {
+        f"{name}_only": emotion_scores(gold, [dict(pred[m.pred].branches)[name] for m in rows]).to_dict()
+        for name in ("text", "audio")
+    }
+    out["fused"] = emotion_scores(gold, [pred[m.pred].emotion or "" for m in rows]).to_dict()
+    return out
 
 
 def _resolve(label: str | None, merges: Mapping[str, str]) -> str | None:
@@ -170,6 +188,15 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             f"| replay wall time (s) / audio (s) / RTF | {_fmt(rp.get('wall_s'), 1)} / "
             f"{_fmt(rp.get('audio_s'), 1)} / {_fmt(rp.get('rtf'))} | |"
         )
+    branch = report.get("emotion_by_branch")
+    if branch:
+        n = branch["fused"]["n"]
+        for key in ("accuracy", "weighted_f1"):
+            lines.append(
+                f"| emotion {key.replace('_', '-')} on {n} utterances with both branches: text only / audio only / "
+                f"fused | {_fmt(branch['text_only'][key])} / {_fmt(branch['audio_only'][key])} / "
+                f"{_fmt(branch['fused'][key])} | |"
+            )
     if "speakers" in report:
         sp, after = report["speakers"]["as_sent"], report["speakers"]["after_merges"]
         lines += [
@@ -183,6 +210,15 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| text oracle on all {all_t['n']} truth utterances, weighted-F1 | | {_fmt(all_t['weighted_f1'])} |"
         )
+    if "context" in report:
+        ctx = report["context"]
+        lines += ["", f"Past context (text only, unknown speakers; up to {ctx['context_utterances']} utterances "
+                  f"within {ctx['context_window_s']} s), weighted-F1 / macro-F1:", "",
+                  "| text read | pipeline transcripts | truth lines (text oracle) |", "|---|---:|---:|"]  # fmt: skip
+        for name, title in (("off", "the line alone"), ("past", "the line + its past")):
+            p, o = ctx[name]["pipeline_text"], ctx[name]["text_oracle"]
+            lines.append(f"| {title} | {_fmt(p['weighted_f1'])} / {_fmt(p['macro_f1'])} (n={p['n']}) | "
+                         f"{_fmt(o['weighted_f1'])} / {_fmt(o['macro_f1'])} (n={o['n']}) |")  # fmt: skip
     lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
     short = [label[:4] for label in LABELS]
     lines.append("| truth \\ pred | " + " | ".join(short) + " |")

@@ -39,6 +39,8 @@ class Utterance:
     uid: str = ""
     latency_ms: float | None = None  # predictions only: the pipeline's own figure
     speaker: str | None = None  # truth: the person; predictions: the label sent (S1, ...); None = unknown
+    # predictions only: each branch's own label ("text", "audio") beside the fused one, when reported
+    branches: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------- alignment

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,6 +28,7 @@ import numpy as np
 
 from stream.config import ClassifierConfig
 from stream.records import Classified, PredictionLike, Transcribed, Utterance
+from stream.stages.context import ContextRow, ContextWindows, Plan
 
 __all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
 
@@ -91,6 +93,15 @@ class ClassifierStage:
         """``executor`` (classification) and ``features_executor`` belong to the caller; when not given,
         each :meth:`run` makes its own and shuts them down at its end."""
         self._predictor = predictor
+        # Past context: read when it is on and the checkpoint can; speaker tags whenever the
+        # checkpoint's text branch was trained on tagged lines.
+        self._speaker_tags = bool(getattr(predictor, "speaker_tags", False))
+        self.reads_context = bool(
+            config.context and getattr(predictor, "uses_context", False) and config.context_utterances
+        )
+        self._windows: ContextWindows | None = None
+        if self._speaker_tags or self.reads_context:
+            self._windows = ContextWindows(config.context_utterances, config.context_window_s)
         self._max_batch = config.max_batch
         self._wait_s = config.batch_wait_ms / 1000
         self._queue_items = max(queue_items, config.max_batch)
@@ -102,6 +113,11 @@ class ClassifierStage:
         if takes_features(predictor):
             self._feature_predictor = predictor  # type: ignore[assignment]
         self._features: dict[str, asyncio.Future[np.ndarray]] = {}  # utterance id -> its feature vector
+        # True when the transcriber's own encoder pass yields the features (Transcript.features): then
+        # nothing is prefetched, and only an utterance arriving without them gets its own pass.
+        self.features_from_asr = False
+        # The predictor normalises audio per stream (running statistics): it gets each row's stream.
+        self._stream_keys = callable(getattr(predictor, "reset_stream", None))
         self.features_busy_s = 0.0
         self.feature_failures = 0
         self.batches = 0
@@ -128,6 +144,10 @@ class ClassifierStage:
     def prefetch(self, utt: Utterance) -> None:
         """Start ``utt``'s audio features now (call on the event loop when its speech ends); a no-op
         when the predictor has no audio branch or cannot take precomputed features."""
+        if not self.features_from_asr:
+            self._start_features(utt)
+
+    def _start_features(self, utt: Utterance) -> None:
         if self._feature_predictor is None or utt.audio.size == 0 or utt.utterance_id in self._features:
             return
         loop = asyncio.get_running_loop()
@@ -147,13 +167,19 @@ class ClassifierStage:
         """Replace each row's audio by its feature vector; a row whose features failed loses its audio
         (``failed`` maps it to why)."""
         waits: dict[int, asyncio.Future[np.ndarray]] = {}
+        out = list(rows)
         for i, (_, audio) in enumerate(rows):
             if audio is not None:
                 utt = batch[i].utterance
-                self.prefetch(utt)  # a no-op when it was prefetched
+                transcript = batch[i].transcript
+                ready = transcript.features if transcript is not None else None
+                if ready is not None:  # from Whisper's own encoder pass
+                    self._features.pop(utt.utterance_id, None)
+                    out[i] = (rows[i][0], ready)
+                    continue
+                self._start_features(utt)  # a no-op when it was prefetched
                 waits[i] = self._features.pop(utt.utterance_id)
         done = await asyncio.gather(*waits.values(), return_exceptions=True)
-        out = list(rows)
         failed: dict[int, str] = {}
         for i, res in zip(waits, done, strict=True):
             if isinstance(res, BaseException):
@@ -241,6 +267,32 @@ class ClassifierStage:
             batch.append(nxt)
         return batch
 
+    def end_stream(self, stream: str) -> None:
+        """Forget a finished stream's context window and the predictor's running audio statistics."""
+        if self._windows is not None:
+            self._windows.reset(stream)
+        if self._stream_keys:
+            self._predictor.reset_stream(stream)  # type: ignore[attr-defined]
+
+    def _plan(self, batch: list[Transcribed], rows: list[tuple[str | None, np.ndarray | None]],
+              ready: list[int]) -> tuple[list[ContextRow], Plan] | None:  # fmt: skip
+        """The batch's past-context plan (speaker tags, past items, their ids), or None without windows."""
+        if self._windows is None:
+            return None
+        crows = []
+        for i in ready:
+            utt = batch[i].utterance
+            speaker = getattr(utt, "speaker", None) or getattr(batch[i], "speaker", None)
+            crows.append(ContextRow(utt.stream, utt.utterance_id, utt.start_s, utt.end_s,
+                                    str(speaker) if speaker else None, rows[i][0] is not None))  # fmt: skip
+        return crows, self._windows.plan(crows)
+
+    def _remember(self, planned: tuple[list[ContextRow], Plan] | None, k: int, pred: PredictionLike) -> None:
+        """Cache row ``k``'s text encoding for the lines after it."""
+        if planned is not None and self._windows is not None:
+            crows, plan = planned
+            self._windows.record(crows[k], plan.tags[k], getattr(pred, "text_embedding", None))
+
     async def _classify(self, batch: list[Transcribed]) -> list[Classified]:
         rows = [self._row(item) for item in batch]
         failed: dict[int, str] = {}
@@ -259,22 +311,37 @@ class ClassifierStage:
         if ready:
             texts = [rows[i][0] for i in ready]
             audio = [rows[i][1] for i in ready]
+            planned = self._plan(batch, rows, ready)
+            tags = planned[1].tags if planned is not None else None
+            past = planned[1].past if planned is not None and self.reads_context else None
+            ids = planned[1].ids if planned is not None and self.reads_context else None
+            streams = [batch[i].utterance.stream for i in ready]
             t0 = self._clock()
             try:
-                preds = await self._predict(texts, audio)
-                for i, pred in zip(ready, preds, strict=True):
-                    results[i] = Classified(batch[i], pred, None, len(ready))
+                preds = await self._predict(texts, audio, tags, past, streams)
+                for k, (i, pred) in enumerate(zip(ready, preds, strict=True)):
+                    results[i] = Classified(batch[i], pred, None, len(ready),
+                                            context_ids=ids[k] if ids is not None else None)  # fmt: skip
+                    self._remember(planned, k, pred)
             except Exception as exc:
                 if len(ready) == 1:
                     logger.exception("classifying %s failed", batch[ready[0]].utterance.utterance_id)
                     results[ready[0]] = Classified(batch[ready[0]], None, _failure(exc))
                 else:
-                    # One bad row must not cost its batch-mates their emotion: retry the rows one by one.
+                    # One bad row must not cost its batch-mates their emotion: retry the rows one by one
+                    # (each reads only the cached past, not its batch-mates).
                     logger.warning("a batch of %d failed (%s); classifying its rows one by one", len(ready), exc)
-                    for i in ready:
+                    for k, i in enumerate(ready):
+                        row_past, row_ids = None, None
+                        if past is not None and ids is not None:
+                            kept = [(u, p) for u, p in zip(ids[k], past[k], strict=True) if not isinstance(p[0], int)]
+                            row_past, row_ids = [[p for _, p in kept]], tuple(u for u, _ in kept)
                         try:
-                            (pred,) = await self._predict([rows[i][0]], [rows[i][1]])
-                            results[i] = Classified(batch[i], pred, None, 1)
+                            (pred,) = await self._predict([rows[i][0]], [rows[i][1]],
+                                                          None if tags is None else [tags[k]], row_past,
+                                                          [batch[i].utterance.stream])  # fmt: skip
+                            results[i] = Classified(batch[i], pred, None, 1, context_ids=row_ids)
+                            self._remember(planned, k, pred)
                         except Exception as row_exc:
                             logger.exception("classifying %s failed", batch[i].utterance.utterance_id)
                             results[i] = Classified(batch[i], None, _failure(row_exc))
@@ -293,12 +360,27 @@ class ClassifierStage:
         (pred,) = await loop.run_in_executor(self._executor, self._predictor.predict, [text], [None])
         return pred
 
-    async def _predict(self, texts: list[str | None], audio: list[np.ndarray | None]) -> Sequence[PredictionLike]:
-        """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`)."""
+    async def _predict(
+        self,
+        texts: list[str | None],
+        audio: list[np.ndarray | None],
+        tags: list[str | None] | None = None,
+        past: list[list[tuple[np.ndarray | int, int]]] | None = None,
+        streams: list[str] | None = None,
+    ) -> Sequence[PredictionLike]:
+        """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`);
+        ``tags``/``past``: speaker tags and past windows, for predictors that read them."""
         loop = asyncio.get_running_loop()
         fp = self._feature_predictor
         fn = fp.predict_features if fp is not None else self._predictor.predict
-        preds: Sequence[Any] = await loop.run_in_executor(self._executor, fn, texts, audio)
+        kwargs: dict[str, Any] = {}
+        if tags is not None and self._speaker_tags:
+            kwargs["speakers"] = tags
+        if past is not None:
+            kwargs["past"] = past
+        if fp is not None and self._stream_keys and streams is not None:
+            kwargs["streams"] = streams  # running per-stream audio statistics
+        preds: Sequence[Any] = await loop.run_in_executor(self._executor, functools.partial(fn, **kwargs), texts, audio)
         if len(preds) != len(texts):
             raise RuntimeError(f"predict returned {len(preds)} results for {len(texts)} inputs")
         return preds

@@ -36,6 +36,7 @@ import numpy as np
 
 from stream.config import ASRConfig
 from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
+from training.asr_features import ENCODER_FRAME_SAMPLES, asr_log_mel, asr_window_s
 from training.device import ctranslate2_device
 from training.weights import ModelError, hub_failure_message, resolve_asr_model
 
@@ -120,6 +121,7 @@ class _Decoded:
     no_speech_prob: float
     looped: bool  # the decode ran into its token budget or ended in a repeated n-gram
     language_prob: float = 1.0  # of the detected language; 1.0 when it was given
+    features: np.ndarray | None = None  # feature_hook's result on the encoder output
 
 
 class WhisperTranscriber:
@@ -135,18 +137,44 @@ class WhisperTranscriber:
     window errs more than the 30 s one, and speech that Whisper is sure of never pays for the check.
     ``paths`` counts what happened: ``trimmed`` (kept), ``padded``, and of those, ``loop_redone`` and
     ``unsure_redone``.
+
+    One encoder pass for both branches: with ``feature_hook`` set (``(audio, encoder frames) ->
+    feature vector``, see ``EmotionPredictor.attach_asr``), the trimmed path hands its encoder output
+    over and the transcript carries the audio branch's features; no second encoder runs.
     """
 
     stateless = True
 
-    def __init__(self, model: Any, cfg: ASRConfig, *, model_id: str = "", english_only: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        cfg: ASRConfig,
+        *,
+        model_id: str = "",
+        english_only: bool = False,
+        model_sha256: str = "",
+        compute_type: str = "",
+    ) -> None:
         self._model = model
         self._cfg = cfg
         self.model_id = model_id or cfg.model
+        self.model_sha256 = model_sha256
+        self.compute_type = compute_type
         self.english_only = english_only
         self._language = "en" if english_only else (cfg.language or None)
         self._english_only = english_only
         self.paths: Counter[str] = Counter()
+        self.feature_hook: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+        self.feature_failures = 0
+
+    @property
+    def pad_s(self) -> float:
+        return float(self._cfg.pad_s)
+
+    @property
+    def provides_features(self) -> bool:
+        """Whether transcripts carry the audio branch's features (trimmed path, hook set)."""
+        return self.feature_hook is not None and self._cfg.pad_s < WINDOW_S
 
     @classmethod
     def load(cls, cfg: ASRConfig) -> WhisperTranscriber:
@@ -173,7 +201,14 @@ class WhisperTranscriber:
             raise ModelError(f"could not load Whisper model {cfg.model!r} from {resolved.path}: {exc}") from exc
         english_only = not getattr(model.model, "is_multilingual", True)
         logger.info("Whisper %s on %s (%s), pad_s %g", resolved.model_id, device, compute, cfg.pad_s)
-        return cls(model, cfg, model_id=resolved.model_id, english_only=english_only)
+        return cls(
+            model,
+            cfg,
+            model_id=resolved.model_id,
+            english_only=english_only,
+            model_sha256=str(resolved.provenance.get("sha256", "")),
+            compute_type=compute,
+        )
 
     @property
     def model(self) -> Any:
@@ -182,13 +217,22 @@ class WhisperTranscriber:
 
     def with_options(self, cfg: ASRConfig) -> WhisperTranscriber:
         """Another transcriber on the same loaded model with other decoding options (e.g. ``pad_s``)."""
-        return WhisperTranscriber(self._model, cfg, model_id=self.model_id, english_only=self.english_only)
+        return WhisperTranscriber(
+            self._model,
+            cfg,
+            model_id=self.model_id,
+            english_only=self.english_only,
+            model_sha256=self.model_sha256,
+            compute_type=self.compute_type,
+        )
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32)
         decoded = None
+        features = None
         if self._cfg.pad_s < WINDOW_S and audio.size <= WINDOW_S * SAMPLE_RATE_HZ:
             decoded = self._decode_trimmed(audio)
+            features = decoded.features  # from this encoder pass, valid even if the text is redone
             redo = self._redo_reason(decoded)
             if redo:
                 logger.debug("redoing a trimmed decode on the padded path (%s): %r", redo, decoded.text[:80])
@@ -214,6 +258,7 @@ class WhisperTranscriber:
             no_speech_prob=round(decoded.no_speech_prob, 4),
             dropped=reason,
             raw_text=decoded.text,
+            features=features,
         )
 
     def _redo_reason(self, decoded: _Decoded) -> str | None:
@@ -258,8 +303,9 @@ class WhisperTranscriber:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self._model
-        seconds = min(WINDOW_S, max(1, math.ceil(audio.size / SAMPLE_RATE_HZ + self._cfg.pad_s)))
-        encoded = model.encode(self._log_mel(audio, seconds))
+        seconds = asr_window_s(audio.size, self._cfg.pad_s)
+        encoded = model.encode(asr_log_mel(model.feature_extractor, audio, seconds))
+        features = self._features(audio, encoded)
         language, language_prob = self._language, 1.0
         if language is None:
             ((token, language_prob), *_) = model.model.detect_language(encoded)[0]
@@ -284,15 +330,22 @@ class WhisperTranscriber:
         avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
         text = str(tokenizer.decode(tokens)).strip()
         looped = len(tokens) >= budget or decoding_loop(tokens)
-        return _Decoded(text, language, avg_logprob, float(result.no_speech_prob), looped, float(language_prob))
+        return _Decoded(
+            text, language, avg_logprob, float(result.no_speech_prob), looped, float(language_prob), features
+        )
 
-    def _log_mel(self, audio: np.ndarray, seconds: int) -> np.ndarray:
-        """Log-mel features of ``audio`` followed by silence, ``seconds`` long."""
-        wave = np.zeros(seconds * SAMPLE_RATE_HZ, dtype=np.float32)
-        wave[: audio.size] = audio
-        # The silence is in the waveform, so that it is normalised like silence in a recording;
-        # zeros appended to the log-mel (faster-whisper's padding) make base loop on short inputs.
-        return np.asarray(self._model.feature_extractor(wave, padding=0)[:, : seconds * 100])
+    def _features(self, audio: np.ndarray, encoded: Any) -> np.ndarray | None:
+        """``feature_hook`` over the encoder frames of the utterance; None (counted) when it fails,
+        e.g. an encoder output left on a GPU: the classifier then computes the features itself."""
+        if self.feature_hook is None:
+            return None
+        try:
+            frames = np.asarray(encoded, dtype=np.float32)[0, : max(1, math.ceil(audio.size / ENCODER_FRAME_SAMPLES))]
+            return np.asarray(self.feature_hook(audio, frames), dtype=np.float32)
+        except Exception:
+            self.feature_failures += 1
+            logger.warning("audio features from the encoder output failed", exc_info=True)
+            return None
 
 
 def decoding_loop(tokens: Sequence[int], *, min_repeats: int = 4, min_tokens: int = 20, max_n: int = 16) -> bool:

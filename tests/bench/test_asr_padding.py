@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ASR_COMPUTE_TYPES, ASR_SENTENCES, requires_espeak, synthesize, word_error_rate
 
 from bench.asr_padding import transcribers
+from tests.helpers import ASR_COMPUTE_TYPES, ASR_SENTENCES, requires_espeak, synthesize, word_error_rate
 
 
 @pytest.mark.slow

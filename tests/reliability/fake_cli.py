@@ -1,6 +1,6 @@
 """``emostream`` exactly as shipped, except that the two models are the scripted fakes (and no speaker stage).
 
-Run as ``python -m reliability.fake_cli run ...`` (with ``tests/`` and the repository on
+Run as ``python -m tests.reliability.fake_cli run ...`` (with the repository on
 ``PYTHONPATH``). Faults come from the environment so a test can place them:
 
 * ``FAKE_ASR_FAIL``: comma-separated 1-based transcription calls that raise;
@@ -14,8 +14,7 @@ import sys
 
 import stream.models
 from stream.cli import main
-
-from .fakes import FakePredictor, FakeTranscriber
+from tests.helpers.fakes import FakePredictor, FakeTranscriber
 
 
 def _fake_models(config: object) -> tuple[FakeTranscriber, FakePredictor]:

@@ -25,8 +25,7 @@ from stream.protocol import Event
 from stream.records import AudioChunk, SourceProblem
 from stream.sources import MicSource
 from stream.sources.devices import AudioDevice
-
-from .fakes import FakePredictor, FakeTranscriber
+from tests.helpers.fakes import FakePredictor, FakeTranscriber
 
 try:  # the real exception type; the module needs libportaudio only to open streams
     from sounddevice import PortAudioError

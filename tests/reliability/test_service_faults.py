@@ -39,7 +39,6 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-TESTS = REPO / "tests"
 SENTENCES = [
     "The weather is lovely today.",
     "I cannot believe you did that to me.",
@@ -50,7 +49,7 @@ SENTENCES = [
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -59,7 +58,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def fake_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "reliability.fake_cli", *args]
+    return [sys.executable, "-m", "tests.reliability.fake_cli", *args]
 
 
 def real_cmd(*args: str) -> list[str]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import numpy as np
 
 from stream.config import ClassifierConfig
 from stream.records import Classified, Transcribed, Transcript, Utterance
 from stream.stages.classifier import ClassifierStage
-
-from .fakes import FakePredictor
+from tests.helpers import FakePredictor, run_stage
 
 
 def transcribed(i: int, text: str) -> Transcribed:
@@ -26,15 +23,10 @@ def transcribed(i: int, text: str) -> Transcribed:
     return Transcribed(utt, Transcript(text, "en", -0.1, 0.01, None, text))
 
 
-async def feed(items: list[Transcribed]) -> AsyncIterator[Transcribed]:
-    for item in items:
-        yield item
-
-
 async def test_one_poisoned_row_does_not_fail_its_batch() -> None:
     stage = ClassifierStage(FakePredictor(fail_texts={"poison"}), ClassifierConfig(max_batch=8, batch_wait_ms=50))
     items = [transcribed(0, "fine"), transcribed(1, "poison"), transcribed(2, "also fine")]
-    out: list[Classified] = [c async for c in stage.run(feed(items))]
+    out: list[Classified] = await run_stage(stage.run, items)
     assert [c.item.utterance.utterance_id for c in out] == ["s-0", "s-1", "s-2"]
     assert out[1].prediction is None and out[1].error
     assert out[0].prediction is not None and out[2].prediction is not None, [c.error for c in out]
@@ -43,6 +35,6 @@ async def test_one_poisoned_row_does_not_fail_its_batch() -> None:
 async def test_poisoned_batch_reports_and_the_stage_goes_on() -> None:
     stage = ClassifierStage(FakePredictor(fail_texts={"poison"}), ClassifierConfig(max_batch=1, batch_wait_ms=0))
     items = [transcribed(0, "fine"), transcribed(1, "poison"), transcribed(2, "also fine")]
-    out = [c async for c in stage.run(feed(items))]
+    out = await run_stage(stage.run, items)
     assert [c.prediction is not None for c in out] == [True, False, True]
     assert "injected classifier fault" in (out[1].error or "")

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 from websockets.asyncio.client import connect
 
 from stream.api import ApiError, parse_head, stream_name
 from stream.config import Config, load_config
 from stream.protocol import LABELS
 from stream.service import RunOptions, run_service
+from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ScriptedPredictor
 
 from stream.config import ClassifierConfig
 from stream.records import Transcribed, Transcript, Utterance
 from stream.stages.classifier import ClassifierStage, load_predictor
+from tests.helpers import ScriptedPredictor
 
 
 def item(stream: str, i: int, text: str | None = "hello", dropped: str | None = None) -> Transcribed:
@@ -200,3 +201,118 @@ async def test_a_text_only_checkpoint_never_computes_features() -> None:
     out = [c async for c in stage.run(arrive([it]))]
     assert out[0].prediction is not None and out[0].prediction.modalities == ("text",)
     assert pred.feature_threads == [] and pred.feature_calls == []
+
+
+class StreamKeyPredictor(FeatureScriptedPredictor):
+    """Normalises per stream like ``EmotionPredictor``: takes ``streams=`` and can forget a stream."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.streams: list[list[str | None]] = []
+        self.resets: list[str | None] = []
+
+    def predict_features(
+        self,
+        texts: Sequence[str | None],
+        features: Sequence[np.ndarray | None],
+        *,
+        streams: Sequence[str | None] | None = None,
+    ) -> Sequence[object]:
+        self.streams.append(list(streams or []))
+        return super().predict_features(texts, features)
+
+    def reset_stream(self, stream: str | None = None) -> None:
+        self.resets.append(stream)
+
+
+async def test_features_from_whisper_encoder_pass_are_used_and_nothing_else_is_encoded() -> None:
+    """One encoder pass: a transcript that carries the features is classified with them; the stage
+    neither prefetches nor computes any; a transcript without them (e.g. a > 30 s utterance) still gets
+    its own features; each row goes with its stream for the running normalisation."""
+    pred = StreamKeyPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20))
+    stage.features_from_asr = True
+    carried = np.arange(4, dtype=np.float32)
+
+    def with_features(it: Transcribed) -> Transcribed:
+        assert it.transcript is not None
+        return Transcribed(it.utterance, dataclasses.replace(it.transcript, features=carried), it.error)
+
+    items = [with_features(item("a", 0, "one")), with_features(item("b", 0, "")), item("a", 1, "three")]
+    for it in items:
+        stage.prefetch(it.utterance)  # the pipeline's call at speech end: a no-op here
+    out = [c async for c in stage.run(arrive(items))]
+    assert [c.prediction.modalities for c in out if c.prediction] == [("text", "audio"), ("audio",), ("text", "audio")]
+    (features,) = pred.feature_calls
+    np.testing.assert_array_equal(features[0], carried)
+    np.testing.assert_array_equal(features[1], carried)
+    assert features[2] is not None and features[2][0] == pytest.approx(0.1)  # computed: none was carried
+    assert len(pred.feature_threads) == 1
+    assert pred.streams == [["a", "b", "a"]]
+    stage.end_stream("a")
+    assert pred.resets == ["a"]
+
+
+class ContextPredictor(ScriptedPredictor):
+    """A scripted predictor that reads past context: records the speakers and past it was given, and
+    returns each row's "encoding" (its call and row number) for the stage to cache."""
+
+    uses_context = True
+    speaker_tags = True
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(uses_audio=False, **kw)
+        self.kwargs: list[dict[str, Any]] = []
+
+    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None], **kw: Any) -> list[Any]:
+        import dataclasses
+
+        self.kwargs.append(kw)
+        base = super().predict(texts, audio)
+        call = len(self.calls)
+        return [
+            _EmbeddedPrediction(**dataclasses.asdict(p), text_embedding=np.array([call, k], np.float32))
+            for k, p in enumerate(base)
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _EmbeddedPrediction:
+    label: str
+    scores: dict[str, float]
+    modalities: tuple[str, ...]
+    text_embedding: np.ndarray
+
+
+async def test_context_reads_the_streams_cached_past_and_batch_mates_and_says_which() -> None:
+    pred = ContextPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(max_batch=8, batch_wait_ms=30, context_utterances=2))
+    assert stage.reads_context
+    first = [c async for c in stage.run(arrive([item("a", 0, "one")]))]
+    assert first[0].context_ids == ()
+    out = [c async for c in stage.run(arrive([item("a", 1, "two"), item("b", 0, "x"), item("a", 2, "three")]))]
+    assert [c.context_ids for c in out] == [("a-0",), (), ("a-0", "a-1")]
+    past = pred.kwargs[1]["past"]
+    cached, _ = past[0][0]
+    assert np.array_equal(cached, [1, 0])  # a-0's encoding from the first call, not recomputed
+    assert [p[0] for p in past[2]][1] == 0  # a-1 is the batch's row 0
+    assert pred.kwargs[1]["speakers"] == [None, None, None]  # no speaker stage: unknown
+    stage.end_stream("a")
+    again = [c async for c in stage.run(arrive([item("a", 3, "four")]))]
+    assert again[0].context_ids == ()  # reset when the stream ended
+
+
+async def test_context_turned_off_passes_no_past_and_reports_none() -> None:
+    pred = ContextPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=10, context=False))
+    assert not stage.reads_context
+    out = [c async for c in stage.run(arrive([item("a", 0, "one"), item("a", 1, "two")]))]
+    assert all(c.context_ids is None for c in out)
+    assert all("past" not in kw for kw in pred.kwargs)
+
+
+async def test_a_predictor_without_context_support_is_called_as_before() -> None:
+    pred = ScriptedPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=10, context=True))
+    out = [c async for c in stage.run(arrive([item("a", 0, "one")]))]
+    assert not stage.reads_context and out[0].context_ids is None

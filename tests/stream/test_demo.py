@@ -12,10 +12,10 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import ASR_COMPUTE_TYPES, word_error_rate
 
 from stream.config import load_config
 from stream.evaluation import build_report, load_truth, predictions_from_events, read_jsonl, replay
+from tests.helpers import ASR_COMPUTE_TYPES, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "stream" / "assets" / "demo.flac"

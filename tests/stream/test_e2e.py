@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ASR_COMPUTE_TYPES, make_dialogue, make_video_mp4, word_error_rate, write_wav
 
 from stream.protocol import LABELS
+from tests.helpers import ASR_COMPUTE_TYPES, make_dialogue, make_video_mp4, word_error_rate, write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = ROOT / "models" / "emostream-default.pt"

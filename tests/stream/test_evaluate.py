@@ -468,7 +468,7 @@ CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "emostream-default
 @pytest.mark.slow
 @pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"no trained checkpoint at {CHECKPOINT} yet")
 def test_evaluate_replays_a_spoken_recording_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import make_dialogue, write_wav
+    from tests.helpers import make_dialogue, write_wav
 
     lines = [
         ("I am so happy to see you again.", "joy"),

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, requires_ffmpeg, write_wav
 
 from stream.cli import main
 from stream.config import load_config
@@ -22,6 +21,7 @@ from stream.events.eventlog import read_events
 from stream.export import ExportError, SubtitleWriter, cues_from_events, export_file, to_csv, to_srt, to_vtt
 from stream.protocol import LABELS, Event
 from stream.service import RunOptions, run_service
+from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, requires_ffmpeg, write_wav
 
 UTTERANCES = (
     # (start, end, text, label, speaker)

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redisd import RedisServer, free_port
 from websockets.asyncio.client import connect as ws_connect
 
 from stream.config import load_config
 from stream.events.redis_bus import RedisEventBus, connect
 from stream.gateway import run_gateway
+from tests.redisd import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -21,6 +20,7 @@ from stream.protocol import ProtocolError, parse_ingest_message
 from stream.records import AudioChunk
 from stream.service import RunOptions, run_service
 from stream.sources.ingest import IngestSource
+from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
 from stream.config import ClassifierConfig, Config, ServerConfig, VADConfig
 from stream.events.bus import EventBus
@@ -20,6 +19,7 @@ from stream.records import AudioChunk, SourceItem, SourceProblem, SpeechBegan, U
 from stream.sources import ReplaySource, to_int16
 from stream.stages.segment import SegmentStage, segmenter_params
 from stream.stages.vad import WebRtcVad
+from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
 LINES_A = ["Hello there, how are you today?", "I am so angry with you right now.", "Let's talk about it later."]
 LINES_B = ["What a wonderful surprise!", "I feel a little sad this evening."]

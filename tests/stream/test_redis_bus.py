@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from redisd import RedisServer
 
 from stream.config import BusConfig
 from stream.events.redis_bus import Fenced, Keys, RedisEventBus, RedisHistory, connect, ensure_run_id
 from stream.events.redis_jobs import JobQueue
 from stream.protocol import PROTOCOL_VERSION
+from tests.redisd import RedisServer
 
 
 def cfg(**kw: object) -> BusConfig:

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 from websockets.asyncio.client import connect
 
 from stream.config import Config, load_config
 from stream.events.eventlog import read_events
 from stream.protocol import LABELS, PROTOCOL_VERSION, Event
 from stream.service import DEMO_PATH, RunOptions, SourceError, parse_sources, run_service
+from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "event.schema.json"
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import make_dialogue, make_video_mp4, tone, write_wav
 
 from stream.config import AudioConfig
 from stream.records import AudioChunk, SourceProblem
 from stream.sources import MicBuffer, MicSource, ReplaySource, to_int16
 from stream.sources.devices import AudioDevice, DeviceError
+from tests.helpers import make_dialogue, make_video_mp4, tone, write_wav
 
 
 class FakeClock:

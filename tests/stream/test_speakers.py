@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 from websockets.asyncio.client import connect
 
 from stream.config import ServerConfig
@@ -23,6 +22,7 @@ from stream.server import Server
 from stream.sources import ReplaySource
 from stream.stages.speaker_clustering import ClusteringParams
 from stream.stages.speakers import SpeakerStage
+from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
 
 RNG = np.random.default_rng(0)
 VOICE_A, VOICE_B = np.abs(RNG.normal(size=(2, 32))) + RNG.normal(size=(2, 32)) * 2

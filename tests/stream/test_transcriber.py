@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import (
+
+from stream.config import ASRConfig
+from stream.records import Utterance
+from stream.stages.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
+from tests.helpers import (
     ASR_COMPUTE_TYPES,
     ASR_SENTENCES,
     ScriptedTranscriber,
@@ -21,10 +25,6 @@ from conftest import (
     synthesize,
     word_error_rate,
 )
-
-from stream.config import ASRConfig
-from stream.records import Utterance
-from stream.stages.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
 from training.weights import ModelError
 
 
@@ -290,3 +290,21 @@ def test_a_trimmed_decode_that_loops_is_redone_on_the_padded_path(tiny_en: Whisp
     assert all(g.dropped is None for g in got), got
     # tiny.en on the 30 s window: joint WER 0.10-0.12 here under int8 and float32.
     assert word_error_rate(" ".join(ASR_SENTENCES), " ".join(g.text for g in got)) < 0.25, got
+
+
+@pytest.mark.slow
+def test_one_encoder_pass_gives_the_training_paths_features_exactly(base: WhisperTranscriber) -> None:
+    """The transcriber's own int8 encoder output, pooled, is what the trainer computes for the same audio
+    (training.asr_features.AsrEncoder): same encoder input (utterance + pad_s of silence), same weights."""
+    from training.asr_features import AsrEncoder, pool_utterance
+
+    audio = synthesize(ASR_SENTENCES[0])
+    base.feature_hook = pool_utterance
+    try:
+        got = base.transcribe(audio)
+    finally:
+        base.feature_hook = None
+    assert got.features is not None and got.features.shape == (2 * 512 + 10,)
+    trainer = AsrEncoder("base", pad_s=base.pad_s, model=base.model)
+    np.testing.assert_allclose(got.features, trainer.features(audio), rtol=1e-5, atol=1e-5)
+    assert base.transcribe(audio).features is None  # no hook: nothing computed

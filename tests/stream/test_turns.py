@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from conftest import make_dialogue
 
 from stream.config import VADConfig
 from stream.records import AudioChunk, SourceItem, Transcript, Utterance
@@ -15,6 +14,7 @@ from stream.stages.segment import SegmentStage, segmenter_params
 from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, UtteranceEnd
 from stream.stages.transcriber import ends_sentence
 from stream.stages.vad import make_vad
+from tests.helpers import make_dialogue
 
 F = 160
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_dialogue
 
 from stream.config import VADConfig
 from stream.sources import to_int16
 from stream.stages.vad import SileroVad, WebRtcVad, make_vad
+from tests.helpers import make_dialogue
 
 
 def frame_decisions(vad: WebRtcVad | SileroVad, pcm: np.ndarray) -> np.ndarray:

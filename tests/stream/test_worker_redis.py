@@ -2,7 +2,7 @@
 finished without duplicates, and Redis itself killed and restarted (AOF) under a running job.
 
 The workers are the real ``emostream worker`` processes (sources, VAD, segmenter, pipeline, the Redis
-bus) with the two model stages scripted (``reliability.fake_cli``): these tests are about the job
+bus) with the two model stages scripted (``tests.reliability.fake_cli``): these tests are about the job
 mechanics, not about what Whisper hears.
 """
 
@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_dialogue, requires_espeak, write_wav
-from redisd import REDIS_SERVER, RedisServer
 
 from stream.config import load_config
 from stream.events.redis_bus import Keys, connect
 from stream.events.redis_jobs import JobQueue
+from tests.helpers import make_dialogue, requires_espeak, write_wav
+from tests.redisd import REDIS_SERVER, RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
-TESTS = REPO / "tests"
 LINES = [
     "Good morning, everyone.",
     "I cannot believe you did that to me.",
@@ -61,8 +60,8 @@ def _config_file(folder: Path) -> Path:
 
 
 def _worker(url: str, folder: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "reliability.fake_cli", "worker", "--config", str(_config_file(folder)),
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "tests.reliability.fake_cli", "worker", "--config", str(_config_file(folder)),
            "--bus", url, "--jobs", "1", *args]  # fmt: skip
     log = open(folder / f"worker-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from meld_fakes import needs_ffmpeg, tone, write_mp4, write_wav
 
+from tests.training.meld_fakes import needs_ffmpeg, tone, write_mp4, write_wav
 from training.audio import AudioDecodeError, iter_audio_chunks, load_audio
 
 

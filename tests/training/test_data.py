@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from meld_fakes import SHARED_DATA, make_fake_meld, needs_ffmpeg, needs_shared
 
+from tests.training.meld_fakes import SHARED_DATA, make_fake_meld, needs_ffmpeg, needs_shared
 from training.corpora import load_emodb, load_goemotions, load_ravdess, split_by_speaker
 from training.data import LABELS, attach_meld_raw, load_meld, repair_text
 from training.datasets import build_datasets

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from meld_fakes import make_fake_meld, tiny_config
+
+from tests.training.meld_fakes import make_fake_meld, tiny_config
 
 pytestmark = pytest.mark.slow
 

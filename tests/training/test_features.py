@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from meld_fakes import tone, write_wav
 
+from tests.training.meld_fakes import tone, write_wav
 from training.features import (
     PROSODY_DIM,
     AudioFeatureExtractor,

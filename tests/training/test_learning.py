@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from meld_fakes import make_fake_meld, tiny_config
 
+from tests.training.meld_fakes import make_fake_meld, tiny_config
 from training.cli import main
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from meld_fakes import REPO, tone
 
+from tests.training.meld_fakes import REPO, tone
 from training.data import LABELS, Example
 from training.features import FeatureConfig
 from training.inference import EmotionPredictor, Prediction
@@ -210,11 +210,37 @@ def test_pool_fusion_mixes_the_single_branch_predictions() -> None:
         ModelConfig(labels=LABELS, fusion="average")
 
 
-def test_shipped_default_pools_because_its_branches_saw_different_corpora() -> None:
+def test_shipped_default_fuses_with_a_head_whose_audio_abstains_on_unfamiliar_audio() -> None:
     predictor = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu")
-    assert predictor.model.config.fusion == "pool"
+    assert predictor.fusion is not None and predictor.uses_audio and predictor.uses_text
     # A clearly worded text keeps its label whatever the (here: synthetic, unlike any corpus) audio says.
     clip = tone(220, 2.0, seed=5)
     pred = predictor.predict(["I miss her so much, everything feels empty since she left."], [clip])[0]
     assert pred.modalities == ("text", "audio")
     assert pred.label == "sadness"
+    assert pred.branches["text"] == "sadness"
+    # The tone is unlike any voice the audio branch learned: alone, it abstains (near-uniform scores).
+    (alone,) = predictor.predict([None], [clip])
+    assert max(alone.scores.values()) < 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped checkpoint at models/emostream-default.pt")
+def test_shipped_default_reads_past_context_from_cached_encodings() -> None:
+    from training.context import RELATION_UNKNOWN
+
+    predictor = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu")
+    assert predictor.uses_context
+    meta = predictor.model.checkpoint_meta
+    assert meta["extra"]["command"].startswith("emostream-train text")
+    assert meta["model_config"]["context"]["max_utterances"] >= 1
+    lines = ["I hate you, get out of my house!", "You did all this for me? I love it!"]
+    past = predictor.predict(lines, [None, None])
+    assert all(p.text_embedding is not None and p.text_embedding.shape == (384,) for p in past)
+    follow = "Really?"
+    alone = predictor.predict([follow], [None])[0]
+    after = [predictor.predict([follow], [None], past=[[(p.text_embedding, RELATION_UNKNOWN)]])[0] for p in past]
+    assert alone.context_used == 0 and all(a.context_used == 1 for a in after)
+    # The window changes the decision's scores, and differently for an angry and a joyful past.
+    assert max(abs(after[0].scores[k] - after[1].scores[k]) for k in after[0].scores) > 1e-3
+    assert after[0].scores["anger"] > after[1].scores["anger"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scripted import SCRIPT, Speaker
 
 from stream.config import ServerConfig
 from stream.events.bus import EventBus
@@ -25,6 +24,7 @@ from stream.events.eventlog import EventLog
 from stream.events.hub import Hub
 from stream.protocol import LABEL_COLORS, LABELS
 from stream.server import Server
+from tests.web.scripted import SCRIPT, Speaker
 
 CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).exists():

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scripted import SCRIPT, Speaker
-from test_browser import ARTIFACTS, CHROMIUM, chromium_page, hello
 
 from stream.config import ServerConfig
 from stream.events.bus import EventBus
 from stream.events.eventlog import EventLog
 from stream.events.hub import Hub
 from stream.server import Server
+from tests.web.scripted import SCRIPT, Speaker
+from tests.web.test_browser import ARTIFACTS, CHROMIUM, chromium_page, hello
 
 pytestmark = [
     pytest.mark.browser,

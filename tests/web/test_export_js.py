@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,7 @@ from stream.export import cues_from_events, to_csv, to_srt, to_vtt
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 NODE = shutil.which("node")
-sys.path.insert(0, str(ROOT / "tests" / "stream"))
-from test_export import make_events  # noqa: E402
+from tests.stream.test_export import make_events  # noqa: E402
 
 
 @pytest.mark.skipif(NODE is None, reason="Node.js is not installed; the browser test covers export.js")

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ScriptedPredictor, ScriptedTranscriber, make_dialogue, requires_espeak, write_wav
 
 from stream.config import Config, load_config
 from stream.events.eventlog import read_events
 from stream.service import RunOptions, run_service
+from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, requires_espeak, write_wav
 
 CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).exists():

@@ -1,0 +1,157 @@
+"""The text branch and its past-context module on a tiny random BERT (seconds, no packaged weights).
+
+* speaker tags are per dialogue, in order of first appearance; windows hold only earlier lines;
+* stage 1 (fine-tune encoder + linear head) learns a keyword task; the float16 checkpoint reloads;
+* stage 2 (context module over cached encodings) learns a task only the previous line can solve,
+  and the predictor reads cached past encodings exactly as the stream passes them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training.tiny_encoder import make_tiny_encoder
+from training.context import RELATION_OTHER, RELATION_SAME, RELATION_UNKNOWN, past_windows
+from training.context_train import ContextOptions, encode_split, predict_split, train_context, train_context_cv
+from training.data import LABELS, Example
+from training.inference import EmotionPredictor
+from training.model import FusionClassifier, ModelConfig
+from training.text_branch import TextBranchOptions, speaker_tags, tagged, train_text_branch
+
+KEYWORDS = {"furious": 0, "delighted": 3, "terrified": 2}  # anger, joy, fear
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # A tiny model on shared cores: one intra-op thread is both faster and steadier.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(encoder: Path) -> FusionClassifier:
+    torch.manual_seed(0)
+    cfg = ModelConfig(labels=LABELS, mode="text", text_encoder=str(encoder), text_trainable_layers=2,
+                      text_head="linear", max_text_tokens=16)  # fmt: skip
+    return FusionClassifier(cfg)
+
+
+def _keyword_rows(n: int, seed: int, split: str) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        word, label = rng.choice(list(KEYWORDS.items()))
+        out.append(Example(f"meld/{split}/dia{i // 3}_utt{i % 3}", label, f"honestly i am {word} right now",
+                           speaker=f"p{i % 2}", corpus="meld"))  # fmt: skip
+    return out
+
+
+def test_speaker_tags_are_per_dialogue_in_order_of_first_appearance() -> None:
+    rows = [
+        Example("meld/train/dia10_utt1", 4, "b", speaker="Ross"),
+        Example("meld/train/dia10_utt0", 4, "a", speaker="Monica"),
+        Example("meld/train/dia2_utt0", 4, "c", speaker="Ross"),
+        Example("meld/train/dia10_utt2", 4, "d", speaker="Monica"),
+        Example("meld/train/dia2_utt1", 4, "e", speaker=""),
+    ]
+    assert speaker_tags(rows) == ["S2", "S1", "S1", "S1", "S?"]
+    assert tagged(" hi ", "S1") == "S1: hi"
+
+
+def test_past_windows_hold_only_earlier_lines_of_the_same_dialogue_and_are_bounded() -> None:
+    dialogues = ["a", "a", "b", "a", "a", "b"]
+    speakers = ["x", "y", "x", "x", "", "z"]
+    windows = past_windows(dialogues, speakers, 2)
+    assert windows[0] == [] and windows[2] == []
+    assert windows[1] == [(0, RELATION_OTHER)]
+    assert windows[3] == [(0, RELATION_SAME), (1, RELATION_OTHER)]
+    assert windows[4] == [(1, RELATION_UNKNOWN), (3, RELATION_UNKNOWN)]  # bounded to 2, oldest first
+    assert windows[5] == [(2, RELATION_OTHER)]
+    assert all(j < i for i, w in enumerate(windows) for j, _ in w)  # never the future
+
+
+def test_stage1_learns_keywords_and_the_fp16_checkpoint_reloads(encoder: Path, tmp_path: Path) -> None:
+    model = _model(encoder)
+    train, dev = _keyword_rows(60, 0, "train"), _keyword_rows(18, 1, "dev")
+    opts = TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3, lr_head=3e-2, seed=0)
+    result = train_text_branch(model, train, dev, opts, torch.device("cpu"))
+    assert result.best_dev_weighted_f1 >= 0.9  # chance is about 1/3
+    path = model.save(tmp_path / "m.pt", text_encoder_fp16=True)
+    loaded = FusionClassifier.from_checkpoint(path, device="cpu")
+    enc = model.tokenize(["S1: honestly i am furious right now"])
+    with torch.no_grad():
+        a = model.text_logits(model.pool_text(enc["input_ids"], enc["attention_mask"]))
+        b = loaded.text_logits(loaded.pool_text(enc["input_ids"], enc["attention_mask"]))
+    assert torch.allclose(a, b, atol=2e-2)
+    assert loaded.checkpoint_meta["text_encoder_dtype"] == "float16"
+
+
+def _echo_dialogues(n_dialogues: int, seed: int, split: str) -> list[Example]:
+    """Line 0 names an emotion; line 1 ("wow really") takes the label of line 0: only context solves it."""
+    rng = random.Random(seed)
+    out = []
+    for d in range(n_dialogues):
+        word, label = rng.choice(list(KEYWORDS.items()))
+        out.append(Example(f"meld/{split}/dia{d}_utt0", label, f"i am {word}", speaker="p1", corpus="meld"))
+        out.append(Example(f"meld/{split}/dia{d}_utt1", label, "wow really", speaker="p2", corpus="meld"))
+    return out
+
+
+def test_context_module_learns_what_only_the_previous_line_tells(encoder: Path) -> None:
+    cpu = torch.device("cpu")
+    model = _model(encoder)
+    train, dev = _echo_dialogues(60, 0, "train"), _echo_dialogues(20, 1, "dev")
+    train_text_branch(model, train, dev, TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3,
+                                                           lr_head=3e-2, seed=0), cpu)  # fmt: skip
+    enc_train, enc_dev = encode_split(model, train, cpu), encode_split(model, dev, cpu)
+    alone = predict_split(model, enc_dev, window=0, speakers=True, device=cpu).argmax(1)
+    echo = np.arange(len(dev)) % 2 == 1
+    acc_alone = float((alone[echo] == enc_dev.labels[echo]).mean())
+    train_context(model, enc_train, enc_dev, ContextOptions(window=2, epochs=25, lr=1e-2, seed=0), cpu)
+    with_ctx = predict_split(model, enc_dev, window=2, speakers=True, device=cpu).argmax(1)
+    acc_ctx = float((with_ctx[echo] == enc_dev.labels[echo]).mean())
+    assert acc_alone <= 0.6 and acc_ctx >= 0.9, (acc_alone, acc_ctx)
+
+    # The predictor reads cached past encodings (as the stream passes them) and gives the same answer,
+    # and a row may name an earlier row of the same call but never a later one.
+    predictor = EmotionPredictor(model)
+    assert predictor.uses_context and predictor.speaker_tags
+    first, second = dev[0], dev[1]
+    p0 = predictor.predict([first.text], [None], speakers=["S1"], past=[[]])[0]
+    assert p0.text_embedding is not None
+    cached = predictor.predict([second.text], [None], speakers=["S2"], past=[[(p0.text_embedding, RELATION_OTHER)]])
+    same_call = predictor.predict([first.text, second.text], [None, None], speakers=["S1", "S2"],
+                                  past=[[], [(0, RELATION_OTHER)]])  # fmt: skip
+    assert cached[0].label == same_call[1].label == LABELS[second.label]
+    assert same_call[1].context_used == 1
+    assert np.allclose(list(cached[0].scores.values()), list(same_call[1].scores.values()), atol=1e-5)
+    with pytest.raises(ValueError, match="earlier rows"):
+        predictor.predict([first.text, second.text], [None, None], past=[[(1, RELATION_OTHER)], []])
+
+
+def test_transition_context_fitted_on_dev_by_cross_validation(encoder: Path) -> None:
+    cpu = torch.device("cpu")
+    model = _model(encoder)
+    train, dev, test = _echo_dialogues(60, 0, "train"), _echo_dialogues(40, 1, "dev"), _echo_dialogues(20, 2, "test")
+    train_text_branch(model, train, dev, TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3,
+                                                           lr_head=3e-2, seed=0), cpu)  # fmt: skip
+    enc_dev, enc_test = encode_split(model, dev, cpu), encode_split(model, test, cpu)
+    opts = ContextOptions(window=2, kind="transition", epochs=15, lr=5e-2, folds=3, unknown_speaker_prob=0.0, seed=0)
+    result = train_context_cv(model, enc_dev, opts, cpu)
+    assert 1 <= result.best_epoch <= 15 and len(result.history) == 15
+    echo = np.arange(len(test)) % 2 == 1
+    with_ctx = predict_split(model, enc_test, window=2, speakers=True, device=cpu).argmax(1)
+    assert float((with_ctx[echo] == enc_test.labels[echo]).mean()) >= 0.9
+    assert model.config.context["kind"] == "transition"

@@ -1,0 +1,283 @@
+"""``emostream-train text``: the fine-tuned text branch, its past-context module, and their evaluation.
+
+Stage 1 fine-tunes the encoder + a linear head on speaker-tagged MELD lines
+(:mod:`training.text_branch`); stage 2 trains the context module on the cached encodings of the
+dialogue's previous lines (:mod:`training.context_train`). ``--audio-from`` carries an existing
+checkpoint's audio branch (and its head for audio-only rows) into the new checkpoint, so the
+shipped default keeps hearing the voice; rows with both are fused by that checkpoint's rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.context_train import (
+    ContextOptions,
+    EncodedSplit,
+    encode_split,
+    predict_split,
+    train_context,
+    train_context_cv,
+)
+from training.data import LABELS, load_meld
+from training.device import resolve_device
+from training.metrics import classification_metrics, plot_confusion
+from training.model import CheckpointError, FusionClassifier, ModelConfig
+from training.settings import TrainingConfig
+from training.text_branch import TextBranchOptions, train_text_branch
+from training.weights import resolve_text_encoder
+
+__all__ = ["add_text_parser", "cmd_text", "compose_with_audio", "meld_text_metrics"]
+
+logger = logging.getLogger(__name__)
+
+ConfigLoader = Callable[[argparse.Namespace], tuple[TrainingConfig, Path]]
+
+
+def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("text", help="fine-tune the text branch (+ past-context module) on MELD")
+    add_common(p)
+    p.add_argument("--text-encoder", help="packaged name, local folder or hub name")
+    p.add_argument("--epochs", type=int, default=3, help="stage-1 epochs (default 3)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr-encoder", type=float, default=8e-5, help="peak one-cycle learning rate (default 8e-5)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--unknown-speaker-prob",
+        type=float,
+        default=0.2,
+        help="share of training lines shown with the unknown-speaker tag S? (default 0.2)",
+    )
+    p.add_argument("--context-window", type=int, default=8, help="previous utterances read (0 = no context module)")
+    p.add_argument("--context-epochs", type=int, default=12, help="context epochs (with --context-fit dev: at most)")
+    p.add_argument(
+        "--context-kind",
+        choices=("attention", "transition"),
+        default="attention",
+        help="attention over past encodings, or a small emotion-transition model (see training.context)",
+    )
+    p.add_argument(
+        "--context-fit",
+        choices=("train", "dev"),
+        default="train",
+        help="fit the context module on MELD train (early stopping on dev) or on dev (5-fold CV picks "
+        "the epochs): the text branch trained on train, so its train encodings are overconfident",
+    )
+    p.add_argument("--context-lr", type=float, default=1e-3)
+    p.add_argument("--init-from", help="start from this checkpoint's text branch (no stage 1); its audio branch stays")
+    p.add_argument("--encodings", help="reuse the line encodings a run with the same --init-from wrote (encodings.pt)")
+    p.add_argument("--audio-from", help="take the audio branch from this checkpoint (e.g. the shipped default)")
+    p.add_argument("--run-dir", help="run folder (default: <runs_dir>/<time>-text)")
+    p.add_argument("--out", help="also write the checkpoint here (e.g. models/emostream-default.pt)")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.epochs < 1 or args.batch_size < 1 or args.lr_encoder <= 0:
+        raise ValueError("--epochs and --batch-size must be >= 1 and --lr-encoder > 0")
+    if not 0.0 <= args.unknown_speaker_prob <= 1.0:
+        raise ValueError(f"--unknown-speaker-prob must lie in [0, 1], got {args.unknown_speaker_prob}")
+    if not 0 <= args.context_window <= 64:
+        raise ValueError(f"--context-window must lie in [0, 64], got {args.context_window}")
+    for flag in ("init_from", "audio_from"):
+        if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
+            raise FileNotFoundError(f"--{flag.replace('_', '-')} {getattr(args, flag)} does not exist")
+
+
+def meld_text_metrics(model: FusionClassifier, split: EncodedSplit, window: int, device: torch.device,
+                      ) -> dict[str, Any]:  # fmt: skip
+    """MELD metrics of the text branch: per speaker mode (tags known / unknown) and context mode."""
+    out: dict[str, Any] = {}
+    modes = {"single": 0, "context": window} if window and hasattr(model, "context") else {"single": 0}
+    for mode, w in modes.items():
+        for speakers in (True, False):
+            logits = predict_split(model, split, window=w, speakers=speakers, device=device)
+            key = mode if speakers else f"{mode}_unknown_speakers"
+            out[key] = classification_metrics(split.labels, logits.argmax(1), model.config.labels)
+    return out
+
+
+def compose_with_audio(
+    text_model: FusionClassifier, audio_path: str | Path
+) -> tuple[FusionClassifier, dict[str, str], dict[str, str]]:
+    """A fusion model: ``text_model``'s text branch + ``audio_path``'s audio branch and head; with the
+    audio base model and what the audio branch was trained on (for the checkpoint's metadata)."""
+    blob = FusionClassifier.read_checkpoint(audio_path)
+    old = ModelConfig.from_dict(blob["model_config"])
+    if not old.uses_audio:
+        raise CheckpointError(f"{audio_path} has no audio branch to carry over")
+    from training.features import FeatureConfig
+
+    fcfg = FeatureConfig.from_dict(blob["feature_config"])
+    t = text_model.config
+    cfg = dataclasses.replace(old, mode="fusion", text_encoder=t.text_encoder,
+                              text_trainable_layers=t.text_trainable_layers, max_text_tokens=t.max_text_tokens,
+                              text_head="linear", context=dict(t.context))  # fmt: skip
+    model = FusionClassifier(cfg, fcfg, text_model=text_model.text_model)
+    audio_state = {k: v for k, v in blob["state_dict"].items() if not k.startswith("text_encoder.")}
+    model.load_state_dict(audio_state, strict=False)
+    text_state = {k: v for k, v in text_model.state_dict().items()
+                  if k.startswith(("text_encoder.", "text_head.", "context."))}  # fmt: skip
+    model.load_state_dict(text_state, strict=False)
+    audio_base = dict(blob["base_models"].get("audio", {}))
+    audio_trained_on = {k: v for k, v in blob.get("trained_on", {}).items() if k.startswith("audio")}
+    return model.eval(), audio_base, audio_trained_on
+
+
+def _encodings(model: FusionClassifier, splits: dict[str, list[Any]], device: torch.device, reuse: str | None,
+               run_dir: Path) -> dict[str, EncodedSplit]:  # fmt: skip
+    """Every split's cached line encodings: read from ``reuse`` when given (the same checkpoint's
+    ``encodings.pt``), else computed and written to the run folder for later runs."""
+    if reuse:
+        blob = torch.load(reuse, map_location="cpu", weights_only=False)
+        if blob.get("text_state_sha") != _text_state_sha(model):
+            raise ValueError(f"--encodings {reuse} was computed with another text branch")
+        return dict(blob["splits"])
+    out = {name: encode_split(model, exs, device) for name, exs in splits.items()}
+    torch.save({"text_state_sha": _text_state_sha(model), "splits": out}, run_dir / "encodings.pt")
+    return out
+
+
+def _text_state_sha(model: FusionClassifier) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        if key.startswith(("text_encoder.", "text_head.", "text_proj.", "head.")):
+            digest.update(key.encode())
+            digest.update(value.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _summary(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")} | {
+        "per_class_f1": {c: v["f1"] for c, v in m["per_class"].items()}
+    }
+
+
+def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
+    _check(args)
+    cfg, base = load_config(args)
+    device = resolve_device(cfg.optim.device)
+    if cfg.optim.num_threads:
+        torch.set_num_threads(cfg.optim.num_threads)
+    meld_dir = Path(cfg.data.meld_dir) if Path(cfg.data.meld_dir).is_absolute() else base / cfg.data.meld_dir
+    train, dev, test = (load_meld(meld_dir, s) for s in ("train", "dev", "test"))
+    if cfg.data.max_train_samples:
+        train = train[: cfg.data.max_train_samples]  # whole dialogues first: the rows are in file order
+    from training.cli import _run_dir
+
+    run_dir = _run_dir(cfg, base, args, "text")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = "emostream-train " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    report: dict[str, Any] = {"command": command}
+    audio_base: dict[str, str] | None = None
+    trained_on = {"text": f"MELD train ({len(train)} lines, {meld_dir.name}/train_sent_emo.csv), speaker-tagged"}
+    if args.init_from:
+        # Any text checkpoint: this command's stage 1, or one of `train` (its audio branch is kept).
+        model = FusionClassifier.from_checkpoint(args.init_from, device=str(device))
+        if not model.config.uses_text:
+            raise CheckpointError(f"--init-from {args.init_from} has no text branch")
+        meta = model.checkpoint_meta
+        report["stage1"] = {"init_from": str(args.init_from), **meta.get("extra", {}).get("stage1", {})}
+        trained_on = dict(meta.get("trained_on", {}))
+        audio_base = dict(meta.get("base_models", {}).get("audio", {})) or None
+    else:
+        from transformers import AutoConfig
+
+        name = args.text_encoder or cfg.model.text_encoder
+        n_layers = int(AutoConfig.from_pretrained(resolve_text_encoder(name).path).num_hidden_layers)
+        # Every transformer layer trains; the word embeddings stay frozen (most of the size, little gain).
+        mcfg = ModelConfig(labels=LABELS, mode="text", text_encoder=name, text_trainable_layers=n_layers,
+                           max_text_tokens=cfg.model.max_text_tokens, text_head="linear")  # fmt: skip
+        model = FusionClassifier(mcfg)
+        opts = TextBranchOptions(epochs=args.epochs, batch_size=args.batch_size, lr_encoder=args.lr_encoder,
+                                 lr_head=args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
+                                 seed=args.seed)  # fmt: skip
+        res = train_text_branch(model, train, dev, opts, device)
+        report["stage1"] = {"options": dataclasses.asdict(opts), "history": res.history,
+                            "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
+    encoded = _encodings(model, {"train": train, "dev": dev, "test": test}, device, args.encodings, run_dir)
+    if args.context_window:
+        copts = ContextOptions(window=args.context_window, epochs=args.context_epochs, seed=args.seed,
+                               kind=args.context_kind, lr=args.context_lr)  # fmt: skip
+        if args.context_fit == "dev":
+            cres = train_context_cv(model, encoded["dev"], copts, device)
+        else:
+            cres = train_context(model, encoded["train"], encoded["dev"], copts, device)
+        report["stage2"] = {"options": dataclasses.asdict(copts), "fit_on": args.context_fit, "history": cres.history,
+                            "best_epoch": cres.best_epoch, "best_dev_weighted_f1": cres.best_dev_weighted_f1,
+                            "seconds": round(cres.seconds, 1)}  # fmt: skip
+    metrics = {f"meld_{s}": meld_text_metrics(model, encoded[s], args.context_window, device) for s in ("dev", "test")}
+    if args.context_window and args.context_fit == "dev":
+        # Fitted on dev: its dev scores are in-sample; the cross-validated one is in report.json (stage2).
+        metrics["meld_dev"]["note"] = "context fitted on dev: dev context scores are in-sample"
+        trained_on["context"] = (f"MELD dev ({len(dev)} lines, {args.context_window} previous lines of the dialogue; "
+                                 f"{report['stage2']['options']['folds']}-fold CV by dialogue chose "
+                                 f"{report['stage2']['best_epoch']} epochs)")  # fmt: skip
+    elif args.context_window:
+        trained_on["context"] = f"MELD train ({len(train)} lines; early stopping on dev)"
+    if args.audio_from:
+        model, audio_base, audio_trained_on = compose_with_audio(model, args.audio_from)
+        trained_on.update(audio_trained_on)
+    return _write(args, run_dir, model, metrics, report=report, trained_on=trained_on, audio_base=audio_base)
+
+
+def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, metrics: dict[str, Any], *,
+           report: dict[str, Any], trained_on: dict[str, str], audio_base: dict[str, str] | None) -> int:  # fmt: skip
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    for mode, m in metrics["meld_test"].items():
+        if mode == "note":
+            continue
+        plot_confusion(m["confusion"], LABELS, run_dir / f"confusion_meld_test_{mode}.png",
+                       f"MELD test, text {mode}: weighted-F1 {m['weighted_f1']:.3f}")  # fmt: skip
+    summary = {split: {mode: _summary(m) for mode, m in metrics[split].items() if mode != "note"}
+               for split in ("meld_test", "meld_dev")}  # fmt: skip
+    ckpt = model.save(run_dir / "model.pt", metrics=summary, trained_on=trained_on,
+                      audio_model=audio_base,
+                      extra={"run": run_dir.name, "command": report["command"], "stage1": report.get("stage1", {}),
+                             "stage2": report.get("stage2", {})},
+                      text_encoder_fp16=model.config.text_head == "linear")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_bytes(ckpt.read_bytes())
+    print(f"run folder: {run_dir}")
+    print(f"checkpoint: {args.out or ckpt} ({ckpt.stat().st_size / 1e6:.1f} MB)")
+    for mode, m in metrics["meld_test"].items():
+        print(f"meld_test {mode:26s} weighted-F1 {m['weighted_f1']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+              f"accuracy {m['accuracy']:.4f}")  # fmt: skip
+    return 0
+
+
+def evaluate_text_context(model: FusionClassifier, meld_dir: Path, split: str, context: str, device: torch.device,
+                          ) -> dict[str, Any]:  # fmt: skip
+    """``evaluate`` on MELD for a linear-text-head checkpoint: tagged lines, with or without past context."""
+    if context == "past" and not hasattr(model, "context"):
+        raise ValueError("--context past needs a checkpoint with a context module (emostream-train text)")
+    exs = load_meld(meld_dir, split)
+    encoded = encode_split(model, exs, device)
+    window = int(model.config.context.get("max_utterances", 0)) if context == "past" else 0
+    known = classification_metrics(
+        encoded.labels,
+        predict_split(model, encoded, window=window, speakers=True, device=device).argmax(1),
+        model.config.labels,
+    )
+    unknown = classification_metrics(
+        encoded.labels,
+        predict_split(model, encoded, window=window, speakers=False, device=device).argmax(1),
+        model.config.labels,
+    )
+    known["unknown_speakers"] = {k: unknown[k] for k in ("weighted_f1", "macro_f1", "accuracy", "n")}
+    known["context"] = context
+    known["context_utterances"] = window
+    return known
