@@ -177,8 +177,9 @@ class AsrEncoder:
                     cpu_threads=self._cpu_threads,
                     local_files_only=self._packaged,
                 )
-                logger.info("loaded Whisper %s (%s) for audio features", self.identity.model_id,
-                            self.identity.compute_type)
+                logger.info(
+                    "loaded Whisper %s (%s) for audio features", self.identity.model_id, self.identity.compute_type
+                )
             return self._model
 
     def encode(self, audio: np.ndarray) -> np.ndarray:

@@ -189,7 +189,10 @@ class AudioBranch(nn.Module):
         self.register_buffer("temperature", torch.tensor(1.0))  # fitted on dev rows (calibration)
         self.members = nn.ModuleList(
             nn.Sequential(
-                nn.Dropout(0.2), nn.Linear(config.dim, config.hidden), nn.GELU(), nn.Dropout(config.dropout),
+                nn.Dropout(0.2),
+                nn.Linear(config.dim, config.hidden),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
                 nn.Linear(config.hidden, config.n_labels),
             )  # fmt: skip
             for _ in range(config.members)

@@ -42,8 +42,32 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE_HZ = 16000
 SHARD = 200
 ESPEAK_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan")
-ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
-                   "klatt3", "Alex", "Andrea", "belinda", "benjamin", "john", "linda", "max", "paul", "steph")
+ESPEAK_VARIANTS = (
+    "",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "Alex",
+    "Andrea",
+    "belinda",
+    "benjamin",
+    "john",
+    "linda",
+    "max",
+    "paul",
+    "steph",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +130,13 @@ def _items(source: str, args: argparse.Namespace) -> list[BankItem]:
         out = []
         for e in examples:
             # RAVDESS statement 01 / 02 (the 5th field of the name): the neutral carrier sentence.
-            said = text if text is not None else (
-                "Kids are talking by the door." if e.uid.split("-")[4] == "01" else "Dogs are sitting by the door.")
+            said = (
+                text
+                if text is not None
+                else (
+                    "Kids are talking by the door." if e.uid.split("-")[4] == "01" else "Dogs are sitting by the door."
+                )
+            )
             out.append(BankItem(e.uid, source, e.speaker or "", e.label, said, str(e.audio_path)))
         return out
     meld = load_meld(Path(args.meld_dir), args.split)
@@ -168,8 +197,14 @@ def build(items: Sequence[BankItem], out: Path, *, encoder: AsrEncoder, variants
             try:
                 for v, audio in _audio_variants(item, variants):
                     feats.append(pool_utterance(audio, encoder.encode(audio)))
-                    for k, val in (("uid", item.uid), ("corpus", item.corpus), ("speaker", item.speaker),
-                                   ("label", item.label), ("text", item.text), ("variant", v)):
+                    for k, val in (
+                        ("uid", item.uid),
+                        ("corpus", item.corpus),
+                        ("speaker", item.speaker),
+                        ("label", item.label),
+                        ("text", item.text),
+                        ("variant", v),
+                    ):
                         rows[k].append(val)
             except (AudioDecodeError, subprocess.SubprocessError, ValueError) as exc:
                 logger.warning("skipping %s: %s", item.uid, exc)
@@ -190,8 +225,17 @@ def load_bank(folder: str | Path) -> Bank:
     parts = []
     for p in shards:
         with np.load(p, allow_pickle=False) as z:
-            parts.append(Bank(z["uid"], z["corpus"], z["speaker"], z["label"].astype(np.int64), z["text"],
-                              z["variant"].astype(np.int64), z["features"]))
+            parts.append(
+                Bank(
+                    z["uid"],
+                    z["corpus"],
+                    z["speaker"],
+                    z["label"].astype(np.int64),
+                    z["text"],
+                    z["variant"].astype(np.int64),
+                    z["features"],
+                )
+            )
     return Bank.concat(parts)
 
 

@@ -131,8 +131,11 @@ class EmotionPredictor:
         self.fusion.share_model(whisper_model)
         same = self.fusion.accepts_asr(model_sha256, pad_s)
         if same and compute_type != self.fusion.encoder_identity.compute_type:
-            logger.warning("the ASR computes in %s, the audio branch was trained on %s encoder output; features "
-                           "differ slightly", compute_type, self.fusion.encoder_identity.compute_type)
+            logger.warning(
+                "the ASR computes in %s, the audio branch was trained on %s encoder output; features differ slightly",
+                compute_type,
+                self.fusion.encoder_identity.compute_type,
+            )
         return same
 
     def features_from_encoder(self, audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
