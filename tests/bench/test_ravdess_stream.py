@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import synthesize, tone
 
 from bench.make_ravdess_stream import LEAD_S, build_stream
 from bench.stream_features import match_truth, segment
 from stream.config import Config
+from tests.helpers import synthesize, tone
 
 SR = 16000
 

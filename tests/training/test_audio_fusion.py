@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from meld_fakes import tone
 
+from tests.training.meld_fakes import tone
 from training.asr_features import ENCODER_FRAME_SAMPLES, EncoderIdentity, asr_window_s, pool_utterance, speech_span
 from training.audio_branch import AudioBranchConfig, RunningOffset, evaluate_rows, fit_audio_branch, speaker_offsets
 from training.audio_fusion import AudioFusion
