@@ -68,11 +68,11 @@ def _worker(url: str, folder: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def _real_worker(url: str, folder: Path) -> subprocess.Popen[str]:
-    """``emostream worker`` as shipped: the packaged tiny.en and the shipped classifier."""
+    """``emostream worker`` as shipped: the default Whisper (the shipped classifier's audio features
+    come from it; with tiny.en it refuses to start: 778 features, not 1034) and the shipped classifier."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "stream", "worker", "--config", str(_config_file(folder)), "--bus", url,
-           "--asr-model", "tiny.en", "--checkpoint", str(REPO / "models" / "emostream-default.pt"), "--fast",
-           "--exit-when-idle"]  # fmt: skip
+           "--checkpoint", str(REPO / "models" / "emostream-default.pt"), "--fast", "--exit-when-idle"]  # fmt: skip
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -222,7 +222,7 @@ async def test_redis_restart_with_aof_keeps_acknowledged_events(dialogue_wav: Pa
 async def test_real_models_worker_publishes_what_a_gateway_serves(
     redis_server: RedisServer, dialogue_wav: Path, tmp_path: Path
 ) -> None:
-    """The packaged tiny.en and the shipped classifier in a real worker; a gateway's client reads it all."""
+    """The packaged models and the shipped classifier in a real worker; a gateway's client reads it all."""
     from websockets.asyncio.client import connect as ws_connect
 
     from stream.gateway import run_gateway
