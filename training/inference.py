@@ -128,6 +128,11 @@ class EmotionPredictor:
         """
         if self.fusion is None:
             return False
+        if model_sha256 != self.fusion.encoder_identity.sha256:
+            # Another Whisper (e.g. tiny.en for ASR): its encoder gives other features, so the audio
+            # branch keeps its own encoder (a second model in memory, but the right features).
+            logger.info("the ASR runs another Whisper than the audio branch was trained on; it loads its own")
+            return False
         self.fusion.share_model(whisper_model)
         same = self.fusion.accepts_asr(model_sha256, pad_s)
         if same and compute_type != self.fusion.encoder_identity.compute_type:
