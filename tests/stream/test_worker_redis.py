@@ -69,7 +69,7 @@ def _worker(url: str, folder: Path, *args: str) -> subprocess.Popen[str]:
 
 def _real_worker(url: str, folder: Path) -> subprocess.Popen[str]:
     """``emostream worker`` as shipped: the default Whisper (the shipped classifier's audio features
-    come from it; with tiny.en it refuses to start: 778 features, not 1034) and the shipped classifier."""
+    come from its encoder pass) and the shipped classifier."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "stream", "worker", "--config", str(_config_file(folder)), "--bus", url,
            "--checkpoint", str(REPO / "models" / "emostream-default.pt"), "--fast", "--exit-when-idle"]  # fmt: skip
