@@ -15,8 +15,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from stream.client_messages import parse_ingest_message
 from stream.config import Config, load_config
-from stream.protocol import ProtocolError, parse_ingest_message
+from stream.protocol import ProtocolError
 from stream.records import AudioChunk
 from stream.service import RunOptions, run_service
 from stream.sources.ingest import IngestSource
