@@ -196,6 +196,20 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"| start offset median (s) | {_fmt(timing['start_offset_s']['median'])} | |",
         f"| end offset median (s) | {_fmt(timing['end_offset_s']['median'])} | |",
     ]
+    lines += _optional_rows(report)
+    lines += _context_table(report)
+    lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
+    short = [label[:4] for label in LABELS]
+    lines.append("| truth \\ pred | " + " | ".join(short) + " |")
+    lines.append("|---|" + "---:|" * len(LABELS))
+    for label, row in zip(LABELS, emo["confusion"]["matrix"], strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _optional_rows(report: Mapping[str, Any]) -> list[str]:
+    """Summary rows for what only some reports have: replay speed, branches, speakers, the whole-truth oracle."""
+    lines: list[str] = []
     if "replay" in report:
         rp = report["replay"]
         lines.append(
@@ -224,6 +238,12 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| text oracle on all {all_t['n']} truth utterances, weighted-F1 | | {_fmt(all_t['weighted_f1'])} |"
         )
+    return lines
+
+
+def _context_table(report: Mapping[str, Any]) -> list[str]:
+    """The past-context comparison, when the report has one."""
+    lines: list[str] = []
     if "context" in report:
         ctx = report["context"]
         lines += ["", f"Past context (text only, unknown speakers; up to {ctx['context_utterances']} utterances "
@@ -233,10 +253,4 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             p, o = ctx[name]["pipeline_text"], ctx[name]["text_oracle"]
             lines.append(f"| {title} | {_fmt(p['weighted_f1'])} / {_fmt(p['macro_f1'])} (n={p['n']}) | "
                          f"{_fmt(o['weighted_f1'])} / {_fmt(o['macro_f1'])} (n={o['n']}) |")  # fmt: skip
-    lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
-    short = [label[:4] for label in LABELS]
-    lines.append("| truth \\ pred | " + " | ".join(short) + " |")
-    lines.append("|---|" + "---:|" * len(LABELS))
-    for label, row in zip(LABELS, emo["confusion"]["matrix"], strict=True):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
