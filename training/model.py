@@ -342,27 +342,8 @@ class FusionClassifier(nn.Module):
             }
         return out
 
-    def save(
-        self,
-        path: str | Path,
-        *,
-        metrics: dict[str, Any] | None = None,
-        trained_on: dict[str, str] | None = None,
-        audio_model: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-        text_encoder_fp16: bool = False,
-    ) -> Path:
-        """Write the self-describing checkpoint (atomically) and return its path; see :func:`write_checkpoint`."""
-        return write_checkpoint(
-            self,
-            path,
-            metrics=metrics,
-            trained_on=trained_on,
-            audio_model=audio_model,
-            extra=extra,
-            text_encoder_fp16=text_encoder_fp16,
-        )
-
+    # Checkpoint I/O lives in training.checkpoint; these are its entry points on the model.
+    save = write_checkpoint  # model.save(path, *, metrics, trained_on, audio_model, extra, text_encoder_fp16)
     read_checkpoint = staticmethod(read_checkpoint)
 
     @classmethod
