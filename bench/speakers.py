@@ -79,27 +79,39 @@ def embed_dialogues(folder: Path, encoder: Any, *, pad_s: float = 0.1) -> dict[s
 
 
 def run_clusterer(make: Any, data: dict[str, tuple[list[str], np.ndarray]]) -> dict[str, Any]:
-    errors, purity, coverage, merges, found = [], [], [], 0, []
+    """Labels as sent, and after the corrections and merges the clusterer reported, scored per dialogue."""
+    errors, final_errors, purity, coverage, merges, corrections, found = [], [], [], [], 0, 0, []
     for truth, embs in data.values():
         clusterer = make()
         sent: list[str] = []
-        for e in embs:
-            assignment, merged = clusterer.add(e)
+        final: list[str] = []
+        for i, e in enumerate(embs):
+            assignment, merged = clusterer.add(e, str(i)) if isinstance(clusterer, OnlineClusterer) else clusterer.add(e)
             sent.append(assignment.speaker)
+            final.append(assignment.speaker)
+            for c in assignment.corrections:
+                final[int(c.key)] = c.into
             merges += len(merged)
+            corrections += len(assignment.corrections)
+        resolve = getattr(clusterer, "resolve", lambda label: label)
         s = speaker_scores(truth, sent)
         errors.append(s.error)
+        final_errors.append(speaker_scores(truth, [resolve(label) for label in final]).error)
         purity.append(s.purity)
         coverage.append(s.coverage)
         found.append(s.predicted_speakers)
     return {
         "error_mean": float(np.mean(errors)),
         "error_worst": float(np.max(errors)),
+        "error_after_corrections_mean": float(np.mean(final_errors)),
+        "error_after_corrections_worst": float(np.max(final_errors)),
         "purity_mean": float(np.mean(purity)),
         "coverage_mean": float(np.mean(coverage)),
         "speakers_found_mean": float(np.mean(found)),
         "merges": merges,
+        "corrections": corrections,
         "errors": [round(e, 4) for e in errors],
+        "errors_after_corrections": [round(e, 4) for e in final_errors],
     }
 
 
@@ -166,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"online clusterer: error {o['error_mean']:.3f} (worst {o['error_worst']:.3f}), purity {o['purity_mean']:.3f}, "
         f"coverage {o['coverage_mean']:.3f}, speakers found {o['speakers_found_mean']:.2f}, merges {o['merges']}"
+    )
+    print(
+        f"online clusterer after its corrections and merges: error {o['error_after_corrections_mean']:.3f} "
+        f"(worst {o['error_after_corrections_worst']:.3f}), {o['corrections']} corrections"
     )
     if timings:
         e = result["embed_ms_per_utterance"]
