@@ -86,7 +86,8 @@ def run_clusterer(make: Any, data: dict[str, tuple[list[str], np.ndarray]]) -> d
         sent: list[str] = []
         final: list[str] = []
         for i, e in enumerate(embs):
-            assignment, merged = clusterer.add(e, str(i)) if isinstance(clusterer, OnlineClusterer) else clusterer.add(e)
+            online = isinstance(clusterer, OnlineClusterer)
+            assignment, merged = clusterer.add(e, str(i)) if online else clusterer.add(e)
             sent.append(assignment.speaker)
             final.append(assignment.speaker)
             for c in assignment.corrections:

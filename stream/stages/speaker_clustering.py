@@ -39,7 +39,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Assignment", "ClusteringParams", "Correction", "Merge", "NaiveClusterer", "OnlineClusterer", "average_linkage"]
+__all__ = [
+    "Assignment",
+    "ClusteringParams",
+    "Correction",
+    "Merge",
+    "NaiveClusterer",
+    "OnlineClusterer",
+    "average_linkage",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +61,7 @@ class ClusteringParams:
     max_speakers: int = 8
     pca_dims: int = 8  # centred embeddings are projected on the window's top principal axes (0: not)
     merge_after: int = 6  # successive clusterings a label must lose before it is reported merged
-    correct_after: int = 2  # successive clusterings that must agree before an earlier utterance is re-assigned (0: never)
+    correct_after: int = 2  # successive agreeing clusterings before an earlier utterance is re-assigned (0: never)
 
     def __post_init__(self) -> None:
         if not -1.0 < self.threshold < 1.0 or not -1.0 < self.warmup_threshold < 1.0:
