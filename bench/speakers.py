@@ -8,7 +8,8 @@ then replays the embeddings in order through
   thresholds, and
 * :class:`stream.stages.speaker_clustering.OnlineClusterer` with the ``[speakers]`` config,
 
-and scores the labels *as they were sent* (one-to-one mapping, see
+and scores the labels *as they were sent* and after the corrections and merges the clusterer reported
+(one-to-one mapping, see
 :mod:`stream.evaluation.speaker_scoring`). This isolates the speaker stage from segmentation; the
 end-to-end figure comes from ``emostream evaluate`` on the same files. Also measured: ms per
 utterance of the embedding (warm) and the process RSS added by loading the encoder.
@@ -80,7 +81,8 @@ def embed_dialogues(folder: Path, encoder: Any, *, pad_s: float = 0.1) -> dict[s
 
 def run_clusterer(make: Any, data: dict[str, tuple[list[str], np.ndarray]]) -> dict[str, Any]:
     """Labels as sent, and after the corrections and merges the clusterer reported, scored per dialogue."""
-    errors, final_errors, purity, coverage, merges, corrections, found = [], [], [], [], 0, 0, []
+    errors, final_errors, purity, coverage, merges, found = [], [], [], [], 0, []
+    ages: list[int] = []  # utterances between one and its correction
     for truth, embs in data.values():
         clusterer = make()
         sent: list[str] = []
@@ -93,7 +95,7 @@ def run_clusterer(make: Any, data: dict[str, tuple[list[str], np.ndarray]]) -> d
             for c in assignment.corrections:
                 final[int(c.key)] = c.into
             merges += len(merged)
-            corrections += len(assignment.corrections)
+            ages += [i - int(c.key) for c in assignment.corrections]
         resolve = getattr(clusterer, "resolve", lambda label: label)
         s = speaker_scores(truth, sent)
         errors.append(s.error)
@@ -110,7 +112,10 @@ def run_clusterer(make: Any, data: dict[str, tuple[list[str], np.ndarray]]) -> d
         "coverage_mean": float(np.mean(coverage)),
         "speakers_found_mean": float(np.mean(found)),
         "merges": merges,
-        "corrections": corrections,
+        "corrections": len(ages),
+        "correction_age_utterances": {"p50": float(np.median(ages)), "p90": float(np.percentile(ages, 90))}
+        if ages
+        else None,
         "errors": [round(e, 4) for e in errors],
         "errors_after_corrections": [round(e, 4) for e in final_errors],
     }
@@ -182,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"online clusterer after its corrections and merges: error {o['error_after_corrections_mean']:.3f} "
-        f"(worst {o['error_after_corrections_worst']:.3f}), {o['corrections']} corrections"
+        f"(worst {o['error_after_corrections_worst']:.3f}), {o['corrections']} corrections "
+        f"(made {o['correction_age_utterances']} utterances later)"
     )
     if timings:
         e = result["embed_ms_per_utterance"]
