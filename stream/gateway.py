@@ -9,8 +9,10 @@ id, the seqs and the events all come from Redis, so a client can reconnect to an
 
 While Redis is unreachable the gateway keeps its clients and retries; it continues from the seq it
 had. It stops between two reads (within ``bus.read_block_ms``), never by cancelling a Redis command in
-flight: redis-py's asyncio client can hang on a cancelled blocking command (redis/redis-py#2579). If Redis comes back *without* its data (a new run id: no persistence), the seqs start over,
-so the gateway closes its clients (they reconnect and see the new run) and exits with status 1.
+flight: redis-py's asyncio client can hang on a cancelled blocking command (redis/redis-py#2579).
+
+If Redis comes back *without* its data (a new run id: no persistence), the seqs start over, so the
+gateway closes its clients (they reconnect and see the new run) and exits with status 1.
 """
 
 from __future__ import annotations
