@@ -176,7 +176,8 @@ async def run_gateway(
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 logger.error("gateway stops: %s", reader.exception())
                 status = 1
-            for task in (reader, index, stopper):
+            tasks: tuple[asyncio.Task[Any], ...] = (reader, index, stopper)
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             return status
