@@ -8,8 +8,11 @@ id, the seqs and the events all come from Redis, so a client can reconnect to an
 ``resume`` with no gap and no duplicate.
 
 While Redis is unreachable the gateway keeps its clients and retries; it continues from the seq it
-had. If Redis comes back *without* its data (a new run id: no persistence), the seqs start over,
-so the gateway closes its clients (they reconnect and see the new run) and exits with status 1.
+had. It stops between two reads (within ``bus.read_block_ms``), never by cancelling a Redis command in
+flight: redis-py's asyncio client can hang on a cancelled blocking command (redis/redis-py#2579).
+
+If Redis comes back *without* its data (a new run id: no persistence), the seqs start over, so the
+gateway closes its clients (they reconnect and see the new run) and exits with status 1.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Gateway:
         self.labels: list[str] = list(LABELS)
         self.read_events = 0
         self.missed_events = 0  # seqs skipped because they were trimmed before this gateway read them
+        self.stopping = asyncio.Event()  # set: the loops return after the Redis command they are in
 
     def hello(self) -> dict[str, Any]:
         return {"labels": self.labels, "colors": dict(LABEL_COLORS), "streams": self.streams,
@@ -88,10 +92,10 @@ class Gateway:
             self.labels = list(info.get("labels", self.labels))
 
     async def read_loop(self) -> None:
-        """XREAD from the last seq this gateway has, forever; publish to the hub in seq order."""
+        """XREAD from the last seq this gateway has until :attr:`stopping`; publish to the hub in seq order."""
         cfg = self.config.bus
         delay = 0.1
-        while True:
+        while not self.stopping.is_set():
             last = self.hub.last_seq or 0
             try:
                 reply: Any = await self.client.xread({self.keys.events: f"{last}-0"}, count=_READ_COUNT,
@@ -121,8 +125,10 @@ class Gateway:
                 raise RunLost(f"Redis has a new run id {run} (was {self.run_id}): its data are gone")
 
     async def index_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_INDEX_EVERY_S)
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), _INDEX_EVERY_S)
+                return
             with contextlib.suppress(*TRANSIENT):
                 await self.refresh_index()
 
@@ -159,13 +165,19 @@ async def run_gateway(
             if on_ready is not None:
                 on_ready(server)
             await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (reader, index, stopper):
+            gateway.stopping.set()
+            stopper.cancel()
+            # Let the loops finish the command they are in (XREAD returns within read_block_ms);
+            # cancel only what is still stuck after that (Redis unreachable, a retry sleep).
+            await asyncio.wait({reader, index}, timeout=config.bus.read_block_ms / 1000 + 2.0)
+            for task in (reader, index):
                 task.cancel()
             status = 0
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 logger.error("gateway stops: %s", reader.exception())
                 status = 1
-            for task in (reader, index, stopper):
+            tasks: tuple[asyncio.Task[Any], ...] = (reader, index, stopper)
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             return status

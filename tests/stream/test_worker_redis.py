@@ -219,10 +219,6 @@ async def test_redis_restart_with_aof_keeps_acknowledged_events(dialogue_wav: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="hangs: the worker finishes the job (events, end, ack are in Redis) but the test's client reading "
-    "through the in-process gateway never finishes; open in issue 15"
-)
 async def test_real_models_worker_publishes_what_a_gateway_serves(
     redis_server: RedisServer, dialogue_wav: Path, tmp_path: Path
 ) -> None:
