@@ -8,7 +8,8 @@ then replays the embeddings in order through
   thresholds, and
 * :class:`stream.stages.speaker_clustering.OnlineClusterer` with the ``[speakers]`` config,
 
-and scores the labels *as they were sent* (one-to-one mapping, see
+and scores the labels *as they were sent* and after the corrections and merges the clusterer reported
+(one-to-one mapping, see
 :mod:`stream.evaluation.speaker_scoring`). This isolates the speaker stage from segmentation; the
 end-to-end figure comes from ``emostream evaluate`` on the same files. Also measured: ms per
 utterance of the embedding (warm) and the process RSS added by loading the encoder.
@@ -79,27 +80,44 @@ def embed_dialogues(folder: Path, encoder: Any, *, pad_s: float = 0.1) -> dict[s
 
 
 def run_clusterer(make: Any, data: dict[str, tuple[list[str], np.ndarray]]) -> dict[str, Any]:
-    errors, purity, coverage, merges, found = [], [], [], 0, []
+    """Labels as sent, and after the corrections and merges the clusterer reported, scored per dialogue."""
+    errors, final_errors, purity, coverage, merges, found = [], [], [], [], 0, []
+    ages: list[int] = []  # utterances between one and its correction
     for truth, embs in data.values():
         clusterer = make()
         sent: list[str] = []
-        for e in embs:
-            assignment, merged = clusterer.add(e)
+        final: list[str] = []
+        for i, e in enumerate(embs):
+            online = isinstance(clusterer, OnlineClusterer)
+            assignment, merged = clusterer.add(e, str(i)) if online else clusterer.add(e)
             sent.append(assignment.speaker)
+            final.append(assignment.speaker)
+            for c in assignment.corrections:
+                final[int(c.key)] = c.into
             merges += len(merged)
+            ages += [i - int(c.key) for c in assignment.corrections]
+        resolve = getattr(clusterer, "resolve", lambda label: label)
         s = speaker_scores(truth, sent)
         errors.append(s.error)
+        final_errors.append(speaker_scores(truth, [resolve(label) for label in final]).error)
         purity.append(s.purity)
         coverage.append(s.coverage)
         found.append(s.predicted_speakers)
     return {
         "error_mean": float(np.mean(errors)),
         "error_worst": float(np.max(errors)),
+        "error_after_corrections_mean": float(np.mean(final_errors)),
+        "error_after_corrections_worst": float(np.max(final_errors)),
         "purity_mean": float(np.mean(purity)),
         "coverage_mean": float(np.mean(coverage)),
         "speakers_found_mean": float(np.mean(found)),
         "merges": merges,
+        "corrections": len(ages),
+        "correction_age_utterances": {"p50": float(np.median(ages)), "p90": float(np.percentile(ages, 90))}
+        if ages
+        else None,
         "errors": [round(e, 4) for e in errors],
+        "errors_after_corrections": [round(e, 4) for e in final_errors],
     }
 
 
@@ -166,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"online clusterer: error {o['error_mean']:.3f} (worst {o['error_worst']:.3f}), purity {o['purity_mean']:.3f}, "
         f"coverage {o['coverage_mean']:.3f}, speakers found {o['speakers_found_mean']:.2f}, merges {o['merges']}"
+    )
+    print(
+        f"online clusterer after its corrections and merges: error {o['error_after_corrections_mean']:.3f} "
+        f"(worst {o['error_after_corrections_worst']:.3f}), {o['corrections']} corrections "
+        f"(made {o['correction_age_utterances']} utterances later)"
     )
     if timings:
         e = result["embed_ms_per_utterance"]

@@ -116,6 +116,9 @@ class SpeakersConfig:
     window_utterances: int = field(default=40, metadata=bounds(2, 500))  # re-clustered at each new one
     pca_dims: int = field(default=8, metadata=bounds(0, 256))  # window's top principal axes compared (0: all)
     merge_after_utterances: int = field(default=6, metadata=bounds(1, 1000))  # lost this often -> reported merged
+    # An earlier utterance of the window whose cluster carries another label in this many successive
+    # clusterings is reported re-assigned (a `speaker` event, `corrected`); 0: labels stay as sent.
+    correct_after_utterances: int = field(default=2, metadata=bounds(0, 1000))
     max_speakers: int = field(default=8, metadata=bounds(1, 64))
     min_audio_ms: int = field(default=300, metadata=bounds(0, 10000))  # shorter utterances get no speaker
 
@@ -131,6 +134,7 @@ class SpeakersConfig:
             max_speakers=self.max_speakers,
             pca_dims=self.pca_dims,
             merge_after=self.merge_after_utterances,
+            correct_after=self.correct_after_utterances,
         )
 
 

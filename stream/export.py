@@ -4,7 +4,8 @@ One cue per utterance, timed on its stream's own timeline (``start_s``/``end_s``
 with the replayed file in a player), with the words, the emotion and its score, and the speaker when the
 events carry one (``data.speaker`` on ``transcript`` or ``emotion``: a label such as ``S1``, or an object
 with ``name``/``label``/``id``). ``speaker`` events apply as the run finally knew them: a label ``named``
-shows its name, a label ``merged`` into another shows that one's (even for cues before the event).
+shows its name, a label ``merged`` into another shows that one's (even for cues before the event), an
+utterance ``corrected`` to another label shows that label.
 
 The formatting is pure (:func:`to_srt`, :func:`to_vtt`, :func:`to_csv`); :class:`SubtitleWriter` writes
 SRT cue by cue while the service runs (``emostream run --srt FILE``; names known by then apply).
@@ -74,8 +75,14 @@ def _speaker(data: Mapping[str, Any]) -> str:
     return " ".join(str(value).split())[:80]
 
 
-def _note_speaker(event: Event, names: dict[tuple[str, str], str], merged: dict[tuple[str, str], str]) -> None:
-    """A ``speaker`` event: a label ``named``, or ``merged`` into another (what the subtitles then say)."""
+def _note_speaker(
+    event: Event,
+    names: dict[tuple[str, str], str],
+    merged: dict[tuple[str, str], str],
+    corrected: dict[tuple[str, str], str],
+) -> None:
+    """A ``speaker`` event: a label ``named``, ``merged`` into another, or an utterance ``corrected``
+    to another label (what the subtitles then say)."""
     data = event.data
     label = str(data.get("speaker") or "")
     if not label:
@@ -84,6 +91,8 @@ def _note_speaker(event: Event, names: dict[tuple[str, str], str], merged: dict[
         names[(event.stream, label)] = " ".join(str(data["name"]).split())[:80]
     elif data.get("action") == "merged" and data.get("into"):
         merged[(event.stream, label)] = str(data["into"])
+    elif data.get("action") == "corrected" and data.get("into") and data.get("utterance_id"):
+        corrected[(event.stream, str(data["utterance_id"]))] = str(data["into"])
 
 
 def _resolve(
@@ -107,11 +116,12 @@ def cues_from_events(events: Iterable[Event], *, stream: str | None = None) -> l
     emotions: dict[tuple[str, str], Mapping[str, Any]] = {}
     names: dict[tuple[str, str], str] = {}  # (stream, speaker label) -> the name it was given
     merged: dict[tuple[str, str], str] = {}  # (stream, retired label) -> the label it turned out to be
+    corrected: dict[tuple[str, str], str] = {}  # (stream, utterance id) -> its label after a correction
     for event in events:
         if stream is not None and event.stream != stream:
             continue
         if event.type == "speaker":
-            _note_speaker(event, names, merged)
+            _note_speaker(event, names, merged, corrected)
             continue
         if event.type not in ("transcript", "emotion") or event.stream.startswith("_"):
             continue
@@ -137,7 +147,8 @@ def cues_from_events(events: Iterable[Event], *, stream: str | None = None) -> l
             continue
         if not (math.isfinite(start) and math.isfinite(end)):
             continue
-        speaker = _resolve(key[0], _speaker(emo or {}) or _speaker(tr or {}), names, merged)
+        sent = _speaker(emo or {}) or _speaker(tr or {})
+        speaker = _resolve(key[0], corrected.get(key, sent), names, merged)
         mods = tuple(str(m) for m in (emo or {}).get("modalities") or ())
         cues.append(
             Cue(

@@ -36,7 +36,7 @@ from typing import Any
 
 from stream.config import Config
 from stream.events.bus import EventBus
-from stream.protocol import speaker_merged_data, speaker_named_data
+from stream.protocol import speaker_corrected_data, speaker_merged_data, speaker_named_data
 from stream.records import Transcribed, Utterance
 from stream.report import Report
 from stream.sources import Source
@@ -134,7 +134,7 @@ class Pipeline:
                 self.speakers.close()
 
     async def _with_speakers(self, items: AsyncIterator[Transcribed]) -> AsyncIterator[Transcribed]:
-        """Each transcribed utterance with its speaker label; merges it revealed go out first as events."""
+        """Each transcribed utterance with its speaker label; merges and corrections it revealed go out first."""
         async for item in items:
             if self.speakers is None:
                 yield item
@@ -143,6 +143,8 @@ class Pipeline:
             result = await self.speakers.result(utt)
             for merge in result.merges:
                 await self._bus.emit("speaker", utt.stream, speaker_merged_data(merge.source, merge.into, utt))
+            for fix in result.corrections:
+                await self._bus.emit("speaker", utt.stream, speaker_corrected_data(fix.was, fix.into, fix.key))
             yield dataclasses.replace(item, speaker=result.speaker)
 
     async def name_speaker(self, stream: str, speaker: str, name: str) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "prediction_data",
     "service_description",
     "speech_end_data",
+    "speaker_corrected_data",
     "speaker_merged_data",
     "speaker_named_data",
     "speech_start_data",
@@ -85,13 +86,13 @@ EVENT_TYPES: Final = (
     "end",  # a stream's source finished
     "lagged",  # this subscriber lost `dropped` events because it read too slowly
     "pong",  # the reply to a client's {"type": "ping"}
-    "speaker",  # a speaker was named, or found to be another one (merged); logged and replayed
+    "speaker",  # a speaker was named, found to be another (merged), or an utterance re-assigned (corrected)
 )
 
 CLIENT_TYPES: Final = ("subscribe", "resume", "ping", "name_speaker")
 
 # `speaker` event actions.
-SPEAKER_ACTIONS: Final = ("named", "merged")
+SPEAKER_ACTIONS: Final = ("named", "merged", "corrected")
 MAX_SPEAKER_NAME_CHARS: Final = 64
 
 # Codes used in ``error`` events.
@@ -242,6 +243,11 @@ def speaker_named_data(speaker: str, name: str) -> dict[str, Any]:
 def speaker_merged_data(speaker: str, into: str, utterance: Utterance) -> dict[str, Any]:
     """``speaker`` (action ``merged``): ``speaker``'s utterances were ``into``'s; ``utterance`` showed it."""
     return {"action": "merged", "speaker": speaker, "into": into, "utterance_id": utterance.utterance_id}
+
+
+def speaker_corrected_data(speaker: str, into: str, utterance_id: str) -> dict[str, Any]:
+    """``speaker`` (action ``corrected``): utterance ``utterance_id``, sent as ``speaker``'s, is ``into``'s."""
+    return {"action": "corrected", "speaker": speaker, "into": into, "utterance_id": utterance_id}
 
 
 def error_data(code: str, message: str, *, utterance: Utterance | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ export function cuesFromEvents(events, stream = null) {
   const emotions = new Map();
   const names = new Map(); // stream NUL label -> name
   const merged = new Map(); // stream NUL retired label -> the label it turned out to be
+  const corrected = new Map(); // stream NUL utterance id -> its label after a correction
   const order = [];
   for (const e of events) {
     if (stream !== null && e.stream !== stream) continue;
@@ -36,6 +37,9 @@ export function cuesFromEvents(events, stream = null) {
       const k = `${e.stream}\u0000${label}`;
       if (e.data.action === "named" && e.data.name) names.set(k, String(e.data.name).split(/\s+/).filter(Boolean).join(" ").slice(0, 80));
       else if (e.data.action === "merged" && e.data.into) merged.set(k, String(e.data.into));
+      else if (e.data.action === "corrected" && e.data.into && e.data.utterance_id) {
+        corrected.set(`${e.stream}\u0000${e.data.utterance_id}`, String(e.data.into));
+      }
       continue;
     }
     if ((e.type !== "transcript" && e.type !== "emotion") || e.stream.startsWith("_")) continue;
@@ -66,7 +70,7 @@ export function cuesFromEvents(events, stream = null) {
       label,
       score: Number(scores[label]) || 0,
       scores,
-      speaker: resolve(st, speakerOf(emo) || speakerOf(tr), names, merged),
+      speaker: resolve(st, corrected.get(key) || speakerOf(emo) || speakerOf(tr), names, merged),
       modalities: Array.isArray(emo?.modalities) ? emo.modalities.map(String) : [],
     });
   }

@@ -20,6 +20,8 @@ export class StreamState {
     this.runId = null;
     // Speakers of the current run: label (S1...) -> {name, into}. `into`: merged into that label.
     this.speakers = new Map();
+    // utterance_id -> its label after a `speaker` correction (applied to its emotion, even a later one).
+    this.corrected = new Map();
   }
 
   noteSpeaker(label) {
@@ -156,6 +158,7 @@ export class Store {
       st.runId = run;
       st.ended = false;
       st.speakers = new Map(); // labels are per run
+      st.corrected = new Map();
     }
     if (event.type === "speech") {
       st.speaking = d.state === "start";
@@ -167,6 +170,11 @@ export class Store {
         st.noteSpeaker(d.into);
         st.speakers.get(label).into = d.into;
       }
+      if (d.action === "corrected" && typeof d.into === "string" && typeof d.utterance_id === "string") {
+        st.noteSpeaker(d.into);
+        st.corrected.set(d.utterance_id, d.into);
+        for (const u of st.utterances) if (u.utterance_id === d.utterance_id) u.speaker = d.into;
+      }
     } else if (event.type === "transcript") {
       st.noteSpeaker(d.speaker);
       // Ordered like utterances: a new run's seq starts again at 0, yet its transcripts are the newer ones.
@@ -177,6 +185,7 @@ export class Store {
       st.noteSpeaker(d.speaker);
       const u = {
         ...d,
+        speaker: st.corrected.get(d.utterance_id) ?? d.speaker,
         seq: event.seq,
         ts: event.ts,
         run_id: run,

@@ -18,6 +18,7 @@ from stream.evaluation.replay import (
     predictions_from_events,
     read_jsonl,
     replay,
+    speaker_corrections,
     speaker_merges,
 )
 from stream.evaluation.report import build_report, report_markdown, speaker_report
@@ -53,6 +54,7 @@ __all__ = [
     "read_truth_rows",
     "replay",
     "report_markdown",
+    "speaker_corrections",
     "speaker_merges",
     "speaker_report",
     "word_errors",

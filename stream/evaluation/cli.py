@@ -16,6 +16,7 @@ from stream.evaluation.replay import (
     predictions_from_events,
     read_jsonl,
     replay,
+    speaker_corrections,
     speaker_merges,
 )
 from stream.evaluation.report import build_report, report_markdown
@@ -74,12 +75,13 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
             "asr_model": config.asr.model,
             "checkpoint": config.classifier.checkpoint,
         }
-        pred, predictor, merges = _predictions(config, args, extra)
+        pred, predictor, merges, corrections = _predictions(config, args, extra)
         oracle = None
         if not args.no_oracle:
             oracle, predictor = _oracle(config, predictor, truth)
         try:
-            report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra, merges=merges)
+            report = build_report(pred, truth, oracle=oracle, min_overlap=args.min_overlap, extra=extra, merges=merges,
+                                  corrections=corrections)  # fmt: skip
         except ValueError as exc:
             raise _Failed(2, str(exc)) from exc
         if predictor is not None and getattr(predictor, "uses_context", False):
@@ -113,9 +115,9 @@ def _truth(args: argparse.Namespace) -> list[Utterance]:
 
 def _predictions(
     config: Config, args: argparse.Namespace, extra: dict[str, Any]
-) -> tuple[list[Utterance], Any, dict[str, str]]:
+) -> tuple[list[Utterance], Any, dict[str, str], dict[str, str]]:
     """The predicted utterances (from ``--events`` or a replay; timing into ``extra``), the
-    classifier the replay loaded (None without a replay) and the run's speaker merges."""
+    classifier the replay loaded (None without a replay), the run's speaker merges and corrections."""
     predictor: Any = None
     try:
         if args.events is not None:
@@ -134,7 +136,8 @@ def _predictions(
                 "rtf": result.run_s / audio_s if audio_s else None,
             }
         merges = speaker_merges(events, stream=args.stream)
-        return predictions_from_events(events, stream=args.stream), predictor, merges
+        corrections = speaker_corrections(events, stream=args.stream)
+        return predictions_from_events(events, stream=args.stream), predictor, merges, corrections
     except (OSError, ValueError, RuntimeError) as exc:
         raise _Failed(1, str(exc)) from exc
 

@@ -18,7 +18,16 @@ from stream.config import Config
 from stream.evaluation.scoring import Utterance
 from stream.records import LABELS
 
-__all__ = ["Replay", "media_duration_s", "oracle_labels", "predictions_from_events", "read_jsonl", "replay"]
+__all__ = [
+    "Replay",
+    "media_duration_s",
+    "oracle_labels",
+    "predictions_from_events",
+    "read_jsonl",
+    "replay",
+    "speaker_corrections",
+    "speaker_merges",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,20 @@ def speaker_merges(events: Iterable[Mapping[str, Any]], *, stream: str | None = 
         if isinstance(d.get("speaker"), str) and isinstance(d.get("into"), str):
             merged[d["speaker"]] = d["into"]
     return merged
+
+
+def speaker_corrections(events: Iterable[Mapping[str, Any]], *, stream: str | None = None) -> dict[str, str]:
+    """``speaker`` correction events of one stream as utterance_id -> its label now (the latest wins)."""
+    fixed: dict[str, str] = {}
+    for e in events:
+        d = e.get("data") or {}
+        if e.get("type") != "speaker" or d.get("action") != "corrected":
+            continue
+        if stream is not None and e.get("stream") != stream:
+            continue
+        if isinstance(d.get("utterance_id"), str) and isinstance(d.get("into"), str):
+            fixed[d["utterance_id"]] = d["into"]
+    return fixed
 
 
 def predictions_from_events(events: Iterable[Mapping[str, Any]], *, stream: str | None = None) -> list[Utterance]:

@@ -38,6 +38,7 @@ def build_report(
     min_overlap: float = 0.5,
     extra: Mapping[str, Any] | None = None,
     merges: Mapping[str, str] | None = None,
+    corrections: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score ``pred`` against ``truth`` (both in time order). ``oracle``: the classifier's label for
     each truth utterance's own text, in truth order (the text oracle); ``None`` leaves it out."""
@@ -84,7 +85,7 @@ def build_report(
     by_branch = _branch_scores(pred, truth, scored)
     if by_branch:
         report["emotion_by_branch"] = by_branch
-    speakers = speaker_report(pred, truth, matches, merges or {})
+    speakers = speaker_report(pred, truth, matches, merges or {}, corrections or {})
     if speakers is not None:
         report["speakers"] = speakers
     if oracle is not None:
@@ -124,17 +125,30 @@ def _resolve(label: str | None, merges: Mapping[str, str]) -> str | None:
 
 
 def speaker_report(
-    pred: Sequence[Utterance], truth: Sequence[Utterance], matches: Sequence[Match], merges: Mapping[str, str]
+    pred: Sequence[Utterance],
+    truth: Sequence[Utterance],
+    matches: Sequence[Match],
+    merges: Mapping[str, str],
+    corrections: Mapping[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Speaker scores on matched utterances whose truth names a speaker (``None`` when none does):
-    the labels as sent, and as the run's ``speaker`` merge events say they should be read."""
+    the labels as sent, as the run's ``speaker`` merge events say they should be read, and with its
+    ``corrected`` events (utterance_id -> label) applied too."""
     pairs = [m for m in matches if truth[m.truth].speaker]
     if not pairs:
         return None
+    fixed = corrections or {}
     people = [truth[m.truth].speaker or "" for m in pairs]
     sent = speaker_scores(people, [pred[m.pred].speaker for m in pairs])
     after = speaker_scores(people, [_resolve(pred[m.pred].speaker, merges) for m in pairs])
-    return {"as_sent": sent.to_dict(), "after_merges": after.to_dict(), "merges": len(merges)}
+    final = [_resolve(fixed.get(pred[m.pred].uid, pred[m.pred].speaker), merges) for m in pairs]
+    return {
+        "as_sent": sent.to_dict(),
+        "after_merges": after.to_dict(),
+        "after_corrections": speaker_scores(people, final).to_dict(),
+        "merges": len(merges),
+        "corrections": len(fixed),
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -198,11 +212,13 @@ def report_markdown(report: Mapping[str, Any]) -> str:
                 f"{_fmt(branch['fused'][key])} | |"
             )
     if "speakers" in report:
-        sp, after = report["speakers"]["as_sent"], report["speakers"]["after_merges"]
+        spk = report["speakers"]
+        sp, after = spk["as_sent"], spk["after_merges"]
+        final = spk.get("after_corrections", after)
         lines += [
             f"| speakers (true / labels sent) | {sp['true_speakers']} / {sp['predicted_speakers']} | |",
-            f"| speaker error, as sent (after {report['speakers']['merges']} merges) | {_fmt(sp['error'])} "
-            f"({_fmt(after['error'])}) | |",
+            f"| speaker error, as sent (after {spk['merges']} merges; and {spk.get('corrections', 0)} corrections) "
+            f"| {_fmt(sp['error'])} ({_fmt(after['error'])}; {_fmt(final['error'])}) | |",
             f"| speaker purity / coverage | {_fmt(sp['purity'])} / {_fmt(sp['coverage'])} | |",
         ]
     if "all_truth" in report.get("text_oracle", {}):

@@ -25,7 +25,7 @@ import numpy as np
 
 from stream.protocol import valid_speaker_label
 from stream.records import Utterance
-from stream.stages.speaker_clustering import ClusteringParams, Merge, OnlineClusterer
+from stream.stages.speaker_clustering import ClusteringParams, Correction, Merge, OnlineClusterer
 
 __all__ = ["Embedder", "SpeakerResult", "SpeakerStage"]
 
@@ -47,6 +47,7 @@ class SpeakerResult:
     new: bool = False
     merges: tuple[Merge, ...] = ()
     embed_s: float = 0.0
+    corrections: tuple[Correction, ...] = ()  # earlier utterances (keys: utterance ids) re-assigned
 
 
 class SpeakerStage:
@@ -115,7 +116,7 @@ class SpeakerStage:
             if utt.audio.size < self._min_audio_s * 16000:
                 return SpeakerResult(None)
             emb = self._embedder.embed(utt.audio)
-            assignment, merges = self._clusterer(utt.stream).add(emb)
+            assignment, merges = self._clusterer(utt.stream).add(emb, utt.utterance_id)
         except Exception:
             self.failures += 1
             logger.exception("speaker stage failed on %s; it gets no speaker", utt.utterance_id)
@@ -129,6 +130,7 @@ class SpeakerStage:
             assignment.new,
             tuple(merges),
             time.perf_counter() - t0,
+            assignment.corrections,
         )
 
     def start(self, utt: Utterance) -> None:

@@ -11,6 +11,7 @@ from stream.evaluation import (
     predictions_from_events,
     read_truth_rows,
     report_markdown,
+    speaker_corrections,
     speaker_merges,
 )
 
@@ -74,9 +75,27 @@ def test_speaker_error_as_sent_and_after_merges() -> None:
     sp = report["speakers"]
     assert sp["as_sent"]["error"] == pytest.approx(0.25) and sp["as_sent"]["predicted_speakers"] == 3
     assert sp["after_merges"]["error"] == 0.0 and sp["merges"] == 1
-    assert "speaker error, as sent (after 1 merges) | 0.250 (0.000)" in report_markdown(report)
+    line = "speaker error, as sent (after 1 merges; and 0 corrections) | 0.250 (0.000; 0.000)"
+    assert line in report_markdown(report)
 
 
 def test_no_speaker_column_no_speaker_report() -> None:
     truth = read_truth_rows(TRUTH.replace(",speaker", "").replace(",ross", "").replace(",rachel", ""))
     assert "speakers" not in build_report(predictions_from_events(_events(["S1"] * 4)), truth)
+
+
+def test_speaker_error_after_corrections() -> None:
+    """A `corrected` event re-assigns one utterance: the report scores the labels as sent and as corrected."""
+    truth = read_truth_rows(TRUTH)
+    events = _events(["S1", "S2", "S2", "S2"]) + [
+        _ev(98, "speaker", {"action": "corrected", "speaker": "S2", "into": "S3", "utterance_id": "a-3"}),
+        _ev(99, "speaker", {"action": "corrected", "speaker": "S3", "into": "S1", "utterance_id": "a-3"}),
+    ]
+    pred = predictions_from_events(events)
+    assert [p.speaker for p in pred] == ["S1", "S2", "S2", "S2"]  # as sent: corrections do not rewrite events
+    assert speaker_corrections(events) == {"a-3": "S1"}  # the latest correction wins
+    report = build_report(pred, truth, merges=speaker_merges(events), corrections=speaker_corrections(events))
+    sp = report["speakers"]
+    assert sp["as_sent"]["error"] == pytest.approx(0.25) and sp["after_merges"]["error"] == pytest.approx(0.25)
+    assert sp["after_corrections"]["error"] == 0.0 and sp["corrections"] == 1
+    assert "(after 0 merges; and 1 corrections) | 0.250 (0.250; 0.000)" in report_markdown(report)

@@ -64,6 +64,11 @@ def make_events(stream: str = "ep1") -> list[Event]:
                                 "scores": _scores("neutral"), "modalities": ["text", "audio"]})  # fmt: skip
     add("speaker", stream, {"action": "merged", "speaker": "S3", "into": "S1", "utterance_id": f"{stream}-6"})
     add("speaker", stream, {"action": "named", "speaker": "S1", "name": "Monica"})
+    # an utterance sent as S2 (Ross) was re-assigned to S1 (Monica) once the clustering knew more
+    span = {"utterance_id": f"{stream}-7", "start_s": 30.0, "end_s": 31.0}
+    add("emotion", stream, {**span, "speaker": "S2", "text": "Line 7.", "label": "neutral",
+                            "scores": _scores("neutral"), "modalities": ["text"]})  # fmt: skip
+    add("speaker", stream, {"action": "corrected", "speaker": "S2", "into": "S1", "utterance_id": f"{stream}-7"})
     return events
 
 
@@ -86,22 +91,24 @@ def parse_srt(text: str) -> list[tuple[int, float, float, list[str]]]:
 
 def test_cues_merge_transcripts_and_emotions() -> None:
     cues = cues_from_events(make_events())
-    assert [c.utterance_id for c in cues] == ["ep1-1", "ep1-2", "ep1-3", "ep1-9", "ep1-5", "ep1-6", "ep1-4"]
-    assert [c.speaker for c in cues] == ["Rachel", "Ross", "", "", "Monica", "Monica", ""]
+    ids = ["ep1-1", "ep1-2", "ep1-3", "ep1-9", "ep1-5", "ep1-6", "ep1-7", "ep1-4"]
+    assert [c.utterance_id for c in cues] == ids
+    assert [c.speaker for c in cues] == ["Rachel", "Ross", "", "", "Monica", "Monica", "Monica", ""]
     assert cues[0].label == "joy" and cues[0].score == pytest.approx(0.82)
     assert cues[3].label == "" and cues[3].text == "Okay."
 
 
 def test_srt_parses_back() -> None:
     blocks = parse_srt(to_srt(cues_from_events(make_events())))
-    assert [b[0] for b in blocks] == [1, 2, 3, 4, 5, 6, 7]
+    assert [b[0] for b in blocks] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert blocks[0][1:3] == (1.25, 3.5)
     assert blocks[0][3] == ["Rachel: I can't believe we won!", "(joy 82%)"]
     assert blocks[1][3][0] == "Ross: Wait -> what?"  # an arrow in the words cannot break the timing line
     assert blocks[3][3] == ["Okay."]
     assert blocks[4][3] == ["Monica: Line 5.", "(neutral 82%)"]  # S1, named later
     assert blocks[5][3] == ["Monica: Line 6.", "(neutral 82%)"]  # S3, merged into S1
-    assert blocks[6][1:3] == (3661.5, 3663.0) and blocks[6][3] == ["(no words)", "(sadness 82%)"]
+    assert blocks[6][3] == ["Monica: Line 7.", "(neutral 82%)"]  # sent as S2, corrected to S1
+    assert blocks[7][1:3] == (3661.5, 3663.0) and blocks[7][3] == ["(no words)", "(sadness 82%)"]
 
 
 def test_vtt_escapes_and_names_the_voice() -> None:
@@ -114,7 +121,7 @@ def test_vtt_escapes_and_names_the_voice() -> None:
 
 def test_csv_opens_as_a_table_and_quotes_formulas() -> None:
     rows = list(csv.DictReader(io.StringIO(to_csv(cues_from_events(make_events())))))
-    assert len(rows) == 7
+    assert len(rows) == 8
     assert rows[0]["emotion"] == "joy" and rows[0]["score"] == "0.8200" and rows[0]["speaker"] == "Rachel"
     assert rows[0]["start"] == "00:00:01.250" and float(rows[0]["score_joy"]) == pytest.approx(0.82)
     assert rows[2]["text"].startswith("'=SUM")  # not run as a formula by a spreadsheet
@@ -126,7 +133,7 @@ def test_subtitles_need_one_stream() -> None:
     cues = cues_from_events(make_events("a") + make_events("b"))
     with pytest.raises(ExportError, match="choose one with --stream"):
         to_srt(cues)
-    assert len(parse_srt(to_srt(cues_from_events(make_events("a") + make_events("b"), stream="b")))) == 7
+    assert len(parse_srt(to_srt(cues_from_events(make_events("a") + make_events("b"), stream="b")))) == 8
 
 
 def _write_log(path: Path, events: list[Event]) -> Path:
@@ -139,9 +146,9 @@ def test_cli_export_writes_each_format(tmp_path: Path, capsys: pytest.CaptureFix
     for fmt in ("srt", "vtt", "csv"):
         out = tmp_path / f"out.{fmt}"
         assert main(["export", str(log), "--format", fmt, "--out", str(out)]) == 0
-        assert "wrote 7 utterances" in capsys.readouterr().out
+        assert "wrote 8 utterances" in capsys.readouterr().out
     assert (tmp_path / "out.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # BOM: spreadsheets read UTF-8
-    assert len(parse_srt((tmp_path / "out.srt").read_text(encoding="utf-8"))) == 7
+    assert len(parse_srt((tmp_path / "out.srt").read_text(encoding="utf-8"))) == 8
     assert main(["export", str(tmp_path / "none.jsonl"), "--format", "srt", "--out", str(tmp_path / "x")]) == 1
     assert "no such event log" in capsys.readouterr().err
     assert main(["export", str(log), "--format", "srt", "--out", str(tmp_path / "x"), "--stream", "zz"]) == 1
@@ -169,7 +176,7 @@ def test_ffmpeg_reads_the_subtitles(tmp_path: Path) -> None:
         out = tmp_path / f"subs.{fmt}"
         export_file(log, fmt, out)
         packets = _ffprobe_packets(out)
-        assert len(packets) == 7, fmt
+        assert len(packets) == 8, fmt
         assert packets[0] == pytest.approx((1.25, 2.25)), fmt
         assert packets[-1] == pytest.approx((3661.5, 1.5)), fmt
         # and converts them (what a player's subtitle decoder does)
@@ -185,7 +192,7 @@ def test_subtitle_writer_writes_cue_by_cue(tmp_path: Path) -> None:
         if event.type == "emotion" and a.count == 1:
             assert len(parse_srt((tmp_path / "live.srt").read_text())) == 1  # flushed at once
     a.close()
-    assert [b[0] for b in parse_srt((tmp_path / "live.srt").read_text())] == [1, 2, 3, 4, 5, 6]
+    assert [b[0] for b in parse_srt((tmp_path / "live.srt").read_text())] == [1, 2, 3, 4, 5, 6, 7]
     two = SubtitleWriter.for_streams(tmp_path / "live.srt", ["a", "b/c"])
     assert [w.path.name for w in two] == ["live.a.srt", "live.b-c.srt"]
     for w in two:

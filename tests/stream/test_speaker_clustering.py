@@ -8,6 +8,7 @@ import pytest
 from stream.evaluation.speaker_scoring import speaker_scores
 from stream.stages.speaker_clustering import (
     ClusteringParams,
+    Correction,
     NaiveClusterer,
     OnlineClusterer,
     average_linkage,
@@ -91,3 +92,45 @@ def test_bad_embeddings_and_params_are_refused() -> None:
         OnlineClusterer().add(np.zeros(8))
     with pytest.raises(ValueError, match="window"):
         ClusteringParams(window=1)
+
+
+def _apply(sent: list[str], corrections: list[Correction]) -> list[str]:
+    final = list(sent)
+    for c in corrections:
+        final[int(c.key)] = c.into
+    return final
+
+
+def test_early_mistakes_are_corrected_by_events_not_rewritten() -> None:
+    """A loose warm-up puts two voices under S1; once the window separates them, the early utterances of
+    the second voice are reported re-assigned (after two agreeing clusterings), and what was sent stays."""
+    rng = np.random.default_rng(7)
+    truth, embs = _dialogue(rng, _voices(rng, 2, spread=1.0), 24, noise=0.15)
+    params = ClusteringParams(warmup=4, warmup_threshold=-0.9, correct_after=2)
+    clusterer = OnlineClusterer(params)
+    sent, corrections = [], []
+    for i, e in enumerate(embs):
+        assignment, _ = clusterer.add(e, str(i))
+        sent.append(assignment.speaker)
+        corrections += assignment.corrections
+    assert len(set(sent[:3])) == 1  # the warm-up joined everything at first
+    assert speaker_scores(truth, sent).error > 0.0
+    assert corrections and all(int(c.key) < 3 for c in corrections)  # only the early mistakes move
+    assert all(c.was == "S1" and c.into != "S1" for c in corrections)
+    final = _apply(sent, corrections)
+    assert speaker_scores(truth, final).error == 0.0
+    assert clusterer.label_of("0") == final[0] and clusterer.label_of("nope") is None
+
+
+def test_corrections_wait_for_agreeing_clusterings_and_can_be_off() -> None:
+    rng = np.random.default_rng(7)
+    _, embs = _dialogue(rng, _voices(rng, 2, spread=1.0), 24, noise=0.15)
+
+    def count(correct_after: int) -> int:
+        clusterer = OnlineClusterer(ClusteringParams(warmup=4, warmup_threshold=-0.9, correct_after=correct_after))
+        return sum(len(clusterer.add(e, str(i))[0].corrections) for i, e in enumerate(embs))
+
+    assert count(0) == 0
+    assert count(1) >= count(2) > 0
+    with pytest.raises(ValueError, match="correct_after"):
+        ClusteringParams(correct_after=-1)

@@ -98,6 +98,30 @@ async def test_transcript_and_emotion_carry_the_speaker_and_names_go_out(tmp_pat
         await pipeline.name_speaker("a", "S5", "x")
 
 
+async def test_corrections_go_out_as_speaker_events_and_sent_labels_stay(tmp_path: Path) -> None:
+    """A loose warm-up labels the first B as S1; later evidence re-assigns it: a `corrected` event."""
+    lines = ["Hello there, how are you?", "I am fine, thank you.", "Good to hear that.", "And you?", "Yes.", "Fine."]
+    talk = make_dialogue(lines, gap_s=1.0)
+    events: list[Event] = []
+    params = ClusteringParams(warmup=3, warmup_threshold=-0.9, correct_after=2)
+    stage = SpeakerStage(ScriptedEmbedder([VOICE_A, VOICE_B] * 3), params)
+    pipeline = Pipeline(
+        [ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)],
+        EventBus([events.append]),
+        transcriber=ScriptedTranscriber(default="words"),  # type: ignore[arg-type]
+        predictor=ScriptedPredictor(),  # type: ignore[arg-type]
+        speakers=stage,
+    )
+    await pipeline.run()
+    sent = [(e.data["utterance_id"], e.data["speaker"]) for e in events if e.type == "transcript"]
+    assert len(sent) == 6 and sent[1][1] == "S1"  # what was sent stays as sent
+    fixes = [e.data for e in events if e.type == "speaker" and e.data["action"] == "corrected"]
+    assert fixes and fixes[0]["utterance_id"] == sent[1][0]
+    assert fixes[0]["speaker"] == "S1" and fixes[0]["into"] == sent[3][1] != "S1"
+    first_fix = next(i for i, e in enumerate(events) if e.type == "speaker")
+    assert any(e.type == "transcript" and e.data["utterance_id"] == sent[1][0] for e in events[:first_fix])
+
+
 async def test_name_speaker_over_the_websocket_is_broadcast_logged_and_replayed(tmp_path: Path) -> None:
     hub = Hub(queue_events=100)
     with EventLog(tmp_path) as log:

@@ -141,6 +141,26 @@ test("chip text colour keeps contrast", () => {
   assert.equal(textOn("nonsense"), "#0e131a");
 });
 
+test("a speaker correction re-labels its utterance, even one whose emotion comes later", () => {
+  const s = new Store();
+  s.applyHello({ run_id: "r1", labels: LABELS, colors: COLORS });
+  const said = (seq, speaker, start) => {
+    const e = emotion(seq, "mic", "joy", start, start + 1);
+    e.data.speaker = speaker;
+    return e;
+  };
+  s.add(said(0, "S1", 0));
+  s.add(said(1, "S2", 2));
+  const fix = (seq, uid, was, into) => ({ type: "speaker", seq, stream: "mic", ts: 1, data: { action: "corrected", speaker: was, into, utterance_id: uid } });
+  s.add(fix(2, "mic-1", "S2", "S1"));
+  const st = s.stream("mic");
+  assert.deepEqual(st.utterances.map((u) => u.speaker), ["S1", "S1"]);
+  assert.deepEqual(st.liveSpeakers(), ["S1"]);
+  s.add(fix(3, "mic-5", "S2", "S1")); // before mic-5's emotion, which still carries the label first sent
+  s.add(said(5, "S2", 4));
+  assert.deepEqual(st.utterances.map((u) => u.speaker), ["S1", "S1", "S1"]);
+});
+
 let failed = 0;
 for (const [name, fn] of tests) {
   try {
