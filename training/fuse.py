@@ -332,7 +332,8 @@ def _evaluate(
 
 def _save(text_model: FusionClassifier, fusion: AudioFusion, base: str, out: Path) -> None:
     """``base`` with ``audio_fusion`` added. A text-mode base is kept as it is (whatever else its text side
-    stores, e.g. a context module); an old fusion-mode base is first re-saved without its audio branch."""
+    stores, e.g. a context module); an old fusion-mode base is first re-saved without its audio branch,
+    its text layers in the dtype the base stored them in (a fully fine-tuned encoder stays float16)."""
     meta = text_model.checkpoint_meta
     if meta.get("model_config", {}).get("mode") == "text":
         blob = torch.load(base, map_location="cpu", weights_only=True)
@@ -342,7 +343,8 @@ def _save(text_model: FusionClassifier, fusion: AudioFusion, base: str, out: Pat
         extra = dict(meta.get("extra", {}))
         extra["fusion_base_checkpoint"] = str(base)
         tmp = out.with_name(out.name + ".text.tmp")
-        text_model.save(tmp, metrics=dict(meta.get("metrics", {})), trained_on=trained_on, extra=extra)
+        text_model.save(tmp, metrics=dict(meta.get("metrics", {})), trained_on=trained_on, extra=extra,
+                        text_encoder_fp16=meta.get("text_encoder_dtype") == "float16")  # fmt: skip
         blob = torch.load(tmp, map_location="cpu", weights_only=True)
         tmp.unlink()
     blob.setdefault("trained_on", {}).update(fusion.info["trained_on"])

@@ -164,6 +164,7 @@ def test_shipped_default_checkpoint_loads_and_predicts() -> None:
     predictor = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu")
     meta = predictor.model.checkpoint_meta
     assert meta["modalities"] == ["text", "audio"]
+    assert meta["text_encoder_dtype"] == "float16"  # every layer fine-tuned: float16 keeps it under 25 MB
     assert "MELD" in meta["trained_on"]["text"] and "ravdess" in meta["trained_on"]["audio"]
     assert predictor.model_ids["text_encoder"].startswith("all-MiniLM-L6-v2")
     clip = tone(180, 1.5, seed=3)
