@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.batches import Dataset, usable_rows
 from training.model import FusionClassifier
 from training.settings import TrainingConfig, load_section, load_training_config
-from training.train import Dataset, evaluate, usable_rows
+from training.train import evaluate
 
 __all__ = [
     "add_common",

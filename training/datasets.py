@@ -1,4 +1,4 @@
-"""Assemble the train/dev/test :class:`~training.train.Dataset` s a run needs from the config.
+"""Assemble the train/dev/test :class:`~training.batches.Dataset` s a run needs from the config.
 
 Text: MELD ``{train,dev,test}_sent_emo.csv`` (+ GoEmotions train when ``use_goemotions``).
 Audio: MELD.Raw clips when ``meld_raw_dir`` is set (rows whose clip is missing or unreadable go
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from training.batches import Dataset
 from training.corpora import load_emodb, load_goemotions, load_ravdess, split_by_speaker
 from training.data import Example, attach_meld_raw, load_meld
 from training.features import AudioFeatureExtractor, FeatureCache
 from training.settings import TrainingDataConfig
-from training.train import Dataset
 
 __all__ = ["RunData", "build_datasets", "with_features"]
 

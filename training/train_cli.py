@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from training.batches import Dataset
 from training.cli_common import evaluate_sets, is_main, load_config, metrics_line, run_dir
 from training.data import LABELS
 from training.datasets import RunData, build_datasets
@@ -25,7 +26,7 @@ from training.metrics import plot_confusion, plot_learning_curves
 from training.model import FusionClassifier
 from training.model_config import ModelConfig
 from training.settings import TrainingConfig
-from training.train import Dataset, FitResult, TrainOptions, fit, seed_everything
+from training.train import FitResult, TrainOptions, fit, seed_everything
 
 __all__ = ["cmd_ablate", "cmd_train", "train_one"]
 
