@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -153,24 +154,7 @@ def write_testset(  # noqa: PLR0913 - the test set's knobs, one per command-line
     if gap_s[0] > gap_s[1] or gap_s[0] < 0:
         raise ValueError(f"gap_s must be (low, high) with 0 <= low <= high, got {gap_s}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    pieces = [np.zeros(round(lead_s * SAMPLE_RATE_HZ), np.float32)]
-    pos = pieces[0].size
-    rows, manifest = [], []
-    for k, line in enumerate(lines):
-        speed, pitch = VOICE_BY_EMOTION.get(line.emotion or "", (160, 50)) if voice_by_emotion else (160, 50)
-        voice = VOICES[zlib.crc32(line.speaker.encode()) % len(VOICES)] if line.speaker else VOICES[0]
-        speech = synthesize(line.text, voice=voice, speed_wpm=speed, pitch=pitch)
-        if speech.size == 0:
-            logger.warning("espeak-ng produced no audible speech for %r; line skipped", line.text)
-            continue
-        start, end = pos, pos + speech.size
-        rows.append((start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, line.text, line.emotion or ""))
-        manifest.append({**asdict(line), "voice": voice, "speed_wpm": speed, "pitch": pitch})
-        gap = tail_s if k == len(lines) - 1 else rng.uniform(*gap_s)
-        pieces += [speech, np.zeros(round(gap * SAMPLE_RATE_HZ), np.float32)]
-        pos = end + pieces[-1].size
-    audio = np.concatenate(pieces)
+    audio, rows, manifest = _speak(lines, random.Random(seed), lead_s, gap_s, tail_s, voice_by_emotion=voice_by_emotion)
     if noise:
         audio = audio + np.random.default_rng(seed).normal(0.0, noise, audio.size).astype(np.float32)
     wav = out_dir / "testset.wav"
@@ -197,6 +181,36 @@ def write_testset(  # noqa: PLR0913 - the test set's knobs, one per command-line
     manifest_path.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     logger.info("test set: %d utterances, %.1f s of audio in %s", len(rows), duration, out_dir)
     return TestSet(wav, truth, mp4_path, manifest_path, duration, len(rows))
+
+
+def _speak(
+    lines: Sequence[Line],
+    rng: random.Random,
+    lead_s: float,
+    gap_s: tuple[float, float],
+    tail_s: float,
+    *,
+    voice_by_emotion: bool,
+) -> tuple[np.ndarray, list[tuple[float, float, str, str]], list[dict[str, Any]]]:
+    """The lines spoken one after another: the audio, each line's truth row, and what voiced it."""
+    pieces = [np.zeros(round(lead_s * SAMPLE_RATE_HZ), np.float32)]
+    pos = pieces[0].size
+    rows: list[tuple[float, float, str, str]] = []
+    manifest: list[dict[str, Any]] = []
+    for k, line in enumerate(lines):
+        speed, pitch = VOICE_BY_EMOTION.get(line.emotion or "", (160, 50)) if voice_by_emotion else (160, 50)
+        voice = VOICES[zlib.crc32(line.speaker.encode()) % len(VOICES)] if line.speaker else VOICES[0]
+        speech = synthesize(line.text, voice=voice, speed_wpm=speed, pitch=pitch)
+        if speech.size == 0:
+            logger.warning("espeak-ng produced no audible speech for %r; line skipped", line.text)
+            continue
+        start, end = pos, pos + speech.size
+        rows.append((start / SAMPLE_RATE_HZ, end / SAMPLE_RATE_HZ, line.text, line.emotion or ""))
+        manifest.append({**asdict(line), "voice": voice, "speed_wpm": speed, "pitch": pitch})
+        gap = tail_s if k == len(lines) - 1 else rng.uniform(*gap_s)
+        pieces += [speech, np.zeros(round(gap * SAMPLE_RATE_HZ), np.float32)]
+        pos = end + pieces[-1].size
+    return np.concatenate(pieces), rows, manifest
 
 
 def build_testset(

@@ -117,26 +117,7 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     # Transcript and emotion events leave together after classification, so the classifier's share is
     # re-timed here on the same utterances (text + audio span), one at a time as in a live stream.
     classifier_s = _classifier_seconds(result.predictor, events, load_audio(wav))
-    from stream.config import ASRConfig
-    from stream.stages.whisper import WhisperTranscriber
-
-    # The service's transcriber; its faster-whisper model alone gives the floor and the profile.
-    service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))
-    whisper = service_asr.model
-    audio = load_audio(wav)
-    floor_full = whisper_alone(whisper, audio, vad_filter=False)
-    floor_vad = whisper_alone(whisper, audio, vad_filter=True)
-    clips = [audio[round(e["data"]["start_s"] * SAMPLE_RATE_HZ) : round(e["data"]["end_s"] * SAMPLE_RATE_HZ)]
-             for e in events if e["type"] == "emotion"]  # fmt: skip
-    service_asr.transcribe(audio[:SAMPLE_RATE_HZ])  # warm-up
-    profile = asr_profile(whisper, clips, service_asr)
-    features_ms = 0.0
-    if result.predictor.uses_audio and clips:
-        t0 = time.perf_counter()
-        for clip in clips:
-            result.predictor.audio_features([clip])
-        features_ms = 1000 * (time.perf_counter() - t0) / len(clips)
-    profile["audio_features_ms"] = round(features_ms, 1)
+    floor_full, floor_vad, profile = _whisper_floors(model_name, load_audio(wav), events, result.predictor)
     run_s = result.run_s
     return {
         "model": model_name,
@@ -159,6 +140,32 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
         "wer_matched": report["wer"]["matched"],
         "detection": report["detection"],
     }
+
+
+def _whisper_floors(
+    model_name: str, audio: np.ndarray, events: list[dict[str, Any]], predictor: Any
+) -> tuple[float, float, dict[str, Any]]:
+    """Whisper alone on the whole recording (plain and with its VAD), and the per-utterance profile."""
+    from stream.config import ASRConfig
+    from stream.stages.whisper import WhisperTranscriber
+
+    # The service's transcriber; its faster-whisper model alone gives the floor and the profile.
+    service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))
+    whisper = service_asr.model
+    floor_full = whisper_alone(whisper, audio, vad_filter=False)
+    floor_vad = whisper_alone(whisper, audio, vad_filter=True)
+    clips = [audio[round(e["data"]["start_s"] * SAMPLE_RATE_HZ) : round(e["data"]["end_s"] * SAMPLE_RATE_HZ)]
+             for e in events if e["type"] == "emotion"]  # fmt: skip
+    service_asr.transcribe(audio[:SAMPLE_RATE_HZ])  # warm-up
+    profile = asr_profile(whisper, clips, service_asr)
+    features_ms = 0.0
+    if predictor.uses_audio and clips:
+        t0 = time.perf_counter()
+        for clip in clips:
+            predictor.audio_features([clip])
+        features_ms = 1000 * (time.perf_counter() - t0) / len(clips)
+    profile["audio_features_ms"] = round(features_ms, 1)
+    return floor_full, floor_vad, profile
 
 
 def main(argv: Sequence[str] | None = None) -> int:
