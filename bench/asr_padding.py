@@ -10,7 +10,7 @@ same model and greedy decoding, and reports mean ms per utterance and WER agains
 * ``trimmed + N s``: the service's transcriber with ``asr.pad_s = N`` (the *trimmed* path: the utterance
   plus N s of silence, encoded and decoded directly; a decode it doubts is redone on the padded path).
 
-Both are ``stream.stages.transcriber.WhisperTranscriber`` as the service runs it, on one loaded model.
+Both are ``stream.stages.whisper.WhisperTranscriber`` as the service runs it, on one loaded model.
 
 Usage: ``python -m bench.asr_padding [--models tiny.en,base] [--n 12] [--pads 0,1,5]``; ``--full``: 40.
 """
@@ -29,7 +29,7 @@ import numpy as np
 from bench.common import RESULTS, markdown_table, setup_logging, write_result
 from stream.config import ASRConfig
 from stream.records import SAMPLE_RATE_HZ
-from stream.stages.transcriber import WhisperTranscriber
+from stream.stages.whisper import WhisperTranscriber
 
 logger = logging.getLogger(__name__)
 

@@ -156,7 +156,8 @@ def checkpoint_or_untrained(path: Path = DEFAULT_CHECKPOINT) -> tuple[Path, str]
     if not stand_in.is_file():
         from stream.protocol import LABELS
         from training.features import AudioFeatureExtractor, FeatureConfig
-        from training.model import FusionClassifier, ModelConfig
+        from training.model import FusionClassifier
+        from training.model_config import ModelConfig
 
         logging.getLogger(__name__).warning("%s not found: building an untrained stand-in for timing", path)
         features = FeatureConfig()

@@ -26,7 +26,6 @@ import asyncio
 import json
 import logging
 import math
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from bench.common import (
     summarize,
     write_result,
 )
+from bench.procs import free_port
 from stream.records import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
@@ -57,12 +57,6 @@ STAGES = ("vad_tail", "asr", "features_classifier", "delivery", "total", "total_
 def parse_setting(item: str) -> tuple[str, Any]:
     key, _, value = item.partition("=")
     return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def collect(url: str, deadline_s: float) -> list[tuple[float, dict[str, Any]]]:

@@ -80,7 +80,7 @@ import stream.service, stream.server
 out["+ import the service and the websocket server"] = rss()
 from stream.config import ASRConfig
 from stream.records import SAMPLE_RATE_HZ
-from stream.stages.transcriber import WhisperTranscriber
+from stream.stages.whisper import WhisperTranscriber
 import numpy as np
 asr = WhisperTranscriber.load(ASRConfig(model=sys.argv[2], device="cpu"))
 asr.transcribe(np.zeros(SAMPLE_RATE_HZ, dtype=np.float32))

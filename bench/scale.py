@@ -19,14 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, markdown_table, setup_logging, summarize, write_result
+from bench.procs import Procs, free_port, start_redis, wait_port
+from bench.redis_rate import publish_only
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +40,6 @@ CONNECT_BATCH = 50
 
 
 # --------------------------------------------------------------------------- worker role (instant models)
-
-
-@dataclass(frozen=True, slots=True)
-class _Prediction:
-    label: str
-    scores: dict[str, float]
-    modalities: tuple[str, ...]
 
 
 class _InstantTranscriber:
@@ -77,9 +66,11 @@ class _InstantPredictor:
 
         self.labels = tuple(LABELS)
 
-    def predict(self, texts: Sequence[str | None], audio: Sequence[Any]) -> list[_Prediction]:
+    def predict(self, texts: Sequence[str | None], audio: Sequence[Any]) -> list[Any]:
+        from training.inference import Prediction
+
         scores = {lab: (0.7 if lab == "neutral" else 0.05) for lab in self.labels}
-        return [_Prediction("neutral", scores, ("text",)) for _ in texts]
+        return [Prediction("neutral", scores, ("text",)) for _ in texts]
 
 
 def _worker_main(args: list[str], real: bool) -> int:
@@ -92,76 +83,6 @@ def _worker_main(args: list[str], real: bool) -> int:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Procs:
-    """The child processes, their CPU time, and their clean-up."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.folder / f"{name}.log", "wb")  # noqa: SIM115 - closed when the process ends
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen(cmd, cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
-        return proc
-
-    def cpu_s(self) -> dict[str, float]:
-        import psutil
-
-        out = {}
-        for name, proc in self.procs.items():
-            with contextlib.suppress(psutil.Error):
-                t = psutil.Process(proc.pid).cpu_times()
-                out[name] = t.user + t.system
-        return out
-
-    def rss_mb(self) -> dict[str, float]:
-        import psutil
-
-        out = {}
-        for name, proc in self.procs.items():
-            with contextlib.suppress(psutil.Error):
-                out[name] = round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)
-        return out
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                tail = (self.folder / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
-
-
-async def _wait_port(port: int, procs: Procs, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            _r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout_s} s")
 
 
 # --------------------------------------------------------------------------- subscribers
@@ -275,12 +196,9 @@ async def _connect_all(
 
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     from stream.config import load_config
-    from stream.events.redis_bus import Keys, connect
+    from stream.events.redis_bus import connect
     from stream.events.redis_jobs import JobQueue
 
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     cfg_path = folder / "config.toml"
     cfg_path.write_text(
         "[server]\nmax_connections = 5000\nstats_interval_s = 5.0\n"
@@ -289,39 +207,20 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         f"[audio]\nreplay_speed = {args.speed}\n" + (f'[asr]\nmodel = "{args.asr_model}"\n' if args.real_models else "")
     )
     procs = Procs(folder)
-    port = _free_port()
+    port, _redis = start_redis(procs, folder, "everysec" if args.aof else "none")
     url = f"redis://127.0.0.1:{port}/0"
-    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if args.aof else ["--appendonly", "no"]
-    procs.start("redis", [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                          "--save", "", *persistence])  # fmt: skip
     try:
-        await _wait_port(port, procs)
-        gw_ports = [_free_port() for _ in range(args.gateways)]
-        for i, p in enumerate(gw_ports):
-            procs.start(f"gateway{i + 1}", [sys.executable, "-m", "stream", "gateway", "--config", str(cfg_path),
-                                            "--bus", url, "--port", str(p), "--log-level", "WARNING"])  # fmt: skip
-        await asyncio.gather(*(_wait_port(p, procs) for p in gw_ports))
-
+        await wait_port(port, procs.check_alive)
+        gw_ports = await _start_gateways(procs, args.gateways, cfg_path, url)
         # Subscribers first: they must see every event live, from the first.
         subs, tasks, connect_s = await _connect_all(args, gw_ports)
-
         client = connect(url)
-        keys = Keys("emostream")
-        for i in range(args.workers):
-            cmd = [sys.executable, "-m", "bench.scale", "--worker-role", "--config", str(cfg_path), "--bus", url]
-            procs.start(f"worker{i + 1}", cmd + (["--real-models"] if args.real_models else []))
-        deadline = time.monotonic() + 300
-        while await client.hlen(keys.workers) < args.workers:
-            procs.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not register within 300 s")
-            await asyncio.sleep(0.2)
+        await _start_workers(procs, args, cfg_path, url, client)
         import psutil
 
         me = psutil.Process()
         cpu0, my0, t0 = procs.cpu_s(), me.cpu_times(), time.monotonic()
-        bus_cfg = load_config(cfg_path, **{"bus.url": url}).bus
-        queue = JobQueue(client, bus_cfg)
+        queue = JobQueue(client, load_config(cfg_path, **{"bus.url": url}).bus)
         for i in range(args.streams):
             # Staggered, as independent live streams are: six copies of one file started together would
             # emit every event six times in the same millisecond (a burst no real deployment sees).
@@ -341,6 +240,32 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     measured = Measured(cpu0, cpu1, (my1.user + my1.system) - (my0.user + my0.system), wall, connect_s, rss,
                         len(pending))  # fmt: skip
     return _report(args, subs, seqs, redis_report, measured)
+
+
+async def _start_gateways(procs: Procs, n: int, cfg_path: Path, url: str) -> list[int]:
+    """``n`` gateway processes on the bus at ``url``, each listening; returns their ports."""
+    gw_ports = [free_port() for _ in range(n)]
+    for i, p in enumerate(gw_ports):
+        procs.start(f"gateway{i + 1}", [sys.executable, "-m", "stream", "gateway", "--config", str(cfg_path),
+                                        "--bus", url, "--port", str(p), "--log-level", "WARNING"])  # fmt: skip
+    await asyncio.gather(*(wait_port(p, procs.check_alive) for p in gw_ports))
+    return gw_ports
+
+
+async def _start_workers(procs: Procs, args: argparse.Namespace, cfg_path: Path, url: str, client: Any) -> None:
+    """``args.workers`` worker processes, returning once every one has registered on the bus."""
+    from stream.events.redis_bus import Keys
+
+    keys = Keys("emostream")
+    for i in range(args.workers):
+        cmd = [sys.executable, "-m", "bench.scale", "--worker-role", "--config", str(cfg_path), "--bus", url]
+        procs.start(f"worker{i + 1}", cmd + (["--real-models"] if args.real_models else []))
+    deadline = time.monotonic() + 300
+    while await client.hlen(keys.workers) < args.workers:
+        procs.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not register within 300 s")
+        await asyncio.sleep(0.2)
 
 
 def _report(
@@ -402,67 +327,38 @@ def _report(
     }
 
 
-async def publish_rate(events: int, producers: int, folder: Path, *, aof: str) -> dict[str, Any]:
-    """Redis alone: ``producers`` publishers (one stream each, awaiting every publish as a worker does)
-    append ``events`` emotion-sized events through the publish script. Redis CPU per event is what
-    bounds one Redis primary."""
-    import psutil
-
-    from stream.config import BusConfig
-    from stream.events.redis_bus import RedisEventBus, connect
-
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    os.makedirs(folder, exist_ok=True)  # noqa: ASYNC230 - once, before anything runs
-    procs = Procs(folder)
-    port = _free_port()
-    persistence = ["--appendonly", "yes", "--appendfsync", aof] if aof != "none" else ["--appendonly", "no"]
-    server = procs.start("redis", [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                                   "--save", "", *persistence])  # fmt: skip
-    try:
-        await _wait_port(port, procs)
-        url = f"redis://127.0.0.1:{port}/0"
-        config = BusConfig(url=url)
-        client = connect(url)
-        from stream.protocol import LABELS
-
-        data = {"utterance_id": "s-1", "start_s": 12.41, "end_s": 14.9, "label": "joy", "modalities": ["text", "audio"],
-                "text": "Well, I guess that is the last time we ever let Joey choose the restaurant.",
-                "scores": {lab: 0.142857 for lab in LABELS}, "latency_ms": 412.5}  # fmt: skip
-        per = events // producers
-
-        async def produce(k: int) -> None:
-            bus = RedisEventBus(client, config, producer_id=f"p{k}")
-            for i in range(per):
-                await bus.emit("emotion", f"s{k}", {**data, "utterance_id": f"s{k}-{i}"})
-
-        redis_proc = psutil.Process(server.pid)
-        me = psutil.Process()
-        r0, m0, t0 = redis_proc.cpu_times(), me.cpu_times(), time.monotonic()
-        await asyncio.gather(*(produce(k) for k in range(producers)))
-        wall = time.monotonic() - t0
-        r1, m1 = redis_proc.cpu_times(), me.cpu_times()
-        info = await client.info("memory")
-        await client.aclose()
-    finally:
-        procs.stop_all()
-    n = per * producers
-    redis_cpu = (r1.user + r1.system) - (r0.user + r0.system)
-    return {
-        "events": n,
-        "producers": producers,
-        "appendfsync": aof,
-        "events_per_s": round(n / wall, 1),
-        "redis_cpu_us_per_event": round(1e6 * redis_cpu / n, 1),
-        "redis_cpu_percent_of_one_core": round(100 * redis_cpu / wall, 1),
-        "publisher_cpu_us_per_event": round(1e6 * ((m1.user + m1.system) - (m0.user + m0.system)) / n, 1),
-        "used_memory_mb": round(int(info["used_memory"]) / 2**20, 2),
-        "memory_bytes_per_event": round(int(info["used_memory"]) / n, 1),
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.worker_role:
+        return _worker_main(["--config", args.config, "--bus", args.bus, "--log-level", "WARNING"], args.real_models)
+    setup_logging()
+    if args.publish_only:
+        return publish_only(args.publish_only, args.producers, args.out)
+    from training.audio import SAMPLE_RATE_HZ, load_audio
+
+    args.media_s = len(load_audio(args.media)) / SAMPLE_RATE_HZ
+    logger.info("scale: %d workers, %d gateways, %d subscribers, %d streams of %.0f s at %.1fx",
+                args.workers, args.gateways, args.subscribers, args.streams, args.media_s, args.speed)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="emostream-scale-") as tmp:
+        result = asyncio.run(run(args, Path(tmp)))
+    d = result["delivery_ms"]
+    rows = [{"subscribers": args.subscribers, "exact (once, in order)": result["subscribers_exact"],
+             "events": result["redis"]["events"], "deliveries": result["deliveries"], "p50 ms": d["p50"],
+             "p99 ms": d["p99"], "max ms": d["max"], "lagged": result["lagged_notices"]}]  # fmt: skip
+    cpu_rows = [{"process": k, "CPU s": v, "% of one core": result["cpu_percent_of_one_core"][k],
+                 "RSS MB": result["rss_mb"].get(k)} for k, v in result["cpu_s"].items()]  # fmt: skip
+    table = markdown_table(rows) + "\n\n" + markdown_table(cpu_rows)
+    print(table)
+    print(json.dumps(result["redis"], indent=2))
+    path = write_result(args.out, {**result, "table": table})
+    print(f"written {path}")
+    ok = result["subscribers_exact"] == args.subscribers
+    if not ok:
+        logger.error("not every subscriber got every event once and in order: %s", result["problems"])
+    return 0 if ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--subscribers", type=int, default=1000)
     p.add_argument("--gateways", type=int, default=2)
@@ -486,41 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--worker-role", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--bus", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.worker_role:
-        return _worker_main(["--config", args.config, "--bus", args.bus, "--log-level", "WARNING"], args.real_models)
-    setup_logging()
-    if args.publish_only:
-        rows = []
-        with tempfile.TemporaryDirectory(prefix="emostream-redis-") as tmp:
-            for mode in ("none", "everysec", "always"):
-                rows.append(asyncio.run(publish_rate(args.publish_only, args.producers, Path(tmp) / mode, aof=mode)))
-        table = markdown_table(rows)
-        print(table)
-        print(f"written {write_result(args.out + '-redis', {'results': rows, 'table': table})}")
-        return 0
-    from training.audio import load_audio
-
-    args.media_s = len(load_audio(args.media)) / 16000
-    logger.info("scale: %d workers, %d gateways, %d subscribers, %d streams of %.0f s at %.1fx",
-                args.workers, args.gateways, args.subscribers, args.streams, args.media_s, args.speed)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="emostream-scale-") as tmp:
-        result = asyncio.run(run(args, Path(tmp)))
-    d = result["delivery_ms"]
-    rows = [{"subscribers": args.subscribers, "exact (once, in order)": result["subscribers_exact"],
-             "events": result["redis"]["events"], "deliveries": result["deliveries"], "p50 ms": d["p50"],
-             "p99 ms": d["p99"], "max ms": d["max"], "lagged": result["lagged_notices"]}]  # fmt: skip
-    cpu_rows = [{"process": k, "CPU s": v, "% of one core": result["cpu_percent_of_one_core"][k],
-                 "RSS MB": result["rss_mb"].get(k)} for k, v in result["cpu_s"].items()]  # fmt: skip
-    table = markdown_table(rows) + "\n\n" + markdown_table(cpu_rows)
-    print(table)
-    print(json.dumps(result["redis"], indent=2))
-    path = write_result(args.out, {**result, "table": table})
-    print(f"written {path}")
-    ok = result["subscribers_exact"] == args.subscribers
-    if not ok:
-        logger.error("not every subscriber got every event once and in order: %s", result["problems"])
-    return 0 if ok else 1
+    return p
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -38,11 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, RESULTS, markdown_table, setup_logging, summarize, write_result
+from bench.soak_server import HOST, serve
 
 logger = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
-STREAM = "soak"
 HANDSHAKE = (
     b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -57,95 +55,6 @@ GARBAGE: tuple[str | bytes, ...] = (
     "[" * 1500 + "]" * 1500,  # deeper than the JSON parser recurses, within max_message_bytes
     '{"type": "' + "y" * 3500 + '"}',
 )
-
-
-# --------------------------------------------------------------------------- server process
-
-
-async def _serve(rate: float, log_dir: Path, max_message_bytes: int, ping_s: float) -> dict[str, Any]:
-    import psutil
-
-    from stream.config import ServerConfig
-    from stream.events.bus import EventBus
-    from stream.events.eventlog import EventLog
-    from stream.events.hub import Hub
-    from stream.server import Server
-
-    cfg = ServerConfig(
-        host=HOST, port=0, max_message_bytes=max_message_bytes, ping_interval_s=ping_s, ping_timeout_s=ping_s
-    )
-    hub = Hub(queue_events=cfg.subscriber_queue_events)
-    proc = psutil.Process()
-    samples: list[dict[str, float]] = []
-    lag = {"max_s": 0.0}
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            lag["max_s"] = max(lag["max_s"], now - last - 0.01)
-            last = now
-
-    async def sampler(server: Server) -> None:
-        t0 = time.monotonic()
-        while True:
-            samples.append({
-                "t_s": round(time.monotonic() - t0, 2),
-                "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-                "connections": server.connections,
-                "subscribers": hub.stats().subscribers,
-            })  # fmt: skip
-            await asyncio.sleep(0.25)
-
-    def wait_stdin() -> None:
-        sys.stdin.readline()  # the driver writes a line (or closes the pipe) when its clients are done
-        loop.call_soon_threadsafe(stop.set)
-
-    with EventLog(log_dir) as event_log:
-        bus = EventBus([event_log.append, hub.publish])
-        async with Server(cfg, hub, event_log, hello=lambda: {"streams": [{"id": STREAM}]}) as server:
-            print(f"PORT {server.port}", flush=True)
-            tasks = [asyncio.create_task(ticker()), asyncio.create_task(sampler(server))]
-            loop.run_in_executor(None, wait_stdin)
-            cpu0, t0 = proc.cpu_times(), time.monotonic()
-            rss0 = proc.memory_info().rss
-            n = 0
-            while not stop.is_set():
-                await bus.emit("emotion", STREAM, {"utterance_id": f"{STREAM}-{n}", "label": "joy", "text": "soak"})
-                n += 1
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, t0 + n / rate - time.monotonic()))
-            cpu1, t1 = proc.cpu_times(), time.monotonic()
-            at_stop = server.connections
-            # Everyone has left: give the server a moment to notice, then look for leftovers.
-            deadline = time.monotonic() + 10
-            while (server.connections or hub.stats().subscribers) and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-            for t in tasks:
-                t.cancel()
-            report = {
-                "events": n,
-                "wall_s": round(t1 - t0, 2),
-                "cpu_percent_of_one_core": round(
-                    100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(t1 - t0, 1e-9), 1
-                ),
-                "rss_start_mb": round(rss0 / 2**20, 1),
-                "rss_peak_mb": max((s["rss_mb"] for s in samples), default=0.0),
-                "rss_end_mb": round(proc.memory_info().rss / 2**20, 1),
-                "max_connections_seen": max((int(s["connections"]) for s in samples), default=0),
-                "connections_at_stop": at_stop,  # before the clients left: never-readers already dropped?
-                "connections_left": server.connections,
-                "subscribers_left": hub.stats().subscribers,
-                "refused": server.refused,
-                "hub": hub.stats().to_dict(),
-                "max_loop_lag_ms": round(lag["max_s"] * 1000, 1),
-                "log_bytes": event_log.path.stat().st_size,
-                "samples": samples[:: max(1, len(samples) // 120)],
-            }
-    return report
 
 
 # --------------------------------------------------------------------------- clients
@@ -376,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.serve:
         logging.basicConfig(level=logging.ERROR)
-        report = asyncio.run(_serve(args.rate, args.log_dir, args.max_message_bytes, args.ping))
+        report = asyncio.run(serve(args.rate, args.log_dir, args.max_message_bytes, args.ping))
         print(json.dumps(report), flush=True)
         return 0
     if args.duration > 600:
@@ -385,6 +294,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("soak: %.0f s on %s, %d churn cycles, %d floods, %d sleepers (pid %d)",
                 args.duration, HOST, args.churn, args.floods, args.sleepers, os.getpid())  # fmt: skip
     r = run(args)
+    srv, probe = r["server"], r["probe"]
+    table = _table(r)
+    print(table)
+    if r["failures"]:
+        logger.warning("client tasks failed: %s", r["failures"])
+    path = write_result(args.out, {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("serve", "log_dir", "results_dir")},
+        "elapsed_s": r["elapsed_s"],
+        "probe": probe,
+        "loads": {k: {"ok": t.ok, "failed": t.failed, "errors": t.errors} for k, t in r["tallies"].items()},
+        "server": srv,
+        "failures": r["failures"],
+        "table": table,
+    }, out_dir=args.results_dir)  # fmt: skip
+    print(f"written {path}")
+    leaked = srv["connections_left"] or srv["subscribers_left"]
+    return 1 if leaked or r["failures"] or not probe.get("in_order", False) else 0
+
+
+def _table(r: dict[str, Any]) -> str:
+    """The loads (ok, failed, notes) and the headline figures, as markdown."""
     srv, probe = r["server"], r["probe"]
     rtt = probe.get("rtt_ms", {})
     pong = f"{rtt.get('p50')} / {rtt.get('p99')} / {rtt.get('max')}"
@@ -406,22 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"figure": "connections / subscriptions left after", "value": left},
         {"figure": "events published / hub drops", "value": f"{srv['events']} / {srv['hub']['dropped_total']}"},
     ]  # fmt: skip
-    table = markdown_table(rows) + "\n" + markdown_table(summary)
-    print(table)
-    if r["failures"]:
-        logger.warning("client tasks failed: %s", r["failures"])
-    path = write_result(args.out, {
-        "settings": {k: v for k, v in vars(args).items() if k not in ("serve", "log_dir", "results_dir")},
-        "elapsed_s": r["elapsed_s"],
-        "probe": probe,
-        "loads": {k: {"ok": t.ok, "failed": t.failed, "errors": t.errors} for k, t in r["tallies"].items()},
-        "server": srv,
-        "failures": r["failures"],
-        "table": table,
-    }, out_dir=args.results_dir)  # fmt: skip
-    print(f"written {path}")
-    leaked = srv["connections_left"] or srv["subscribers_left"]
-    return 1 if leaked or r["failures"] or not probe.get("in_order", False) else 0
+    return markdown_table(rows) + "\n" + markdown_table(summary)
 
 
 if __name__ == "__main__":

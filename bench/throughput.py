@@ -41,7 +41,7 @@ NOTE = (
 )
 
 
-# The service's decoding options (stream.stages.transcriber), for the floor and the profile.
+# The service's decoding options (stream.stages.whisper), for the floor and the profile.
 OPTIONS: dict[str, Any] = {"language": "en", "beam_size": 1, "temperature": 0.0, "condition_on_previous_text": False}
 
 
@@ -56,7 +56,7 @@ def whisper_alone(model: Any, audio: np.ndarray, *, vad_filter: bool) -> float:
 
 def asr_profile(model: Any, clips: list[np.ndarray], service_transcriber: Any = None) -> dict[str, float]:
     """Mean ms per utterance: faster-whisper's transcribe (30 s window), the service's transcriber
-    (``stream.stages.transcriber`` with the configured ``asr.pad_s``), and the encoder alone on a 30 s padded
+    (``stream.stages.whisper`` with the configured ``asr.pad_s``), and the encoder alone on a 30 s padded
     input vs on the utterance alone."""
     import ctranslate2
 
@@ -118,7 +118,7 @@ def run_model(model_name: str, wav: Path, truth_csv: Path, checkpoint: Path) -> 
     # re-timed here on the same utterances (text + audio span), one at a time as in a live stream.
     classifier_s = _classifier_seconds(result.predictor, events, load_audio(wav))
     from stream.config import ASRConfig
-    from stream.stages.transcriber import WhisperTranscriber
+    from stream.stages.whisper import WhisperTranscriber
 
     # The service's transcriber; its faster-whisper model alone gives the floor and the profile.
     service_asr = WhisperTranscriber.load(ASRConfig(model=model_name, device="cpu"))

@@ -1,10 +1,10 @@
 """The HTTP API beside the event stream: ``POST /api/classify`` (a sentence) and ``POST /api/streams`` (a file).
 
 ``websockets`` serves the static files and the websockets, but its HTTP parser refuses request bodies.
-So each connection first goes through :func:`front_connection`'s class, which reads the request head
-(bounded in size and time): a request for ``/api/...`` or with a method other than GET/HEAD is answered
-here by :class:`HttpApi`; anything else is handed to ``websockets`` unchanged, exactly as if it had read
-the head itself. Both paths apply the same :class:`stream.access.AccessPolicy`.
+So each connection first goes through :mod:`stream.front`, which reads the request head (bounded in
+size and time): a request for ``/api/...`` or with a method other than GET/HEAD is answered here by
+:class:`HttpApi`; anything else is handed to ``websockets`` unchanged, exactly as if it had read the
+head itself. Both paths apply the same :class:`stream.access.AccessPolicy`.
 
 Errors have the shape of the websocket's ``error`` events: ``{"error": {"code", "message"}}`` with the
 codes of ``stream.protocol.ERROR_CODES`` and an HTTP status that says the same.
@@ -20,24 +20,23 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 
 from stream.access import AccessPolicy, Refusal
-from stream.protocol import ProtocolError, parse_classify_request
+from stream.client_messages import parse_classify_request
+from stream.protocol import ProtocolError
 
-__all__ = ["ApiError", "Backend", "HttpApi", "HttpRequest", "front_connection", "parse_head", "stream_name"]
+__all__ = ["API_PREFIX", "ApiError", "Backend", "HttpApi", "HttpRequest", "parse_head", "stream_name"]
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/api/"
-MAX_HEAD_BYTES: Final = 16 * 1024
 _READ_TIMEOUT_S: Final = 30.0  # a client that stops sending its body for this long is dropped
 _WRITE_CHUNK: Final = 1 << 20
 _LINGER_S: Final = 2.0  # how long a refused body is drained so the client can read the refusal
@@ -155,6 +154,15 @@ class HttpApi:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def refuse(self, error: ApiError, writer: asyncio.StreamWriter) -> None:
+        """Answer a request that could not even be parsed with ``error``, then close the connection."""
+        try:
+            await _respond(writer, error.status, {"error": {"code": error.code, "message": error.message}})
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            writer.close()
 
     async def _route(
         self, request: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -323,116 +331,3 @@ async def _respond(writer: asyncio.StreamWriter, status: int, body: dict[str, An
     )
     writer.write(head.encode("latin-1") + payload)
     await asyncio.wait_for(writer.drain(), _READ_TIMEOUT_S)
-
-
-def _wants_api(head: bytes) -> bool:
-    """Whether a request head is for :class:`HttpApi` rather than websockets (static files, upgrades)."""
-    line = head.split(b"\r\n", 1)[0]
-    method, _, rest = line.partition(b" ")
-    return method not in (b"GET", b"HEAD") or rest.startswith(API_PREFIX.encode())
-
-
-def front_connection(
-    api: HttpApi,
-    *,
-    tasks: set[asyncio.Task[None]],
-    head_timeout_s: float,
-    sized: Callable[[bytes], int | None],
-) -> type[ServerConnection]:
-    """A ``websockets`` connection class that first reads the request head (see the module docstring).
-
-    ``sized(head)`` may return a larger frame limit for that request (the ingest websocket's audio
-    frames); ``tasks`` collects the API's request tasks so the server can cancel them on close.
-    """
-
-    class FrontConnection(ServerConnection):
-        _front_head: bytearray
-        _front_done: bool
-        _front_timer: asyncio.TimerHandle | None
-        _front_transport: asyncio.Transport
-        _front_ws = False  # websockets has taken the connection
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            # websockets' own set-up (and its handshake timeout) waits until the head says it is theirs.
-            assert isinstance(transport, asyncio.Transport)
-            self._front_transport = transport
-            self._front_head = bytearray()
-            self._front_done = False
-            self._front_timer = self.loop.call_later(head_timeout_s, transport.abort)
-
-        def data_received(self, data: bytes) -> None:
-            if self._front_done:
-                super().data_received(data)
-                return
-            self._front_head += data
-            end = self._front_head.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._front_head) > MAX_HEAD_BYTES:
-                    self._front_finish()
-                    self._front_transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n")
-                    self._front_transport.close()
-                return
-            self._front_finish()
-            buffered = bytes(self._front_head)
-            self._front_head = bytearray()
-            head = buffered[:end]
-            if _wants_api(head):
-                self._to_api(head, buffered[end + 4 :])
-                return
-            limit = sized(head)
-            if limit is not None:
-                for attr in ("max_message_size", "max_size"):  # websockets >= 15 | 14
-                    if hasattr(self.protocol, attr):
-                        setattr(self.protocol, attr, limit)
-                        break
-            self._front_ws = True
-            super().connection_made(self._front_transport)
-            super().data_received(buffered)
-
-        def _front_finish(self) -> None:
-            self._front_done = True
-            if self._front_timer is not None:
-                self._front_timer.cancel()
-                self._front_timer = None
-
-        def _to_api(self, head: bytes, rest: bytes) -> None:
-            transport = self._front_transport
-            reader = asyncio.StreamReader(limit=1 << 20)
-            protocol = asyncio.StreamReaderProtocol(reader)
-            transport.set_protocol(protocol)
-            protocol.connection_made(transport)
-            if rest:
-                protocol.data_received(rest)
-            writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
-            try:
-                request = parse_head(head)
-            except ApiError as exc:
-                err = {"error": {"code": exc.code, "message": exc.message}}
-                coro: Awaitable[None] = _answer_and_close(writer, exc.status, err)
-            else:
-                coro = api.handle(request, reader, writer)
-            task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._front_timer is not None:
-                self._front_timer.cancel()
-            if self._front_ws:
-                super().connection_lost(exc)
-
-        def eof_received(self) -> None:
-            if self._front_ws:
-                super().eof_received()
-            # else: closed before a whole head; returning None closes our side too
-
-    return FrontConnection
-
-
-async def _answer_and_close(writer: asyncio.StreamWriter, status: int, body: dict[str, Any]) -> None:
-    try:
-        await _respond(writer, status, body)
-    except (ConnectionError, TimeoutError):
-        pass
-    finally:
-        writer.close()

@@ -39,8 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"emostream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub.add_parser("run", help="run the service on the microphone and/or media files"))
+    sub.add_parser("devices", help="list audio input devices")
+    _add_worker(sub.add_parser("worker", help="run the pipeline and publish events to Redis (jobs or --source)"))
+    gw = sub.add_parser("gateway", help="serve the dashboard and websocket from Redis")
+    _add_common(gw)
+    _add_bus(gw)
+    _add_listen(gw)
+    _add_submit(sub.add_parser("submit", help="queue a media file for replay by the workers"))
+    _add_export(sub.add_parser("export", help="subtitles (SRT, WebVTT) or a spreadsheet (CSV) from an event log"))
+    ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
+    _add_common(ev)
+    from stream.evaluation import cli as evaluate
 
-    run = sub.add_parser("run", help="run the service on the microphone and/or media files")
+    evaluate.add_arguments(ev)
+    return parser
+
+
+def _add_pace(p: argparse.ArgumentParser) -> None:
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--fast", action="store_true", help="replay files as fast as the pipeline can go")
+    pace.add_argument("--speed", type=float, default=None, metavar="X", help="replay files at X times real time")
+
+
+def _add_listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="websocket/dashboard host (default: server.host)")
+    p.add_argument("--port", type=int, default=None, help="websocket/dashboard port (default: server.port)")
+
+
+def _add_run(run: argparse.ArgumentParser) -> None:
     _add_common(run)
     run.add_argument(
         "--source",
@@ -50,9 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'mic' (default input), a device index or name, or a media file; repeat for several streams "
         "(default: the bundled demo recording)",
     )
-    pace = run.add_mutually_exclusive_group()
-    pace.add_argument("--fast", action="store_true", help="replay files as fast as the pipeline can go")
-    pace.add_argument("--speed", type=float, default=None, metavar="X", help="replay files at X times real time")
+    _add_pace(run)
     run.add_argument("--jsonl", default=None, metavar="PATH", help="also write every event to PATH, one per line")
     run.add_argument(
         "--srt",
@@ -61,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write subtitles (text, emotion, score) while running; "
         "with several sources one file per stream (FILE.STREAM.srt)",
     )
-    run.add_argument("--host", default=None, help="websocket/dashboard host (default: server.host)")
-    run.add_argument("--port", type=int, default=None, help="websocket/dashboard port (default: server.port)")
+    _add_listen(run)
     run.add_argument("--no-server", action="store_true", help="no websocket server; exit when files are done")
     run.add_argument("--exit-when-done", action="store_true", help="exit 0 once every file source has ended")
     run.add_argument("--quiet", action="store_true", help="no per-event lines on stdout")
@@ -75,43 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-speakers", action="store_true", help="no speaker labels (speakers.enabled = false)")
 
-    sub.add_parser("devices", help="list audio input devices")
 
-    wk = sub.add_parser("worker", help="run the pipeline and publish events to Redis (jobs or --source)")
+def _add_worker(wk: argparse.ArgumentParser) -> None:
     _add_common(wk)
     _add_bus(wk)
     wk.add_argument("--source", action="append", default=None, metavar="mic|DEVICE|PATH",
                     help="run these sources once instead of taking submitted jobs")  # fmt: skip
-    wpace = wk.add_mutually_exclusive_group()
-    wpace.add_argument("--fast", action="store_true", help="replay files as fast as the pipeline can go")
-    wpace.add_argument("--speed", type=float, default=None, metavar="X", help="replay files at X times real time")
+    _add_pace(wk)
     wk.add_argument("--jobs", type=int, default=None, metavar="N", help="streams at once (default: bus.worker_jobs)")
     wk.add_argument("--exit-when-idle", action="store_true", help="exit once no job is queued or running")
 
-    gw = sub.add_parser("gateway", help="serve the dashboard and websocket from Redis")
-    _add_common(gw)
-    _add_bus(gw)
-    gw.add_argument("--host", default=None, help="websocket/dashboard host (default: server.host)")
-    gw.add_argument("--port", type=int, default=None, help="websocket/dashboard port (default: server.port)")
 
-    sm = sub.add_parser("submit", help="queue a media file for replay by the workers")
+def _add_submit(sm: argparse.ArgumentParser) -> None:
     sm.add_argument("media", metavar="MEDIA", help="a media file every worker can read (absolute path is stored)")
     sm.add_argument("--config", default=None, help=f"config file (default: ./{DEFAULT_CONFIG} when present)")
     _add_bus(sm)
     sm.add_argument("--name", default=None, help="stream id (default: the file stem; made unique)")
 
-    exp = sub.add_parser("export", help="subtitles (SRT, WebVTT) or a spreadsheet (CSV) from an event log")
+
+def _add_export(exp: argparse.ArgumentParser) -> None:
     exp.add_argument("events", metavar="EVENTS.jsonl", help="an event log (runs/events/...) or a --jsonl file")
     exp.add_argument("--format", required=True, choices=("srt", "vtt", "csv"), help="output format")
     exp.add_argument("--out", required=True, metavar="FILE", help="where to write it")
     exp.add_argument("--stream", default=None, help="only this stream (needed for subtitles when there are several)")
-
-    ev = sub.add_parser("evaluate", help="replay a recording and score it against ground-truth utterances")
-    _add_common(ev)
-    from stream.evaluation import cli as evaluate
-
-    evaluate.add_arguments(ev)
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -16,7 +16,8 @@ from stream.protocol import MAX_SPEAKER_NAME_CHARS
 from stream.records import SAMPLE_RATE_HZ
 from stream.stages.classifier import Predictor, load_predictor
 from stream.stages.speakers import SpeakerStage
-from stream.stages.transcriber import Transcriber, WhisperTranscriber
+from stream.stages.transcriber import Transcriber
+from stream.stages.whisper import WhisperTranscriber
 
 __all__ = ["attach_audio_features", "load_models", "load_speaker_stage", "parse_enrolment", "speaker_stage_or_none"]
 

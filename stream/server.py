@@ -1,9 +1,7 @@
 """One asyncio server for the dashboard's static files (``/``) and the event stream (``/ws``).
 
-Built on ``websockets``: its ``process_request`` hook answers plain HTTP requests for the files of the
-``web`` package (found with :mod:`importlib.resources`, so an installed wheel works too) and lets
-``/ws`` upgrade. Only files listed when the server starts can be served, looked up by exact name: no
-path is ever joined from the request, so there is no way outside ``web/`` and no directory listing.
+Built on ``websockets``: its ``process_request`` hook answers plain HTTP requests with the files of the
+``web`` package (:mod:`stream.static`) and lets ``/ws`` upgrade.
 
 Per connection: a ``hello`` event, then live events from a :class:`stream.events.hub.Subscription`. Client
 messages (``subscribe``, ``resume``, ``ping``, ``name_speaker``) are handled in order by the one task that sends, so a
@@ -20,36 +18,34 @@ import http
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from importlib.resources.abc import Traversable
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from stream.access import AccessPolicy, Refusal
-from stream.api import Backend, HttpApi, front_connection
+from stream.api import Backend, HttpApi
+from stream.client_messages import ClientMessage, parse_client_message
 from stream.config import ServerConfig
 from stream.events.bus import EventHistory
 from stream.events.eventlog import EventLog, LogHistory
 from stream.events.hub import Hub, Published, Subscription
+from stream.front import front_connection
 from stream.protocol import (
     CONNECTION_STREAM,
     DEFAULT_DESCRIPTION,
-    ClientMessage,
     ProtocolError,
     error_data,
     hello_data,
-    parse_client_message,
 )
+from stream.static import static_files, static_response
 
-__all__ = ["CONTENT_TYPES", "INGEST_PATH", "WS_PATH", "Server", "static_files"]
+__all__ = ["INGEST_PATH", "WS_PATH", "Server"]
 
 logger = logging.getLogger(__name__)
 # websockets logs every HTTP request and connection at INFO; keep that out of the service log.
@@ -60,53 +56,10 @@ if _ws_logger.level == logging.NOTSET:
 WS_PATH: Final = "/ws"
 INGEST_PATH: Final = "/ingest"
 _HEAD_TIMEOUT_S: Final = 10.0  # a client must send its whole request head within this
-CONTENT_TYPES: Final = {
-    ".html": "text/html; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".json": "application/json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
-}
-# Same-origin only; the page needs no inline script and no third-party host.
-_CSP: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
 _SEND_BATCH: Final = 64
 _REPLAY_YIELD_EVERY: Final = 256  # a resume replay lets the other connections run this often
 _COMMAND_QUEUE: Final = 16
 _MAX_GAPS: Final = 256  # lagged ranges remembered per connection (see _Connection.has)
-
-
-def static_files(package: str = "web") -> dict[str, Traversable]:
-    """URL path -> file for every servable file in ``package`` (``/`` is ``index.html``)."""
-    table: dict[str, Traversable] = {}
-
-    def walk(folder: Traversable, prefix: str) -> None:
-        for entry in folder.iterdir():
-            name = entry.name
-            if name.startswith((".", "_")):
-                continue
-            if entry.is_dir():
-                walk(entry, f"{prefix}{name}/")
-            elif entry.is_file() and _suffix(name) in CONTENT_TYPES:
-                table[f"{prefix}{name}"] = entry
-
-    walk(resources.files(package), "/")
-    if "/index.html" not in table:
-        # e.g. a folder named `web` earlier on sys.path shadows the installed package
-        raise RuntimeError(f"the {package!r} package at {resources.files(package)} has no index.html")
-    table["/"] = table["/index.html"]
-    return table
-
-
-def _suffix(name: str) -> str:
-    dot = name.rfind(".")
-    return name[dot:].lower() if dot > 0 else ""
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity: kept in a set
@@ -270,29 +223,9 @@ class Server:
             response = connection.respond(http.HTTPStatus.METHOD_NOT_ALLOWED, "only GET and HEAD\n")
             response.headers["Allow"] = "GET, HEAD"
             return response
-        file = self._files.get(path)
-        if file is None:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        try:
-            body = file.read_bytes()
-        except OSError as exc:  # pragma: no cover - the package was modified under us
-            logger.error("cannot read static file %s: %s", path, exc)
-            return connection.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "cannot read file\n")
-        name = "index.html" if path == "/" else path
-        headers = Headers(
-            [
-                ("Content-Type", CONTENT_TYPES[_suffix(name)]),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),  # websockets answers one request per connection
-                ("Cache-Control", "no-cache"),
-                ("X-Content-Type-Options", "nosniff"),
-                ("Referrer-Policy", "no-referrer"),
-                ("Content-Security-Policy", _CSP),
-            ]
-        )
-        if decision.set_cookie:  # the page came with ?token=: its scripts and sockets send the cookie
-            headers["Set-Cookie"] = self.access.cookie_header()
-        return Response(200, "OK", headers, b"" if method == "HEAD" else body)
+        # The page came with ?token=: its scripts and sockets send the cookie.
+        cookie = self.access.cookie_header() if decision.set_cookie else None
+        return static_response(connection, self._files.get(path), path, head_only=method == "HEAD", cookie=cookie)
 
     # -- websocket -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ way, and turns the encoder output into the audio branch's input (:func:`pool_utt
   the VAD's pre/post-roll and low-level background noise are left out of the pooling whether the
   utterance came from a clean clip or a noisy stream;
 * the encoder frames of that span are pooled: mean and standard deviation (2 x width values);
-* prosody (:func:`training.features.prosody_features`) of the same span is appended.
+* prosody (:func:`training.prosody.prosody_features`) of the same span is appended.
 
 The trainer encodes every clip through :class:`AsrEncoder`, which loads the same faster-whisper
 model with the same compute type the service uses (int8 on CPU), so a clip's features in training and
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from training.features import PROSODY_DIM, prosody_features
+from training.prosody import PROSODY_DIM, prosody_features
 from training.weights import resolve_asr_model
 
 __all__ = [

@@ -89,75 +89,98 @@ def build_datasets(
     progress: bool = True,
 ) -> RunData:
     """Everything one run trains and is evaluated on (see the module docstring)."""
+    run = _Assembly(cfg, base_dir, seed, progress)
+    if extractor is not None:
+        run.cache = FeatureCache(extractor, run.resolve(cfg.cache_dir) if cfg.cache_dir else None)
+    if uses_text or cfg.meld_raw_dir:
+        run.add_meld(uses_text=uses_text, uses_audio=uses_audio)
+    if uses_audio:
+        run.add_audio_corpora()
+    train = run.with_features("train", run.train, audio=uses_audio)
+    dev, test, report = run.dev, run.test, run.report
+    report["counts"] = {"train": len(train), **{d.name: len(d) for d in dev}, **{t.name: len(t) for t in test}}
+    return RunData(train, dev, test, report, run.trained_on)
 
-    def resolve(p: str) -> Path:
+
+@dataclass(slots=True)
+class _Assembly:
+    """What :func:`build_datasets` collects, corpus by corpus."""
+
+    cfg: TrainingDataConfig
+    base_dir: Path
+    seed: int
+    progress: bool
+    cache: FeatureCache | None = None
+    train: list[Example] = field(default_factory=list)
+    dev: list[Dataset] = field(default_factory=list)
+    test: list[Dataset] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    trained_on: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, p: str) -> Path:
         path = Path(p).expanduser()
-        return path if path.is_absolute() else base_dir / path
+        return path if path.is_absolute() else self.base_dir / path
 
-    report: dict[str, Any] = {}
-    trained_on: dict[str, str] = {}
-    cache = FeatureCache(extractor, resolve(cfg.cache_dir) if cfg.cache_dir else None) if extractor else None
-    meld_dir = resolve(cfg.meld_dir)
-    need_meld = uses_text or bool(cfg.meld_raw_dir)
-    train_ex: list[Example] = []
-    dev: list[Dataset] = []
-    test: list[Dataset] = []
-    if need_meld:
+    def with_features(self, name: str, examples: list[Example], *, audio: bool) -> Dataset:
+        return with_features(name, examples, self.cache if audio else None, self.report, self.progress)
+
+    def add_meld(self, *, uses_text: bool, uses_audio: bool) -> None:
+        """MELD's splits (with MELD.Raw clips when configured), plus GoEmotions train for the text branch."""
+        cfg = self.cfg
+        meld_dir = self.resolve(cfg.meld_dir)
         splits = {s: load_meld(meld_dir, s) for s in ("train", "dev", "test")}
-        splits["train"] = _cap(splits["train"], cfg.max_train_samples, seed)
+        splits["train"] = _cap(splits["train"], cfg.max_train_samples, self.seed)
         if cfg.meld_raw_dir and uses_audio:
             for s in ("train", "dev", "test"):
-                splits[s], rep = attach_meld_raw(splits[s], resolve(cfg.meld_raw_dir), s)
-                report.setdefault("meld_raw", {})[s] = {
+                splits[s], rep = attach_meld_raw(splits[s], self.resolve(cfg.meld_raw_dir), s)
+                self.report.setdefault("meld_raw", {})[s] = {
                     "found": rep.found,
                     "missing": rep.missing,
                     "missing_examples": list(rep.missing_examples),
                 }
-            trained_on["audio_meld"] = f"MELD.Raw train clips ({resolve(cfg.meld_raw_dir)})"
-        train_ex += splits["train"]
-        dev.append(with_features("meld_dev", splits["dev"], cache if uses_audio else None, report, progress))
-        test.append(with_features("meld_test", splits["test"], cache if uses_audio else None, report, progress))
+            self.trained_on["audio_meld"] = f"MELD.Raw train clips ({self.resolve(cfg.meld_raw_dir)})"
+        self.train += splits["train"]
+        self.dev.append(self.with_features("meld_dev", splits["dev"], audio=uses_audio))
+        self.test.append(self.with_features("meld_test", splits["test"], audio=uses_audio))
         if uses_text:
-            trained_on["text"] = f"MELD train ({len(splits['train'])} utterances, {meld_dir.name}/train_sent_emo.csv)"
-        if uses_text and cfg.use_goemotions:
-            extra = _cap(load_goemotions(resolve(cfg.goemotions_dir), "train"), cfg.max_train_samples, seed)
-            train_ex += extra
-            trained_on["text"] += f" + GoEmotions-Ekman train ({len(extra)} single-label comments)"
-    audio_train_desc = []
-    if uses_audio:
-        for corpus in cfg.audio_corpora:
-            if corpus == "ravdess":
-                items = load_ravdess(resolve(cfg.ravdess_dir), calm_as_neutral=cfg.calm_as_neutral)
-                test_spk, dev_spk = (
-                    _speakers("ravdess", cfg.ravdess_test_actors),
-                    _speakers("ravdess", cfg.ravdess_dev_actors),
-                )
-            elif corpus == "emodb":
-                items = load_emodb(resolve(cfg.emodb_dir))
-                test_spk, dev_spk = (
-                    _speakers("emodb", cfg.emodb_test_speakers),
-                    _speakers("emodb", cfg.emodb_dev_speakers),
-                )
-            else:
-                raise ValueError(f"unknown audio corpus {corpus!r}; use ravdess or emodb")
-            rest, tst = split_by_speaker(items, test_spk)
-            trn, dv = split_by_speaker(rest, dev_spk)
-            trn = _cap(trn, cfg.max_train_samples, seed)
-            train_ex += trn
-            if dv:
-                dev.append(with_features(f"{corpus}_dev", dv, cache, report, progress))
-            if tst:
-                test.append(with_features(f"{corpus}_test", tst, cache, report, progress))
-            held = sorted({e.speaker for e in tst})
-            audio_train_desc.append(
-                f"{corpus} ({len(trn)} clips; dev speakers {sorted(dev_spk)}, test speakers {held} never trained on)"
+            self.trained_on["text"] = (
+                f"MELD train ({len(splits['train'])} utterances, {meld_dir.name}/train_sent_emo.csv)"
             )
-        if audio_train_desc:
-            trained_on["audio"] = " + ".join(audio_train_desc)
+        if uses_text and cfg.use_goemotions:
+            extra = _cap(load_goemotions(self.resolve(cfg.goemotions_dir), "train"), cfg.max_train_samples, self.seed)
+            self.train += extra
+            self.trained_on["text"] += f" + GoEmotions-Ekman train ({len(extra)} single-label comments)"
+
+    def add_audio_corpora(self) -> None:
+        """Each acted-speech corpus in ``audio_corpora``, split by speaker (test speakers never trained on)."""
+        cfg = self.cfg
+        described = [self._add_audio_corpus(corpus) for corpus in cfg.audio_corpora]
+        if described:
+            self.trained_on["audio"] = " + ".join(described)
             if cfg.audio_corpora and "ravdess" in cfg.audio_corpora:
-                trained_on["audio"] += "; RAVDESS calm " + ("-> neutral" if cfg.calm_as_neutral else "dropped")
+                self.trained_on["audio"] += "; RAVDESS calm " + ("-> neutral" if cfg.calm_as_neutral else "dropped")
             if "emodb" in cfg.audio_corpora:
-                trained_on["audio"] += "; EmoDB boredom dropped"
-    train = with_features("train", train_ex, cache if uses_audio else None, report, progress)
-    report["counts"] = {"train": len(train), **{d.name: len(d) for d in dev}, **{t.name: len(t) for t in test}}
-    return RunData(train, dev, test, report, trained_on)
+                self.trained_on["audio"] += "; EmoDB boredom dropped"
+
+    def _add_audio_corpus(self, corpus: str) -> str:
+        cfg = self.cfg
+        if corpus == "ravdess":
+            items = load_ravdess(self.resolve(cfg.ravdess_dir), calm_as_neutral=cfg.calm_as_neutral)
+            test_spk = _speakers("ravdess", cfg.ravdess_test_actors)
+            dev_spk = _speakers("ravdess", cfg.ravdess_dev_actors)
+        elif corpus == "emodb":
+            items = load_emodb(self.resolve(cfg.emodb_dir))
+            test_spk = _speakers("emodb", cfg.emodb_test_speakers)
+            dev_spk = _speakers("emodb", cfg.emodb_dev_speakers)
+        else:
+            raise ValueError(f"unknown audio corpus {corpus!r}; use ravdess or emodb")
+        rest, tst = split_by_speaker(items, test_spk)
+        trn, dv = split_by_speaker(rest, dev_spk)
+        trn = _cap(trn, cfg.max_train_samples, self.seed)
+        self.train += trn
+        if dv:
+            self.dev.append(self.with_features(f"{corpus}_dev", dv, audio=True))
+        if tst:
+            self.test.append(self.with_features(f"{corpus}_test", tst, audio=True))
+        held = sorted({e.speaker for e in tst})
+        return f"{corpus} ({len(trn)} clips; dev speakers {sorted(dev_spk)}, test speakers {held} never trained on)"

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from training.audio_fusion import AudioFusion
+from training.checkpoint import CheckpointError
 from training.features import AudioFeatureExtractor
-from training.model import CheckpointError, FusionClassifier
+from training.model import FusionClassifier
 
 __all__ = ["EmotionPredictor", "PastItem", "Prediction"]
 

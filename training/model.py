@@ -15,111 +15,32 @@
   ``w = audio_weight``; a linear pool keeps a confident branch from being vetoed by an
   overconfident one on audio unlike its training corpora.
 
-Checkpoints are self-describing and store only what training changed: the frozen layers of the
-packaged text encoder are reloaded from the packaged weights, whose sha256 is checked.
+Checkpoints (:mod:`training.checkpoint`) are self-describing and store only what training changed: the
+frozen layers of the packaged text encoder are reloaded from the packaged weights, whose sha256 is checked.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import importlib.metadata
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from training.device import resolve_device
-from training.features import FEATURE_VERSION, LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
-from training.settings import ConfigError
+from training.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint
+from training.features import LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
+from training.model_config import ModelConfig
 from training.weights import ModelError, ResolvedModel, resolve_text_encoder, sha256_file
 
 if TYPE_CHECKING:
     from training.context import PastContext
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
-    "FUSION_RULES",
-    "CheckpointError",
-    "FusionClassifier",
-    "ModelConfig",
-]
+__all__ = ["FusionClassifier"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "emostream-fusion-classifier"
-CHECKPOINT_VERSION = 1
-MODES = ("text", "audio", "fusion")
-FUSION_RULES = ("learned", "pool")
-TEXT_HEADS = ("mlp", "linear")
 TEXT_HEAD_DROPOUT = 0.1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, of another format/version, or does not match its base models."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """The architecture; stored in the checkpoint so the model rebuilds from the file alone."""
-
-    labels: tuple[str, ...]
-    mode: str = "fusion"  # "text" | "audio" | "fusion"
-    text_encoder: str = "all-MiniLM-L6-v2"
-    text_trainable_layers: int = 2
-    max_text_tokens: int = 64
-    audio_dim: int = 0  # length of the feature vector from training.features
-    audio_kind: str = "whisper"  # "whisper" (MLP over pooled encoder states) | "logmel-cnn"
-    hidden_dim: int = 256
-    dropout: float = 0.3
-    fusion: str = "learned"  # "learned" | "pool" (see the module docstring)
-    audio_weight: float = 0.3  # w of the "pool" rule
-    # "mlp": text rows go through text_proj + the shared head; "linear": the text branch has its own
-    # linear head over the pooled encoder output (a fully fine-tuned encoder; see training.text_branch).
-    text_head: str = "mlp"
-    # Past-context module over the pooled embeddings of previous utterances ({} = none); see
-    # training.context.ContextConfig.
-    context: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.mode != "text" and self.audio_dim <= 0:
-            raise ValueError(f"mode {self.mode!r} needs audio_dim > 0")
-        if len(self.labels) < 2:
-            raise ValueError("at least two labels are needed")
-        if self.fusion not in FUSION_RULES:
-            raise ValueError(f"fusion must be one of {FUSION_RULES}, got {self.fusion!r}")
-        if not 0.0 <= self.audio_weight <= 1.0:
-            raise ValueError(f"audio_weight must lie in [0, 1], got {self.audio_weight!r}")
-        if self.text_head not in TEXT_HEADS:
-            raise ValueError(f"text_head must be one of {TEXT_HEADS}, got {self.text_head!r}")
-
-    @property
-    def uses_text(self) -> bool:
-        return self.mode in ("text", "fusion")
-
-    @property
-    def uses_audio(self) -> bool:
-        return self.mode in ("audio", "fusion")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["labels"] = list(self.labels)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**{**data, "labels": tuple(data["labels"])})
 
 
 def _encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -145,10 +66,6 @@ def _text_sha256(resolved: ResolvedModel) -> str:
         if (folder / name).is_file():
             return sha256_file(folder / name)
     return ""  # a hub name: identified by name only
-
-
-def _half_text(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.half() if k.startswith("text_encoder.") and v.is_floating_point() else v for k, v in state.items()}
 
 
 class _AudioCNN(nn.Module):
@@ -425,115 +342,13 @@ class FusionClassifier(nn.Module):
             }
         return out
 
-    def save(
-        self,
-        path: str | Path,
-        *,
-        metrics: dict[str, Any] | None = None,
-        trained_on: dict[str, str] | None = None,
-        audio_model: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-        text_encoder_fp16: bool = False,
-    ) -> Path:
-        """Write the self-describing checkpoint (atomically) and return its path.
-
-        ``text_encoder_fp16``: store the trained text-encoder layers as float16 (half the size; they
-        are cast back to float32 on load), which keeps a fully fine-tuned encoder under 25 MB.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        base = self.base_models()
-        if audio_model:
-            base["audio"] = dict(audio_model)
-        try:
-            version = importlib.metadata.version("emostream")
-        except importlib.metadata.PackageNotFoundError:
-            version = "unknown"
-        blob = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_VERSION,
-            "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "emostream_version": version,
-            "torch_version": str(torch.__version__),
-            "labels": list(self.config.labels),
-            "model_config": self.config.to_dict(),
-            "feature_config": self.feature_config.to_dict() if self.feature_config else None,
-            "modalities": [m for m, on in (("text", self.config.uses_text), ("audio", self.config.uses_audio)) if on],
-            "base_models": base,
-            "trained_on": dict(trained_on or {}),
-            "metrics": dict(metrics or {}),
-            "extra": dict(extra or {}),
-            "state_dict": _half_text(self.trained_state_dict()) if text_encoder_fp16 else self.trained_state_dict(),
-            "text_encoder_dtype": "float16" if text_encoder_fp16 else "float32",
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
-        return path
-
-    @staticmethod
-    def read_checkpoint(path: str | Path) -> dict[str, Any]:
-        """The checkpoint's dict, validated for format and version (weights not yet applied)."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {path}")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a damaged file
-            raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
-        if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not an emostream classifier checkpoint (format {CHECKPOINT_FORMAT!r})")
-        version = blob.get("format_version")
-        if version != CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"{path} has checkpoint format version {version}; this emostream reads version {CHECKPOINT_VERSION}"
-            )
-        for key in ("model_config", "labels", "state_dict", "base_models"):
-            if key not in blob:
-                raise CheckpointError(f"checkpoint {path} lacks {key!r}")
-        return blob
+    # Checkpoint I/O lives in training.checkpoint; these are its entry points on the model.
+    save = write_checkpoint  # model.save(path, *, metrics, trained_on, audio_model, extra, text_encoder_fp16)
+    read_checkpoint = staticmethod(read_checkpoint)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> FusionClassifier:
         """Rebuild the model from the checkpoint alone (plus the packaged base models), in eval mode."""
-        blob = cls.read_checkpoint(path)
-        try:
-            config = ModelConfig.from_dict(blob["model_config"])
-            fcfg = FeatureConfig.from_dict(blob["feature_config"]) if blob.get("feature_config") else None
-        except (TypeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {path} has an incompatible model config: {exc}") from exc
-        if fcfg is not None and fcfg.version != FEATURE_VERSION:
-            raise CheckpointError(
-                f"checkpoint {path} was trained on audio features of version {fcfg.version}; this emostream computes "
-                f"version {FEATURE_VERSION}, so its audio branch would see different inputs: retrain it"
-            )
-        try:
-            model = cls(config, fcfg)
-        except (ModelError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot build the model of checkpoint {path}: {exc}") from exc
-        stored = blob["base_models"].get("text", {}).get("sha256", "")
-        if config.uses_text and stored and model.text_sha256 and stored != model.text_sha256:
-            raise CheckpointError(
-                f"checkpoint {path} was trained on text encoder {config.text_encoder!r} with sha256 {stored[:12]}..., "
-                f"but the installed one has {model.text_sha256[:12]}...; reinstall the pinned package or retrain"
-            )
-        state = blob["state_dict"]
-        expected = set(model.trained_state_dict())
-        missing, unexpected = expected - set(state), set(state) - expected
-        if missing or unexpected:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit its model config: missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]}"
-            )
-        try:
-            model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {path} has weights of the wrong shape: {exc}") from exc
-        model.checkpoint_meta = {k: v for k, v in blob.items() if k != "state_dict"}
-        try:
-            dev = resolve_device(device)
-        except ConfigError as exc:
-            raise CheckpointError(str(exc)) from exc
-        return model.to(dev).eval()
+        return load_checkpoint(cls, path, device)
 
     checkpoint_meta: dict[str, Any] = {}  # noqa: RUF012 - set per instance by from_checkpoint

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from training.checkpoint import CheckpointError
 from training.context_train import (
     ContextOptions,
     EncodedSplit,
@@ -32,7 +33,8 @@ from training.context_train import (
 from training.data import LABELS, load_meld
 from training.device import resolve_device
 from training.metrics import classification_metrics, plot_confusion
-from training.model import CheckpointError, FusionClassifier, ModelConfig
+from training.model import FusionClassifier
+from training.model_config import ModelConfig
 from training.settings import TrainingConfig
 from training.text_branch import TextBranchOptions, train_text_branch
 from training.weights import resolve_text_encoder
@@ -174,7 +176,7 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     train, dev, test = (load_meld(meld_dir, s) for s in ("train", "dev", "test"))
     if cfg.data.max_train_samples:
         train = train[: cfg.data.max_train_samples]  # whole dialogues first: the rows are in file order
-    from training.cli import _run_dir
+    from training.cli_common import run_dir as _run_dir
 
     run_dir = _run_dir(cfg, base, args, "text")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -232,7 +232,7 @@ def _epoch_order(model: FusionClassifier, train: Dataset, opts: TrainOptions, rn
     return order
 
 
-def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) in one place
+def fit(
     model: FusionClassifier,
     train: Dataset,
     dev: Sequence[Dataset],
@@ -251,89 +251,19 @@ def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) 
     seed_everything(opts.seed)
     rng = random.Random(opts.seed)
     model.to(device)
-    net: nn.Module = model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # Branches a share does not use (no audio rows, say) get no gradient there: DDP must look.
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
-    n_labels = len(model.config.labels)
-    weights = class_weights(train.labels, n_labels, opts.class_weight_power) if opts.class_weighted_loss else None
-    # Summed per row, normalised by the whole global batch's weight below (exact under DDP too).
-    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), reduction="sum")
-
-    enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("text_encoder.")]
-    head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("text_encoder.")]
-    groups: list[dict[str, Any]] = [{"params": head_params, "lr": opts.lr_head}]
-    if enc_params:
-        groups.append({"params": enc_params, "lr": opts.lr_encoder})
-    optimizer = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
-    per_epoch = math.ceil(len(_epoch_order(model, train, opts, random.Random(0))) / opts.batch_size)
-    if opts.max_steps_per_epoch:
-        per_epoch = min(per_epoch, opts.max_steps_per_epoch)
-    total = max(1, per_epoch * opts.epochs)
-    warmup = int(total * opts.warmup_ratio)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    loop = _Loop.start(model, train, opts, device, dist)
     result = FitResult()
     best_state: dict[str, torch.Tensor] | None = None
     stale = 0
     started = time.monotonic()
     for epoch in range(1, opts.epochs + 1):
-        model.train()
-        order = _epoch_order(model, train, opts, rng)
-        steps = [order[s : s + opts.batch_size] for s in range(0, len(order), opts.batch_size)][:per_epoch]
-        if dist.enabled:
-            # A process with no rows could not take part in the gradient exchange: skip such a tail batch.
-            steps = [s for s in steps if len(s) >= dist.world]
-        losses: list[float] = []
-        bar = tqdm(steps, desc=f"epoch {epoch}/{opts.epochs}", disable=not (opts.progress and dist.is_main),
-                   leave=False)  # fmt: skip
-        for idx in bar:
-            # Drawn for the whole global batch, so every process (and a single-process run) agrees.
-            mods = row_modalities(model, train, idx, modality_dropout=opts.modality_dropout, rng=rng)
-            labels = [train.examples[i].label for i in idx]
-            norm = float(sum(weights[y] for y in labels)) if weights is not None else float(len(idx))
-            mine = slice(dist.rank, None, dist.world)
-            kwargs = batch_inputs(model, train, idx[mine], device, modalities=mods[mine])
-            target = torch.tensor(labels[mine], device=device)
-            with _autocast(device):
-                logits = net(**kwargs)
-            # DDP averages gradients over processes: scale by the world size to get the batch's sum / norm.
-            loss = loss_fn(logits.float(), target) * (dist.world / norm)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            batch_loss = loss.detach() / dist.world  # this share's part of the global batch's loss
-            if dist.enabled:
-                torch.distributed.all_reduce(batch_loss)
-            losses.append(float(batch_loss))
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        losses = loop.epoch(epoch, rng)
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "step_losses": losses,
         }
-        scores = []
-        for d in dev:
-            if not usable_rows(model, d):
-                continue
-            m = evaluate(model, d, device, opts.batch_size * 2)
-            row[f"{d.name}_weighted_f1"] = m["weighted_f1"]
-            row[f"{d.name}_accuracy"] = m["accuracy"]
-            scores.append(m["weighted_f1"])
+        scores = _score_dev(model, dev, device, opts.batch_size * 2, row)
         score = float(np.mean(scores)) if scores else -row["train_loss"]
         row["score"] = score
         row["seconds"] = time.monotonic() - started
@@ -360,3 +290,129 @@ def fit(  # noqa: PLR0915 - the loop (epochs, batches, dev scoring, early stop) 
     model.eval()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _score_dev(
+    model: FusionClassifier, dev: Sequence[Dataset], device: torch.device, batch_size: int, row: dict[str, Any]
+) -> list[float]:
+    """Each usable dev set's weighted F1 (also written into the epoch's ``row`` with its accuracy)."""
+    scores = []
+    for d in dev:
+        if not usable_rows(model, d):
+            continue
+        m = evaluate(model, d, device, batch_size)
+        row[f"{d.name}_weighted_f1"] = m["weighted_f1"]
+        row[f"{d.name}_accuracy"] = m["accuracy"]
+        scores.append(m["weighted_f1"])
+    return scores
+
+
+@dataclass(slots=True)
+class _Loop:
+    """What the optimisation steps of one :func:`fit` share: the (DDP-wrapped) net, loss, optimiser."""
+
+    model: FusionClassifier
+    net: nn.Module
+    train: Dataset
+    opts: TrainOptions
+    device: torch.device
+    dist: Dist
+    weights: torch.Tensor | None
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[torch.Tensor]
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    per_epoch: int
+
+    @classmethod
+    def start(
+        cls, model: FusionClassifier, train: Dataset, opts: TrainOptions, device: torch.device, dist: Dist
+    ) -> _Loop:
+        net: nn.Module = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Branches a share does not use (no audio rows, say) get no gradient there: DDP must look.
+            net = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+            )
+        n_labels = len(model.config.labels)
+        weights = class_weights(train.labels, n_labels, opts.class_weight_power) if opts.class_weighted_loss else None
+        # Summed per row, normalised by the whole global batch's weight below (exact under DDP too).
+        loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device), reduction="sum")
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        enc_params = [p for n, p in trainable if n.startswith("text_encoder.")]
+        head_params = [p for n, p in trainable if not n.startswith("text_encoder.")]
+        groups: list[dict[str, Any]] = [{"params": head_params, "lr": opts.lr_head}]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": opts.lr_encoder})
+        optimizer = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
+        per_epoch = math.ceil(len(_epoch_order(model, train, opts, random.Random(0))) / opts.batch_size)
+        if opts.max_steps_per_epoch:
+            per_epoch = min(per_epoch, opts.max_steps_per_epoch)
+        scheduler = _warmup_linear(optimizer, max(1, per_epoch * opts.epochs), opts.warmup_ratio)
+        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+        params = [p for g in groups for p in g["params"]]
+        return cls(
+            model=model, net=net, train=train, opts=opts, device=device, dist=dist, weights=weights,
+            loss_fn=loss_fn, optimizer=optimizer, params=params, scheduler=scheduler, scaler=scaler,
+            per_epoch=per_epoch,
+        )  # fmt: skip
+
+    def epoch(self, epoch: int, rng: random.Random) -> list[float]:
+        """One epoch's steps; returns each step's loss (of the whole global batch)."""
+        self.model.train()
+        order = _epoch_order(self.model, self.train, self.opts, rng)
+        size = self.opts.batch_size
+        steps = [order[s : s + size] for s in range(0, len(order), size)][: self.per_epoch]
+        if self.dist.enabled:
+            # A process with no rows could not take part in the gradient exchange: skip such a tail batch.
+            steps = [s for s in steps if len(s) >= self.dist.world]
+        losses: list[float] = []
+        bar = tqdm(steps, desc=f"epoch {epoch}/{self.opts.epochs}",
+                   disable=not (self.opts.progress and self.dist.is_main), leave=False)  # fmt: skip
+        for idx in bar:
+            losses.append(self.step(idx, rng))
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        return losses
+
+    def step(self, idx: list[int], rng: random.Random) -> float:
+        """One optimisation step on the global batch ``idx`` (this process runs its share)."""
+        model, train, dist, device, weights = self.model, self.train, self.dist, self.device, self.weights
+        # Drawn for the whole global batch, so every process (and a single-process run) agrees.
+        mods = row_modalities(model, train, idx, modality_dropout=self.opts.modality_dropout, rng=rng)
+        labels = [train.examples[i].label for i in idx]
+        norm = float(sum(weights[y] for y in labels)) if weights is not None else float(len(idx))
+        mine = slice(dist.rank, None, dist.world)
+        kwargs = batch_inputs(model, train, idx[mine], device, modalities=mods[mine])
+        target = torch.tensor(labels[mine], device=device)
+        with _autocast(device):
+            logits = self.net(**kwargs)
+        # DDP averages gradients over processes: scale by the world size to get the batch's sum / norm.
+        loss = self.loss_fn(logits.float(), target) * (dist.world / norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        batch_loss = loss.detach() / dist.world  # this share's part of the global batch's loss
+        if dist.enabled:
+            torch.distributed.all_reduce(batch_loss)
+        return float(batch_loss)
+
+
+def _warmup_linear(
+    optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio`` of the ``total`` steps, then linear decay to 0."""
+    warmup = int(total * warmup_ratio)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

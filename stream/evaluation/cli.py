@@ -10,18 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import Config
-from stream.evaluation.replay import (
+from stream.evaluation import (
+    TruthError,
+    Utterance,
+    build_report,
+    load_truth,
     media_duration_s,
     oracle_labels,
     predictions_from_events,
     read_jsonl,
     replay,
+    report_markdown,
     speaker_corrections,
     speaker_merges,
 )
-from stream.evaluation.report import build_report, report_markdown
-from stream.evaluation.scoring import Utterance
-from stream.evaluation.truth import TruthError, load_truth
 
 __all__ = ["add_arguments", "run_from_cli"]
 

@@ -45,31 +45,17 @@ def build_report(
     if oracle is not None and len(oracle) != len(truth):
         raise ValueError(f"oracle has {len(oracle)} labels for {len(truth)} truth utterances")
     matches = align(pred, truth, min_overlap=min_overlap)
-    n_match = len(matches)
-    precision = n_match / len(pred) if pred else 0.0
-    recall = n_match / len(truth) if truth else 0.0
-    matched_wer = sum((word_errors(truth[m.truth].text, pred[m.pred].text) for m in matches), WordErrors())
-    overall_wer = word_errors(" ".join(u.text for u in truth), " ".join(u.text for u in pred))
     scored = [m for m in matches if truth[m.truth].emotion and pred[m.pred].emotion]
     report: dict[str, Any] = {
         "counts": {
             "truth": len(truth),
             "predicted": len(pred),
-            "matched": n_match,
+            "matched": len(matches),
             "unclassified": sum(1 for u in pred if u.emotion is None),  # found, but no emotion event
         },
         "alignment": {"min_overlap": min_overlap, "rule": "overlap >= min_overlap * shorter span, in time order"},
-        "detection": {
-            "precision": precision,
-            "recall": recall,
-            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        },
-        "wer": {
-            "matched": _finite(matched_wer.wer),
-            "overall": _finite(overall_wer.wer),
-            "matched_counts": _wer_dict(matched_wer),
-            "overall_counts": _wer_dict(overall_wer),
-        },
+        "detection": _detection(len(matches), len(pred), len(truth)),
+        "wer": _wer_section(pred, truth, matches),
         "emotion": emotion_scores(
             [truth[m.truth].emotion or "" for m in scored], [pred[m.pred].emotion or "" for m in scored]
         ).to_dict(),
@@ -89,16 +75,44 @@ def build_report(
     if speakers is not None:
         report["speakers"] = speakers
     if oracle is not None:
-        known = [k for k, u in enumerate(truth) if u.emotion]
-        report["text_oracle"] = {
-            "matched": emotion_scores(
-                [truth[m.truth].emotion or "" for m in scored], [oracle[m.truth] for m in scored]
-            ).to_dict(),
-            "all_truth": emotion_scores([truth[k].emotion or "" for k in known], [oracle[k] for k in known]).to_dict(),
-        }
+        report["text_oracle"] = _text_oracle(truth, scored, oracle)
     if extra:
         report.update(extra)
     return report
+
+
+def _detection(matched: int, predicted: int, truth: int) -> dict[str, float]:
+    """How many utterances were found: precision, recall and F1 of the matching."""
+    precision = matched / predicted if predicted else 0.0
+    recall = matched / truth if truth else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
+
+
+def _wer_section(pred: Sequence[Utterance], truth: Sequence[Utterance], matches: Sequence[Match]) -> dict[str, Any]:
+    """WER over the matched pairs, and over the whole transcript (every truth vs every prediction)."""
+    matched_wer = sum((word_errors(truth[m.truth].text, pred[m.pred].text) for m in matches), WordErrors())
+    overall_wer = word_errors(" ".join(u.text for u in truth), " ".join(u.text for u in pred))
+    return {
+        "matched": _finite(matched_wer.wer),
+        "overall": _finite(overall_wer.wer),
+        "matched_counts": _wer_dict(matched_wer),
+        "overall_counts": _wer_dict(overall_wer),
+    }
+
+
+def _text_oracle(truth: Sequence[Utterance], scored: Sequence[Match], oracle: Sequence[str]) -> dict[str, Any]:
+    """The classifier on each truth utterance's own text: over the scored matches, and over all truth."""
+    known = [k for k, u in enumerate(truth) if u.emotion]
+    return {
+        "matched": emotion_scores(
+            [truth[m.truth].emotion or "" for m in scored], [oracle[m.truth] for m in scored]
+        ).to_dict(),
+        "all_truth": emotion_scores([truth[k].emotion or "" for k in known], [oracle[k] for k in known]).to_dict(),
+    }
 
 
 def _branch_scores(pred: Sequence[Utterance], truth: Sequence[Utterance], scored: Sequence[Match]) -> dict[str, Any]:
@@ -196,6 +210,20 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"| start offset median (s) | {_fmt(timing['start_offset_s']['median'])} | |",
         f"| end offset median (s) | {_fmt(timing['end_offset_s']['median'])} | |",
     ]
+    lines += _optional_rows(report)
+    lines += _context_table(report)
+    lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
+    short = [label[:4] for label in LABELS]
+    lines.append("| truth \\ pred | " + " | ".join(short) + " |")
+    lines.append("|---|" + "---:|" * len(LABELS))
+    for label, row in zip(LABELS, emo["confusion"]["matrix"], strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _optional_rows(report: Mapping[str, Any]) -> list[str]:
+    """Summary rows for what only some reports have: replay speed, branches, speakers, the whole-truth oracle."""
+    lines: list[str] = []
     if "replay" in report:
         rp = report["replay"]
         lines.append(
@@ -226,6 +254,12 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| text oracle on all {all_t['n']} truth utterances, weighted-F1 | | {_fmt(all_t['weighted_f1'])} |"
         )
+    return lines
+
+
+def _context_table(report: Mapping[str, Any]) -> list[str]:
+    """The past-context comparison, when the report has one."""
+    lines: list[str] = []
     if "context" in report:
         ctx = report["context"]
         lines += ["", f"Past context (text only, unknown speakers; up to {ctx['context_utterances']} utterances "
@@ -235,10 +269,4 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             p, o = ctx[name]["pipeline_text"], ctx[name]["text_oracle"]
             lines.append(f"| {title} | {_fmt(p['weighted_f1'])} / {_fmt(p['macro_f1'])} (n={p['n']}) | "
                          f"{_fmt(o['weighted_f1'])} / {_fmt(o['macro_f1'])} (n={o['n']}) |")  # fmt: skip
-    lines += ["", "Confusion matrix on matched utterances (rows: truth, columns: prediction)", ""]
-    short = [label[:4] for label in LABELS]
-    lines.append("| truth \\ pred | " + " | ".join(short) + " |")
-    lines.append("|---|" + "---:|" * len(LABELS))
-    for label, row in zip(LABELS, emo["confusion"]["matrix"], strict=True):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+    return lines

@@ -68,7 +68,15 @@ def align(pred: Sequence[Utterance], truth: Sequence[Utterance], *, min_overlap:
     """
     if not 0.0 < min_overlap <= 1.0:
         raise ValueError(f"min_overlap must be in (0, 1], got {min_overlap}")
-    # Eligible pairs. Both lists are sorted by start, so a sweep finds them without an n*m scan.
+    pairs = _eligible_pairs(pred, truth, min_overlap)
+    return [Match(i, j, ov) for i, j, ov in _heaviest_chain(pairs, len(truth))]
+
+
+def _eligible_pairs(
+    pred: Sequence[Utterance], truth: Sequence[Utterance], min_overlap: float
+) -> list[tuple[int, int, float]]:
+    """``(pred index, truth index, overlap)`` of every pair that may match, by pred then truth index."""
+    # Both lists are sorted by start, so a sweep finds them without an n*m scan.
     pairs: list[tuple[int, int, float]] = []
     j0 = 0
     for i, p in enumerate(pred):
@@ -82,45 +90,55 @@ def align(pred: Sequence[Utterance], truth: Sequence[Utterance], *, min_overlap:
             shorter = max(min(p.end_s - p.start_s, t.end_s - t.start_s), 1e-9)
             if ov > 0 and ov >= min_overlap * shorter - 1e-9:
                 pairs.append((i, j, ov))
-    # Heaviest chain with strictly increasing pred and truth indices: a Fenwick tree of prefix maxima
-    # over truth indices, fed one prediction at a time (query all of its pairs before inserting any).
-    size = len(truth)
-    tree: list[tuple[int, float, int]] = [(0, 0.0, -1)] * (size + 1)
-    best: list[tuple[int, float, int]] = []  # per pair: (count, overlap, previous pair or -1)
+    return pairs
 
-    def query(j: int) -> tuple[int, float, int]:  # best chain ending at a truth index < j
+
+class _PrefixMax:
+    """A Fenwick tree of prefix maxima of ``(count, overlap, pair)`` over truth indices."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tree: list[tuple[int, float, int]] = [(0, 0.0, -1)] * (size + 1)
+
+    def query(self, j: int) -> tuple[int, float, int]:
+        """The best chain ending at a truth index < ``j``."""
         out = (0, 0.0, -1)
         while j > 0:
-            if tree[j][:2] > out[:2]:
-                out = tree[j]
+            if self.tree[j][:2] > out[:2]:
+                out = self.tree[j]
             j -= j & -j
         return out
 
-    def update(j: int, value: tuple[int, float, int]) -> None:
+    def update(self, j: int, value: tuple[int, float, int]) -> None:
         j += 1
-        while j <= size:
-            if value[:2] > tree[j][:2]:
-                tree[j] = value
+        while j <= self.size:
+            if value[:2] > self.tree[j][:2]:
+                self.tree[j] = value
             j += j & -j
 
+
+def _heaviest_chain(pairs: list[tuple[int, int, float]], size: int) -> list[tuple[int, int, float]]:
+    """The pairs of the chain with strictly increasing pred and truth indices, most pairs then most overlap."""
+    # Fed one prediction at a time: query all of its pairs before inserting any.
+    tree = _PrefixMax(size)
+    best: list[tuple[int, float, int]] = []  # per pair: (count, overlap, previous pair or -1)
     k = 0
     while k < len(pairs):
         group_end = k
         while group_end < len(pairs) and pairs[group_end][0] == pairs[k][0]:
             group_end += 1
         for idx in range(k, group_end):
-            prev = query(pairs[idx][1])
+            prev = tree.query(pairs[idx][1])
             best.append((prev[0] + 1, prev[1] + pairs[idx][2], prev[2]))
         for idx in range(k, group_end):
-            update(pairs[idx][1], (best[idx][0], best[idx][1], idx))
+            tree.update(pairs[idx][1], (best[idx][0], best[idx][1], idx))
         k = group_end
     if not best:
         return []
     cur = max(range(len(best)), key=lambda n: (best[n][0], best[n][1], -n))
-    chain: list[Match] = []
+    chain: list[tuple[int, int, float]] = []
     while cur != -1:
-        i, j, ov = pairs[cur]
-        chain.append(Match(i, j, ov))
+        chain.append(pairs[cur])
         cur = best[cur][2]
     return chain[::-1]
 

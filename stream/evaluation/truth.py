@@ -6,6 +6,7 @@ MELD's times look like ``00:16:16,059``; keep one ``Season``/``Episode`` at a ti
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from stream.evaluation.scoring import Utterance
 from stream.records import LABELS
+from training.data import repair_text
 
 __all__ = ["MELD_COLUMNS", "PLAIN_COLUMNS", "TruthError", "load_truth", "parse_timestamp", "read_truth_rows"]
 
@@ -44,16 +46,6 @@ def parse_timestamp(value: str) -> float:
         raise ValueError(f"minutes and seconds must be below 60 in timestamp {value!r}")
     out = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
     return out + (int(frac) / 10 ** len(frac) if frac else 0.0)
-
-
-def _repair(text: str) -> str:
-    """Undo the cp1252 mojibake older MELD copies carry (``heâ€™s`` -> ``he’s``); leave good text alone."""
-    if "â" in text or "Ã" in text:
-        try:
-            return text.encode("cp1252").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            return text
-    return text
 
 
 def _label(raw: str, where: str) -> str | None:
@@ -98,41 +90,52 @@ def read_truth_rows(
         where = f"{source} line {line}"
         if any(row.get(c) is None for c in required):
             raise TruthError(f"{where}: too few fields; expected the columns {', '.join(required)}")
-        try:
-            if is_meld:
-                ep = ((row.get("Season") or "").strip(), (row.get("Episode") or "").strip())
-                if season is not None and ep[0] != str(season):
-                    continue
-                if episode is not None and ep[1] != str(episode):
-                    continue
-                episodes.add(ep)
-                start, end = parse_timestamp(row["StartTime"]), parse_timestamp(row["EndTime"])
-                uid = (
-                    f"{stem}/dia{(row.get('Dialogue_ID') or '?').strip()}_utt{(row.get('Utterance_ID') or '?').strip()}"
-                )
-                utt_text, emotion = _repair(row["Utterance"]), row["Emotion"]
-                speaker = (row.get("Speaker") or "").strip() or None
-            else:
-                start, end = float(row["start_s"]), float(row["end_s"])
-                uid, utt_text, emotion = f"row{line}", row["text"] or "", row["emotion"] or ""
-                speaker = (row.get("speaker") or "").strip() or None  # optional column
-        except ValueError as exc:
-            raise TruthError(f"{where}: {exc}") from exc
-        if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
-            raise TruthError(f"{where}: times must be finite and non-negative, got {start}..{end}")
-        if end <= start:
-            # MELD test has one such row; a zero-length span cannot be aligned, so it is left out.
-            logger.warning("%s: end %.3f s is not after start %.3f s; row skipped", where, end, start)
-            continue
-        rows.append(
-            Utterance(start + offset_s, end + offset_s, utt_text.strip(), _label(emotion, where), uid, speaker=speaker)
-        )
+        if is_meld:
+            ep = ((row.get("Season") or "").strip(), (row.get("Episode") or "").strip())
+            if (season is not None and ep[0] != str(season)) or (episode is not None and ep[1] != str(episode)):
+                continue
+            episodes.add(ep)
+        utt = _meld_row(row, stem, where) if is_meld else _plain_row(row, line, where)
+        if utt is not None:
+            rows.append(dataclasses.replace(utt, start_s=utt.start_s + offset_s, end_s=utt.end_s + offset_s))
     if is_meld and len(episodes) > 1:
         raise TruthError(
             f"{source} spans {len(episodes)} episodes; choose one with --season S --episode E "
             "(MELD times restart in every episode)"
         )
     return rows
+
+
+def _meld_row(row: dict[str, str], stem: str, where: str) -> Utterance | None:
+    try:
+        start, end = parse_timestamp(row["StartTime"]), parse_timestamp(row["EndTime"])
+    except ValueError as exc:
+        raise TruthError(f"{where}: {exc}") from exc
+    uid = f"{stem}/dia{(row.get('Dialogue_ID') or '?').strip()}_utt{(row.get('Utterance_ID') or '?').strip()}"
+    speaker = (row.get("Speaker") or "").strip() or None
+    return _utterance(start, end, repair_text(row["Utterance"]), row["Emotion"], uid, speaker, where)
+
+
+def _plain_row(row: dict[str, str], line: int, where: str) -> Utterance | None:
+    try:
+        start, end = float(row["start_s"]), float(row["end_s"])
+    except ValueError as exc:
+        raise TruthError(f"{where}: {exc}") from exc
+    speaker = (row.get("speaker") or "").strip() or None  # optional column
+    return _utterance(start, end, row["text"] or "", row["emotion"] or "", f"row{line}", speaker, where)
+
+
+def _utterance(
+    start: float, end: float, text: str, emotion: str, uid: str, speaker: str | None, where: str
+) -> Utterance | None:
+    """The row as an utterance; ``None`` (with a warning) for a zero-length span."""
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
+        raise TruthError(f"{where}: times must be finite and non-negative, got {start}..{end}")
+    if end <= start:
+        # MELD test has one such row; a zero-length span cannot be aligned, so it is left out.
+        logger.warning("%s: end %.3f s is not after start %.3f s; row skipped", where, end, start)
+        return None
+    return Utterance(start, end, text.strip(), _label(emotion, where), uid, speaker=speaker)
 
 
 def load_truth(

@@ -28,8 +28,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from stream.client_messages import parse_ingest_message
 from stream.config import ServerConfig
-from stream.protocol import ProtocolError, parse_ingest_message
+from stream.protocol import ProtocolError
 from stream.records import SAMPLE_RATE_HZ, AudioChunk, SourceItem, SourceProblem
 from stream.sources.resample import Resampler
 

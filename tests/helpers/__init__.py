@@ -1,7 +1,8 @@
 """Shared test helpers: speech and media (:mod:`.speech`), model fakes (:mod:`.fakes`), stage drivers
-(:mod:`.stages`). Import them from here: ``from tests.helpers import make_dialogue, ScriptedPredictor``."""
+(:mod:`.stages`). Import them from here: ``from tests.helpers import make_dialogue, ScriptedPredictor``.
+The whole service in a task (:mod:`.service`, which imports the service) is imported from its module."""
 
-from tests.helpers.fakes import FakePrediction, FakePredictor, FakeTranscriber, ScriptedPredictor, ScriptedTranscriber
+from tests.helpers.fakes import FakePredictor, FakeTranscriber, ScriptedPredictor, ScriptedTranscriber
 from tests.helpers.speech import (
     ASR_COMPUTE_TYPES,
     ASR_SENTENCES,
@@ -22,7 +23,6 @@ __all__ = [
     "ASR_COMPUTE_TYPES",
     "ASR_SENTENCES",
     "Dialogue",
-    "FakePrediction",
     "FakePredictor",
     "FakeTranscriber",
     "ScriptedPredictor",

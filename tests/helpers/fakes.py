@@ -10,20 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from stream.records import LABELS, Transcript
+from training.inference import Prediction
 
-__all__ = ["FakePrediction", "FakePredictor", "FakeTranscriber", "ScriptedPredictor", "ScriptedTranscriber"]
-
-
-@dataclass(frozen=True, slots=True)
-class FakePrediction:
-    label: str
-    scores: dict[str, float]
-    modalities: tuple[str, ...]
+__all__ = ["FakePredictor", "FakeTranscriber", "ScriptedPredictor", "ScriptedTranscriber"]
 
 
 class ScriptedPredictor:
@@ -51,7 +44,7 @@ class ScriptedPredictor:
         self.delay_s = delay_s
         self.calls: list[tuple[list[str | None], list[np.ndarray | None]]] = []
 
-    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]) -> list[FakePrediction]:
+    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]) -> list[Prediction]:
         self.calls.append((list(texts), list(audio)))
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -64,7 +57,7 @@ class ScriptedPredictor:
             label = next((lab for key, lab in self.keywords.items() if text and key in text.lower()), "neutral")
             scores = {lab: (0.7 if lab == label else 0.05) for lab in self.labels}
             mods = tuple(m for m, x in (("text", text), ("audio", clip)) if x is not None)
-            out.append(FakePrediction(label, scores, mods))
+            out.append(Prediction(label, scores, mods))
         return out
 
 
@@ -124,7 +117,7 @@ class FakePredictor:
         self.delay_s = delay_s
         self.rows = 0
 
-    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]) -> list[FakePrediction]:
+    def predict(self, texts: Sequence[str | None], audio: Sequence[np.ndarray | None]) -> list[Prediction]:
         if self.delay_s:
             time.sleep(self.delay_s)
         if any(t in self.fail_texts for t in texts if t):
@@ -132,6 +125,6 @@ class FakePredictor:
         self.rows += len(texts)
         scores = {lab: (0.94 if lab == "joy" else 0.01) for lab in LABELS}
         return [
-            FakePrediction("joy", scores, tuple(m for m, x in (("text", t), ("audio", a)) if x is not None))
+            Prediction("joy", scores, tuple(m for m, x in (("text", t), ("audio", a)) if x is not None))
             for t, a in zip(texts, audio, strict=True)
         ]

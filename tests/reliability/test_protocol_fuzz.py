@@ -14,14 +14,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from stream.client_messages import ClientMessage, parse_client_message
 from stream.protocol import (
     CLIENT_TYPES,
     ERROR_CODES,
     MAX_STREAM_FILTER,
     MAX_STREAM_ID_CHARS,
-    ClientMessage,
     ProtocolError,
-    parse_client_message,
 )
 
 # A client error message is shown to the client and logged: it must stay short whatever was sent.

@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect
 from stream.api import ApiError, parse_head, stream_name
 from stream.config import Config, load_config
 from stream.protocol import LABELS
-from stream.service import RunOptions, run_service
 from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
+from tests.helpers.service import running_service
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -35,22 +35,10 @@ def config(tmp_path: Path, **server: Any) -> Config:
 async def service(tmp_path: Path, *, predictor: ScriptedPredictor | None = None, **server: Any) -> AsyncIterator[Any]:
     wav = write_wav(tmp_path / "talk.wav", make_dialogue(["Good morning."]).audio)
     models = ScriptedTranscriber(default="I am so happy"), predictor or ScriptedPredictor(keywords={"happy": "joy"})
-    stop = asyncio.Event()
-    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run_service(
-            config(tmp_path, **server),
-            RunOptions(sources=(str(wav),), quiet=True),
-            models=models,
-            stop=stop,
-            on_ready=ready.set_result,
-        )
-    )
-    try:
-        yield await asyncio.wait_for(ready, 30)
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
+    async with running_service(
+        config(tmp_path, **server), [str(wav)], models, start_timeout_s=30, stop_timeout_s=30
+    ) as srv:
+        yield srv
 
 
 async def request(

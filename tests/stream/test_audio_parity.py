@@ -19,7 +19,7 @@ from bench.make_ravdess_stream import build_stream
 from bench.stream_features import segment
 from stream.config import ASRConfig, Config
 from stream.models import attach_audio_features
-from stream.stages.transcriber import WhisperTranscriber
+from stream.stages.whisper import WhisperTranscriber
 from training.audio import load_audio
 from training.augment import coloured_noise
 

@@ -270,18 +270,7 @@ class ContextPredictor(ScriptedPredictor):
         self.kwargs.append(kw)
         base = super().predict(texts, audio)
         call = len(self.calls)
-        return [
-            _EmbeddedPrediction(**dataclasses.asdict(p), text_embedding=np.array([call, k], np.float32))
-            for k, p in enumerate(base)
-        ]
-
-
-@dataclasses.dataclass(frozen=True)
-class _EmbeddedPrediction:
-    label: str
-    scores: dict[str, float]
-    modalities: tuple[str, ...]
-    text_embedding: np.ndarray
+        return [dataclasses.replace(p, text_embedding=np.array([call, k], np.float32)) for k, p in enumerate(base)]
 
 
 async def test_context_reads_the_streams_cached_past_and_batch_mates_and_says_which() -> None:

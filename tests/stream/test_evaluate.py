@@ -83,7 +83,7 @@ def test_meld_rows_are_filtered_to_one_episode_and_timed() -> None:
 
 def test_meld_mojibake_is_repaired_and_bad_rows_are_named() -> None:
     good = MELD_HEADER + '1,Heâ€™s here.,Ross,neutral,neutral,0,0,1,1,"00:00:01,000","00:00:02,000"\n'
-    assert read_truth_rows(good)[0].text == "He’s here."
+    assert read_truth_rows(good)[0].text == "He's here."  # training.data.repair_text, as the model read it
     bad_time = MELD_HEADER + '1,Hi.,Ross,neutral,neutral,0,0,1,1,"00:00:01","soon"\n'
     with pytest.raises(TruthError, match="line 2.*'soon'"):
         read_truth_rows(bad_time, source="x.csv")

@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect as ws_connect
 
+from bench.procs import wait_port
 from stream.config import load_config
 from stream.events.redis_bus import RedisEventBus, connect
 from stream.gateway import run_gateway
@@ -116,24 +118,18 @@ def _gateway(url: str, port: int, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-async def _wait_listening(port: int, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def _alive(proc: subprocess.Popen[str]) -> Callable[[], None]:
+    def check() -> None:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else "gateway exited"
-        try:
-            _r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"gateway on port {port} did not start in {timeout_s} s")
+
+    return check
 
 
 async def test_killed_gateway_clients_resume_on_the_other(redis_server: RedisServer, tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     procs = [_gateway(redis_server.url, p, tmp_path) for p in ports]
     try:
-        await asyncio.gather(*(_wait_listening(p, q) for p, q in zip(ports, procs, strict=True)))
+        await asyncio.gather(*(wait_port(p, _alive(q), 60.0) for p, q in zip(ports, procs, strict=True)))
         cfg = config(redis_server.url)
         client = connect(redis_server.url)
         bus = RedisEventBus(client, cfg.bus, producer_id="test")

@@ -15,12 +15,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from stream.client_messages import parse_ingest_message
 from stream.config import Config, load_config
-from stream.protocol import ProtocolError, parse_ingest_message
+from stream.protocol import ProtocolError
 from stream.records import AudioChunk
-from stream.service import RunOptions, run_service
 from stream.sources.ingest import IngestSource
 from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, write_wav
+from tests.helpers.service import running_service
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -86,22 +87,10 @@ def config(tmp_path: Path, **server: Any) -> Config:
 async def service(tmp_path: Path, **server: Any) -> AsyncIterator[Any]:
     idle = write_wav(tmp_path / "idle.wav", np.zeros(1600, dtype=np.float32))
     models = ScriptedTranscriber(default="I am so happy"), ScriptedPredictor(keywords={"happy": "joy"})
-    stop = asyncio.Event()
-    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run_service(
-            config(tmp_path, **server),
-            RunOptions(sources=(str(idle),), quiet=True),
-            models=models,
-            stop=stop,
-            on_ready=ready.set_result,
-        )
-    )
-    try:
-        yield await asyncio.wait_for(ready, 30)
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 30) == 0
+    async with running_service(
+        config(tmp_path, **server), [str(idle)], models, start_timeout_s=30, stop_timeout_s=30
+    ) as srv:
+        yield srv
 
 
 def pcm48k(lines: list[str]) -> bytes:

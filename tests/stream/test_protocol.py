@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from websockets.asyncio.client import connect
 
+from stream.client_messages import parse_client_message
 from stream.config import ServerConfig
 from stream.events.bus import EventBus
 from stream.events.eventlog import EventLog
@@ -27,7 +28,6 @@ from stream.protocol import (
     LABELS,
     Event,
     ProtocolError,
-    parse_client_message,
 )
 from stream.server import Server
 

@@ -16,7 +16,8 @@ import pytest
 
 from stream.config import ASRConfig
 from stream.records import Utterance
-from stream.stages.transcriber import TranscribeStage, WhisperTranscriber, decoding_loop, hallucination_reason
+from stream.stages.transcriber import TranscribeStage
+from stream.stages.whisper import WhisperTranscriber, decoding_loop, hallucination_reason
 from tests.helpers import (
     ASR_COMPUTE_TYPES,
     ASR_SENTENCES,

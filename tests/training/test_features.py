@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 
 from tests.training.meld_fakes import tone, write_wav
-from training.features import (
-    PROSODY_DIM,
-    AudioFeatureExtractor,
-    FeatureCache,
-    FeatureConfig,
-    mel_filterbank,
-    pitch_track,
-    prosody_features,
-    trim_silence,
-)
+from training.features import AudioFeatureExtractor, FeatureCache, FeatureConfig, mel_filterbank
+from training.prosody import PROSODY_DIM, pitch_track, prosody_features, trim_silence
 
 
 def test_prosody_tracks_pitch_and_is_finite_on_silence() -> None:

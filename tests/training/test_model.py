@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from tests.training.meld_fakes import REPO, tone
+from training.checkpoint import CheckpointError
 from training.data import LABELS, Example
 from training.features import FeatureConfig
 from training.inference import EmotionPredictor, Prediction
-from training.model import CheckpointError, FusionClassifier, ModelConfig
+from training.model import FusionClassifier
+from training.model_config import ModelConfig
 from training.train import Dataset, TrainOptions, batch_inputs, fit
 
 AUDIO_DIM = 12

@@ -21,7 +21,8 @@ from training.context import RELATION_OTHER, RELATION_SAME, RELATION_UNKNOWN, pa
 from training.context_train import ContextOptions, encode_split, predict_split, train_context, train_context_cv
 from training.data import LABELS, Example
 from training.inference import EmotionPredictor
-from training.model import FusionClassifier, ModelConfig
+from training.model import FusionClassifier
+from training.model_config import ModelConfig
 from training.text_branch import TextBranchOptions, speaker_tags, tagged, train_text_branch
 
 KEYWORDS = {"furious": 0, "delighted": 3, "terrified": 2}  # anger, joy, fear

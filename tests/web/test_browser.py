@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +20,14 @@ from stream.events.eventlog import EventLog
 from stream.events.hub import Hub
 from stream.protocol import LABEL_COLORS, LABELS
 from stream.server import Server
+from tests.helpers.service import running_service
+from tests.web.chromium import ARTIFACTS, browser_marks, chromium_page
 from tests.web.scripted import SCRIPT, Speaker
 
-CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
-if not Path(CHROMIUM).exists():
-    CHROMIUM = shutil.which("chromium") or CHROMIUM
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 GOLDEN = Path(__file__).with_name("protocol_golden.json")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; `make test` installs it)",
-    ),
-]
-
 playwright_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
+pytestmark = browser_marks(120)
 
 # A colour that is not the default, to prove the page takes colours from hello.
 JOY_FROM_HELLO = "#00c2a8"
@@ -57,27 +43,6 @@ def hello() -> dict[str, Any]:
         ],
         "model_ids": {"asr": "tiny.en", "classifier": "test"},
     }
-
-
-@asynccontextmanager
-async def chromium_page() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
-            yield page
-        finally:
-            await browser.close()
 
 
 async def feed_labels(page: Any) -> list[str]:
@@ -231,7 +196,6 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
     every emotion event the service logged, with the same labels, in order."""
     from stream.config import load_config
     from stream.events.eventlog import read_events
-    from stream.service import RunOptions, run_service
 
     overrides: dict[str, Any] = {
         "server.port": 0,
@@ -241,23 +205,7 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
         "classifier.checkpoint": str(CHECKPOINT),
     }
     config = load_config(None, **overrides)
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[Any] = loop.create_future()
-    stop = asyncio.Event()
-    service = asyncio.create_task(
-        run_service(
-            config,
-            RunOptions(sources=(str(DEMO),), quiet=True),
-            stop=stop,
-            on_ready=lambda server: ready.done() or ready.set_result(server),
-        )
-    )
-    try:
-        await asyncio.wait({ready, service}, timeout=300, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            status = service.result() if service.done() else "still loading after 300 s"
-            pytest.fail(f"the service did not start serving (exit status {status}); see its log above")
-        server = ready.result()
+    async with running_service(config, [str(DEMO)], start_timeout_s=300) as server:
         watch = server.hub.subscribe()
         async with chromium_page() as page:
             await page.goto(server.url)
@@ -272,7 +220,3 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
             assert await feed_labels(page) == labels[::-1]
             await page.wait_for_selector("#ended:not([hidden])")
             await page.screenshot(path=str(ARTIFACTS / "dashboard-replay.png"), full_page=True)
-    finally:
-        stop.set()
-        status = await asyncio.wait_for(service, 60)
-    assert status == 0

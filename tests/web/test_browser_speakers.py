@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from stream.config import ServerConfig
 from stream.events.bus import EventBus
 from stream.events.eventlog import EventLog
 from stream.events.hub import Hub
 from stream.server import Server
+from tests.web.chromium import ARTIFACTS, browser_marks, chromium_page
 from tests.web.scripted import SCRIPT, Speaker
-from tests.web.test_browser import ARTIFACTS, CHROMIUM, chromium_page, hello
+from tests.web.test_browser import hello
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Chromium is not installed at {CHROMIUM}"),
-]
+pytestmark = browser_marks(120)
 
 WHO = ["S1", "S2", "S1", "S3", "S2", "S1"]
 

@@ -11,10 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
-import shutil
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,41 +19,20 @@ import pytest
 
 from stream.config import Config, load_config
 from stream.events.eventlog import read_events
-from stream.service import RunOptions, run_service
 from tests.helpers import ScriptedPredictor, ScriptedTranscriber, make_dialogue, requires_espeak, write_wav
+from tests.helpers.service import running_service
+from tests.web.chromium import ARTIFACTS, browser_marks, chromium_page
 
-CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
-if not Path(CHROMIUM).exists():
-    CHROMIUM = shutil.which("chromium") or CHROMIUM
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
 CHECKPOINT = ROOT / "models" / "emostream-default.pt"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists(),
-        reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; `make test` installs it)",
-    ),
-]
-
 playwright_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed")
+pytestmark = browser_marks(180)
 
 
-@asynccontextmanager
-async def chromium_page(
-    *, fake_mic: Path | None = None, deny_mic: bool = False, no_device: bool = False
-) -> AsyncIterator[Any]:
-    args = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
+def mic_args(*, fake_mic: Path | None = None, deny_mic: bool = False, no_device: bool = False) -> list[str]:
+    """Chromium flags for the microphone: a file played as one, a refused permission, or no device."""
+    args = ["--autoplay-policy=no-user-gesture-required"]
     if fake_mic is not None:
         args += [
             "--use-fake-ui-for-media-stream",
@@ -68,42 +43,13 @@ async def chromium_page(
         args += ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]
     elif no_device:
         args += ["--use-fake-ui-for-media-stream"]  # permission granted, but this machine has no microphone
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            page = await browser.new_page(viewport={"width": 1360, "height": 1000})
-            yield page
-        finally:
-            await browser.close()
+    return args
 
 
 def scripted_config(tmp_path: Path, **audio: Any) -> Config:
     cfg = load_config(None, **{"log.event_log_dir": str(tmp_path / "events"), "server.port": 0})
     server = dataclasses.replace(cfg.server, upload_dir=str(tmp_path / "uploads"))
     return dataclasses.replace(cfg, server=server, audio=dataclasses.replace(cfg.audio, **audio))
-
-
-@asynccontextmanager
-async def running(config: Config, sources: Sequence[str], models: Any = None) -> AsyncIterator[Any]:
-    stop = asyncio.Event()
-    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run_service(
-            config,
-            RunOptions(sources=tuple(sources), quiet=True),
-            models=models,
-            stop=stop,
-            on_ready=lambda server: ready.done() or ready.set_result(server),
-        )
-    )
-    try:
-        await asyncio.wait({ready, task}, timeout=150, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            pytest.fail(f"the service did not start (exit status {task.result() if task.done() else 'loading'})")
-        yield ready.result()
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 60) == 0
 
 
 def watch(page: Any) -> list[str]:
@@ -122,7 +68,7 @@ async def test_type_a_sentence_and_upload_a_file(tmp_path: Path) -> None:
         ScriptedPredictor(keywords={"happy": "joy", "awful": "anger"}),
     )
     cfg = scripted_config(tmp_path, replay_fast=True)
-    async with running(cfg, [str(idle)], models) as server, chromium_page() as page:
+    async with running_service(cfg, [str(idle)], models) as server, chromium_page(mic_args()) as page:
         problems = watch(page)
         await page.goto(server.url)
         await page.wait_for_selector("#conn[data-state=live]", timeout=15000)
@@ -170,32 +116,29 @@ async def test_type_a_sentence_and_upload_a_file(tmp_path: Path) -> None:
 
 
 async def test_no_microphone_is_said(tmp_path: Path) -> None:
-    idle = write_wav(tmp_path / "idle.wav", np.zeros(1600, dtype=np.float32))
-    cfg = scripted_config(tmp_path, replay_fast=True)
-    models = ScriptedTranscriber(), ScriptedPredictor()
-    async with running(cfg, [str(idle)], models) as server, chromium_page(no_device=True) as page:
-        await page.goto(server.url)
-        await page.wait_for_selector("#conn[data-state=live]", timeout=15000)
-        await page.click("#mic-btn")
-        await page.wait_for_selector("#mic-status[data-kind=error]", timeout=15000)
-        status = await page.text_content("#mic-status") or ""
-        assert "no microphone found" in status, status
-        await page.screenshot(path=str(ARTIFACTS / "tryit-no-mic.png"))
+    await check_mic_error(tmp_path, mic_args(no_device=True), "no microphone found", "tryit-no-mic.png")
 
 
 async def test_microphone_permission_denied_is_said(tmp_path: Path) -> None:
+    page = await check_mic_error(tmp_path, mic_args(deny_mic=True), "permission denied", "tryit-mic-denied.png")
+    assert page["aria-pressed"] == "false"
+
+
+async def check_mic_error(tmp_path: Path, args: list[str], expected: str, screenshot: str) -> dict[str, Any]:
+    """Click the microphone button in a page whose Chromium has ``args``: the status says ``expected``."""
     idle = write_wav(tmp_path / "idle.wav", np.zeros(1600, dtype=np.float32))
     cfg = scripted_config(tmp_path, replay_fast=True)
     models = ScriptedTranscriber(), ScriptedPredictor()
-    async with running(cfg, [str(idle)], models) as server, chromium_page(deny_mic=True) as page:
+    async with running_service(cfg, [str(idle)], models) as server, chromium_page(args) as page:
         await page.goto(server.url)
         await page.wait_for_selector("#conn[data-state=live]", timeout=15000)
         await page.click("#mic-btn")
         await page.wait_for_selector("#mic-status[data-kind=error]", timeout=15000)
         status = await page.text_content("#mic-status") or ""
-        assert "permission denied" in status, status
-        assert await page.get_attribute("#mic-btn", "aria-pressed") == "false"
-        await page.screenshot(path=str(ARTIFACTS / "tryit-mic-denied.png"))
+        assert expected in status, status
+        pressed = await page.get_attribute("#mic-btn", "aria-pressed")
+        await page.screenshot(path=str(ARTIFACTS / screenshot))
+    return {"status": status, "aria-pressed": pressed}
 
 
 async def test_the_page_passes_its_token_once(tmp_path: Path) -> None:
@@ -205,7 +148,7 @@ async def test_the_page_passes_its_token_once(tmp_path: Path) -> None:
     cfg = scripted_config(tmp_path, replay_fast=True)
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, token=token))
     models = ScriptedTranscriber(), ScriptedPredictor(keywords={"happy": "joy"})
-    async with running(cfg, [str(idle)], models) as server, chromium_page() as page:
+    async with running_service(cfg, [str(idle)], models) as server, chromium_page(mic_args()) as page:
         problems = watch(page)
         response = await page.goto(server.url)
         assert response is not None and response.status == 401
@@ -248,9 +191,9 @@ async def test_speak_into_the_page(tmp_path: Path) -> None:
             "classifier.checkpoint": str(CHECKPOINT),
         },
     )
-    async with running(cfg, [str(idle)]) as server:
+    async with running_service(cfg, [str(idle)]) as server:
         watch_sub = server.hub.subscribe()
-        async with chromium_page(fake_mic=mic_wav) as page:
+        async with chromium_page(mic_args(fake_mic=mic_wav)) as page:
             problems = watch(page)
             await page.goto(server.url)
             await page.wait_for_selector("#conn[data-state=live]", timeout=15000)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from stream import protocol
-from stream.protocol import Event, ProtocolError, parse_client_message
+from stream.client_messages import parse_client_message
+from stream.protocol import Event, ProtocolError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
