@@ -154,7 +154,8 @@ class ServerConfig:
     token: str = ""
     # The page's own streams: uploads (POST /api/streams) and its microphone (websocket /ingest)
     max_upload_mb: int = field(default=200, metadata=bounds(1, 10240))
-    upload_dir: str = "runs/uploads"  # uploads are kept in upload_dir/<run_id>/
+    upload_dir: str = "runs/uploads"  # uploads are stored in upload_dir/<run_id>/ while they replay
+    keep_uploads: bool = False  # False: an upload is deleted once its stream has ended (events stay logged)
     ingest_max_streams: int = field(default=4, metadata=bounds(0, 64))  # 0: no browser microphones
     ingest_streams_per_client: int = field(default=1, metadata=bounds(1, 16))  # per client address
     ingest_max_frame_bytes: int = field(default=65536, metadata=bounds(1024, 1 << 20))

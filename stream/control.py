@@ -35,6 +35,7 @@ class LiveControl:
         self.pipeline = pipeline
         self.run_id = run_id
         self._clock = clock
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # -- a sentence ----------------------------------------------------------------------------
 
@@ -84,7 +85,24 @@ class LiveControl:
         )
         source.name = display_name
         self.add(source, display_name)
+        if not self.config.server.keep_uploads:
+            task = asyncio.create_task(self._delete_when_ended(stream_id, path), name=f"upload-cleanup-{stream_id}")
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
         return {"stream": stream_id, "name": display_name, "kind": "file"}
+
+    async def _delete_when_ended(self, stream_id: str, path: Path) -> None:
+        """Delete an uploaded file once its stream has sent ``end`` (``server.keep_uploads = false``).
+
+        If the service stops first, the file stays: the replay may not have read all of it.
+        """
+        await self.pipeline.wait_ended([stream_id])
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, path.unlink)
+        except OSError as exc:
+            logger.warning("could not delete the upload %s after its stream ended: %s", path, exc)
+        else:
+            logger.info("upload %s deleted: stream %s has ended (server.keep_uploads = false)", path.name, stream_id)
 
     def add_ingest(self, name: str, make: Callable[[str], IngestSource]) -> IngestSource:
         """A browser microphone as a new stream (the ingest endpoint's ``add``); ValueError to refuse."""

@@ -120,7 +120,7 @@ async def test_the_token_guards_the_api(tmp_path: Path) -> None:
 
 async def test_upload_replays_the_file_as_a_new_stream(tmp_path: Path) -> None:
     clip = write_wav(tmp_path / "clip.wav", make_dialogue(["Hello there.", "I am so happy."]).audio).read_bytes()
-    async with service(tmp_path, max_upload_mb=1) as server:
+    async with service(tmp_path, max_upload_mb=1, keep_uploads=True) as server:
         port = server.port
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             await ws.recv()  # hello
@@ -143,6 +143,27 @@ async def test_upload_replays_the_file_as_a_new_stream(tmp_path: Path) -> None:
         async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             hello = json.loads(await ws.recv())
             assert {"id": "my-clip-2", "kind": "file", "name": "my clip"} in hello["data"]["streams"]
+
+
+async def test_an_upload_is_deleted_once_its_stream_has_ended(tmp_path: Path) -> None:
+    clip = write_wav(tmp_path / "clip.wav", make_dialogue(["I am so happy."]).audio).read_bytes()
+    async with service(tmp_path, max_upload_mb=1) as server:
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await ws.recv()  # hello
+            await ws.send(json.dumps({"type": "subscribe", "streams": ["gone"]}))
+            status, body = await request(server.port, "POST", "/api/streams?name=gone", clip)
+            assert status == 201, body
+            got: list[dict[str, Any]] = []
+            while not got or got[-1]["type"] != "end":
+                event = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if event["stream"] == "gone":
+                    got.append(event)
+        assert [e["data"]["label"] for e in got if e["type"] == "emotion"] == ["joy"]
+        for _ in range(100):
+            if not list((tmp_path / "uploads").glob("*/gone-*")):
+                break
+            await asyncio.sleep(0.05)
+        assert not list((tmp_path / "uploads").glob("*/gone-*")), "the upload outlived its stream"
 
 
 async def test_upload_refusals(tmp_path: Path) -> None:
