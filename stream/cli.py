@@ -12,6 +12,7 @@ from typing import Any
 
 from stream import __version__
 from stream.config import Config, ConfigError, load_config
+from training.closed_pipe import run_until_pipe_closes
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -234,21 +235,9 @@ def _setup_logging(level: str) -> None:
     )
 
 
-# Exit status of a command whose reader closed the pipe: what a shell reports for a tool killed by SIGPIPE.
-CLOSED_PIPE_STATUS = 128 + 13
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``emostream``; returns the exit status. A closed stdout (``emostream evaluate ... | head``) ends it quietly."""
-    try:
-        status = _main(argv)
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
-        return status
-    except BrokenPipeError:
-        from stream.events.console import silence_closed_stdout
-
-        silence_closed_stdout()
-        return CLOSED_PIPE_STATUS
+    return run_until_pipe_closes(lambda: _main(argv))
 
 
 def _main(argv: Sequence[str] | None) -> int:

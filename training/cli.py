@@ -7,7 +7,6 @@ Relative paths in the config file are taken relative to the file's folder.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -15,6 +14,7 @@ from collections.abc import Sequence
 
 from training.checkpoint import CheckpointError
 from training.cli_common import add_common, add_train_flags, load_config, world
+from training.closed_pipe import run_until_pipe_closes
 from training.distributed import Dist
 from training.distributed import shutdown as shutdown_distributed
 from training.evaluate_cli import cmd_evaluate, cmd_export
@@ -83,17 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``emostream-train``; returns the exit status. A closed stdout (``... | head``) ends it quietly."""
-    try:
-        status = _main(argv)
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
-        return status
-    except BrokenPipeError:
-        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot raise.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        return 128 + 13  # what a shell reports for a tool killed by SIGPIPE
+    return run_until_pipe_closes(lambda: _main(argv))
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from stream.protocol import Event
+from training.closed_pipe import silence_closed_stdout
 
-__all__ = ["ConsolePrinter", "format_event", "silence_closed_stdout"]
+__all__ = ["ConsolePrinter", "format_event"]
 
 
 def _clock(ts: float) -> str:
@@ -81,20 +81,3 @@ class ConsolePrinter:
             silence_closed_stdout(out)
             if self._on_closed is not None:
                 self._on_closed()
-
-
-def silence_closed_stdout(out: TextIO | None = None) -> None:
-    """Point stdout's descriptor at /dev/null after its reader went away.
-
-    Python flushes stdout once more at exit; on a closed pipe that flush raises again and prints
-    "Exception ignored ... BrokenPipeError". Only the real stdout is redirected.
-    """
-    if out is not None and out is not sys.stdout:
-        return
-    try:
-        fd = sys.stdout.fileno()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError):  # no real descriptor (captured by a test, already closed)
-        return
-    os.dup2(devnull, fd)
-    os.close(devnull)
