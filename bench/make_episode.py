@@ -49,21 +49,11 @@ def episode_rows(path: Path, season: int, episode: int) -> list[dict[str, str]]:
     return sorted(rows, key=lambda r: (parse_timestamp(r["StartTime"]), parse_timestamp(r["EndTime"])))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--split", choices=("train", "dev"), default="dev", help="never the test split")
-    parser.add_argument("--season", type=int, required=True)
-    parser.add_argument("--episode", type=int, required=True)
-    parser.add_argument("--max-lines", type=int, default=0, help="the first N lines only (0 = all)")
-    parser.add_argument("--meld-dir", type=Path, default=MELD_DIR)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "episodes")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    setup_logging()
-    rows = episode_rows(args.meld_dir / f"{args.split}_sent_emo.csv", args.season, args.episode)
-    if args.max_lines:
-        rows = rows[: args.max_lines]
-    rng = random.Random(args.seed)
+def speak_episode(rows: Sequence[dict[str, str]], split: str, seed: int,
+                  ) -> tuple[np.ndarray, list[Turn], dict[str, tuple[str, int, int]]]:  # fmt: skip
+    """Speak the episode's lines at their MELD times (gaps clipped to 0.05-3 s), one espeak-ng voice per
+    character; the audio, the turns as truth rows, and the voices."""
+    rng = random.Random(seed)
     voices: dict[str, tuple[str, int, int]] = {}
     parts: list[np.ndarray] = [np.zeros(int(0.5 * SAMPLE_RATE_HZ), np.float32)]
     cursor = parts[0].size
@@ -95,13 +85,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 text,
                 emotion,
                 who,
-                f"{args.split}/dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}",
+                f"{split}/dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}",
             )
         )
         cursor += speech.size
     parts.append(np.zeros(SAMPLE_RATE_HZ, np.float32))
     audio = np.concatenate(parts)
-    audio = audio + np.random.default_rng(args.seed).normal(0, 3e-4, audio.size).astype(np.float32)
+    audio = audio + np.random.default_rng(seed).normal(0, 3e-4, audio.size).astype(np.float32)
+    return audio, turns, voices
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--split", choices=("train", "dev"), default="dev", help="never the test split")
+    parser.add_argument("--season", type=int, required=True)
+    parser.add_argument("--episode", type=int, required=True)
+    parser.add_argument("--max-lines", type=int, default=0, help="the first N lines only (0 = all)")
+    parser.add_argument("--meld-dir", type=Path, default=MELD_DIR)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "episodes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    setup_logging()
+    rows = episode_rows(args.meld_dir / f"{args.split}_sent_emo.csv", args.season, args.episode)
+    if args.max_lines:
+        rows = rows[: args.max_lines]
+    audio, turns, voices = speak_episode(rows, args.split, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"meld-{args.split}-s{args.season:02d}e{args.episode:02d}"
     write_wav(args.out / f"{name}.wav", audio)

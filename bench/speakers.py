@@ -178,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.sweep:
         result["sweep"] = sweep(data, base)[:10]
+    _print_summary(result, timings_given=bool(timings))
+    write_result(f"speakers-{folder.name}", result)
+    return 0
+
+
+def _print_summary(result: dict[str, Any], *, timings_given: bool) -> None:
     for t, r in result["naive"].items():
         print(f"naive threshold {t}: error {r['error_mean']:.3f} (worst {r['error_worst']:.3f})")
     o = result["online"]
@@ -190,17 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(worst {o['error_after_corrections_worst']:.3f}), {o['corrections']} corrections "
         f"(made {o['correction_age_utterances']} utterances later)"
     )
-    if timings:
-        e = result["embed_ms_per_utterance"]
-        print(f"embedding: {e['p50']:.1f} ms/utterance p50, {e['p95']:.1f} p95; RSS +{rss2 - rss0:.0f} MB")
-    if args.sweep:
-        for r in result["sweep"][:5]:
-            print(
-                f"sweep: t={r['threshold']} pca_dims={r['pca_dims']} merge_after={r['merge_after']}: "
-                f"error {r['error_mean']:.3f}"
-            )
-    write_result(f"speakers-{folder.name}", result)
-    return 0
+    if timings_given:
+        e, rss = result["embed_ms_per_utterance"], result["rss_mb"]
+        print(f"embedding: {e['p50']:.1f} ms/utterance p50, {e['p95']:.1f} p95; RSS +{rss['added']:.0f} MB")
+    for r in result.get("sweep", [])[:5]:
+        print(
+            f"sweep: t={r['threshold']} pca_dims={r['pca_dims']} merge_after={r['merge_after']}: "
+            f"error {r['error_mean']:.3f}"
+        )
 
 
 if __name__ == "__main__":

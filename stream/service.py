@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stream import models as model_loading
@@ -93,17 +94,10 @@ async def run_service(
     fw_logger = logging.getLogger("faster_whisper")
     if fw_logger.level == logging.NOTSET:
         fw_logger.setLevel(logging.WARNING)
-    try:
-        specs = parse_sources(options.sources)
-        enrolment = model_loading.parse_enrolment(options.speakers)
-    except (SourceError, ValueError) as exc:
-        logger.error("%s", exc)
+    parsed = _parse_inputs(config, options)
+    if parsed is None:
         return 2
-    try:
-        segmenter_params(config.vad, make_vad(config.vad).frame_samples)
-    except ValueError as exc:
-        logger.error("config error in [vad]: %s", exc)
-        return 2
+    specs, enrolment = parsed
     control = _Control(stop or asyncio.Event(), asyncio.Event(), on_ready, drain_s)
     _install_signals(control)
     try:
@@ -132,6 +126,23 @@ async def run_service(
     except SinkError as exc:
         logger.error("%s", exc)
         return 1
+
+
+def _parse_inputs(config: Config, options: RunOptions) -> tuple[list[SourceSpec], list[tuple[str, Path]]] | None:
+    """The sources and enrolment clips the command line names, and the VAD settings checked; ``None``
+    (after logging why) when one is wrong: the run exits with status 2 before loading anything."""
+    try:
+        specs = parse_sources(options.sources)
+        enrolment = model_loading.parse_enrolment(options.speakers)
+    except (SourceError, ValueError) as exc:
+        logger.error("%s", exc)
+        return None
+    try:
+        segmenter_params(config.vad, make_vad(config.vad).frame_samples)
+    except ValueError as exc:
+        logger.error("config error in [vad]: %s", exc)
+        return None
+    return list(specs), list(enrolment)
 
 
 async def _load_models(config: Config, sinks: Sinks) -> tuple[Transcriber, Predictor] | None:

@@ -52,6 +52,7 @@ from training.audio_fusion import AudioFusion
 from training.data import LABELS, load_meld
 from training.featurebank import Bank, load_bank
 from training.late_fusion import (
+    FusionHead,
     FusionHeadConfig,
     expected_calibration_error,
     fit_fusion_head,
@@ -279,13 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            np.concatenate(rows.y), FusionHeadConfig(n_labels=len(LABELS), seed=args.seed),
                            sample_weight=np.concatenate(rows.w))  # fmt: skip
 
-    # calibration: dev speakers (carrier text) + the held-out 30 % of the spoken lines
-    dev_la, dev_d = _audio_only(branch, dev, running=False)
-    cal_lt = np.concatenate([texts(list(dev.text.astype(str))), texts(list(tts.text.astype(str)))[tts_cal]])
-    cal_la, cal_d = np.concatenate([dev_la, tts_la[tts_cal]]), np.concatenate([dev_d, tts_d[tts_cal]])
-    with torch.no_grad():
-        raw_logits = head.raw_logits(torch.from_numpy(cal_lt), torch.from_numpy(cal_la), torch.from_numpy(cal_d))
-    head.temperature.fill_(fit_temperature(raw_logits.numpy(), np.concatenate([dev.label, tts.label[tts_cal]])))
+    _calibrate(head, branch, texts, dev, tts.select(tts_cal), (tts_la[tts_cal], tts_d[tts_cal]))
     metrics["fusion_temperature"] = round(float(head.temperature), 3)
 
     identity = EncoderIdentity(**json.loads((Path(args.audio_bank[0]) / "meta.json").read_text())["encoder"])
@@ -307,6 +302,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.report).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
     print(json.dumps(metrics, indent=1))
     return 0
+
+
+def _calibrate(head: FusionHead, branch: AudioBranch, texts: TextCache, dev: Bank, held_out: Bank,
+               held_out_audio: tuple[np.ndarray, np.ndarray]) -> None:  # fmt: skip
+    """Fit the fusion head's temperature on dev speakers (carrier text) + the held-out spoken lines."""
+    dev_la, dev_d = _audio_only(branch, dev, running=False)
+    cal_lt = np.concatenate([texts(list(dev.text.astype(str))), texts(list(held_out.text.astype(str)))])
+    cal_la, cal_d = np.concatenate([dev_la, held_out_audio[0]]), np.concatenate([dev_d, held_out_audio[1]])
+    with torch.no_grad():
+        raw_logits = head.raw_logits(torch.from_numpy(cal_lt), torch.from_numpy(cal_la), torch.from_numpy(cal_d))
+    head.temperature.fill_(fit_temperature(raw_logits.numpy(), np.concatenate([dev.label, held_out.label])))
 
 
 def _evaluate(

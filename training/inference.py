@@ -290,28 +290,10 @@ class EmotionPredictor:
         n = len(texts)
         has_text = [t is not None for t in texts]
         has_audio = [f is not None and self.uses_audio for f in features]
-        for i in range(n):
-            if not has_text[i] and not has_audio[i]:
-                given = audio_given[i] if audio_given is not None else features[i] is not None
-                if given or text_given[i]:
-                    missing = "audio" if not self.uses_audio else "text"
-                    raise ValueError(f"row {offset + i}: this checkpoint has no {missing} branch and the row has no "
-                                     f"{'text' if missing == 'audio' else 'audio'}")  # fmt: skip
-                raise ValueError(f"row {offset + i} has neither text nor audio")
-        kwargs: dict[str, Any] = {}
+        self._check_rows(has_text, has_audio, features, audio_given, text_given, offset)
         text_idx = [i for i in range(n) if has_text[i]]
         audio_idx = [i for i in range(n) if has_audio[i]]
-        if text_idx:
-            if pooled:
-                kwargs["text_pooled"] = torch.stack([pooled[offset + i] for i in text_idx]).to(self.device)
-            else:
-                kwargs.update(self.model.tokenize([str(texts[i]) for i in text_idx], self.device))
-            kwargs["text_rows"] = torch.tensor(text_idx, device=self.device)
-            if windows is not None:
-                from training.context import PastContext
-
-                width = int(self.model.text_encoder.config.hidden_size)
-                kwargs["past"] = PastContext.stack([windows[offset + i] for i in text_idx], width).to(self.device)
+        kwargs = self._text_inputs(texts, text_idx, offset, pooled, windows) if text_idx else {}
         branches: list[dict[str, str]] = [{} for _ in range(n)]
         if self.fusion is not None:
             # The text branch alone (past context included), then the audio branch and the fusion head.
@@ -345,6 +327,36 @@ class EmotionPredictor:
                 )
             )
         return out
+
+    def _check_rows(self, has_text: Sequence[bool], has_audio: Sequence[bool], features: Sequence[np.ndarray | None],
+                    audio_given: Sequence[bool] | None, text_given: Sequence[bool], offset: int) -> None:  # fmt: skip
+        """ValueError naming the first row this checkpoint cannot classify (no usable branch)."""
+        for i, (text, audio) in enumerate(zip(has_text, has_audio, strict=True)):
+            if text or audio:
+                continue
+            given = audio_given[i] if audio_given is not None else features[i] is not None
+            if given or text_given[i]:
+                missing = "audio" if not self.uses_audio else "text"
+                raise ValueError(f"row {offset + i}: this checkpoint has no {missing} branch and the row has no "
+                                 f"{'text' if missing == 'audio' else 'audio'}")  # fmt: skip
+            raise ValueError(f"row {offset + i} has neither text nor audio")
+
+    def _text_inputs(self, texts: Sequence[str | None], text_idx: list[int], offset: int,
+                     pooled: dict[int, torch.Tensor], windows: list[list[tuple[torch.Tensor, int]]] | None,
+                     ) -> dict[str, Any]:  # fmt: skip
+        """The model's text keyword arguments: tokens (or cached pooled encodings), rows, past context."""
+        kwargs: dict[str, Any] = {}
+        if pooled:
+            kwargs["text_pooled"] = torch.stack([pooled[offset + i] for i in text_idx]).to(self.device)
+        else:
+            kwargs.update(self.model.tokenize([str(texts[i]) for i in text_idx], self.device))
+        kwargs["text_rows"] = torch.tensor(text_idx, device=self.device)
+        if windows is not None:
+            from training.context import PastContext
+
+            width = int(self.model.text_encoder.config.hidden_size)
+            kwargs["past"] = PastContext.stack([windows[offset + i] for i in text_idx], width).to(self.device)
+        return kwargs
 
     def _fuse_rows(
         self,

@@ -147,6 +147,76 @@ def evaluate_texts(model: FusionClassifier, texts: Sequence[str], labels: np.nda
     return classification_metrics(labels, pred, model.config.labels)
 
 
+def _one_cycle(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_ratio`` of the steps, then a cosine down to 0."""
+    total = max(1, total_steps)
+    warmup = max(1, int(total * warmup_ratio))
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+class _TextLoop:
+    """The training side of :func:`train_text_branch`: rows, tags, optimizer, schedule, one epoch at a time."""
+
+    def __init__(self, model: FusionClassifier, train: Sequence[Example], opts: TextBranchOptions,
+                 device: torch.device) -> None:  # fmt: skip
+        self.model, self.train, self.opts, self.device = model, train, opts, device
+        self.rng = random.Random(opts.seed)
+        self.rows = [i for i, e in enumerate(train) if e.text and e.text.strip()]
+        self.tags = speaker_tags(train)
+        self.labels = torch.tensor([e.label for e in train])
+        self.lengths = [len(str(train[i].text)) for i in self.rows]
+        enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("text_encoder.")]
+        head_params = list(model.text_head.parameters())
+        self.params = enc_params + head_params
+        self.optimizer = torch.optim.AdamW(
+            [{"params": enc_params, "lr": opts.lr_encoder}, {"params": head_params, "lr": opts.lr_head}],
+            weight_decay=opts.weight_decay,
+        )
+        self.per_epoch = math.ceil(len(self.rows) / opts.batch_size)
+        if opts.max_steps_per_epoch:
+            self.per_epoch = min(self.per_epoch, opts.max_steps_per_epoch)
+        self.scheduler = _one_cycle(self.optimizer, self.per_epoch * opts.epochs, opts.warmup_ratio)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.started = time.monotonic()
+
+    def epoch(self, epoch: int) -> list[float]:
+        """One pass over length-bucketed batches; the losses of its steps."""
+        self.model.train()
+        batches = _length_batches(self.lengths, self.opts.batch_size, self.rng)[: self.per_epoch]
+        losses: list[float] = []
+        for step, batch in enumerate(batches):
+            losses.append(self._step([self.rows[b] for b in batch]))
+            if step % 50 == 0:
+                logger.info("epoch %d step %d/%d loss %.4f (%.0f s)", epoch, step, len(batches),
+                            float(np.mean(losses[-50:])), time.monotonic() - self.started)  # fmt: skip
+        return losses
+
+    def _step(self, idx: list[int]) -> float:
+        opts, model = self.opts, self.model
+        texts = [
+            tagged(str(self.train[i].text),
+                   UNKNOWN_SPEAKER if self.rng.random() < opts.unknown_speaker_prob else self.tags[i])
+            for i in idx
+        ]  # fmt: skip
+        enc = model.tokenize(texts, self.device)
+        logits = model.text_logits(model.pool_text(enc["input_ids"], enc["attention_mask"]))
+        loss = self.loss_fn(logits.float(), self.labels[idx].to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+
 def train_text_branch(
     model: FusionClassifier,
     train: Sequence[Example],
@@ -161,63 +231,18 @@ def train_text_branch(
         raise ValueError("train_text_branch needs a model with text_head = 'linear'")
     random.seed(opts.seed)
     torch.manual_seed(opts.seed)
-    rng = random.Random(opts.seed)
     model.to(device)
-    rows = [i for i, e in enumerate(train) if e.text and e.text.strip()]
-    tags = speaker_tags(train)
-    labels = torch.tensor([e.label for e in train])
-    lengths = [len(str(train[i].text)) for i in rows]
+    loop = _TextLoop(model, train, opts, device)
     dev_texts = [tagged(str(e.text), t) for e, t in zip(dev, speaker_tags(dev), strict=True)]
     dev_labels = np.array([e.label for e in dev])
-
-    enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("text_encoder.")]
-    head_params = list(model.text_head.parameters())
-    optimizer = torch.optim.AdamW(
-        [{"params": enc_params, "lr": opts.lr_encoder}, {"params": head_params, "lr": opts.lr_head}],
-        weight_decay=opts.weight_decay,
-    )
-    per_epoch = math.ceil(len(rows) / opts.batch_size)
-    if opts.max_steps_per_epoch:
-        per_epoch = min(per_epoch, opts.max_steps_per_epoch)
-    total = max(1, per_epoch * opts.epochs)
-    warmup = max(1, int(total * opts.warmup_ratio))
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    loss_fn = nn.CrossEntropyLoss()
     result = TextBranchResult()
     best: dict[str, torch.Tensor] | None = None
-    started = time.monotonic()
     for epoch in range(1, opts.epochs + 1):
-        model.train()
-        batches = _length_batches(lengths, opts.batch_size, rng)[:per_epoch]
-        losses: list[float] = []
-        for step, batch in enumerate(batches):
-            idx = [rows[b] for b in batch]
-            texts = [
-                tagged(str(train[i].text), UNKNOWN_SPEAKER if rng.random() < opts.unknown_speaker_prob else tags[i])
-                for i in idx
-            ]
-            enc = model.tokenize(texts, device)
-            logits = model.text_logits(model.pool_text(enc["input_ids"], enc["attention_mask"]))
-            loss = loss_fn(logits.float(), labels[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(enc_params + head_params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            if step % 50 == 0:
-                logger.info("epoch %d step %d/%d loss %.4f (%.0f s)", epoch, step, len(batches),
-                            float(np.mean(losses[-50:])), time.monotonic() - started)  # fmt: skip
+        losses = loop.epoch(epoch)
         metrics = evaluate_texts(model, dev_texts, dev_labels, device, opts.eval_batch_size)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "dev_weighted_f1": metrics["weighted_f1"], "dev_macro_f1": metrics["macro_f1"],
-               "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+               "seconds": round(time.monotonic() - loop.started, 1)}  # fmt: skip
         logger.info("epoch %d: loss %.4f dev weighted-F1 %.4f macro-F1 %.4f (%.0f s)", epoch, row["train_loss"],
                     row["dev_weighted_f1"], row["dev_macro_f1"], row["seconds"])  # fmt: skip
         result.history.append(row)
@@ -229,5 +254,5 @@ def train_text_branch(
     if best is not None:
         model.load_state_dict(best, strict=False)
     model.eval()
-    result.seconds = time.monotonic() - started
+    result.seconds = time.monotonic() - loop.started
     return result

@@ -185,40 +185,12 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     audio_base: dict[str, str] | None = None
     trained_on = {"text": f"MELD train ({len(train)} lines, {meld_dir.name}/train_sent_emo.csv), speaker-tagged"}
     if args.init_from:
-        # Any text checkpoint: this command's stage 1, or one of `train` (its audio branch is kept).
-        model = FusionClassifier.from_checkpoint(args.init_from, device=str(device))
-        if not model.config.uses_text:
-            raise CheckpointError(f"--init-from {args.init_from} has no text branch")
-        meta = model.checkpoint_meta
-        report["stage1"] = {"init_from": str(args.init_from), **meta.get("extra", {}).get("stage1", {})}
-        trained_on = dict(meta.get("trained_on", {}))
-        audio_base = dict(meta.get("base_models", {}).get("audio", {})) or None
+        model, trained_on, audio_base = _from_checkpoint(args, report, device)
     else:
-        from transformers import AutoConfig
-
-        name = args.text_encoder or cfg.model.text_encoder
-        n_layers = int(AutoConfig.from_pretrained(resolve_text_encoder(name).path).num_hidden_layers)
-        # Every transformer layer trains; the word embeddings stay frozen (most of the size, little gain).
-        mcfg = ModelConfig(labels=LABELS, mode="text", text_encoder=name, text_trainable_layers=n_layers,
-                           max_text_tokens=cfg.model.max_text_tokens, text_head="linear")  # fmt: skip
-        model = FusionClassifier(mcfg)
-        opts = TextBranchOptions(epochs=args.epochs, batch_size=args.batch_size, lr_encoder=args.lr_encoder,
-                                 lr_head=args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
-                                 seed=args.seed)  # fmt: skip
-        res = train_text_branch(model, train, dev, opts, device)
-        report["stage1"] = {"options": dataclasses.asdict(opts), "history": res.history,
-                            "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
+        model = _stage1(args, cfg, train, dev, report, device)
     encoded = _encodings(model, {"train": train, "dev": dev, "test": test}, device, args.encodings, run_dir)
     if args.context_window:
-        copts = ContextOptions(window=args.context_window, epochs=args.context_epochs, seed=args.seed,
-                               kind=args.context_kind, lr=args.context_lr)  # fmt: skip
-        if args.context_fit == "dev":
-            cres = train_context_cv(model, encoded["dev"], copts, device)
-        else:
-            cres = train_context(model, encoded["train"], encoded["dev"], copts, device)
-        report["stage2"] = {"options": dataclasses.asdict(copts), "fit_on": args.context_fit, "history": cres.history,
-                            "best_epoch": cres.best_epoch, "best_dev_weighted_f1": cres.best_dev_weighted_f1,
-                            "seconds": round(cres.seconds, 1)}  # fmt: skip
+        _stage2(args, model, encoded, report, device)
     metrics = {f"meld_{s}": meld_text_metrics(model, encoded[s], args.context_window, device) for s in ("dev", "test")}
     if args.context_window and args.context_fit == "dev":
         # Fitted on dev: its dev scores are in-sample; the cross-validated one is in report.json (stage2).
@@ -232,6 +204,53 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         model, audio_base, audio_trained_on = compose_with_audio(model, args.audio_from)
         trained_on.update(audio_trained_on)
     return _write(args, run_dir, model, metrics, report=report, trained_on=trained_on, audio_base=audio_base)
+
+
+def _from_checkpoint(args: argparse.Namespace, report: dict[str, Any], device: torch.device,
+                     ) -> tuple[FusionClassifier, dict[str, str], dict[str, str] | None]:  # fmt: skip
+    """``--init-from``: any text checkpoint, this command's stage 1 or one of `train` (its audio branch is
+    kept); with what it was trained on and its audio base model."""
+    model = FusionClassifier.from_checkpoint(args.init_from, device=str(device))
+    if not model.config.uses_text:
+        raise CheckpointError(f"--init-from {args.init_from} has no text branch")
+    meta = model.checkpoint_meta
+    report["stage1"] = {"init_from": str(args.init_from), **meta.get("extra", {}).get("stage1", {})}
+    audio_base = dict(meta.get("base_models", {}).get("audio", {})) or None
+    return model, dict(meta.get("trained_on", {})), audio_base
+
+
+def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], dev: list[Any], report: dict[str, Any],
+            device: torch.device) -> FusionClassifier:  # fmt: skip
+    """Fine-tune every transformer layer + a linear head (the word embeddings stay frozen: most of the
+    size, little gain)."""
+    from transformers import AutoConfig
+
+    name = args.text_encoder or cfg.model.text_encoder
+    n_layers = int(AutoConfig.from_pretrained(resolve_text_encoder(name).path).num_hidden_layers)
+    mcfg = ModelConfig(labels=LABELS, mode="text", text_encoder=name, text_trainable_layers=n_layers,
+                       max_text_tokens=cfg.model.max_text_tokens, text_head="linear")  # fmt: skip
+    model = FusionClassifier(mcfg)
+    opts = TextBranchOptions(epochs=args.epochs, batch_size=args.batch_size, lr_encoder=args.lr_encoder,
+                             lr_head=args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
+                             seed=args.seed)  # fmt: skip
+    res = train_text_branch(model, train, dev, opts, device)
+    report["stage1"] = {"options": dataclasses.asdict(opts), "history": res.history,
+                        "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
+    return model
+
+
+def _stage2(args: argparse.Namespace, model: FusionClassifier, encoded: dict[str, EncodedSplit],
+            report: dict[str, Any], device: torch.device) -> None:  # fmt: skip
+    """The context module on the cached encodings: fitted on train (early stopping on dev) or on dev (CV)."""
+    copts = ContextOptions(window=args.context_window, epochs=args.context_epochs, seed=args.seed,
+                           kind=args.context_kind, lr=args.context_lr)  # fmt: skip
+    if args.context_fit == "dev":
+        cres = train_context_cv(model, encoded["dev"], copts, device)
+    else:
+        cres = train_context(model, encoded["train"], encoded["dev"], copts, device)
+    report["stage2"] = {"options": dataclasses.asdict(copts), "fit_on": args.context_fit, "history": cres.history,
+                        "best_epoch": cres.best_epoch, "best_dev_weighted_f1": cres.best_dev_weighted_f1,
+                        "seconds": round(cres.seconds, 1)}  # fmt: skip
 
 
 def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, metrics: dict[str, Any], *,
