@@ -111,6 +111,10 @@ class PastContext:
     def to(self, device: torch.device | str) -> PastContext:
         return PastContext(self.pooled.to(device), self.mask.to(device), self.relation.to(device))
 
+    def last(self, n: int) -> PastContext:
+        """The ``n`` most recent positions of every window (all of them when there are fewer)."""
+        return PastContext(self.pooled[:, -n:], self.mask[:, -n:], self.relation[:, -n:])
+
 
 def ContextModule(config: ContextConfig, width: int, n_labels: int) -> nn.Module:  # noqa: N802 - a factory
     """The context module of ``config.kind``; ``forward(pooled, past, text_head)`` -> corrected logits."""
@@ -136,11 +140,10 @@ class TransitionContext(nn.Module):
         self, pooled: torch.Tensor, past: PastContext, text_head: Callable[[torch.Tensor], torch.Tensor]
     ) -> torch.Tensor:
         base = text_head(pooled)
-        b, n, _ = past.pooled.shape
-        n_use = min(n, self.config.max_utterances)
-        probs = text_head(past.pooled[:, n - n_use :].to(pooled.dtype)).softmax(-1).detach()  # (B, N, K)
-        mask = past.mask[:, n - n_use :]
-        rel = past.relation[:, n - n_use :]
+        recent = past.last(self.config.max_utterances)
+        b, n_use, _ = recent.pooled.shape
+        probs = text_head(recent.pooled.to(pooled.dtype)).softmax(-1).detach()  # (B, N, K)
+        mask, rel = recent.mask, recent.relation
         distance = torch.arange(n_use - 1, -1, -1, device=pooled.device)
         weight = self.distance_logit[rel, distance.unsqueeze(0).expand(b, -1)].exp() * mask  # (B, N)
         out = self.log_temperature.exp() * base + self.bias
@@ -177,11 +180,10 @@ class AttentionContext(nn.Module):
     ) -> torch.Tensor:
         """``text_head``: the frozen single-utterance text logits of a pooled embedding."""
         base = text_head(pooled)
-        b, n, _ = past.pooled.shape
-        n_use = min(n, self.config.max_utterances)
-        past_vecs = past.pooled[:, n - n_use :].to(pooled.dtype)
-        mask = past.mask[:, n - n_use :]
-        rel = past.relation[:, n - n_use :]
+        recent = past.last(self.config.max_utterances)
+        b, n_use, _ = recent.pooled.shape
+        past_vecs = recent.pooled.to(pooled.dtype)
+        mask, rel = recent.mask, recent.relation
         past_probs = text_head(past_vecs).softmax(-1).detach()  # the text head is not trained here
         items = torch.cat([self.drop(past_vecs), past_probs], dim=-1)
         distance = torch.arange(n_use - 1, -1, -1, device=pooled.device).clamp(max=self.config.max_utterances - 1)
