@@ -76,17 +76,24 @@ async def test_enrolled_speakers_are_named_and_recognised() -> None:
     stage.close()
 
 
-async def test_transcript_and_emotion_carry_the_speaker_and_names_go_out(tmp_path: Path) -> None:
-    talk = make_dialogue(["Hello there, how are you?", "I am fine, thank you.", "Good to hear that."], gap_s=1.0)
-    events: list[Event] = []
-    stage = SpeakerStage(ScriptedEmbedder([VOICE_A, VOICE_B, VOICE_A]), ClusteringParams())
-    pipeline = Pipeline(
+def _speaker_pipeline(
+    tmp_path: Path, lines: list[str], voices: list[np.ndarray], params: ClusteringParams, events: list[Event]
+) -> Pipeline:
+    """Stream "a": ``lines`` spoken 1 s apart, scripted models, a speaker stage embedding them as ``voices``."""
+    talk = make_dialogue(lines, gap_s=1.0)
+    return Pipeline(
         [ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)],
         EventBus([events.append]),
         transcriber=ScriptedTranscriber(default="words"),  # type: ignore[arg-type]
         predictor=ScriptedPredictor(),  # type: ignore[arg-type]
-        speakers=stage,
+        speakers=SpeakerStage(ScriptedEmbedder(voices), params),
     )
+
+
+async def test_transcript_and_emotion_carry_the_speaker_and_names_go_out(tmp_path: Path) -> None:
+    events: list[Event] = []
+    lines = ["Hello there, how are you?", "I am fine, thank you.", "Good to hear that."]
+    pipeline = _speaker_pipeline(tmp_path, lines, [VOICE_A, VOICE_B, VOICE_A], ClusteringParams(), events)
     await pipeline.run()
     for kind in ("transcript", "emotion"):
         assert [e.data["speaker"] for e in events if e.type == kind] == ["S1", "S2", "S1"]
@@ -101,17 +108,9 @@ async def test_transcript_and_emotion_carry_the_speaker_and_names_go_out(tmp_pat
 async def test_corrections_go_out_as_speaker_events_and_sent_labels_stay(tmp_path: Path) -> None:
     """A loose warm-up labels the first B as S1; later evidence re-assigns it: a `corrected` event."""
     lines = ["Hello there, how are you?", "I am fine, thank you.", "Good to hear that.", "And you?", "Yes.", "Fine."]
-    talk = make_dialogue(lines, gap_s=1.0)
     events: list[Event] = []
     params = ClusteringParams(warmup=3, warmup_threshold=-0.9, correct_after=2)
-    stage = SpeakerStage(ScriptedEmbedder([VOICE_A, VOICE_B] * 3), params)
-    pipeline = Pipeline(
-        [ReplaySource("a", write_wav(tmp_path / "a.wav", talk.audio), fast=True)],
-        EventBus([events.append]),
-        transcriber=ScriptedTranscriber(default="words"),  # type: ignore[arg-type]
-        predictor=ScriptedPredictor(),  # type: ignore[arg-type]
-        speakers=stage,
-    )
+    pipeline = _speaker_pipeline(tmp_path, lines, [VOICE_A, VOICE_B] * 3, params, events)
     await pipeline.run()
     sent = [(e.data["utterance_id"], e.data["speaker"]) for e in events if e.type == "transcript"]
     assert len(sent) == 6 and sent[1][1] == "S1"  # what was sent stays as sent
