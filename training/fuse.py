@@ -350,7 +350,7 @@ def _save(text_model: FusionClassifier, fusion: AudioFusion, base: str, out: Pat
         extra["fusion_base_checkpoint"] = str(base)
         tmp = out.with_name(out.name + ".text.tmp")
         text_model.save(tmp, metrics=dict(meta.get("metrics", {})), trained_on=trained_on, extra=extra,
-                        text_encoder_fp16=meta.get("text_encoder_dtype") == "float16")  # fmt: skip
+                        text_encoder_dtype=meta.get("text_encoder_dtype", "float32"))  # fmt: skip
         blob = torch.load(tmp, map_location="cpu", weights_only=True)
         tmp.unlink()
     blob.setdefault("trained_on", {}).update(fusion.info["trained_on"])

@@ -31,6 +31,7 @@ from torch import nn
 from training.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint
 from training.features import LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
 from training.model_config import ModelConfig
+from training.text_split import upper_states
 from training.weights import ModelError, ResolvedModel, resolve_text_encoder, sha256_file
 
 if TYPE_CHECKING:
@@ -56,6 +57,11 @@ def _encoder_layers(model: nn.Module) -> nn.ModuleList:
     if best is None:
         raise ModelError(f"cannot find the layer list of {type(model).__name__}")
     return best
+
+
+def _mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 def _text_sha256(resolved: ResolvedModel) -> str:
@@ -176,8 +182,18 @@ class FusionClassifier(nn.Module):
     def pool_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The encoder's mean-pooled output over real tokens, ``(B, width)``."""
         states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return _mean_pool(states, attention_mask)
+
+    @property
+    def frozen_text_layers(self) -> int:
+        """How many of the encoder's lower layers training leaves frozen (their output can be cached)."""
+        n = len(_encoder_layers(self.text_encoder))
+        return n - min(self.config.text_trainable_layers, n)
+
+    def pool_upper(self, lower: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`pool_text` from the cached output of the frozen layers (:mod:`training.text_split`)."""
+        states = upper_states(self.text_encoder, lower, attention_mask, self.frozen_text_layers)
+        return _mean_pool(states, attention_mask)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.text_proj(self.pool_text(input_ids, attention_mask))
@@ -343,7 +359,7 @@ class FusionClassifier(nn.Module):
         return out
 
     # Checkpoint I/O lives in training.checkpoint; these are its entry points on the model.
-    save = write_checkpoint  # model.save(path, *, metrics, trained_on, audio_model, extra, text_encoder_fp16)
+    save = write_checkpoint  # model.save(path, *, metrics, trained_on, audio_model, extra, text_encoder_dtype)
     read_checkpoint = staticmethod(read_checkpoint)
 
     @classmethod

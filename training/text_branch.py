@@ -4,6 +4,8 @@ What it does differently from the joint ``train`` path, and why (issue 12's prob
 
 * every transformer layer is trained (the word-embedding table stays frozen: it is 47 MB of the
   MiniLM's 91 MB and barely moves), and the checkpoint stores those layers as float16, < 25 MB;
+  or, for a larger encoder, only its top layers: the output of the frozen ones is computed once per
+  line and cached (:mod:`training.text_split`), so an epoch costs what the top layers cost;
 * plain cross-entropy (class weighting cost weighted-F1), one-cycle learning rate;
 * each line is prefixed with its speaker's per-dialogue tag (``S1: ``, ``S2: `` ... in order of first
   appearance, as a stream's speaker stage numbers its speakers). A fraction of training lines get
@@ -31,6 +33,7 @@ from torch import nn
 from training.data import Example
 from training.metrics import classification_metrics
 from training.model import FusionClassifier
+from training.text_split import LowerCache
 
 __all__ = [
     "UNKNOWN_SPEAKER",
@@ -173,6 +176,7 @@ class _TextLoop:
         self.tags = speaker_tags(train)
         self.labels = torch.tensor([e.label for e in train])
         self.lengths = [len(str(train[i].text)) for i in self.rows]
+        self.cache = self._lower_cache() if model.frozen_text_layers else None
         enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("text_encoder.")]
         head_params = list(model.text_head.parameters())
         self.params = enc_params + head_params
@@ -186,6 +190,16 @@ class _TextLoop:
         self.scheduler = _one_cycle(self.optimizer, self.per_epoch * opts.epochs, opts.warmup_ratio)
         self.loss_fn = nn.CrossEntropyLoss()
         self.started = time.monotonic()
+
+    def _lower_cache(self) -> LowerCache:
+        """The frozen layers' output for every training line in both tag forms: rows ``0..N-1`` with
+        the speaker's tag, ``N..2N-1`` with the unknown-speaker tag."""
+        texts = [tagged(str(e.text), t) for e, t in zip(self.train, self.tags, strict=True)]
+        texts += [tagged(str(e.text), UNKNOWN_SPEAKER) for e in self.train]
+        logger.info("caching the output of the %d frozen encoder layers for %d lines", self.model.frozen_text_layers,
+                    len(texts))  # fmt: skip
+        return LowerCache.build(self.model.text_encoder, self.model.tokenize, texts, self.model.frozen_text_layers,
+                                self.device)  # fmt: skip
 
     def epoch(self, epoch: int) -> list[float]:
         """One pass over length-bucketed batches; the losses of its steps."""
@@ -201,13 +215,17 @@ class _TextLoop:
 
     def _step(self, idx: list[int]) -> float:
         opts, model = self.opts, self.model
-        texts = [
-            tagged(str(self.train[i].text),
-                   UNKNOWN_SPEAKER if self.rng.random() < opts.unknown_speaker_prob else self.tags[i])
-            for i in idx
-        ]  # fmt: skip
-        enc = model.tokenize(texts, self.device)
-        logits = model.text_logits(model.pool_text(enc["input_ids"], enc["attention_mask"]))
+        unknown = [self.rng.random() < opts.unknown_speaker_prob for _ in idx]
+        if self.cache is not None:
+            lower, mask = self.cache.batch([i + len(self.train) * u for i, u in zip(idx, unknown, strict=True)],
+                                           self.device)  # fmt: skip
+            pooled = model.pool_upper(lower, mask)
+        else:
+            texts = [tagged(str(self.train[i].text), UNKNOWN_SPEAKER if u else self.tags[i])
+                     for i, u in zip(idx, unknown, strict=True)]  # fmt: skip
+            enc = model.tokenize(texts, self.device)
+            pooled = model.pool_text(enc["input_ids"], enc["attention_mask"])
+        logits = model.text_logits(pooled)
         loss = self.loss_fn(logits.float(), self.labels[idx].to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

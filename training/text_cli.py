@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import CheckpointError
+from training.checkpoint import TEXT_ENCODER_DTYPES, CheckpointError, round_trip_text
 from training.context_train import (
     ContextOptions,
     EncodedSplit,
@@ -53,6 +53,21 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     p.add_argument("--epochs", type=int, default=3, help="stage-1 epochs (default 3)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr-encoder", type=float, default=8e-5, help="peak one-cycle learning rate (default 8e-5)")
+    p.add_argument("--lr-head", type=float, help="the linear head's peak learning rate (default: --lr-encoder)")
+    p.add_argument(
+        "--trainable-layers",
+        type=int,
+        default=0,
+        help="fine-tune only the top N encoder layers (0 = all); the output of the frozen ones is computed "
+        "once and cached, so an epoch costs what the top N cost (how MPNet-base trains here)",
+    )
+    p.add_argument(
+        "--text-encoder-dtype",
+        choices=TEXT_ENCODER_DTYPES,
+        default="float16",
+        help="how the checkpoint stores the trained encoder layers (int8: per-row scales, a quarter of float32); "
+        "the reported metrics are those of the stored weights",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--unknown-speaker-prob",
@@ -84,8 +99,11 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.epochs < 1 or args.batch_size < 1 or args.lr_encoder <= 0:
-        raise ValueError("--epochs and --batch-size must be >= 1 and --lr-encoder > 0")
+    lr_head_bad = args.lr_head is not None and args.lr_head <= 0
+    if args.epochs < 1 or args.batch_size < 1 or args.lr_encoder <= 0 or lr_head_bad:
+        raise ValueError("--epochs and --batch-size must be >= 1, --lr-encoder and --lr-head > 0")
+    if args.trainable_layers < 0:
+        raise ValueError(f"--trainable-layers must be >= 0 (0 = all), got {args.trainable_layers}")
     if not 0.0 <= args.unknown_speaker_prob <= 1.0:
         raise ValueError(f"--unknown-speaker-prob must lie in [0, 1], got {args.unknown_speaker_prob}")
     if not 0 <= args.context_window <= 64:
@@ -227,13 +245,15 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], dev
 
     name = args.text_encoder or cfg.model.text_encoder
     n_layers = int(AutoConfig.from_pretrained(resolve_text_encoder(name).path).num_hidden_layers)
-    mcfg = ModelConfig(labels=LABELS, mode="text", text_encoder=name, text_trainable_layers=n_layers,
+    trainable = min(args.trainable_layers or n_layers, n_layers)
+    mcfg = ModelConfig(labels=LABELS, mode="text", text_encoder=name, text_trainable_layers=trainable,
                        max_text_tokens=cfg.model.max_text_tokens, text_head="linear")  # fmt: skip
     model = FusionClassifier(mcfg)
     opts = TextBranchOptions(epochs=args.epochs, batch_size=args.batch_size, lr_encoder=args.lr_encoder,
-                             lr_head=args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
+                             lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
                              seed=args.seed)  # fmt: skip
     res = train_text_branch(model, train, dev, opts, device)
+    round_trip_text(model, args.text_encoder_dtype)  # what is measured from here on is what gets stored
     report["stage1"] = {"options": dataclasses.asdict(opts), "history": res.history,
                         "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
     return model
@@ -268,7 +288,8 @@ def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, met
                       audio_model=audio_base,
                       extra={"run": run_dir.name, "command": report["command"], "stage1": report.get("stage1", {}),
                              "stage2": report.get("stage2", {})},
-                      text_encoder_fp16=model.config.text_head == "linear")  # fmt: skip
+                      text_encoder_dtype=args.text_encoder_dtype if model.config.text_head == "linear" else "float32",
+                      )  # fmt: skip
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_bytes(ckpt.read_bytes())

@@ -89,7 +89,7 @@ def test_stage1_learns_keywords_and_the_fp16_checkpoint_reloads(encoder: Path, t
     opts = TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3, lr_head=3e-2, seed=0)
     result = train_text_branch(model, train, dev, opts, torch.device("cpu"))
     assert result.best_dev_weighted_f1 >= 0.9  # chance is about 1/3
-    path = model.save(tmp_path / "m.pt", text_encoder_fp16=True)
+    path = model.save(tmp_path / "m.pt", text_encoder_dtype="float16")
     loaded = FusionClassifier.from_checkpoint(path, device="cpu")
     enc = model.tokenize(["S1: honestly i am furious right now"])
     with torch.no_grad():
