@@ -206,7 +206,11 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         model, trained_on, audio_base = _from_checkpoint(args, report, device)
     else:
         model = _stage1(args, cfg, train, dev, report, device)
-    encoded = _encodings(model, {"train": train, "dev": dev, "test": test}, device, args.encodings, run_dir)
+    # Train encodings are read only by a context module fitted on train (a full encoder pass over 10k lines).
+    needed = {"dev": dev, "test": test}
+    if args.context_window and args.context_fit == "train":
+        needed["train"] = train
+    encoded = _encodings(model, needed, device, args.encodings, run_dir)
     if args.context_window:
         _stage2(args, model, encoded, report, device)
     metrics = {f"meld_{s}": meld_text_metrics(model, encoded[s], args.context_window, device) for s in ("dev", "test")}
