@@ -111,6 +111,8 @@ def _check(args: argparse.Namespace) -> None:
     for flag in ("init_from", "audio_from"):
         if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
             raise FileNotFoundError(f"--{flag.replace('_', '-')} {getattr(args, flag)} does not exist")
+    if args.audio_from:  # checked before training, not after it: a late failure would lose the trained model
+        _audio_config(FusionClassifier.read_checkpoint(args.audio_from), args.audio_from)
 
 
 def meld_text_metrics(model: FusionClassifier, split: EncodedSplit, window: int, device: torch.device,
@@ -126,15 +128,24 @@ def meld_text_metrics(model: FusionClassifier, split: EncodedSplit, window: int,
     return out
 
 
+def _audio_config(blob: dict[str, Any], audio_path: str | Path) -> ModelConfig:
+    """The model config of an ``--audio-from`` checkpoint, which must have an audio branch of its own."""
+    old = ModelConfig.from_dict(blob["model_config"])
+    if not old.uses_audio:
+        hint = " (its audio comes from a fusion head: add one with `python -m training.fuse --base`)"
+        raise CheckpointError(
+            f"{audio_path} has no audio branch to carry over" + (hint if "audio_fusion" in blob else "")
+        )
+    return old
+
+
 def compose_with_audio(
     text_model: FusionClassifier, audio_path: str | Path
 ) -> tuple[FusionClassifier, dict[str, str], dict[str, str]]:
     """A fusion model: ``text_model``'s text branch + ``audio_path``'s audio branch and head; with the
     audio base model and what the audio branch was trained on (for the checkpoint's metadata)."""
     blob = FusionClassifier.read_checkpoint(audio_path)
-    old = ModelConfig.from_dict(blob["model_config"])
-    if not old.uses_audio:
-        raise CheckpointError(f"{audio_path} has no audio branch to carry over")
+    old = _audio_config(blob, audio_path)
     from training.features import FeatureConfig
 
     fcfg = FeatureConfig.from_dict(blob["feature_config"])

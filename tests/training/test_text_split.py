@@ -89,3 +89,16 @@ def test_lower_cache_pads_rows_and_masks_the_padding(tiny: Path) -> None:
     states, mask = cache.batch([1, 0], torch.device("cpu"))
     assert states.shape[:2] == mask.shape and mask[0].all() and int(mask[1].sum()) < mask.shape[1]
     assert float(states[1, int(mask[1].sum()) :].abs().sum()) == 0.0
+
+
+def test_text_refuses_an_audio_source_without_an_audio_branch_before_training(tiny: Path, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str],
+                                                                              ) -> None:  # fmt: skip
+    from training.cli import main
+
+    text_only = _model(tiny).save(tmp_path / "text-only.pt")
+    run_dir = tmp_path / "run"
+    status = main(["text", "--audio-from", str(text_only), "--run-dir", str(run_dir), "--text-encoder", str(tiny)])
+    assert status == 2
+    assert "has no audio branch to carry over" in capsys.readouterr().err
+    assert not run_dir.exists()  # refused before any data was read or any epoch was run
