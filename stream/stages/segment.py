@@ -25,8 +25,18 @@ from stream.records import (
     SpeechBegan,
     Transcript,
     Utterance,
+    UtterancePreview,
 )
-from stream.stages.segmenter import Framer, Segmenter, SegmenterOutput, SegmenterParams, SpeechStart, TurnPause
+from stream.stages.segmenter import (
+    EndPreview,
+    Framer,
+    Segmenter,
+    SegmenterOutput,
+    SegmenterParams,
+    SpeechStart,
+    TurnPause,
+    UtteranceEnd,
+)
 from stream.stages.vad import FrameClassifier
 
 __all__ = ["SegmentStage", "TurnCheck", "segmenter_params"]
@@ -46,6 +56,7 @@ def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
         max_utterance_ms=round(vad_cfg.max_utterance_s * 1000),
         end_silence_ms=vad_cfg.end_silence_ms,
         turn_pause_ms=vad_cfg.end_of_turn_pause_ms,
+        early_start_ms=vad_cfg.early_start_ms,
     )
 
 
@@ -103,22 +114,25 @@ class SegmentStage:
                 self._count += 1
                 self._current = f"{self.stream_id}-{self._count}"
                 items.append(SpeechBegan(self.stream_id, self._current, out.start_sample / SAMPLE_RATE_HZ))
+            elif isinstance(out, EndPreview):
+                items.append(UtterancePreview(self._utterance(out.utterance, None)))
             else:
-                items.append(
-                    Utterance(
-                        stream=self.stream_id,
-                        utterance_id=self._current,
-                        start_s=out.start_sample / SAMPLE_RATE_HZ,
-                        end_s=out.end_sample / SAMPLE_RATE_HZ,
-                        speech_end_s=out.speech_end_sample / SAMPLE_RATE_HZ,
-                        audio=(out.pcm.astype(np.float32) / 32768.0),
-                        speech_end_at=self._wall_time(out.speech_end_sample),
-                        forced=out.forced,
-                        transcript=early,
-                        transcript_s=self._early_s if early is not None else 0.0,
-                    )
-                )
+                items.append(self._utterance(out, early))
         return items
+
+    def _utterance(self, out: UtteranceEnd, early: Transcript | None) -> Utterance:
+        return Utterance(
+            stream=self.stream_id,
+            utterance_id=self._current,
+            start_s=out.start_sample / SAMPLE_RATE_HZ,
+            end_s=out.end_sample / SAMPLE_RATE_HZ,
+            speech_end_s=out.speech_end_sample / SAMPLE_RATE_HZ,
+            audio=(out.pcm.astype(np.float32) / 32768.0),
+            speech_end_at=self._wall_time(out.speech_end_sample),
+            forced=out.forced,
+            transcript=early,
+            transcript_s=self._early_s if early is not None else 0.0,
+        )
 
     def _process(self, chunk: AudioChunk) -> list[SegmentItem]:
         gap, frames = self._framer.push(chunk.pcm, chunk.start_sample)
