@@ -44,7 +44,7 @@ from stream.records import Transcribed, Utterance, UtterancePreview
 from stream.report import Report
 from stream.sources import Source
 from stream.stages.classifier import ClassifierStage, Predictor
-from stream.stages.segment import SegmentStage, segmenter_params
+from stream.stages.segment import SegmentStage, change_params, segmenter_params
 from stream.stages.speakers import SpeakerStage
 from stream.stages.transcriber import Transcriber, TranscribeStage
 from stream.stages.vad import make_vad
@@ -168,6 +168,8 @@ class Pipeline:
                 "checks": sum(seg.turn_checks for seg in self._segments),
                 "ends": sum(seg.turn_ends for seg in self._segments),
                 "reused": self.asr.reused,
+                # segments cut at a change of speaker (vad.speaker_change_score)
+                "change_cuts": sum(seg.change_cuts for seg in self._segments),
             },
             # Early start: previews transcribed, used for their utterance, and dropped (speech resumed).
             "early": dict(self.asr.early),
@@ -190,6 +192,7 @@ class Pipeline:
             executor=self._threads["vad"],
             first_utterance=getattr(source, "first_utterance", 0),
             turn_check=self._turn_check,
+            change=change_params(self._config.vad),
         )
         self._segments.append(segment)
         reason = "stopped" if self._stopping else "eof"
