@@ -102,6 +102,10 @@ class ClassifierConfig:
     context: bool = True
     context_utterances: int = field(default=8, metadata=bounds(0, 64))
     context_window_s: float = field(default=90.0, metadata=bounds(0.0, 3600.0))
+    # The audio branch's running normalisation (a checkpoint trained with it): each utterance minus
+    # the running mean of its speaker's utterances so far ("speaker": per speaker label of the stream,
+    # unlabelled ones by the stream's), of the whole stream's ("stream"), or none ("off"). Reset per stream.
+    audio_norm: str = field(default="speaker", metadata=choices("speaker", "stream", "off"))
 
 
 @dataclass(frozen=True, slots=True)
