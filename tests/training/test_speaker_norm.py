@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.audio_branch import AudioBranch, AudioBranchConfig
 from training.asr_features import EncoderIdentity
+from training.audio_branch import AudioBranch, AudioBranchConfig
 from training.audio_fusion import AudioFusion
 from training.late_fusion import FusionHead, FusionHeadConfig
 from training.speaker_norm import (
