@@ -175,8 +175,6 @@ def _parser() -> argparse.ArgumentParser:
         help="speaker offsets from the earlier utterances only (before: the current one counts)",
     )
     parser.add_argument("--norm-prior", type=float, default=4.0, help="pseudo-count of the global mean in offsets")
-    parser.add_argument("--no-neutral-gate", action="store_true",
-                        help="the fusion gate does not read the text's neutral probability")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", default="", help="also write the metrics here (JSON)")
     return parser
@@ -277,7 +275,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     tts_cal = np.array([zlib.crc32(_dialogue(u).encode()) % 10 < 3 for u in tts.uid.astype(str)])
     tts_la, tts_d = _audio_only(branch, tts, running=False)
     n_words = int((~tts_cal).sum())
-    neutral = -1 if args.no_neutral_gate else LABELS.index("neutral")
     rows = _Rows()
     _voice_rows(args, branch, cfg, train, texts, rows, float(n_words))
     rows.add(texts(list(tts.text.astype(str)))[~tts_cal], tts_la[~tts_cal], tts_d[~tts_cal], tts.label[~tts_cal],
@@ -287,8 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_la, raw_d = _audio_only(branch, raw, running=False)
         rows.add(texts(list(raw.text.astype(str))), raw_la, raw_d, raw.label, np.ones(len(raw)))
     head = fit_fusion_head(np.concatenate(rows.lt), np.concatenate(rows.la), np.concatenate(rows.d),
-                           np.concatenate(rows.y), FusionHeadConfig(n_labels=len(LABELS), seed=args.seed,
-                                                                    text_neutral_index=neutral),
+                           np.concatenate(rows.y), FusionHeadConfig(n_labels=len(LABELS), seed=args.seed),
                            sample_weight=np.concatenate(rows.w))  # fmt: skip
 
     _calibrate(head, branch, texts, dev, tts.select(tts_cal), (tts_la[tts_cal], tts_d[tts_cal]))

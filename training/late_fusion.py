@@ -44,9 +44,6 @@ class FusionHeadConfig:
     lr: float = 1e-2
     weight_decay: float = 1e-3
     seed: int = 0
-    # The gate also reads how neutral the words are (the text branch's probability of this label index):
-    # neutral words carry no emotion, so there the voice should decide. -1: not read (older checkpoints).
-    text_neutral_index: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -64,20 +61,19 @@ def _entropy(logp: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
-def gate_inputs(lt: torch.Tensor, la: torch.Tensor, novelty: torch.Tensor, neutral_index: int = -1) -> torch.Tensor:
-    """The gate's per-row numbers: entropies (scaled to [0, 1]), top probabilities, novelty (clipped),
-    and with ``neutral_index >= 0`` the text's probability of that (the neutral) label."""
+def gate_inputs(lt: torch.Tensor, la: torch.Tensor, novelty: torch.Tensor) -> torch.Tensor:
+    """The gate's per-row numbers: entropies (scaled to [0, 1]), top probabilities, novelty (clipped)."""
     k = math.log(lt.shape[-1])
-    parts = [
-        _entropy(lt) / k,
-        _entropy(la) / k,
-        lt.exp().max(-1).values,
-        la.exp().max(-1).values,
-        torch.log1p(novelty.clamp(0.0, 50.0)),
-    ]
-    if neutral_index >= 0:
-        parts.append(lt[..., neutral_index].exp())
-    return torch.stack(parts, dim=-1)
+    return torch.stack(
+        [
+            _entropy(lt) / k,
+            _entropy(la) / k,
+            lt.exp().max(-1).values,
+            la.exp().max(-1).values,
+            torch.log1p(novelty.clamp(0.0, 50.0)),
+        ],
+        dim=-1,
+    )
 
 
 class FusionHead(nn.Module):
@@ -91,13 +87,12 @@ class FusionHead(nn.Module):
         out = nn.Linear(config.hidden, 2)
         nn.init.zeros_(out.weight)
         nn.init.constant_(out.bias, 0.5413)  # softplus(0.5413) = 1: start as the plain product of experts
-        n_inputs = N_GATE_INPUTS + int(config.text_neutral_index >= 0)
-        self.gate = nn.Sequential(nn.Linear(n_inputs, config.hidden), nn.Tanh(), out)
+        self.gate = nn.Sequential(nn.Linear(N_GATE_INPUTS, config.hidden), nn.Tanh(), out)
         self.register_buffer("temperature", torch.tensor(1.0))
 
     def weights(self, lt: torch.Tensor, la: torch.Tensor, novelty: torch.Tensor) -> torch.Tensor:
         """``(B, 2)``: the text and audio weights of each row."""
-        return nn.functional.softplus(self.gate(gate_inputs(lt, la, novelty, self.config.text_neutral_index)))
+        return nn.functional.softplus(self.gate(gate_inputs(lt, la, novelty)))
 
     def raw_logits(self, lt: torch.Tensor, la: torch.Tensor, novelty: torch.Tensor) -> torch.Tensor:
         w = self.weights(lt, la, novelty)

@@ -211,32 +211,3 @@ def test_audio_fusion_round_trips_through_its_blob() -> None:
     assert again.accepts_asr("abc", 8.0) and not again.accepts_asr("abc", 5.0) and not again.accepts_asr("x", 8.0)
     with pytest.raises(ValueError, match="format"):
         AudioFusion.from_blob({**blob, "format": 99})
-
-
-def test_the_gate_reading_the_words_neutrality_trusts_the_voice_only_over_neutral_words() -> None:
-    """Two regimes alike in every number the plain gate reads (text top probability 0.6, the same audio
-    confidence, familiar audio): neutral words + an emotional voice (label from the voice), and emotional
-    words + a voice that says something else (label from the words). Only the words' neutral
-    probability tells them apart."""
-    rng = np.random.default_rng(0)
-    n, neutral = 300, 1
-    y_voice = rng.integers(0, 3, n)
-    y_words = rng.choice([0, 2], n)
-    other = (y_words + rng.integers(1, 3, n)) % 3
-    words_neutral = np.eye(3)[np.full(n, neutral)]
-    words_emotional = np.eye(3)[y_words]
-    lt = np.concatenate([_logp(0.6 * words_neutral + 0.2 * (1 - words_neutral)),
-                         _logp(0.6 * words_emotional + 0.2 * (1 - words_emotional))])  # fmt: skip
-    la = np.concatenate([_logp(0.55 * np.eye(3)[y_voice] + 0.15), _logp(0.55 * np.eye(3)[other] + 0.15)])
-    nov = np.ones(2 * n, np.float32)
-    y = np.concatenate([y_voice, y_words])
-    accs = {}
-    for index in (-1, neutral):
-        head = fit_fusion_head(lt, la, nov, y, FusionHeadConfig(n_labels=3, epochs=300, text_neutral_index=index))
-        with torch.no_grad():
-            fused = head(torch.from_numpy(lt), torch.from_numpy(la), torch.from_numpy(nov)).numpy().argmax(1)
-        accs[index] = ((fused[:n] == y_voice).mean(), (fused[n:] == y_words).mean())
-    assert min(accs[neutral]) > 0.9
-    assert min(accs[-1]) < 0.8  # without it, one regime is sacrificed to the other
-    blob_head = FusionHead(FusionHeadConfig(n_labels=3, text_neutral_index=neutral))
-    assert blob_head.gate[0].in_features == 6
