@@ -105,7 +105,8 @@ class ClassifierConfig:
     # The audio branch's running normalisation (a checkpoint trained with it): each utterance minus
     # the running mean of its speaker's utterances so far ("speaker": per speaker label of the stream,
     # unlabelled ones by the stream's), of the whole stream's ("stream"), or none ("off"). Reset per stream.
-    audio_norm: str = field(default="speaker", metadata=choices("speaker", "stream", "off"))
+    # "stream" by default: the speaker stage's labels still split one voice into several (README).
+    audio_norm: str = field(default="stream", metadata=choices("speaker", "stream", "off"))
 
 
 @dataclass(frozen=True, slots=True)

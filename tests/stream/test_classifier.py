@@ -253,7 +253,7 @@ async def test_features_from_whisper_encoder_pass_are_used_and_nothing_else_is_e
     assert features[2] is not None and features[2][0] == pytest.approx(0.1)  # computed: none was carried
     assert len(pred.feature_threads) == 1
     assert pred.streams == [["a", "b", "a"]]
-    assert pred.audio_speakers == [[None, None, None]]  # no speaker stage: each stream's statistics
+    assert pred.audio_speakers == [None]  # audio_norm = "stream" (the default): per stream only
     stage.end_stream("a")
     assert pred.resets == ["a"]
 
