@@ -7,8 +7,10 @@ subscriber that stamps every event on arrival. Per utterance, from the events' o
 * end of speech ``E``: ``emotion.ts - emotion.latency_ms`` (the pipeline's reference: the wall time
   at which the last speech sample was played, from the replay's pacing);
 * VAD tail: ``speech(end).ts - E`` (the trailing silence the segmenter waits for, plus VAD work);
-* ASR: ``transcript.asr_ms`` (Whisper on the utterance);
-* features + classifier: ``emotion.ts - speech(end).ts - ASR`` (audio features, both branches, the
+* ASR: ``transcript.asr_ms`` (Whisper's time on the utterance, wherever it was spent);
+* after end: ``transcript.ts - speech(end).ts`` -- what of Whisper and the speaker label was still left
+  when the utterance ended (with ``vad.early_start_ms`` both start before the end, on its preview);
+* features + classifier: ``emotion.ts - transcript.ts`` (audio features, both branches, the
   micro-batch wait and any queueing behind the previous utterance);
 * delivery: client arrival - ``emotion.ts`` (event bus, hub queue, websocket, client parse).
 
@@ -51,7 +53,7 @@ from stream.records import SAMPLE_RATE_HZ
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 120.0  # model loading included
-STAGES = ("vad_tail", "asr", "features_classifier", "delivery", "total", "total_vs_truth")
+STAGES = ("vad_tail", "asr", "after_end", "features_classifier", "delivery", "total", "total_vs_truth")
 
 
 def parse_setting(item: str) -> tuple[str, Any]:
@@ -107,9 +109,9 @@ def breakdown(
     for uid, slot in by_utt.items():
         if not {"speech_end", "transcript", "emotion"} <= slot.keys():
             continue
-        emo, end_ev = slot["emotion"], slot["speech_end"]
+        emo, end_ev, text_ev = slot["emotion"], slot["speech_end"], slot["transcript"]
         speech_end_wall = emo["ts"] - emo["data"]["latency_ms"] / 1000
-        asr = float(slot["transcript"]["data"].get("asr_ms", 0.0)) / 1000
+        asr = float(text_ev["data"].get("asr_ms", 0.0)) / 1000
         rows.append({
             "utterance_id": uid,
             "start_s": emo["data"]["start_s"],
@@ -118,7 +120,8 @@ def breakdown(
             "speech_end_wall": speech_end_wall,
             "vad_tail": end_ev["ts"] - speech_end_wall,
             "asr": asr,
-            "features_classifier": emo["ts"] - end_ev["ts"] - asr,
+            "after_end": text_ev["ts"] - end_ev["ts"],
+            "features_classifier": emo["ts"] - text_ev["ts"],
             "delivery": slot["arrival"] - emo["ts"],
             "total": slot["arrival"] - speech_end_wall,
         })  # fmt: skip
@@ -188,9 +191,12 @@ def run_model(
     rows = breakdown(received, load_truth([truth_csv]), post_roll_s=post_roll_s)
     stages = {s: summarize([r[s] for r in rows if s in r], digits=3) for s in STAGES}
     vad_err = [r["vad_end_error"] for r in rows if "vad_end_error" in r]
+    stats = [e["data"] for _, e in received if e.get("type") == "stats"]
     return {
         "model": model,
         "utterances": len(rows),
+        # Whisper passes on previews: used for their utterance, or wasted when speech resumed (the run's last stats).
+        "early_start": stats[-1].get("early") if stats else None,
         "stages_s": stages,
         "vad_end_error_s_median": round(statistics.median(vad_err), 3) if vad_err else None,
         "service_cpu_s": round(cpu.user + cpu.system, 2),

@@ -67,6 +67,17 @@ class VADConfig:
     # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
     # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
     end_of_turn_pause_ms: int = field(default=0, metadata=bounds(0, 10000))
+    # Early start: once an utterance has had this much trailing silence, Whisper, the speaker embedding and
+    # the audio features start on it as it will be if that silence ends it; the work is used when it does
+    # and dropped when speech resumes. Where utterances end does not change. 0 = off; never before
+    # post_roll_ms of silence (until then the utterance's last samples are not known).
+    early_start_ms: int = field(default=200, metadata=bounds(0, 10000))
+    # Speaker change inside a segment (stream/stages/change_points.py): a pause of at least
+    # speaker_change_min_gap_ms whose two sides score this much (a BIC ratio on MFCCs, > 1 = two voices,
+    # plus 0.2 per semitone between their median pitches) cuts the utterance there before Whisper.
+    # Dimensionless; 0 = off (it can also cut a sentence pause of one voice: see README).
+    speaker_change_score: float = field(default=0.0, metadata=bounds(0.0, 100.0))
+    speaker_change_min_gap_ms: int = field(default=50, metadata=bounds(10, 2000))
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):

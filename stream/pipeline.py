@@ -13,7 +13,10 @@
 An utterance's audio features and its speaker (``stream.stages.speakers``, own thread) start as soon as
 its speech ends, while Whisper transcribes it, so the classifier only runs the small networks once the
 text is there and the speaker label is normally ready before it; ``transcript`` and ``emotion`` carry
-it, and a merge of two labels found to be one person goes out first as a ``speaker`` event. At a short
+it, and a merge of two labels found to be one person goes out first as a ``speaker`` event. All three
+start even earlier on an utterance's *preview* (``vad.early_start_ms``: once its post-roll of silence
+has passed, its audio is known, while the segmenter still waits for ``end_silence_ms``); the work is
+used when the utterance ends with that audio, so Whisper leaves the critical path. At a short
 pause inside an utterance, :class:`SegmentStage` may ask Whisper whether the words so far end a
 sentence (the end-of-turn check, ``vad.end_of_turn_pause_ms``). Everything runs in one
 :class:`asyncio.TaskGroup`; blocking work runs in the four one-worker thread pools this class owns
@@ -37,11 +40,11 @@ from typing import Any
 from stream.config import Config
 from stream.events.bus import EventBus
 from stream.protocol import speaker_corrected_data, speaker_merged_data, speaker_named_data
-from stream.records import Transcribed, Utterance
+from stream.records import Transcribed, Utterance, UtterancePreview
 from stream.report import Report
 from stream.sources import Source
 from stream.stages.classifier import ClassifierStage, Predictor
-from stream.stages.segment import SegmentStage, segmenter_params
+from stream.stages.segment import SegmentStage, change_params, segmenter_params
 from stream.stages.speakers import SpeakerStage
 from stream.stages.transcriber import Transcriber, TranscribeStage
 from stream.stages.vad import make_vad
@@ -94,6 +97,8 @@ class Pipeline:
         # on the audio alone may be asked (scripted test transcribers answer in call order).
         turns_on = config.vad.end_of_turn_pause_ms > 0 and getattr(transcriber, "stateless", False)
         self._turn_check = self.asr.end_of_turn if turns_on else None
+        # Early start (previews of utterances about to end) likewise needs answers that depend on the audio alone.
+        self._early_on = config.vad.early_start_ms > 0 and getattr(transcriber, "stateless", False)
         self._segments: list[SegmentStage] = []
 
         def more_stats() -> dict[str, Any]:
@@ -163,7 +168,11 @@ class Pipeline:
                 "checks": sum(seg.turn_checks for seg in self._segments),
                 "ends": sum(seg.turn_ends for seg in self._segments),
                 "reused": self.asr.reused,
-            }
+                # segments cut at a change of speaker (vad.speaker_change_score)
+                "change_cuts": sum(seg.change_cuts for seg in self._segments),
+            },
+            # Early start: previews transcribed, used for their utterance, and dropped (speech resumed).
+            "early": dict(self.asr.early),
         }
         if self.speakers is not None:
             out["speakers"] = {"rtf": round(self.speakers.rtf, 4), "failures": self.speakers.failures}
@@ -173,6 +182,8 @@ class Pipeline:
         """One source through its segment stage into the utterance queue (its audio features start here)."""
         vad = make_vad(self._config.vad)
         params = segmenter_params(self._config.vad, vad.frame_samples)
+        if not self._early_on:
+            params = dataclasses.replace(params, early_start_ms=0)
         segment = SegmentStage(
             source.stream_id,
             vad,
@@ -181,6 +192,7 @@ class Pipeline:
             executor=self._threads["vad"],
             first_utterance=getattr(source, "first_utterance", 0),
             turn_check=self._turn_check,
+            change=change_params(self._config.vad),
         )
         self._segments.append(segment)
         reason = "stopped" if self._stopping else "eof"
@@ -190,6 +202,9 @@ class Pipeline:
                     await self._bus.emit("speaker", source.stream_id, speaker_named_data(label, name))
             if not self._stopping:
                 async for utt in self.report.segments(source.stream_id, segment.run(aiter(source))):
+                    if isinstance(utt, UtterancePreview):
+                        self._start_early(utt.utterance)
+                        continue
                     self.classifier.prefetch(utt)  # audio features run while Whisper transcribes
                     if self.speakers is not None:
                         self.speakers.start(utt)  # so does the speaker embedding
@@ -204,6 +219,15 @@ class Pipeline:
             logger.exception("stream %s failed", source.stream_id)
             await self.report.source_failed(source.stream_id, exc)
         await self.report.source_ended(source.stream_id, reason, audio_s=segment.audio_s)
+
+    def _start_early(self, preview: Utterance) -> None:
+        """The utterance as it will be if the silence under way ends it: Whisper, the speaker embedding
+        and the audio features start on it now (``vad.early_start_ms``); the stages use that work when
+        the utterance ends with the same audio."""
+        self.asr.start_early(preview)
+        if self.speakers is not None:
+            self.speakers.preview(preview)
+        self.classifier.prefetch(preview)
 
     async def _close_queue_when_done(self) -> None:
         """End Whisper's input once every source (added ones too) has ended and no more can come."""

@@ -33,6 +33,8 @@ __all__ = [
     "Transcribed",
     "Transcript",
     "Utterance",
+    "UtterancePreview",
+    "same_audio",
 ]
 
 
@@ -101,7 +103,23 @@ class Utterance:
         return self.audio.size / SAMPLE_RATE_HZ
 
 
-SegmentItem = SpeechBegan | Utterance | SourceProblem
+@dataclass(frozen=True, slots=True)
+class UtterancePreview:
+    """The open ``utterance`` as it will be if the silence under way ends it (``vad.early_start_ms``).
+
+    Not an event: the later stages may start on it (Whisper, the speaker embedding, audio features) and
+    use that work when the :class:`Utterance` that follows has the same audio (:func:`same_audio`).
+    """
+
+    utterance: Utterance
+
+
+def same_audio(a: Utterance, b: Utterance) -> bool:
+    """Whether ``a`` and ``b`` are the same utterance with the same samples (a preview and its end)."""
+    return (a.stream, a.utterance_id, a.start_s, a.end_s) == (b.stream, b.utterance_id, b.start_s, b.end_s)
+
+
+SegmentItem = SpeechBegan | Utterance | UtterancePreview | SourceProblem
 
 
 # Transcribing -------------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ from stream.protocol import (
     speech_start_data,
     transcript_data,
 )
-from stream.records import Classified, SegmentItem, SourceProblem, SpeechBegan, Transcribed, Utterance
+from stream.records import (
+    Classified,
+    SegmentItem,
+    SourceProblem,
+    SpeechBegan,
+    Transcribed,
+    Utterance,
+    UtterancePreview,
+)
 from stream.sources import Source
 from stream.stages.classifier import ClassifierStage
 from stream.stages.transcriber import TranscribeStage
@@ -74,13 +82,18 @@ class Report:
 
     # The data path, in order -------------------------------------------------------------------------
 
-    async def segments(self, stream: str, items: AsyncIterator[SegmentItem]) -> AsyncIterator[Utterance]:
-        """``speech`` and ``error`` events for one stream's segment items; its utterances pass on.
+    async def segments(
+        self, stream: str, items: AsyncIterator[SegmentItem]
+    ) -> AsyncIterator[Utterance | UtterancePreview]:
+        """``speech`` and ``error`` events for one stream's segment items; its utterances (and their
+        previews, which are no event) pass on.
 
         A fatal source problem ends the stream (reason ``error``).
         """
         async for item in items:
-            if isinstance(item, SourceProblem):
+            if isinstance(item, UtterancePreview):
+                yield item
+            elif isinstance(item, SourceProblem):
                 await self._bus.emit("error", stream, error_data(item.code, item.message))
                 if item.fatal:
                     self._reason[stream] = "error"

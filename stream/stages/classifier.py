@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream.config import ClassifierConfig
-from stream.records import Classified, PredictionLike, Transcribed, Utterance
+from stream.records import Classified, PredictionLike, Transcribed, Utterance, same_audio
 from stream.stages.context import ContextRow, ContextWindows, Plan
 
 __all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
@@ -112,7 +112,8 @@ class ClassifierStage:
         self._features_executor = features_executor
         if takes_features(predictor):
             self._feature_predictor = predictor  # type: ignore[assignment]
-        self._features: dict[str, asyncio.Future[np.ndarray]] = {}  # utterance id -> its feature vector
+        # utterance id -> (the utterance or its preview, its feature vector)
+        self._features: dict[str, tuple[Utterance, asyncio.Future[np.ndarray]]] = {}
         # True when the transcriber's own encoder pass yields the features (Transcript.features): then
         # nothing is prefetched, and only an utterance arriving without them gets its own pass.
         self.features_from_asr = False
@@ -144,16 +145,23 @@ class ClassifierStage:
         return self.features_busy_s / self.audio_s if self.audio_s else 0.0
 
     def prefetch(self, utt: Utterance) -> None:
-        """Start ``utt``'s audio features now (call on the event loop when its speech ends); a no-op
-        when the predictor has no audio branch or cannot take precomputed features."""
+        """Start ``utt``'s audio features now (call on the event loop when its speech ends, or on its
+        preview: work on the same audio is not redone); a no-op when the predictor has no audio branch
+        or cannot take precomputed features."""
         if not self.features_from_asr:
             self._start_features(utt)
 
     def _start_features(self, utt: Utterance) -> None:
-        if self._feature_predictor is None or utt.audio.size == 0 or utt.utterance_id in self._features:
+        if self._feature_predictor is None or utt.audio.size == 0:
             return
+        started = self._features.get(utt.utterance_id)
+        if started is not None:
+            if same_audio(started[0], utt):
+                return
+            started[1].cancel()  # made on a preview whose audio the utterance did not end with
         loop = asyncio.get_running_loop()
-        self._features[utt.utterance_id] = loop.run_in_executor(self._features_executor, self._extract, utt.audio)
+        future = loop.run_in_executor(self._features_executor, self._extract, utt.audio)
+        self._features[utt.utterance_id] = (utt, future)
 
     def _extract(self, audio: np.ndarray) -> np.ndarray:
         assert self._feature_predictor is not None
@@ -180,7 +188,7 @@ class ClassifierStage:
                     out[i] = (rows[i][0], ready)
                     continue
                 self._start_features(utt)  # a no-op when it was prefetched
-                waits[i] = self._features.pop(utt.utterance_id)
+                waits[i] = self._features.pop(utt.utterance_id)[1]
         done = await asyncio.gather(*waits.values(), return_exceptions=True)
         failed: dict[int, str] = {}
         for i, res in zip(waits, done, strict=True):

@@ -2,7 +2,9 @@
 
 The VAD (a :class:`~stream.stages.vad.FrameClassifier`) and the sans-I/O
 :class:`~stream.stages.segmenter.Segmenter` run per chunk in a worker thread; every boundary is an
-exact sample index on the source's own timeline.
+exact sample index on the source's own timeline. With ``vad.speaker_change_score`` set, a finished
+segment (and its preview, alike) is cut at the changes of speaker :mod:`stream.stages.change_points`
+finds in it: each piece is an utterance of its own, with its own ``speech`` start.
 """
 
 from __future__ import annotations
@@ -25,11 +27,22 @@ from stream.records import (
     SpeechBegan,
     Transcript,
     Utterance,
+    UtterancePreview,
 )
-from stream.stages.segmenter import Framer, Segmenter, SegmenterOutput, SegmenterParams, SpeechStart, TurnPause
+from stream.stages.change_points import ChangeParams, change_points
+from stream.stages.segmenter import (
+    EndPreview,
+    Framer,
+    Segmenter,
+    SegmenterOutput,
+    SegmenterParams,
+    SpeechStart,
+    TurnPause,
+    UtteranceEnd,
+)
 from stream.stages.vad import FrameClassifier
 
-__all__ = ["SegmentStage", "TurnCheck", "segmenter_params"]
+__all__ = ["SegmentStage", "TurnCheck", "change_params", "segmenter_params"]
 
 # The end-of-turn check: audio of the open utterance so far -> its transcript when it ends a sentence.
 TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
@@ -46,7 +59,15 @@ def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
         max_utterance_ms=round(vad_cfg.max_utterance_s * 1000),
         end_silence_ms=vad_cfg.end_silence_ms,
         turn_pause_ms=vad_cfg.end_of_turn_pause_ms,
+        early_start_ms=vad_cfg.early_start_ms,
     )
+
+
+def change_params(vad_cfg: VADConfig) -> ChangeParams | None:
+    """``[vad]`` config -> the in-segment speaker change rule (None: off)."""
+    if vad_cfg.speaker_change_score <= 0:
+        return None
+    return ChangeParams(vad_cfg.speaker_change_score, vad_cfg.speaker_change_min_gap_ms)
 
 
 class SegmentStage:
@@ -66,8 +87,12 @@ class SegmentStage:
         executor: Executor | None = None,
         first_utterance: int = 0,
         turn_check: TurnCheck | None = None,
+        change: ChangeParams | None = None,
     ) -> None:
+        """``change``: cut segments at changes of speaker (None: only where the segmenter ends them)."""
         self.stream_id = stream_id
+        self._change = change
+        self.change_cuts = 0
         self._vad = vad
         self._framer = Framer(vad.frame_samples)
         self._seg = Segmenter(params)
@@ -103,22 +128,59 @@ class SegmentStage:
                 self._count += 1
                 self._current = f"{self.stream_id}-{self._count}"
                 items.append(SpeechBegan(self.stream_id, self._current, out.start_sample / SAMPLE_RATE_HZ))
+            elif isinstance(out, EndPreview):
+                # The same cuts and ids as the utterance will get if it ends with this audio.
+                pieces = self._pieces(out.utterance)
+                ids = [self._current] + [f"{self.stream_id}-{self._count + k}" for k in range(1, len(pieces))]
+                items += [UtterancePreview(self._utterance(p, None, uid)) for p, uid in zip(pieces, ids, strict=True)]
             else:
-                items.append(
-                    Utterance(
-                        stream=self.stream_id,
-                        utterance_id=self._current,
-                        start_s=out.start_sample / SAMPLE_RATE_HZ,
-                        end_s=out.end_sample / SAMPLE_RATE_HZ,
-                        speech_end_s=out.speech_end_sample / SAMPLE_RATE_HZ,
-                        audio=(out.pcm.astype(np.float32) / 32768.0),
-                        speech_end_at=self._wall_time(out.speech_end_sample),
-                        forced=out.forced,
-                        transcript=early,
-                        transcript_s=self._early_s if early is not None else 0.0,
-                    )
-                )
+                pieces = self._pieces(out)
+                self.change_cuts += len(pieces) - 1
+                for k, piece in enumerate(pieces):
+                    if k:  # a new speaker's piece: its own utterance, begun where the cut is
+                        self._count += 1
+                        self._current = f"{self.stream_id}-{self._count}"
+                        items.append(SpeechBegan(self.stream_id, self._current, piece.start_sample / SAMPLE_RATE_HZ))
+                    # The end-of-turn transcript read the whole segment: a cut one gets Whisper anew.
+                    items.append(self._utterance(piece, early if len(pieces) == 1 else None, self._current))
         return items
+
+    def _pieces(self, out: UtteranceEnd) -> list[UtteranceEnd]:
+        """``out`` cut at its changes of speaker (itself when there are none or the rule is off)."""
+        if self._change is None:
+            return [out]
+        cuts = change_points(out.pcm.astype(np.float32) / 32768.0, self._change)
+        if not cuts:
+            return [out]
+        bounds = [0, *cuts, out.pcm.size]
+        pieces = []
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            last = b == out.pcm.size
+            pieces.append(
+                UtteranceEnd(
+                    start_sample=out.start_sample + a,
+                    end_sample=out.start_sample + b,
+                    # A piece before a cut ends in the middle of the pause between the two voices.
+                    speech_end_sample=out.speech_end_sample if last else out.start_sample + b,
+                    pcm=out.pcm[a:b],
+                    forced=out.forced and last,
+                )
+            )
+        return pieces
+
+    def _utterance(self, out: UtteranceEnd, early: Transcript | None, utterance_id: str) -> Utterance:
+        return Utterance(
+            stream=self.stream_id,
+            utterance_id=utterance_id,
+            start_s=out.start_sample / SAMPLE_RATE_HZ,
+            end_s=out.end_sample / SAMPLE_RATE_HZ,
+            speech_end_s=out.speech_end_sample / SAMPLE_RATE_HZ,
+            audio=(out.pcm.astype(np.float32) / 32768.0),
+            speech_end_at=self._wall_time(out.speech_end_sample),
+            forced=out.forced,
+            transcript=early,
+            transcript_s=self._early_s if early is not None else 0.0,
+        )
 
     def _process(self, chunk: AudioChunk) -> list[SegmentItem]:
         gap, frames = self._framer.push(chunk.pcm, chunk.start_sample)

@@ -22,6 +22,10 @@ Rules (all lengths rounded up to whole frames):
   under the utterance's loudest one. The caller may then end the utterance right there
   (:meth:`Segmenter.end_turn`, e.g. when the words so far end a sentence) before it feeds the next frame;
   otherwise the utterance goes on as usual.
+* Early start: with ``early_start_ms`` set (taken as ``post_roll`` when shorter), once a confirmed
+  utterance has had that much silence, :class:`EndPreview` carries the utterance it *will be* if that
+  silence ends it -- the same samples, since nothing after the post-roll is kept -- so that work on it
+  can start before ``end_silence`` has passed. Where utterances end does not change.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import numpy as np
 
 from training.audio import SAMPLE_RATE_HZ
 
-__all__ = ["Framer", "Segmenter", "SegmenterParams", "SpeechStart", "TurnPause", "UtteranceEnd"]
+__all__ = ["EndPreview", "Framer", "Segmenter", "SegmenterParams", "SpeechStart", "TurnPause", "UtteranceEnd"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +53,13 @@ class SegmenterParams:
     max_utterance_ms: int = 15000
     end_silence_ms: int = 500
     turn_pause_ms: int = 0  # 0: no TurnPause outputs
+    early_start_ms: int = 0  # 0: no EndPreview outputs; never before post_roll_ms
 
     def __post_init__(self) -> None:
         if self.frame_samples <= 0:
             raise ValueError(f"frame_samples must be positive, got {self.frame_samples}")
-        for name in ("pre_roll_ms", "post_roll_ms", "min_speech_ms", "end_silence_ms", "turn_pause_ms"):
+        lengths = ("pre_roll_ms", "post_roll_ms", "min_speech_ms", "end_silence_ms", "turn_pause_ms", "early_start_ms")
+        for name in lengths:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_utterance_ms * self.sample_rate_hz < 1000 * self.frame_samples:
@@ -89,7 +95,15 @@ class TurnPause:
     speech_end_sample: int
 
 
-SegmenterOutput = SpeechStart | UtteranceEnd | TurnPause
+@dataclass(frozen=True, slots=True)
+class EndPreview:
+    """A confirmed utterance has had ``early_start_ms`` of silence: if the silence goes on until it ends the
+    utterance, that utterance is ``utterance``, sample for sample (speech resuming makes this moot)."""
+
+    utterance: UtteranceEnd
+
+
+SegmenterOutput = SpeechStart | UtteranceEnd | TurnPause | EndPreview
 
 # A sub-frame this far under the utterance's loudest is a pause, whatever the VAD says (its hangover).
 QUIET_BELOW_PEAK_DB = 30.0
@@ -140,6 +154,8 @@ class Segmenter:
         self._min_frames = max(1, params.frames(params.min_speech_ms))
         self._end_frames = max(1, params.frames(params.end_silence_ms))
         self._turn_frames = params.frames(params.turn_pause_ms) if params.turn_pause_ms else 0
+        early = max(params.frames(params.early_start_ms), self._post_frames)
+        self._early_frames = early if params.early_start_ms else 0
         sub = params.sample_rate_hz * _SUBFRAME_MS // 1000
         self._sub = sub if params.frame_samples % sub == 0 else params.frame_samples
         self._sub_ms = self._sub * 1000 / params.sample_rate_hz
@@ -213,6 +229,9 @@ class Segmenter:
                 self._discard()
         elif self._confirmed and len(self._frames) >= self._max_frames:
             out += self._split_forced()
+        elif self._confirmed and silence == self._early_frames > 0:
+            # What the end above will keep once the silence reaches end_silence (all of it is here now).
+            out.append(EndPreview(self._utterance(self._last_speech + self._post_frames + 1, forced=False)))
         return out
 
     def _split_forced(self) -> list[SegmenterOutput]:
@@ -287,21 +306,25 @@ class Segmenter:
         self._since_forced = None
         return out
 
-    def _finish(self, keep: int, *, forced: bool) -> UtteranceEnd:
+    def _utterance(self, keep: int, *, forced: bool) -> UtteranceEnd:
+        """The open utterance's first ``keep`` frames as an :class:`UtteranceEnd` (the state is unchanged)."""
         kept = self._frames[:keep]
-        rest = self._frames[keep:]
         start = kept[0][0]
         end = kept[-1][0] + kept[-1][1].size
         # The last speech frame inside what is kept (a forced cut may fall in a pause).
         spoken = [i for i in range(min(self._last_speech, keep - 1), -1, -1) if self._flags[i]]
         last = self._frames[spoken[0] if spoken else keep - 1]
-        utt = UtteranceEnd(
+        return UtteranceEnd(
             start_sample=start,
             end_sample=end,
             speech_end_sample=last[0] + last[1].size,
             pcm=np.concatenate([f for _, f in kept]),
             forced=forced,
         )
+
+    def _finish(self, keep: int, *, forced: bool) -> UtteranceEnd:
+        utt = self._utterance(keep, forced=forced)
+        rest = self._frames[keep:]
         self._reset()
         # Silence after the post-roll may serve as the next utterance's pre-roll.
         self._preroll.clear()

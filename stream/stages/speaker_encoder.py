@@ -253,7 +253,11 @@ def _load_network(resolved: ResolvedEncoder) -> nn.Module:
 
 
 class SpeakerEncoder:
-    """Audio -> unit-length speaker embedding (numpy float32). Thread-safe; uses the torch CPU threads."""
+    """Audio -> unit-length speaker embedding (numpy float32). Thread-safe; uses the torch CPU threads.
+
+    ``stateless``: an embedding depends on the audio alone, so utterance previews may be embedded early."""
+
+    stateless = True
 
     def __init__(self, network: nn.Module, model_id: str) -> None:
         self._net = network

@@ -5,6 +5,8 @@ see :mod:`stream.stages.speaker_encoder`) and assigns it with the stream's
 :class:`~stream.stages.speaker_clustering.OnlineClusterer`, both in one worker thread, so the work
 overlaps Whisper's. One worker also keeps each stream's utterances in order. :meth:`SpeakerStage.result`
 is awaited when the transcript is ready; the GE2E pass (tens of ms) is normally done long before.
+With an early start (:meth:`SpeakerStage.preview`, on an utterance's preview) the embedding is made
+while the segmenter still waits for the end of the silence, and only the clustering is left at the end.
 
 A failure on one utterance (bad audio, an encoder error) gives it no speaker (``None``), is counted in
 ``failures`` and logged; the stream goes on. Names come from enrolment (``--speaker Ross=ross.wav``)
@@ -17,14 +19,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from stream.protocol import valid_speaker_label
-from stream.records import Utterance
+from stream.records import Utterance, same_audio
 from stream.stages.speaker_clustering import ClusteringParams, Correction, Merge, OnlineClusterer
 
 __all__ = ["Embedder", "SpeakerResult", "SpeakerStage"]
@@ -67,6 +69,7 @@ class SpeakerStage:
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakers")
         self._clusterers: dict[str, OnlineClusterer] = {}
         self._futures: dict[str, asyncio.Future[SpeakerResult]] = {}
+        self._early: dict[str, tuple[Utterance, Future[np.ndarray]]] = {}  # utterance id -> preview, its embedding
         self._names: dict[str, dict[str, str]] = {}  # stream -> label -> name
         self._enrolled: list[tuple[str, np.ndarray]] = []  # (name, embedding) seeded into every stream
         self.busy_s = 0.0
@@ -110,12 +113,35 @@ class SpeakerStage:
             raise ValueError(f"stream {stream!r} has no speaker {label!r} (yet)")
         self._names.setdefault(stream, {})[label] = name
 
+    def _embed(self, audio: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self._embedder.embed(audio)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def _early_embedding(self, utt: Utterance) -> np.ndarray | None:
+        """The embedding made on ``utt``'s preview, when it had the same audio (in the worker: it is done)."""
+        entry = self._early.pop(utt.utterance_id, None)
+        if entry is None:
+            return None
+        if not same_audio(entry[0], utt):
+            entry[1].cancel()
+            return None
+        try:
+            return entry[1].result()
+        except Exception:
+            logger.warning("the early speaker embedding of %s failed; embedding it again", utt.utterance_id)
+            return None
+
     def _assign(self, utt: Utterance) -> SpeakerResult:
         t0 = time.perf_counter()
         try:
+            emb = self._early_embedding(utt)
             if utt.audio.size < self._min_audio_s * 16000:
                 return SpeakerResult(None)
-            emb = self._embedder.embed(utt.audio)
+            if emb is None:
+                emb = self._embedder.embed(utt.audio)
             assignment, merges = self._clusterer(utt.stream).add(emb, utt.utterance_id)
         except Exception:
             self.failures += 1
@@ -132,6 +158,18 @@ class SpeakerStage:
             time.perf_counter() - t0,
             assignment.corrections,
         )
+
+    def preview(self, utt: Utterance) -> None:
+        """Embed ``utt``, an open utterance as it will end (:class:`~stream.records.UtterancePreview`), now;
+        :meth:`start` on the ended utterance uses it when the audio is the same. A no-op for an embedder
+        that is not ``stateless`` (its answer must depend on the audio alone)."""
+        if not getattr(self._embedder, "stateless", False):
+            return
+        old = self._early.pop(utt.utterance_id, None)
+        if old is not None:
+            old[1].cancel()
+        if utt.audio.size >= self._min_audio_s * 16000:
+            self._early[utt.utterance_id] = (utt, self._executor.submit(self._embed, utt.audio))
 
     def start(self, utt: Utterance) -> None:
         """Start embedding and assigning ``utt`` (call in speech-end order per stream)."""
@@ -151,4 +189,5 @@ class SpeakerStage:
         return self.busy_s / self.audio_s if self.audio_s else 0.0
 
     def close(self) -> None:
+        self._early.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -2,6 +2,11 @@
 
 The transcriber (:class:`stream.stages.whisper.WhisperTranscriber` in the service) decodes a whole
 utterance per call, so the stage runs each call in a one-worker executor -- the event loop never decodes.
+
+Early start: :meth:`TranscribeStage.start_early` transcribes an utterance's preview (see
+:class:`stream.records.UtterancePreview`) while the segmenter still waits for the end of its silence;
+when the utterance then ends with the same audio, :meth:`TranscribeStage.run` takes that transcript
+instead of a second pass, so Whisper's time leaves the path from end of speech to the events.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
+from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance, same_audio
 
 __all__ = ["TranscribeStage", "Transcriber", "ends_sentence"]
 
@@ -66,6 +71,9 @@ class TranscribeStage:
         self.check_audio_s = 0.0  # audio the end-of-turn checks transcribed
         self.reused = 0  # utterances whose transcript came from their end-of-turn check
         self._running: Executor | None = executor  # the Whisper thread of the run in progress
+        # Early start: utterance id -> (its latest preview, the transcription of it under way).
+        self._early: dict[str, tuple[Utterance, asyncio.Future[tuple[Transcript, float]]]] = {}
+        self.early = {"started": 0, "used": 0, "wasted": 0}
 
     @property
     def rtf(self) -> float:
@@ -95,6 +103,46 @@ class TranscribeStage:
             self.check_audio_s += audio.size / SAMPLE_RATE_HZ
         return transcript if ends_sentence(transcript) else None
 
+    def start_early(self, preview: Utterance) -> None:
+        """Start transcribing ``preview`` (an open utterance as it will end) in the Whisper thread; a newer
+        preview of the same utterance replaces it. A no-op unless :meth:`run` is running or an executor was given."""
+        if self._running is None:
+            return
+        self._drop_early(preview.utterance_id)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._running, self._timed, preview.audio)
+        self._early[preview.utterance_id] = (preview, future)
+        self.early["started"] += 1
+
+    def _timed(self, audio: np.ndarray) -> tuple[Transcript, float]:
+        t0 = self._clock()
+        try:
+            return self._transcriber.transcribe(audio), self._clock() - t0
+        finally:
+            self.busy_s += self._clock() - t0
+
+    def _drop_early(self, utterance_id: str) -> None:
+        entry = self._early.pop(utterance_id, None)
+        if entry is not None:
+            entry[1].cancel()  # a pass not begun yet never runs; one under way finishes unread
+            self.early["wasted"] += 1
+
+    async def _take_early(self, utt: Utterance) -> tuple[Transcript, float] | None:
+        """The early transcript of ``utt`` when its preview had the same audio and the pass succeeded."""
+        entry = self._early.get(utt.utterance_id)
+        if entry is None or not same_audio(entry[0], utt):
+            self._drop_early(utt.utterance_id)
+            return None
+        del self._early[utt.utterance_id]
+        try:
+            result = await entry[1]
+        except Exception:
+            logger.warning("the early transcription of %s failed; transcribing it again", utt.utterance_id)
+            self.early["wasted"] += 1
+            return None
+        self.early["used"] += 1
+        return result
+
     async def run(self, inp: AsyncIterator[Utterance]) -> AsyncIterator[Transcribed]:
         loop = asyncio.get_running_loop()
         own = None if self._executor is not None else ThreadPoolExecutor(1, thread_name_prefix="whisper")
@@ -103,9 +151,15 @@ class TranscribeStage:
         try:
             async for utt in inp:
                 if utt.transcript is not None:  # made by the end-of-turn check on this same audio
+                    self._drop_early(utt.utterance_id)
                     self.audio_s += utt.duration_s
                     self.reused += 1
                     yield Transcribed(utt, utt.transcript, None, utt.transcript_s)
+                    continue
+                early = await self._take_early(utt)
+                if early is not None:  # transcribed while the segmenter waited for the end of the silence
+                    self.audio_s += utt.duration_s
+                    yield Transcribed(utt, early[0], None, early[1])
                     continue
                 t0 = self._clock()
                 try:
@@ -120,5 +174,7 @@ class TranscribeStage:
                 yield Transcribed(utt, transcript, error, spent)
         finally:
             self._running = self._executor
+            for uid in list(self._early):
+                self._drop_early(uid)
             if own is not None:
                 own.shutdown(wait=False, cancel_futures=True)

@@ -24,12 +24,13 @@ def test_breakdown_splits_the_stages_and_recovers_the_truth_timeline() -> None:
         end_s = speech_end + post_roll
         heard = t0 + speech_end  # the last speech sample is played
         speech_ev = heard + 0.55
-        emo_ts = speech_ev + 0.40 + 0.10
+        text_ts = speech_ev + 0.30  # Whisper took 0.40 s, 0.10 s of it before the end (early start)
+        emo_ts = text_ts + 0.10
         received += [
             (heard - 1.0, _ev("speech", heard - 1.0, state="start", utterance_id=uid, t_s=start)),
             (speech_ev + 0.001, _ev("speech", speech_ev, state="end", utterance_id=uid, start_s=start, end_s=end_s,
                                    forced=False)),
-            (emo_ts + 0.001, _ev("transcript", emo_ts, utterance_id=uid, asr_ms=400.0, text="hi")),
+            (text_ts + 0.001, _ev("transcript", text_ts, utterance_id=uid, asr_ms=400.0, text="hi")),
             (emo_ts + 0.003, _ev("emotion", emo_ts, utterance_id=uid, start_s=start, end_s=end_s,
                                  latency_ms=(emo_ts - heard) * 1000, label="joy")),
         ]  # fmt: skip
@@ -40,10 +41,11 @@ def test_breakdown_splits_the_stages_and_recovers_the_truth_timeline() -> None:
     for r in rows:
         assert r["vad_tail"] == pytest.approx(0.55)
         assert r["asr"] == pytest.approx(0.40)
+        assert r["after_end"] == pytest.approx(0.30)
         assert r["features_classifier"] == pytest.approx(0.10)
         assert r["delivery"] == pytest.approx(0.003)
-        assert r["total"] == pytest.approx(1.053)
-        assert r["total_vs_truth"] == pytest.approx(1.053 + 0.05)  # the truth ended 50 ms before the VAD's end
+        assert r["total"] == pytest.approx(0.953)
+        assert r["total_vs_truth"] == pytest.approx(0.953 + 0.05)  # the truth ended 50 ms before the VAD's end
         assert r["vad_end_error"] == pytest.approx(0.05)
 
 
