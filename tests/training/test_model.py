@@ -177,6 +177,20 @@ def test_shipped_default_checkpoint_loads_and_predicts() -> None:
         assert abs(sum(p.scores.values()) - 1.0) < 1e-6
 
 
+@pytest.mark.slow
+def test_shipped_mpnet_checkpoint_loads_from_int8_layers_and_reads_the_words() -> None:
+    path = REPO / "models" / "emostream-mpnet.pt"
+    assert path.stat().st_size < 25_000_000  # three MPNet layers: float16 would be 42 MB
+    predictor = EmotionPredictor.from_checkpoint(path, device="cpu")
+    meta = predictor.model.checkpoint_meta
+    assert meta["text_encoder_dtype"] == "int8" and meta["modalities"] == ["text", "audio"]
+    assert predictor.model_ids["text_encoder"].startswith("all-mpnet-base-v2")
+    assert predictor.model.frozen_text_layers == 9
+    preds = predictor.predict(["I can't believe you did that, get out!", "Oh wow, that's wonderful, thank you!"],
+                              [None, None])  # fmt: skip
+    assert preds[0].label in ("anger", "disgust") and preds[1].label in ("joy", "surprise")
+
+
 def test_a_row_repeated_in_one_batch_gets_its_audio_in_every_position() -> None:
     model = _audio_model()
     data = _toy_data()
