@@ -8,7 +8,8 @@ across levels. Writes into ``--out`` (default ``bench/results/ravdess_stream``, 
 audio is ever committed)::
 
     stream-clean.wav, stream-n55.wav, stream-n45.wav   16 kHz mono 16-bit
-    truth.csv        start_s,end_s,text,emotion (``emostream evaluate``'s plain truth format)
+    truth.csv        start_s,end_s,text,emotion,speaker (``emostream evaluate``'s plain truth format; the
+                     speaker is the actor, so the evaluation also scores the speaker labels)
     manifest.json    per row: the clip file, its label, actor; the noise levels
 
 Calm is scored as neutral (7 MELD classes). Usage:
@@ -110,10 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         levels.append({"file": f"{name}.wav", "noise_dbfs": None if level == "none" else float(level)})
     with (out / "truth.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["start_s", "end_s", "text", "emotion"])
+        w.writerow(["start_s", "end_s", "text", "emotion", "speaker"])
         for e, (s, t) in zip(examples, spans, strict=True):
             said = "Kids are talking by the door." if e.uid.split("-")[4] == "01" else "Dogs are sitting by the door."
-            w.writerow([f"{s:.3f}", f"{t:.3f}", said, LABELS[e.label]])
+            w.writerow([f"{s:.3f}", f"{t:.3f}", said, LABELS[e.label], e.speaker])
     manifest = {
         "actors": args.actors, "seed": args.seed, "calm": "neutral", "streams": levels,
         "duration_s": round(audio.size / SAMPLE_RATE_HZ, 2),

@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     matched = match_truth([(s / SAMPLE_RATE_HZ, e / SAMPLE_RATE_HZ) for s, e, _ in utts],
                           [(t.start_s, t.end_s) for t in truth])  # fmt: skip
     encoder = AsrEncoder(config.asr.model, pad_s=config.asr.pad_s, cpu_threads=2)
-    feats, labels, uids, texts = [], [], [], []
+    feats, labels, uids, texts, speakers = [], [], [], [], []
     used: set[int] = set()
     for (_, _, pcm), j in zip(utts, matched, strict=True):
         if j < 0 or j in used or truth[j].emotion is None:
@@ -89,11 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         labels.append(LABELS.index(str(truth[j].emotion)))
         uids.append(f"{Path(args.media).stem}/{j}")
         texts.append(truth[j].text)
+        # The truth's speaker where it names one (the audio branch's per-speaker statistics), else the stream.
+        speakers.append(truth[j].speaker or Path(args.media).stem)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = len(feats)
     np.savez(out / "shard-0000.npz", features=np.asarray(feats, dtype=np.float32), label=np.asarray(labels),
-             uid=np.asarray(uids), corpus=np.asarray(["stream"] * n), speaker=np.asarray([Path(args.media).stem] * n),
+             uid=np.asarray(uids), corpus=np.asarray(["stream"] * n), speaker=np.asarray(speakers),
              text=np.asarray(texts), variant=np.zeros(n, dtype=np.int64))  # fmt: skip
     logger.info("%s: %d utterances cut, %d of %d truth rows matched", args.media, len(utts), n, len(truth))
     return 0

@@ -113,6 +113,11 @@ class ClassifierConfig:
     context: bool = True
     context_utterances: int = field(default=8, metadata=bounds(0, 64))
     context_window_s: float = field(default=90.0, metadata=bounds(0.0, 3600.0))
+    # The audio branch's running normalisation (a checkpoint trained with it): each utterance minus
+    # the running mean of its speaker's utterances so far ("speaker": per speaker label of the stream,
+    # unlabelled ones by the stream's), of the whole stream's ("stream"), or none ("off"). Reset per stream.
+    # "stream" by default: the speaker stage's labels still split one voice into several (README).
+    audio_norm: str = field(default="stream", metadata=choices("speaker", "stream", "off"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,11 @@ Input: the vector of :func:`training.asr_features.pool_utterance` (encoder mean 
 span, prosody). The branch
 
 1. standardises it with training-set statistics;
-2. optionally subtracts a **speaker (stream) offset**: the running mean of the standardised vectors
-   already seen from the same speaker or stream, shrunk toward zero with ``norm_prior`` pseudo-counts
-   (:class:`RunningOffset`). A live stream has exactly this; training draws the offset from a random
-   number of the same speaker's other clips so that the head sees offsets of every maturity;
+2. optionally subtracts a **speaker offset** (:mod:`training.speaker_norm`): the running mean of the
+   standardised vectors heard so far from the same speaker (the current one included when
+   ``norm_includes_current``), shrunk toward zero with ``norm_prior`` pseudo-counts. A live stream has
+   exactly this (per speaker label, or per stream); training simulates it: each training speaker's
+   clips as a stream in a random order, each row normalised by the clips before it;
 3. classifies with a small MLP (an ensemble of ``members``, averaged in log space);
 4. measures how unlike its training audio the input is (:class:`Novelty`: the distance off the
    principal subspace of the standardised training vectors, *before* the speaker offset, so that a
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AudioBranch", "AudioBranchConfig", "Novelty", "RunningOffset", "fit_audio_branch", "speaker_offsets"]
+from training.speaker_norm import RunningOffset, running_offsets, simulated_stream_offsets, speaker_offsets
+
+__all__ = [
+    "AudioBranch",
+    "AudioBranchConfig",
+    "Novelty",
+    "RunningOffset",
+    "evaluate_rows",
+    "fit_audio_branch",
+    "out_of_fold_logp",
+    "simulated_logp",
+    "speaker_offsets",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +58,9 @@ class AudioBranchConfig:
     members: int = 3  # ensemble size
     speaker_norm: bool = True
     norm_prior: float = 4.0  # pseudo-count of the global mean in the running speaker offset
+    # The utterance being classified counts in its own speaker offset (causal: it is already heard).
+    # False in checkpoints written before this key existed (their offsets are of the earlier rows only).
+    norm_includes_current: bool = False
     novelty_dims: int = 32  # PCA dimensions of the novelty score
     novelty_low_pct: float = 97.0  # training percentile where abstention starts ...
     novelty_high_pct: float = 99.0  # ... and where it is complete (uniform output)
@@ -64,67 +80,6 @@ class AudioBranchConfig:
         if unknown:
             raise ValueError(f"unknown audio branch config keys: {', '.join(unknown)}")
         return cls(**data)
-
-
-class RunningOffset:
-    """Per-key (speaker or stream) running mean of standardised vectors, shrunk toward zero.
-
-    ``offset(key)`` before ``update(key, x)``: an utterance is normalised by what came before it only.
-    """
-
-    def __init__(self, dim: int, prior: float) -> None:
-        self._dim = dim
-        self._prior = prior
-        self._sums: dict[str, np.ndarray] = {}
-        self._counts: dict[str, int] = {}
-
-    def offset(self, key: str) -> np.ndarray:
-        n = self._counts.get(key, 0)
-        if n == 0:
-            return np.zeros(self._dim, dtype=np.float32)
-        return (self._sums[key] / (n + self._prior)).astype(np.float32)
-
-    def update(self, key: str, x: np.ndarray) -> None:
-        self._sums[key] = self._sums.get(key, np.zeros(self._dim, dtype=np.float64)) + x
-        self._counts[key] = self._counts.get(key, 0) + 1
-
-    def count(self, key: str) -> int:
-        return self._counts.get(key, 0)
-
-    def reset(self, key: str | None = None) -> None:
-        if key is None:
-            self._sums.clear()
-            self._counts.clear()
-        else:
-            self._sums.pop(key, None)
-            self._counts.pop(key, None)
-
-
-def speaker_offsets(
-    z: np.ndarray, speakers: np.ndarray, prior: float, rng: np.random.Generator | None, *, max_seen: int = 40
-) -> np.ndarray:
-    """Offsets for standardised rows ``z``: the shrunk mean of other rows of the same speaker.
-
-    With ``rng``: a random number (0..``max_seen``) of random other rows (training: every stage of a
-    stream); without: all other rows (a speaker whose whole session was heard).
-    """
-    out = np.zeros_like(z)
-    for spk in np.unique(speakers):
-        idx = np.flatnonzero(speakers == spk)
-        n = idx.size
-        if n < 2:
-            continue
-        if rng is None:
-            k = np.full(n, n - 1)
-            chosen = ~np.eye(n, dtype=bool)
-        else:
-            k = rng.integers(0, min(max_seen, n - 1) + 1, size=n)
-            noise = rng.random((n, n))
-            np.fill_diagonal(noise, 2.0)  # never the row itself
-            ranks = noise.argsort(axis=1).argsort(axis=1)
-            chosen = ranks < k[:, None]
-        out[idx] = (chosen.astype(z.dtype) @ z[idx]) / (k[:, None] + prior)
-    return out
 
 
 class Novelty(nn.Module):
@@ -225,10 +180,13 @@ def fit_audio_branch(
     *,
     sample_weight: np.ndarray | None = None,
     novelty_rows: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> AudioBranch:
     """Train on raw feature rows ``x`` (labels ``y``, speaker of each row for the offsets).
 
     ``novelty_rows``: which rows define "familiar" audio for the novelty score (default all).
+    ``groups``: the clip of each row (its copies share it; default: every row its own clip), so that a
+    simulated stream holds each clip once and no row is normalised by a copy of itself.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -244,13 +202,16 @@ def fit_audio_branch(
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(cw, dtype=torch.float32), reduction="none",
                                   label_smoothing=config.label_smoothing)  # fmt: skip
     w = torch.ones(len(y)) if sample_weight is None else torch.from_numpy(sample_weight).float()
+    clips = np.arange(len(y)) if groups is None else np.asarray(groups)
     yt = torch.from_numpy(y).long()
     for member in branch.members:
         opt = torch.optim.AdamW(member.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * math.ceil(len(y) / 64))
         member.train()
         for _ in range(config.epochs):
-            off = speaker_offsets(z, speakers, config.norm_prior, rng) if config.speaker_norm else np.zeros_like(z)
+            off = (simulated_stream_offsets(z, speakers, clips, config.norm_prior, rng,
+                                            include_current=config.norm_includes_current)
+                   if config.speaker_norm else np.zeros_like(z))  # fmt: skip
             zin = torch.from_numpy(z - off)
             order = torch.from_numpy(rng.permutation(len(y)))
             for s in range(0, len(y), 64):
@@ -271,17 +232,63 @@ def standardised(branch: AudioBranch, x: np.ndarray) -> np.ndarray:
 def evaluate_rows(
     branch: AudioBranch, x: np.ndarray, speakers: Sequence[str] | np.ndarray, *, running: bool
 ) -> np.ndarray:
-    """Log-probabilities for rows in order; offsets from all other rows of the speaker, or (``running``)
-    from the rows before it only, as in a live stream."""
+    """Log-probabilities for rows in order; offsets from the speaker's whole session (oracle), or
+    (``running``) from the rows before it only (and itself, per the config), as in a live stream."""
     z = standardised(branch, x)
-    spk = np.asarray(speakers)
+    spk = np.asarray(speakers).astype(str)
+    prior, current = branch.config.norm_prior, branch.config.norm_includes_current
     if running:
-        state = RunningOffset(z.shape[1], branch.config.norm_prior)
-        off = np.zeros_like(z)
-        for i in range(len(z)):
-            off[i] = state.offset(str(spk[i]))
-            state.update(str(spk[i]), z[i])
+        off = running_offsets(z, spk, prior, include_current=current)
     else:
-        off = speaker_offsets(z, spk, branch.config.norm_prior, None)
+        off = speaker_offsets(z, spk, prior, include_current=current)
     logp, _ = branch.predict(torch.from_numpy(z), torch.from_numpy(off))
     return logp.numpy()
+
+
+def simulated_logp(
+    branch: AudioBranch, x: np.ndarray, speakers: np.ndarray, groups: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Log-probabilities of rows with the offsets a live stream would give them (each speaker's clips
+    as a stream in a random order, see :func:`training.speaker_norm.simulated_stream_offsets`)."""
+    z = standardised(branch, x)
+    cfg = branch.config
+    off = (simulated_stream_offsets(z, np.asarray(speakers), np.asarray(groups), cfg.norm_prior, rng,
+                                    include_current=cfg.norm_includes_current)
+           if cfg.speaker_norm else np.zeros_like(z))  # fmt: skip
+    logp, _ = branch.predict(torch.from_numpy(z), torch.from_numpy(off))
+    return logp.numpy()
+
+
+def out_of_fold_logp(
+    x: np.ndarray, y: np.ndarray, speakers: np.ndarray, groups: np.ndarray, config: AudioBranchConfig, *,
+    folds: int = 4, epochs: int = 20, fit_temperature: Callable[[np.ndarray, np.ndarray], float] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Audio log-probabilities of every row from a branch that never saw its speaker (speaker folds),
+    with stream-like causal offsets, as the fusion head meets them at run time. ``fit_temperature``:
+    one temperature fitted on all out-of-fold rows (as the final branch's on dev speakers), so the head
+    learns on probabilities as sharp as the ones it will get."""
+    spk = np.asarray(speakers)
+    order = np.unique(spk)
+    rng = np.random.default_rng(config.seed)
+    rng.shuffle(order)
+    held_out = [np.isin(spk, order[f::folds]) for f in range(folds)]
+    branches = []
+    for f, te in enumerate(held_out):
+        cfg = dataclasses.replace(config, members=1, epochs=epochs)
+        branches.append(fit_audio_branch(x[~te], y[~te], spk[~te], cfg, groups=np.asarray(groups)[~te]))
+        logger.info("out-of-fold audio: fold %d/%d", f + 1, folds)
+
+    def predict() -> np.ndarray:
+        out = np.zeros((len(y), config.n_labels), dtype=np.float32)
+        for branch, te in zip(branches, held_out, strict=True):
+            out[te] = simulated_logp(branch, x[te], spk[te], np.asarray(groups)[te], np.random.default_rng(config.seed))
+        return out
+
+    out = predict()
+    if fit_temperature is not None:
+        t = fit_temperature(out, y)
+        for branch in branches:
+            branch.temperature.fill_(t)
+        out = predict()
+        logger.info("out-of-fold audio: temperature %.3f", t)
+    return out

@@ -5,7 +5,8 @@ text model: the audio branch (:class:`training.audio_branch.AudioBranch`), the f
 (:class:`training.late_fusion.FusionHead`), the identity of the Whisper encoder pass its features come
 from (model sha256, compute type, ``pad_s``), how it was trained (the command) and its metrics.
 :class:`AudioFusion` turns rows of (text log-probabilities or nothing, feature vector or nothing) into
-fused log-probabilities, keeping per-stream running speaker offsets.
+fused log-probabilities, keeping running speaker offsets per stream and per speaker label within it
+(:class:`training.speaker_norm.StreamSpeakerOffsets`).
 
 Features are computed from the ASR's own encoder output when the service's Whisper is the one the
 branch was trained on (:meth:`AudioFusion.accepts_asr`), else by one encoder pass of that Whisper
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 
 from training.asr_features import AsrEncoder, EncoderIdentity, pool_utterance
-from training.audio_branch import AudioBranch, AudioBranchConfig, RunningOffset
+from training.audio_branch import AudioBranch, AudioBranchConfig
 from training.late_fusion import FusionHead, FusionHeadConfig
+from training.speaker_norm import StreamSpeakerOffsets
 
 __all__ = ["AUDIO_FUSION_FORMAT", "AudioFusion"]
 
@@ -63,7 +65,8 @@ class AudioFusion:
         self.prosody = prosody
         self.info = dict(info or {})
         self.labels_n = branch.config.n_labels
-        self._offsets = RunningOffset(branch.config.dim, branch.config.norm_prior)
+        cfg = branch.config
+        self._offsets = StreamSpeakerOffsets(cfg.dim, cfg.norm_prior, include_current=cfg.norm_includes_current)
         self._lock = threading.Lock()
         self._encoder: AsrEncoder | None = None
 
@@ -128,21 +131,22 @@ class AudioFusion:
 
     # ------------------------------------------------------------------ prediction
     def reset(self, key: str | None = None) -> None:
-        """Forget the running speaker offsets of ``key`` (all when None)."""
+        """Forget the running speaker offsets of stream ``key`` and its speakers (all when None)."""
         with self._lock:
             self._offsets.reset(key)
 
     @torch.no_grad()
-    def audio_logp(self, feats: np.ndarray, keys: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(log-probabilities after abstention, novelty) of raw feature rows, updating running offsets."""
+    def audio_logp(
+        self, feats: np.ndarray, keys: Sequence[str | None], speakers: Sequence[str | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(log-probabilities after abstention, novelty) of raw feature rows, updating running offsets.
+
+        ``keys``: each row's stream (None: no running normalisation for that row); ``speakers``: each
+        row's speaker label within its stream (None: the stream's statistics normalise the row)."""
         z = self.branch.standardise(torch.from_numpy(np.asarray(feats, dtype=np.float32)))
-        off = torch.zeros_like(z)
         with self._lock:
-            for i, key in enumerate(keys):
-                if key is not None:
-                    off[i] = torch.from_numpy(self._offsets.offset(key))
-                    self._offsets.update(key, z[i].numpy().astype(np.float64))
-        logp, d = self.branch.predict(z, off)
+            off = self._offsets.observe(z.numpy(), keys, speakers)
+        logp, d = self.branch.predict(z, torch.from_numpy(off))
         return logp.numpy(), d.numpy()
 
     @torch.no_grad()

@@ -12,7 +12,8 @@ Data (speaker-independent; the test speakers are never trained on, the dev speak
   itself and as stream-like copies (roll, noise, level), 7 MELD classes;
 * fusion head, paired rows of two regimes, so that it learns when to trust which branch:
   **voice** -- those clips with neutral words (their own carrier sentence, or a neutral MELD line),
-  label from the voice; audio log-probabilities out of fold (4 speaker folds), as at test time;
+  label from the voice; audio log-probabilities out of fold (4 speaker folds; causal speaker offsets of
+  a simulated stream; temperature-calibrated), as at test time;
   **words** -- MELD dev lines spoken by espeak-ng (random voice, rate, pitch: the voice carries
   nothing), label from the text; and **agree** -- a clip with a MELD line of its own label.
   With a ``meld-raw`` bank (real MELD clips from MELD.Raw) its rows join the words regime as real
@@ -47,6 +48,8 @@ from training.audio_branch import (
     AudioBranchConfig,
     evaluate_rows,
     fit_audio_branch,
+    out_of_fold_logp,
+    simulated_logp,
 )
 from training.audio_fusion import AudioFusion
 from training.data import LABELS, load_meld
@@ -134,30 +137,18 @@ def _metrics(logp: np.ndarray, y: np.ndarray) -> dict[str, Any]:
             "ece": round(expected_calibration_error(logp, y), 4)}  # fmt: skip
 
 
-def oof_audio(
-    x: np.ndarray, y: np.ndarray, spk: np.ndarray, cfg: AudioBranchConfig, *, folds: int = 4, oof_epochs: int = 20
-) -> np.ndarray:
-    """Out-of-fold audio log-probabilities by speaker folds (what the fusion head sees at test time)."""
-    speakers = np.unique(spk)
-    rng = np.random.default_rng(cfg.seed)
-    rng.shuffle(speakers)
-    out = np.zeros((len(y), cfg.n_labels), dtype=np.float32)
-    for f in range(folds):
-        held = speakers[f::folds]
-        te = np.isin(spk, held)
-        branch = fit_audio_branch(x[~te], y[~te], spk[~te], dataclasses.replace(cfg, members=1, epochs=oof_epochs))
-        out[te] = evaluate_rows(branch, x[te], spk[te], running=False)
-        logger.info("out-of-fold audio: fold %d/%d", f + 1, folds)
-    return out
-
-
 def _shuffled(bank: Bank, seed: int = 0) -> Bank:
     """Clips in a random order (corpus files sort by emotion: a running statistic would see them so)."""
     return bank.select(np.random.default_rng(seed).permutation(len(bank)))
 
 
-def _audio_only(branch: AudioBranch, bank: Bank, *, running: bool) -> tuple[np.ndarray, np.ndarray]:
-    logp = evaluate_rows(branch, bank.features, bank.speaker, running=running)
+def _audio_only(branch: AudioBranch, bank: Bank, *, running: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """(log-probabilities, novelty) of a bank's rows; offsets: the whole session (``False``), causal in
+    the bank's order (``True``), or (``None``) each speaker's clips as a stream in a random order."""
+    if running is None:
+        logp = simulated_logp(branch, bank.features, bank.speaker, bank.uid, np.random.default_rng(0))
+    else:
+        logp = evaluate_rows(branch, bank.features, bank.speaker, running=running)
     z = torch.from_numpy((bank.features - branch.feat_mean.numpy()) / branch.feat_std.numpy()).float()
     return logp, branch.novelty.distance(z).numpy()
 
@@ -178,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--no-speaker-norm", action="store_true")
+    parser.add_argument(
+        "--norm-exclude-current",
+        action="store_true",
+        help="speaker offsets from the earlier utterances only (before: the current one counts)",
+    )
+    parser.add_argument("--norm-prior", type=float, default=4.0, help="pseudo-count of the global mean in offsets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", default="", help="also write the metrics here (JSON)")
     return parser
@@ -189,18 +186,27 @@ def _train_audio(
     """The audio branch on the train speakers, its temperature on the dev speakers, test metrics."""
     cfg = AudioBranchConfig(dim=train.features.shape[1], n_labels=len(LABELS), hidden=args.hidden,
                             members=args.members, epochs=args.epochs, speaker_norm=not args.no_speaker_norm,
+                            norm_prior=args.norm_prior, norm_includes_current=not args.norm_exclude_current,
                             seed=args.seed)  # fmt: skip
     logger.info("audio branch: %d train rows, %d dev, %d test", len(train), len(dev), len(test))
-    branch = fit_audio_branch(train.features, train.label, train.speaker, cfg)
-    dev_logp, _ = _audio_only(branch, dev, running=False)
+    branch = fit_audio_branch(train.features, train.label, train.speaker, cfg, groups=train.uid)
+    dev_logp, _ = _audio_only(branch, dev, running=None)
     branch.temperature.fill_(fit_temperature(dev_logp, dev.label))
     metrics["audio_temperature"] = round(float(branch.temperature), 3)
     for name, bank in (("ravdess_test", test.select(_in(test.speaker, RAVDESS_TEST))),
                        ("emodb_test", test.select(_in(test.speaker, EMODB_TEST)))):  # fmt: skip
-        clips = _shuffled(bank.select(bank.variant == 0))
-        for running in (False, True):
-            logp, _ = _audio_only(branch, clips, running=running)
-            metrics[f"audio_only/{name}/clips/{'running' if running else 'speaker'}"] = _metrics(logp, clips.label)
+        clips = bank.select(bank.variant == 0)
+        logp, _ = _audio_only(branch, clips, running=False)
+        metrics[f"audio_only/{name}/clips/speaker"] = _metrics(logp, clips.label)
+        # Causal: each clip normalised by its speaker's clips before it. The order matters (+-0.02 here),
+        # so five random orders; the first is the order of the fused figures below.
+        orders = [_metrics(_audio_only(branch, _shuffled(clips, seed), running=True)[0], _shuffled(clips, seed).label)
+                  for seed in range(5)]  # fmt: skip
+        metrics[f"audio_only/{name}/clips/running"] = orders[0]
+        metrics[f"audio_only/{name}/clips/running_5_orders_accuracy"] = {
+            "mean": round(float(np.mean([m["accuracy"] for m in orders])), 4),
+            "each": [m["accuracy"] for m in orders],
+        }
         aug = bank.select(bank.variant > 0)
         if len(aug):
             logp, _ = _audio_only(branch, aug, running=False)
@@ -235,7 +241,8 @@ def _voice_rows(
     for e in meld_dev:
         by_label.setdefault(e.label, []).append(str(e.text))
     rng = np.random.default_rng(args.seed)
-    la_train = oof_audio(train.features, train.label, train.speaker, cfg, oof_epochs=min(args.epochs, 20))
+    la_train = out_of_fold_logp(train.features, train.label, train.speaker, train.uid, cfg,
+                                epochs=min(args.epochs, 20), fit_temperature=fit_temperature)  # fmt: skip
     z = (train.features - branch.feat_mean.numpy()) / branch.feat_std.numpy()
     d_train = branch.novelty.distance(torch.from_numpy(z).float()).numpy()
     voice_txt = [t if (c == "ravdess" and rng.random() < 0.5) else str(rng.choice(neutral_lines))
@@ -307,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _calibrate(head: FusionHead, branch: AudioBranch, texts: TextCache, dev: Bank, held_out: Bank,
                held_out_audio: tuple[np.ndarray, np.ndarray]) -> None:  # fmt: skip
     """Fit the fusion head's temperature on dev speakers (carrier text) + the held-out spoken lines."""
-    dev_la, dev_d = _audio_only(branch, dev, running=False)
+    dev_la, dev_d = _audio_only(branch, dev, running=None)
     cal_lt = np.concatenate([texts(list(dev.text.astype(str))), texts(list(held_out.text.astype(str)))])
     cal_la, cal_d = np.concatenate([dev_la, held_out_audio[0]]), np.concatenate([dev_d, held_out_audio[1]])
     with torch.no_grad():
@@ -321,13 +328,22 @@ def _evaluate(
     rav = _shuffled(test.select(_in(test.speaker, RAVDESS_TEST) & (test.variant == 0)))
     sets = [("ravdess_test_clips", rav), *extra]
     for name, bank in sets:
+        # One stream per set, in its order; rows of a named speaker (a clip's actor, a stream bank's truth
+        # speaker) are normalised by that speaker's rows so far, as with the service's speaker labels.
+        stream: list[str | None] = [name] * len(bank)
+        speakers: list[str | None] = [str(s) if str(s) != name else None for s in bank.speaker]
         fusion.reset()
-        la, d = fusion.audio_logp(bank.features, [str(s) for s in bank.speaker])
+        la, d = fusion.audio_logp(bank.features, stream, speakers)
         lt = texts(list(bank.text.astype(str)))
         fused = fusion.fuse(lt, la, d)
         metrics[f"{name}/text_only"] = _metrics(lt, bank.label)
         metrics[f"{name}/audio_only"] = _metrics(la, bank.label)
         metrics[f"{name}/fused"] = _metrics(fused, bank.label)
+        if any(speakers):
+            fusion.reset()
+            la_s, d_s = fusion.audio_logp(bank.features, stream)
+            metrics[f"{name}/audio_only_stream_norm"] = _metrics(la_s, bank.label)
+            metrics[f"{name}/fused_stream_norm"] = _metrics(fusion.fuse(lt, la_s, d_s), bank.label)
         la0, d0 = fusion.audio_logp(bank.features, [None] * len(bank))
         metrics[f"{name}/audio_only_no_running_norm"] = _metrics(la0, bank.label)
         metrics[f"{name}/fused_no_running_norm"] = _metrics(fusion.fuse(lt, la0, d0), bank.label)

@@ -197,17 +197,21 @@ class EmotionPredictor:
         speakers: Sequence[str | None] | None = None,
         past: Sequence[Sequence[PastItem]] | None = None,
         streams: Sequence[str | None] | None = None,
+        audio_speakers: Sequence[str | None] | None = None,
         _audio_given: Sequence[bool] | None = None,
     ) -> list[Prediction]:
         """Like :meth:`predict`, with precomputed audio feature vectors (length :attr:`feature_dim`).
 
-        ``streams``: the stream (or speaker) of each row; a fusion checkpoint's audio branch normalises a
-        row by the running statistics of the rows of its stream classified before it (None: none).
+        ``streams``: the stream of each row; a fusion checkpoint's audio branch normalises a row by the
+        running statistics of its stream's rows classified so far (None: none). ``audio_speakers``: each
+        row's speaker label within its stream; a labelled row is normalised by that speaker's rows
+        instead (None: the stream's).
         """
         n = len(texts)
         if len(features) != n:
             raise ValueError(f"got {n} texts but {len(features)} feature rows")
-        for name, seq in (("speakers", speakers), ("past", past), ("streams", streams)):
+        named = (("speakers", speakers), ("past", past), ("streams", streams), ("audio_speakers", audio_speakers))
+        for name, seq in named:
             if seq is not None and len(seq) != n:
                 raise ValueError(f"got {n} texts but {len(seq)} rows of {name}")
         inputs = [
@@ -220,6 +224,9 @@ class EmotionPredictor:
             # One encoder pass per line; the context module and the stream's cache reuse it.
             pooled = self._encode({i: t for i, t in enumerate(inputs) if t is not None})
         windows = self._resolve_past(past, pooled, n) if past is not None and self.uses_context else None
+        keys = None
+        if streams is not None:
+            keys = [(st, audio_speakers[i] if audio_speakers is not None else None) for i, st in enumerate(streams)]
         out: list[Prediction] = []
         for start in range(0, n, self.batch_size):
             end = min(n, start + self.batch_size)
@@ -232,7 +239,7 @@ class EmotionPredictor:
                     offset=start,
                     pooled=pooled,
                     windows=windows,
-                    streams=streams[start:end] if streams is not None else None,
+                    audio_keys=keys[start:end] if keys is not None else None,
                 )
             )
         return out
@@ -283,10 +290,11 @@ class EmotionPredictor:
         offset: int,
         pooled: dict[int, torch.Tensor],
         windows: list[list[tuple[torch.Tensor, int]]] | None,
-        streams: Sequence[str | None] | None = None,
+        audio_keys: Sequence[tuple[str | None, str | None]] | None = None,
     ) -> list[Prediction]:
         """``texts`` are already in the form the text branch reads (or ``None``); ``pooled`` and
-        ``windows`` are indexed by row over the whole call (``offset`` is this batch's first row)."""
+        ``windows`` are indexed by row over the whole call (``offset`` is this batch's first row);
+        ``audio_keys``: each row's (stream, speaker) for the audio branch's running statistics."""
         n = len(texts)
         has_text = [t is not None for t in texts]
         has_audio = [f is not None and self.uses_audio for f in features]
@@ -298,7 +306,7 @@ class EmotionPredictor:
         if self.fusion is not None:
             # The text branch alone (past context included), then the audio branch and the fusion head.
             text_logp = self.model(batch_size=n, **kwargs).float().log_softmax(-1).cpu().numpy()
-            logp = self._fuse_rows(text_logp, features, has_text, audio_idx, streams, branches)
+            logp = self._fuse_rows(text_logp, features, has_text, audio_idx, audio_keys, branches)
             probs = np.exp(logp.astype(np.float64))
         else:
             if audio_idx:
@@ -364,7 +372,7 @@ class EmotionPredictor:
         features: Sequence[np.ndarray | None],
         has_text: list[bool],
         audio_idx: list[int],
-        streams: Sequence[str | None] | None,
+        audio_keys: Sequence[tuple[str | None, str | None]] | None,
         branches: list[dict[str, str]],
     ) -> np.ndarray:
         """Log-probabilities: the text branch's where there is no audio, the audio branch's where there is
@@ -376,8 +384,8 @@ class EmotionPredictor:
         stacked = np.stack([np.asarray(features[i], dtype=np.float32).reshape(-1) for i in audio_idx])
         if stacked.shape[1] != self.fusion.dim:
             raise ValueError(f"audio feature vectors must have length {self.fusion.dim}, got {stacked.shape[1]}")
-        keys = [streams[i] for i in audio_idx] if streams is not None else [None] * len(audio_idx)
-        la, novelty = self.fusion.audio_logp(stacked, keys)
+        keys = [audio_keys[i] if audio_keys is not None else (None, None) for i in audio_idx]
+        la, novelty = self.fusion.audio_logp(stacked, [k[0] for k in keys], [k[1] for k in keys])
         both = [j for j, i in enumerate(audio_idx) if has_text[i]]
         if both:
             rows = [audio_idx[j] for j in both]

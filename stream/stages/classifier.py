@@ -117,8 +117,10 @@ class ClassifierStage:
         # True when the transcriber's own encoder pass yields the features (Transcript.features): then
         # nothing is prefetched, and only an utterance arriving without them gets its own pass.
         self.features_from_asr = False
-        # The predictor normalises audio per stream (running statistics): it gets each row's stream.
-        self._stream_keys = callable(getattr(predictor, "reset_stream", None))
+        # The predictor normalises audio by running statistics: it gets each row's stream, and with
+        # audio_norm = "speaker" each row's speaker label too (the speaker stage's, per stream).
+        self._stream_keys = callable(getattr(predictor, "reset_stream", None)) and config.audio_norm != "off"
+        self._speaker_keys = config.audio_norm == "speaker"
         self.features_busy_s = 0.0
         self.feature_failures = 0
         self.batches = 0
@@ -323,10 +325,10 @@ class ClassifierStage:
             tags = planned[1].tags if planned is not None else None
             past = planned[1].past if planned is not None and self.reads_context else None
             ids = planned[1].ids if planned is not None and self.reads_context else None
-            streams = [batch[i].utterance.stream for i in ready]
+            keys = [(batch[i].utterance.stream, getattr(batch[i], "speaker", None)) for i in ready]
             t0 = self._clock()
             try:
-                preds = await self._predict(texts, audio, tags, past, streams)
+                preds = await self._predict(texts, audio, tags, past, keys)
                 for k, (i, pred) in enumerate(zip(ready, preds, strict=True)):
                     results[i] = Classified(batch[i], pred, None, len(ready),
                                             context_ids=ids[k] if ids is not None else None)  # fmt: skip
@@ -347,7 +349,7 @@ class ClassifierStage:
                         try:
                             (pred,) = await self._predict([rows[i][0]], [rows[i][1]],
                                                           None if tags is None else [tags[k]], row_past,
-                                                          [batch[i].utterance.stream])  # fmt: skip
+                                                          [keys[k]])  # fmt: skip
                             results[i] = Classified(batch[i], pred, None, 1, context_ids=row_ids)
                             self._remember(planned, k, pred)
                         except Exception as row_exc:
@@ -374,10 +376,11 @@ class ClassifierStage:
         audio: list[np.ndarray | None],
         tags: list[str | None] | None = None,
         past: list[list[tuple[np.ndarray | int, int]]] | None = None,
-        streams: list[str] | None = None,
+        keys: list[tuple[str, str | None]] | None = None,
     ) -> Sequence[PredictionLike]:
         """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`);
-        ``tags``/``past``: speaker tags and past windows, for predictors that read them."""
+        ``tags``/``past``: speaker tags and past windows, for predictors that read them; ``keys``: each
+        row's (stream, speaker label) for the audio branch's running statistics."""
         loop = asyncio.get_running_loop()
         fp = self._feature_predictor
         fn = fp.predict_features if fp is not None else self._predictor.predict
@@ -386,8 +389,10 @@ class ClassifierStage:
             kwargs["speakers"] = tags
         if past is not None:
             kwargs["past"] = past
-        if fp is not None and self._stream_keys and streams is not None:
-            kwargs["streams"] = streams  # running per-stream audio statistics
+        if fp is not None and self._stream_keys and keys is not None:
+            kwargs["streams"] = [k[0] for k in keys]  # running audio statistics per stream ...
+            if self._speaker_keys:
+                kwargs["audio_speakers"] = [k[1] for k in keys]  # ... and per speaker in it
         preds: Sequence[Any] = await loop.run_in_executor(self._executor, functools.partial(fn, **kwargs), texts, audio)
         if len(preds) != len(texts):
             raise RuntimeError(f"predict returned {len(preds)} results for {len(texts)} inputs")

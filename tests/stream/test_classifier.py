@@ -204,11 +204,13 @@ async def test_a_text_only_checkpoint_never_computes_features() -> None:
 
 
 class StreamKeyPredictor(FeatureScriptedPredictor):
-    """Normalises per stream like ``EmotionPredictor``: takes ``streams=`` and can forget a stream."""
+    """Normalises per stream like ``EmotionPredictor``: takes ``streams=`` (and ``audio_speakers=``) and
+    can forget a stream."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.streams: list[list[str | None]] = []
+        self.audio_speakers: list[list[str | None] | None] = []
         self.resets: list[str | None] = []
 
     def predict_features(
@@ -217,8 +219,10 @@ class StreamKeyPredictor(FeatureScriptedPredictor):
         features: Sequence[np.ndarray | None],
         *,
         streams: Sequence[str | None] | None = None,
+        audio_speakers: Sequence[str | None] | None = None,
     ) -> Sequence[object]:
         self.streams.append(list(streams or []))
+        self.audio_speakers.append(None if audio_speakers is None else list(audio_speakers))
         return super().predict_features(texts, features)
 
     def reset_stream(self, stream: str | None = None) -> None:
@@ -249,8 +253,27 @@ async def test_features_from_whisper_encoder_pass_are_used_and_nothing_else_is_e
     assert features[2] is not None and features[2][0] == pytest.approx(0.1)  # computed: none was carried
     assert len(pred.feature_threads) == 1
     assert pred.streams == [["a", "b", "a"]]
+    assert pred.audio_speakers == [None]  # audio_norm = "stream" (the default): per stream only
     stage.end_stream("a")
     assert pred.resets == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("audio_norm", "streams", "speakers"),
+    [("speaker", ["a", "a", "b"], ["S1", "S2", None]), ("stream", ["a", "a", "b"], None), ("off", [], None)],
+)
+async def test_audio_norm_gives_the_predictor_each_rows_stream_and_speaker_label(
+    audio_norm: str, streams: list[str], speakers: list[str | None] | None
+) -> None:
+    """``[classifier] audio_norm``: per speaker label (unlabelled rows: the stream's), per stream, or off."""
+    pred = StreamKeyPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20, audio_norm=audio_norm))
+    items = [item("a", 0), item("a", 1), item("b", 0)]
+    items = [dataclasses.replace(it, speaker=spk) for it, spk in zip(items, ["S1", "S2", None], strict=True)]
+    out = [c async for c in stage.run(arrive(items))]
+    assert all(c.prediction is not None for c in out)
+    assert pred.streams == [streams]
+    assert pred.audio_speakers == [speakers]
 
 
 class ContextPredictor(ScriptedPredictor):

@@ -56,6 +56,7 @@ def test_partial_file_overrides_only_its_keys(tmp_path: Path) -> None:
         ("[training.data]\nravdess_test_actors = ['x']\n", "training.data.ravdess_test_actors[0]"),
         ("[server]\nallowed_origins = 'http://x'\n", "server.allowed_origins must be a list"),
         ("vad = 3\n", "[vad] must be a table"),
+        ("[classifier]\naudio_norm = 'voice'\n", "classifier.audio_norm"),
         ("[audio]\nmic_retry_initial_s = 5.0\nmic_retry_max_s = 1.0\n", "audio.mic_retry_max_s"),
     ],
 )
