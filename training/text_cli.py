@@ -217,6 +217,7 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         model, trained_on, audio_base = _from_checkpoint(args, report, device)
     else:
         model = _stage1(args, cfg, train, dev, report, device)
+    round_trip_text(model, _stored_dtype(args, model))  # what is measured from here on is what gets stored
     # Train encodings are read only by a context module fitted on train (a full encoder pass over 10k lines).
     needed = {"dev": dev, "test": test}
     if args.context_window and args.context_fit == "train":
@@ -268,7 +269,6 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], dev
                              lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
                              seed=args.seed)  # fmt: skip
     res = train_text_branch(model, train, dev, opts, device)
-    round_trip_text(model, args.text_encoder_dtype)  # what is measured from here on is what gets stored
     report["stage1"] = {"options": dataclasses.asdict(opts), "history": res.history,
                         "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
     return model
@@ -288,6 +288,12 @@ def _stage2(args: argparse.Namespace, model: FusionClassifier, encoded: dict[str
                         "seconds": round(cres.seconds, 1)}  # fmt: skip
 
 
+def _stored_dtype(args: argparse.Namespace, model: FusionClassifier) -> str:
+    """How the checkpoint stores the trained encoder layers: ``--text-encoder-dtype`` for this command's
+    own text branch (linear head); a ``train`` checkpoint's branch taken with ``--init-from`` stays float32."""
+    return str(args.text_encoder_dtype) if model.config.text_head == "linear" else "float32"
+
+
 def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, metrics: dict[str, Any], *,
            report: dict[str, Any], trained_on: dict[str, str], audio_base: dict[str, str] | None) -> int:  # fmt: skip
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -303,8 +309,7 @@ def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, met
                       audio_model=audio_base,
                       extra={"run": run_dir.name, "command": report["command"], "stage1": report.get("stage1", {}),
                              "stage2": report.get("stage2", {})},
-                      text_encoder_dtype=args.text_encoder_dtype if model.config.text_head == "linear" else "float32",
-                      )  # fmt: skip
+                      text_encoder_dtype=_stored_dtype(args, model))  # fmt: skip
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_bytes(ckpt.read_bytes())
