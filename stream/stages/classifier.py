@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream.config import ClassifierConfig
-from stream.records import Classified, PredictionLike, Transcribed, Utterance, same_audio
+from stream.records import Classified, PredictionLike, Transcribed, Utterance
 from stream.stages.context import ContextRow, ContextWindows, Plan
+from stream.stages.early import EarlyWork
 
 __all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
 
@@ -112,8 +113,8 @@ class ClassifierStage:
         self._features_executor = features_executor
         if takes_features(predictor):
             self._feature_predictor = predictor  # type: ignore[assignment]
-        # utterance id -> (the utterance or its preview, its feature vector)
-        self._features: dict[str, tuple[Utterance, asyncio.Future[np.ndarray]]] = {}
+        # Each utterance's (or its preview's) feature vector under way.
+        self._features: EarlyWork[asyncio.Future[np.ndarray]] = EarlyWork()
         # True when the transcriber's own encoder pass yields the features (Transcript.features): then
         # nothing is prefetched, and only an utterance arriving without them gets its own pass.
         self.features_from_asr = False
@@ -154,14 +155,11 @@ class ClassifierStage:
     def _start_features(self, utt: Utterance) -> None:
         if self._feature_predictor is None or utt.audio.size == 0:
             return
-        started = self._features.get(utt.utterance_id)
-        if started is not None:
-            if same_audio(started[0], utt):
-                return
-            started[1].cancel()  # made on a preview whose audio the utterance did not end with
+        if self._features.has(utt):
+            return
+        # Work made on a preview whose audio the utterance did not end with is dropped by put().
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._features_executor, self._extract, utt.audio)
-        self._features[utt.utterance_id] = (utt, future)
+        self._features.put(utt, loop.run_in_executor(self._features_executor, self._extract, utt.audio))
 
     def _extract(self, audio: np.ndarray) -> np.ndarray:
         assert self._feature_predictor is not None
@@ -184,11 +182,13 @@ class ClassifierStage:
                 transcript = batch[i].transcript
                 ready = transcript.features if transcript is not None else None
                 if ready is not None:  # from Whisper's own encoder pass
-                    self._features.pop(utt.utterance_id, None)
+                    self._features.drop(utt.utterance_id)
                     out[i] = (rows[i][0], ready)
                     continue
                 self._start_features(utt)  # a no-op when it was prefetched
-                waits[i] = self._features.pop(utt.utterance_id)[1]
+                future = self._features.claim(utt)
+                assert future is not None  # just started on this very audio
+                waits[i] = future
         done = await asyncio.gather(*waits.values(), return_exceptions=True)
         failed: dict[int, str] = {}
         for i, res in zip(waits, done, strict=True):

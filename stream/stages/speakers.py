@@ -26,7 +26,8 @@ from typing import Protocol
 import numpy as np
 
 from stream.protocol import valid_speaker_label
-from stream.records import Utterance, same_audio
+from stream.records import Utterance
+from stream.stages.early import EarlyWork
 from stream.stages.speaker_clustering import ClusteringParams, Correction, Merge, OnlineClusterer
 
 __all__ = ["Embedder", "SpeakerResult", "SpeakerStage"]
@@ -69,7 +70,7 @@ class SpeakerStage:
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakers")
         self._clusterers: dict[str, OnlineClusterer] = {}
         self._futures: dict[str, asyncio.Future[SpeakerResult]] = {}
-        self._early: dict[str, tuple[Utterance, Future[np.ndarray]]] = {}  # utterance id -> preview, its embedding
+        self._early: EarlyWork[Future[np.ndarray]] = EarlyWork()  # embeddings made on previews
         self._names: dict[str, dict[str, str]] = {}  # stream -> label -> name
         self._enrolled: list[tuple[str, np.ndarray]] = []  # (name, embedding) seeded into every stream
         self.busy_s = 0.0
@@ -122,16 +123,14 @@ class SpeakerStage:
 
     def _early_embedding(self, utt: Utterance) -> np.ndarray | None:
         """The embedding made on ``utt``'s preview, when it had the same audio (in the worker: it is done)."""
-        entry = self._early.pop(utt.utterance_id, None)
-        if entry is None:
-            return None
-        if not same_audio(entry[0], utt):
-            entry[1].cancel()
+        future = self._early.claim(utt)
+        if future is None:
             return None
         try:
-            return entry[1].result()
+            return future.result()
         except Exception:
             logger.warning("the early speaker embedding of %s failed; embedding it again", utt.utterance_id)
+            self._early.failed()
             return None
 
     def _assign(self, utt: Utterance) -> SpeakerResult:
@@ -165,11 +164,9 @@ class SpeakerStage:
         that is not ``stateless`` (its answer must depend on the audio alone)."""
         if not getattr(self._embedder, "stateless", False):
             return
-        old = self._early.pop(utt.utterance_id, None)
-        if old is not None:
-            old[1].cancel()
+        self._early.drop(utt.utterance_id)
         if utt.audio.size >= self._min_audio_s * 16000:
-            self._early[utt.utterance_id] = (utt, self._executor.submit(self._embed, utt.audio))
+            self._early.put(utt, self._executor.submit(self._embed, utt.audio))
 
     def start(self, utt: Utterance) -> None:
         """Start embedding and assigning ``utt`` (call in speech-end order per stream)."""

@@ -21,7 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
-from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance, same_audio
+from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
+from stream.stages.early import EarlyWork
 
 __all__ = ["TranscribeStage", "Transcriber", "ends_sentence"]
 
@@ -71,14 +72,18 @@ class TranscribeStage:
         self.check_audio_s = 0.0  # audio the end-of-turn checks transcribed
         self.reused = 0  # utterances whose transcript came from their end-of-turn check
         self._running: Executor | None = executor  # the Whisper thread of the run in progress
-        # Early start: utterance id -> (its latest preview, the transcription of it under way).
-        self._early: dict[str, tuple[Utterance, asyncio.Future[tuple[Transcript, float]]]] = {}
-        self.early = {"started": 0, "used": 0, "wasted": 0}
+        # Early start: each utterance's latest preview and the transcription of it under way.
+        self._early: EarlyWork[asyncio.Future[tuple[Transcript, float]]] = EarlyWork()
 
     @property
     def rtf(self) -> float:
         """Real-time factor: seconds of Whisper per second of audio (< 1 keeps up with live audio)."""
         return self.busy_s / self.audio_s if self.audio_s else 0.0
+
+    @property
+    def early(self) -> dict[str, int]:
+        """Early-start passes started, used for their utterance, and wasted (speech resumed, or failed)."""
+        return self._early.counts()
 
     @property
     def paths(self) -> dict[str, int]:
@@ -108,11 +113,8 @@ class TranscribeStage:
         preview of the same utterance replaces it. A no-op unless :meth:`run` is running or an executor was given."""
         if self._running is None:
             return
-        self._drop_early(preview.utterance_id)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._running, self._timed, preview.audio)
-        self._early[preview.utterance_id] = (preview, future)
-        self.early["started"] += 1
+        self._early.put(preview, loop.run_in_executor(self._running, self._timed, preview.audio))
 
     def _timed(self, audio: np.ndarray) -> tuple[Transcript, float]:
         t0 = self._clock()
@@ -121,27 +123,17 @@ class TranscribeStage:
         finally:
             self.busy_s += self._clock() - t0
 
-    def _drop_early(self, utterance_id: str) -> None:
-        entry = self._early.pop(utterance_id, None)
-        if entry is not None:
-            entry[1].cancel()  # a pass not begun yet never runs; one under way finishes unread
-            self.early["wasted"] += 1
-
     async def _take_early(self, utt: Utterance) -> tuple[Transcript, float] | None:
         """The early transcript of ``utt`` when its preview had the same audio and the pass succeeded."""
-        entry = self._early.get(utt.utterance_id)
-        if entry is None or not same_audio(entry[0], utt):
-            self._drop_early(utt.utterance_id)
+        future = self._early.claim(utt)
+        if future is None:
             return None
-        del self._early[utt.utterance_id]
         try:
-            result = await entry[1]
+            return await future
         except Exception:
             logger.warning("the early transcription of %s failed; transcribing it again", utt.utterance_id)
-            self.early["wasted"] += 1
+            self._early.failed()
             return None
-        self.early["used"] += 1
-        return result
 
     async def run(self, inp: AsyncIterator[Utterance]) -> AsyncIterator[Transcribed]:
         loop = asyncio.get_running_loop()
@@ -151,7 +143,7 @@ class TranscribeStage:
         try:
             async for utt in inp:
                 if utt.transcript is not None:  # made by the end-of-turn check on this same audio
-                    self._drop_early(utt.utterance_id)
+                    self._early.drop(utt.utterance_id)
                     self.audio_s += utt.duration_s
                     self.reused += 1
                     yield Transcribed(utt, utt.transcript, None, utt.transcript_s)
@@ -174,7 +166,6 @@ class TranscribeStage:
                 yield Transcribed(utt, transcript, error, spent)
         finally:
             self._running = self._executor
-            for uid in list(self._early):
-                self._drop_early(uid)
+            self._early.clear()
             if own is not None:
                 own.shutdown(wait=False, cancel_futures=True)

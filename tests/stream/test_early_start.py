@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from stream.pipeline import Pipeline
 from stream.protocol import Event
 from stream.records import Transcript, Utterance, same_audio
 from stream.sources import ReplaySource
+from stream.stages.early import EarlyWork
 from stream.stages.segmenter import EndPreview, Segmenter, SegmenterParams, UtteranceEnd
 from stream.stages.speaker_clustering import ClusteringParams
 from stream.stages.speakers import SpeakerStage
@@ -172,6 +173,24 @@ async def test_the_speaker_stage_embeds_a_preview_once_and_not_a_changed_one() -
     assert all(r.speaker for r in results)
     assert emb.calls == 3  # s-1's preview, s-2's moot preview, s-2 itself
     stage.close()
+
+
+def test_early_work_hands_out_only_work_on_the_same_audio_and_counts_the_rest() -> None:
+    work: EarlyWork[Future[int]] = EarlyWork()
+    moot, kept, other = Future[int](), Future[int](), Future[int]()
+    work.put(_utt("s-1", 4000), moot)
+    work.put(_utt("s-1", 8000), kept)  # a newer preview of s-1 replaces the first
+    work.put(_utt("s-2", 8000), other)
+    assert moot.cancelled() and work.has(_utt("s-1", 8000)) and not work.has(_utt("s-1", 4000))
+    assert work.claim(_utt("s-1", 8000)) is kept and not kept.cancelled()
+    assert work.claim(_utt("s-1", 8000)) is None  # claimed once
+    assert work.claim(_utt("s-2", 9000)) is None and other.cancelled()  # s-2 grew after its preview
+    work.put(_utt("s-3", 8000), Future[int]())
+    work.clear()
+    assert len(work) == 0
+    assert work.counts() == {"started": 4, "used": 1, "wasted": 3}
+    work.failed()  # the claimed work raised after all
+    assert work.counts() == {"started": 4, "used": 0, "wasted": 4}
 
 
 def test_same_audio_compares_stream_id_and_bounds() -> None:
