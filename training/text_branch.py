@@ -10,7 +10,9 @@ What it does differently from the joint ``train`` path, and why (issue 12's prob
 * each line is prefixed with its speaker's per-dialogue tag (``S1: ``, ``S2: `` ... in order of first
   appearance, as a stream's speaker stage numbers its speakers). A fraction of training lines get
   the unknown-speaker tag ``S?: ``, which is what a stream without speaker labels sends;
-* batches of similar length (dynamic padding), so an epoch costs about what its tokens cost.
+* batches of similar length (dynamic padding), so an epoch costs about what its tokens cost;
+* optionally distilled: with a teacher's logits for every training line (:mod:`training.distill`), the
+  loss mixes cross-entropy on the label with the KL to the teacher's softened distribution.
 
 :func:`speaker_tags` and :func:`tagged` are the one place the tag format lives; the stream uses them.
 """
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.data import Example
@@ -40,6 +43,7 @@ __all__ = [
     "TextBranchOptions",
     "conversation_order",
     "dialogue_of",
+    "distill_loss",
     "encode_pooled",
     "speaker_tags",
     "tagged",
@@ -102,6 +106,8 @@ class TextBranchOptions:
     seed: int = 1234
     max_steps_per_epoch: int = 0  # 0 = all (tests use a few)
     eval_batch_size: int = 64
+    distill_weight: float = 0.0  # share of the loss from the teacher's soft labels (needs teacher logits)
+    distill_temperature: float = 2.0
 
 
 @dataclass(slots=True)
@@ -150,6 +156,15 @@ def evaluate_texts(model: FusionClassifier, texts: Sequence[str], labels: np.nda
     return classification_metrics(labels, pred, model.config.labels)
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) between distributions softened by ``temperature``, times ``temperature**2``
+    (Hinton et al.: the gradients keep their size whatever the temperature)."""
+    t = float(temperature)
+    log_p = F.log_softmax(student.float() / t, dim=-1)
+    log_q = F.log_softmax(teacher.float() / t, dim=-1)
+    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * (t * t)
+
+
 def _one_cycle(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
@@ -169,8 +184,9 @@ class _TextLoop:
     """The training side of :func:`train_text_branch`: rows, tags, optimizer, schedule, one epoch at a time."""
 
     def __init__(self, model: FusionClassifier, train: Sequence[Example], opts: TextBranchOptions,
-                 device: torch.device) -> None:  # fmt: skip
+                 device: torch.device, teacher: torch.Tensor | None) -> None:  # fmt: skip
         self.model, self.train, self.opts, self.device = model, train, opts, device
+        self.teacher = teacher
         self.rng = random.Random(opts.seed)
         self.rows = [i for i, e in enumerate(train) if e.text and e.text.strip()]
         self.tags = speaker_tags(train)
@@ -216,9 +232,9 @@ class _TextLoop:
     def _step(self, idx: list[int]) -> float:
         opts, model = self.opts, self.model
         unknown = [self.rng.random() < opts.unknown_speaker_prob for _ in idx]
+        rows = [i + len(self.train) * u for i, u in zip(idx, unknown, strict=True)]  # both-forms row index
         if self.cache is not None:
-            lower, mask = self.cache.batch([i + len(self.train) * u for i, u in zip(idx, unknown, strict=True)],
-                                           self.device)  # fmt: skip
+            lower, mask = self.cache.batch(rows, self.device)
             pooled = model.pool_upper(lower, mask)
         else:
             texts = [tagged(str(self.train[i].text), UNKNOWN_SPEAKER if u else self.tags[i])
@@ -227,6 +243,9 @@ class _TextLoop:
             pooled = model.pool_text(enc["input_ids"], enc["attention_mask"])
         logits = model.text_logits(pooled)
         loss = self.loss_fn(logits.float(), self.labels[idx].to(self.device))
+        if self.teacher is not None and opts.distill_weight > 0:
+            soft = distill_loss(logits, self.teacher[rows].to(self.device), opts.distill_temperature)
+            loss = (1.0 - opts.distill_weight) * loss + opts.distill_weight * soft
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -243,14 +262,25 @@ def train_text_branch(
     device: torch.device,
     *,
     on_epoch: Callable[[dict[str, Any], FusionClassifier], None] | None = None,
+    teacher: torch.Tensor | None = None,
 ) -> TextBranchResult:
-    """Fine-tune ``model``'s encoder + text head in place; returns with the best dev epoch's weights."""
+    """Fine-tune ``model``'s encoder + text head in place; returns with the best dev epoch's weights.
+
+    ``teacher``: a teacher's logits for every training line in both tag forms, ``(2 * len(train), C)``
+    (:func:`training.distill.teacher_logits`), mixed into the loss by ``opts.distill_weight``."""
     if model.config.text_head != "linear":
         raise ValueError("train_text_branch needs a model with text_head = 'linear'")
+    if not 0.0 <= opts.distill_weight <= 1.0 or opts.distill_temperature <= 0:
+        raise ValueError("distill_weight must lie in [0, 1] and distill_temperature be > 0")
+    if opts.distill_weight > 0 and teacher is None:
+        raise ValueError("distill_weight > 0 needs the teacher's logits")
+    if teacher is not None and tuple(teacher.shape) != (2 * len(train), len(model.config.labels)):
+        raise ValueError(f"teacher logits {tuple(teacher.shape)} do not match 2 x {len(train)} lines x "
+                         f"{len(model.config.labels)} labels")  # fmt: skip
     random.seed(opts.seed)
     torch.manual_seed(opts.seed)
     model.to(device)
-    loop = _TextLoop(model, train, opts, device)
+    loop = _TextLoop(model, train, opts, device, teacher)
     dev_texts = [tagged(str(e.text), t) for e, t in zip(dev, speaker_tags(dev), strict=True)]
     dev_labels = np.array([e.label for e in dev])
     result = TextBranchResult()

@@ -70,6 +70,13 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
+        "--distill-from",
+        help="a larger text checkpoint to distil (e.g. models/emostream-mpnet.pt): its soft labels on every "
+        "training line join the loss; they are computed once and cached",
+    )
+    p.add_argument("--distill-weight", type=float, default=0.5, help="share of the loss from the teacher (0.5)")
+    p.add_argument("--distill-temperature", type=float, default=2.0, help="softening temperature (2)")
+    p.add_argument(
         "--unknown-speaker-prob",
         type=float,
         default=0.2,
@@ -102,13 +109,17 @@ def _check(args: argparse.Namespace) -> None:
     lr_head_bad = args.lr_head is not None and args.lr_head <= 0
     if args.epochs < 1 or args.batch_size < 1 or args.lr_encoder <= 0 or lr_head_bad:
         raise ValueError("--epochs and --batch-size must be >= 1, --lr-encoder and --lr-head > 0")
+    if not 0.0 < args.distill_weight <= 1.0 or args.distill_temperature <= 0:
+        raise ValueError("--distill-weight must lie in (0, 1] and --distill-temperature be > 0")
+    if args.distill_from and args.init_from:
+        raise ValueError("--distill-from trains stage 1; --init-from skips it: give one of them")
     if args.trainable_layers < 0:
         raise ValueError(f"--trainable-layers must be >= 0 (0 = all), got {args.trainable_layers}")
     if not 0.0 <= args.unknown_speaker_prob <= 1.0:
         raise ValueError(f"--unknown-speaker-prob must lie in [0, 1], got {args.unknown_speaker_prob}")
     if not 0 <= args.context_window <= 64:
         raise ValueError(f"--context-window must lie in [0, 64], got {args.context_window}")
-    for flag in ("init_from", "audio_from"):
+    for flag in ("init_from", "audio_from", "distill_from"):
         if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
             raise FileNotFoundError(f"--{flag.replace('_', '-')} {getattr(args, flag)} does not exist")
     if args.audio_from:  # checked before training, not after it: a late failure would lose the trained model
@@ -213,6 +224,8 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     report: dict[str, Any] = {"command": command}
     audio_base: dict[str, str] | None = None
     trained_on = {"text": f"MELD train ({len(train)} lines, {meld_dir.name}/train_sent_emo.csv), speaker-tagged"}
+    if args.distill_from:
+        trained_on["text"] += f"; distilled from {Path(args.distill_from).name} (weight {args.distill_weight})"
     if args.init_from:
         model, trained_on, audio_base = _from_checkpoint(args, report, device)
     else:
@@ -265,11 +278,17 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], dev
     mcfg = ModelConfig(labels=LABELS, mode="text", text_encoder=name, text_trainable_layers=trainable,
                        max_text_tokens=cfg.model.max_text_tokens, text_head="linear")  # fmt: skip
     model = FusionClassifier(mcfg)
+    teacher = None
+    if args.distill_from:
+        from training.distill import teacher_logits
+
+        teacher = teacher_logits(args.distill_from, train, LABELS, device)
     opts = TextBranchOptions(epochs=args.epochs, batch_size=args.batch_size, lr_encoder=args.lr_encoder,
                              lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
-                             seed=args.seed)  # fmt: skip
-    res = train_text_branch(model, train, dev, opts, device)
-    report["stage1"] = {"options": dataclasses.asdict(opts), "history": res.history,
+                             seed=args.seed, distill_weight=args.distill_weight if teacher is not None else 0.0,
+                             distill_temperature=args.distill_temperature)  # fmt: skip
+    res = train_text_branch(model, train, dev, opts, device, teacher=teacher)
+    report["stage1"] = {"options": dataclasses.asdict(opts), "teacher": args.distill_from, "history": res.history,
                         "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
     return model
 

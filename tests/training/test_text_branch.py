@@ -156,3 +156,33 @@ def test_transition_context_fitted_on_dev_by_cross_validation(encoder: Path) -> 
     with_ctx = predict_split(model, enc_test, window=2, speakers=True, device=cpu).argmax(1)
     assert float((with_ctx[echo] == enc_test.labels[echo]).mean()) >= 0.9
     assert model.config.context["kind"] == "transition"
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(encoder: Path, tmp_path: Path) -> None:
+    """With only the teacher's soft labels (weight 1), the student learns what the teacher says, even
+    where it contradicts the hard label; the teacher's logits are computed once, then read from the cache."""
+    from training.distill import teacher_logits, teacher_texts
+    from training.text_branch import distill_loss
+
+    train, dev = _keyword_rows(60, 0, "train"), _keyword_rows(18, 1, "dev")
+    teacher_model = _model(encoder)
+    plain = TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3, lr_head=3e-2, seed=0)
+    train_text_branch(teacher_model, train, dev, plain, torch.device("cpu"))
+    teacher_path = teacher_model.save(tmp_path / "teacher.pt", text_encoder_dtype="float32")
+    # The student's hard labels are all wrong (shifted by one class); only the teacher knows the keywords.
+    wrong = [Example(e.uid, (e.label + 1) % len(LABELS), e.text, speaker=e.speaker, corpus=e.corpus) for e in train]
+    cache = tmp_path / "cache"
+    soft = teacher_logits(teacher_path, wrong, LABELS, torch.device("cpu"), cache_dir=cache)
+    assert soft.shape == (2 * len(wrong), len(LABELS)) and len(teacher_texts(wrong)) == 2 * len(wrong)
+    assert torch.equal(teacher_logits(teacher_path, wrong, LABELS, torch.device("cpu"), cache_dir=cache), soft)
+    assert len(list(cache.iterdir())) == 1
+    student = _model(encoder)
+    opts = TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3, lr_head=3e-2, seed=0, distill_weight=1.0)
+    result = train_text_branch(student, wrong, dev, opts, torch.device("cpu"), teacher=soft)
+    assert result.best_dev_weighted_f1 >= 0.9  # dev carries the true labels
+    with pytest.raises(ValueError, match="teacher logits"):
+        train_text_branch(_model(encoder), wrong, dev, opts, torch.device("cpu"), teacher=soft[:10])
+    with pytest.raises(ValueError, match="needs the teacher"):
+        train_text_branch(_model(encoder), wrong, dev, opts, torch.device("cpu"))
+    same = torch.randn(4, len(LABELS))
+    assert float(distill_loss(same, same, 2.0)) == pytest.approx(0.0, abs=1e-6)
