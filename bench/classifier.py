@@ -53,12 +53,12 @@ def load_utterances(n: int, *, seed: int = 0) -> tuple[list[str], list[np.ndarra
     return texts, clips
 
 
-def load_predictor(checkpoint: Path, device: str) -> tuple[Any, str]:
+def load_predictor(checkpoint: Path, device: str, text_dtype: str = "float32") -> tuple[Any, str]:
     """The checkpoint's predictor (an untrained stand-in of the same architecture when it is missing)."""
     from training.inference import EmotionPredictor
 
     path, source = checkpoint_or_untrained(checkpoint)
-    return EmotionPredictor.from_checkpoint(path, device=device), source
+    return EmotionPredictor.from_checkpoint(path, device=device, text_dtype=text_dtype), source
 
 
 CONTEXT_UTTERANCES = 8  # the [classifier] default window
@@ -130,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     p.add_argument("--devices", default="auto", help="cpu,cuda or auto (= cpu, plus cuda when present)")
     p.add_argument("--full", action="store_true", help="64 utterances, batches 1,8,16,32, 3 repeats")
+    p.add_argument("--text-dtype", default="float32", choices=("auto", "float32", "bfloat16"),
+                   help="the text encoder's compute dtype ([classifier] text_dtype)")  # fmt: skip
     args = p.parse_args(argv)
     setup_logging()
     import torch
@@ -142,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = sum(c.size for c in clips) / SAMPLE_RATE_HZ
     rows, results = [], []
     for device in devices:
-        predictor, source = load_predictor(args.checkpoint, device)
+        predictor, source = load_predictor(args.checkpoint, device, args.text_dtype)
         for row in bench_device(predictor, device, texts, clips, batches=batches, repeats=repeats):
             results.append(row)
             rows.append({k: row[k] for k in ("device", "workload", "batch", "utt/s", "ms/utt", "cpu ms/utt")})
@@ -150,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     path = write_result("classifier", {
         "settings": {"utterances": len(texts), "audio_s": round(seconds, 2), "repeats": repeats,
-                     "checkpoint": source, "torch_threads": torch.get_num_threads()},
+                     "checkpoint": source, "torch_threads": torch.get_num_threads(),
+                     "text_dtype": str(predictor.text_dtype).removeprefix("torch.")},
         "results": results,
         "table": table,
     })  # fmt: skip

@@ -107,6 +107,9 @@ class ClassifierConfig:
     device: str = field(default="auto", metadata=DEVICE)
     max_batch: int = field(default=16, metadata=bounds(1, 1024))
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
+    # The text encoder's compute dtype: "auto" = bfloat16 on a CPU that computes it natively (AVX512-BF16
+    # or AMX: faster, half the memory), float32 elsewhere; pooled encodings and the heads stay float32.
+    text_dtype: str = field(default="auto", metadata=choices("auto", "float32", "bfloat16"))
     # Past context (checkpoints with a context module): the text branch also reads the stream's
     # previous utterances, at most context_utterances of them, each ended within context_window_s
     # before the current one starts. Never the future; reset per stream.

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def load_models(config: Config) -> tuple[Transcriber, Predictor]:
     """Load and warm up both models (blocking), so the first utterance does not pay for lazy loading."""
     checkpoint = str(config.resolve_path(config.classifier.checkpoint))
-    predictor = load_predictor(checkpoint, device=config.classifier.device)
+    predictor = load_predictor(checkpoint, device=config.classifier.device, text_dtype=config.classifier.text_dtype)
     transcriber = WhisperTranscriber.load(config.asr)
     attach_audio_features(predictor, transcriber)
     warm = np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)  # one second of silence

@@ -20,6 +20,7 @@ import torch
 
 from training.audio_fusion import AudioFusion
 from training.checkpoint import CheckpointError
+from training.device import resolve_text_dtype
 from training.features import AudioFeatureExtractor
 from training.model import FusionClassifier
 
@@ -58,13 +59,19 @@ def _file_sha256(path: Path) -> str:
 class EmotionPredictor:
     """Loads a :class:`FusionClassifier` checkpoint and classifies batches of utterances."""
 
-    def __init__(self, model: FusionClassifier, *, name: str = "classifier", batch_size: int = 32) -> None:
+    def __init__(self, model: FusionClassifier, *, name: str = "classifier", batch_size: int = 32,
+                 text_dtype: str = "float32") -> None:  # fmt: skip
         self.model = model.eval()
         self.labels: tuple[str, ...] = tuple(model.config.labels)
         self.uses_text = model.config.uses_text
         self.uses_audio = model.config.uses_audio
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
+        # The text encoder may run in bfloat16 (``text_dtype``); pooled encodings and heads stay float32.
+        self.text_dtype = resolve_text_dtype(text_dtype, self.device)
+        encoder = getattr(model, "text_encoder", None)
+        if encoder is not None and self.text_dtype != torch.float32:
+            encoder.to(self.text_dtype)
         # A linear text head reads speaker-tagged lines ("S1: ...") and can read past context.
         self.speaker_tags = model.config.uses_text and model.config.text_head == "linear"
         self.uses_context = model.config.uses_text and hasattr(model, "context")
@@ -92,6 +99,8 @@ class EmotionPredictor:
         self.model_ids: dict[str, str] = {"classifier": name}
         if model.text_model is not None:
             self.model_ids["text_encoder"] = model.text_model.model_id
+            if self.text_dtype != torch.float32:
+                self.model_ids["text_encoder"] += f" ({str(self.text_dtype).removeprefix('torch.')})"
         if self._extractor is not None:
             self.model_ids["audio_encoder"] = self._extractor.model_id or model.config.audio_kind
         if self.fusion is not None:
@@ -99,11 +108,15 @@ class EmotionPredictor:
             self.model_ids["audio_encoder"] = f"{e.model_id} ({e.compute_type}, the ASR's encoder pass)"
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "auto") -> EmotionPredictor:
-        """Load ``path``; raises :class:`training.model.CheckpointError` with a clear message."""
+    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", text_dtype: str = "float32",
+                        ) -> EmotionPredictor:  # fmt: skip
+        """Load ``path``; raises :class:`training.model.CheckpointError` with a clear message.
+
+        ``text_dtype``: ``"float32"``, ``"bfloat16"``, or ``"auto"`` (bfloat16 on a CPU that computes it
+        natively, :func:`training.device.resolve_text_dtype`)."""
         path = Path(path)
         model = FusionClassifier.from_checkpoint(path, device=device)
-        return cls(model, name=f"{path.name} (sha256 {_file_sha256(path)[:12]})")
+        return cls(model, name=f"{path.name} (sha256 {_file_sha256(path)[:12]})", text_dtype=text_dtype)
 
     @property
     def feature_dim(self) -> int:

@@ -182,7 +182,7 @@ class FusionClassifier(nn.Module):
     def pool_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The encoder's mean-pooled output over real tokens, ``(B, width)``."""
         states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return _mean_pool(states, attention_mask)
+        return _mean_pool(states.float(), attention_mask)  # float32 from here on, whatever the encoder's dtype
 
     @property
     def frozen_text_layers(self) -> int:

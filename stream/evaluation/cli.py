@@ -151,7 +151,9 @@ def _oracle(config: Config, predictor: Any, truth: list[Utterance]) -> tuple[lis
             from stream.stages.classifier import load_predictor
 
             checkpoint = config.resolve_path(config.classifier.checkpoint)
-            predictor = load_predictor(str(checkpoint), device=config.classifier.device)
+            predictor = load_predictor(
+                str(checkpoint), device=config.classifier.device, text_dtype=config.classifier.text_dtype
+            )
         return oracle_labels(predictor, truth, batch=config.classifier.max_batch), predictor
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
         raise _Failed(1, f"text oracle unavailable ({exc}); use --no-oracle to skip it") from exc

@@ -64,7 +64,7 @@ def takes_features(predictor: Predictor) -> bool:
     )
 
 
-def load_predictor(path: str, *, device: str = "auto") -> Predictor:
+def load_predictor(path: str, *, device: str = "auto", text_dtype: str = "float32") -> Predictor:
     """``EmotionPredictor.from_checkpoint`` with an error naming the file and the fix when it is missing."""
     from pathlib import Path
 
@@ -74,7 +74,7 @@ def load_predictor(path: str, *, device: str = "auto") -> Predictor:
         )
     from training.inference import EmotionPredictor
 
-    predictor: Predictor = EmotionPredictor.from_checkpoint(path, device=device)
+    predictor: Predictor = EmotionPredictor.from_checkpoint(path, device=device, text_dtype=text_dtype)
     return predictor
 
 

@@ -262,3 +262,31 @@ def test_shipped_default_reads_past_context_from_cached_encodings() -> None:
     # The window changes the decision's scores, and differently for an angry and a joyful past.
     assert max(abs(after[0].scores[k] - after[1].scores[k]) for k in after[0].scores) > 1e-3
     assert after[0].scores["anger"] > after[1].scores["anger"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped checkpoint at models/emostream-default.pt")
+def test_the_text_encoder_in_bfloat16_keeps_the_labels_and_float32_encodings() -> None:
+    lines = ["I can't believe you did that, get out!", "Oh wow, that's wonderful, thank you!",
+             "I miss her so much.", "Okay, see you tomorrow then."]  # fmt: skip
+    full = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu", text_dtype="float32")
+    half = EmotionPredictor.from_checkpoint(SHIPPED, device="cpu", text_dtype="bfloat16")
+    assert next(half.model.text_encoder.parameters()).dtype == torch.bfloat16
+    assert half.model_ids["text_encoder"].endswith("(bfloat16)")
+    a, b = full.predict(lines, [None] * 4), half.predict(lines, [None] * 4)
+    assert [p.label for p in a] == [p.label for p in b]
+    for p, q in zip(a, b, strict=True):
+        assert q.text_embedding is not None and q.text_embedding.dtype == np.float32
+        assert max(abs(p.scores[k] - q.scores[k]) for k in p.scores) < 0.05
+
+
+def test_text_dtype_auto_is_bfloat16_only_on_a_cpu_that_computes_it() -> None:
+    from training.device import native_bf16, resolve_text_dtype
+    from training.settings import ConfigError
+
+    cpu = torch.device("cpu")
+    assert resolve_text_dtype("auto", cpu) == (torch.bfloat16 if native_bf16() else torch.float32)
+    assert resolve_text_dtype("auto", torch.device("cuda")) == torch.float32
+    assert resolve_text_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(ConfigError, match="float64"):
+        resolve_text_dtype("float64", cpu)
