@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("dev", "test"), default="test")
     ev.add_argument("--json", dest="json_out", help="write the metrics JSON here")
     ev.add_argument("--figure", help="write the main confusion matrix PNG here")
+    ev.add_argument("--text-dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="run the text encoder in this dtype (the service's [classifier] text_dtype)")  # fmt: skip
     ab = sub.add_parser("ablate", help="text-only vs audio-only vs fusion")
     add_common(ab)
     add_train_flags(ab)

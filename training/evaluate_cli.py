@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from training.cli_common import evaluate_sets, load_config, metrics_line
 from training.data import LABELS
 from training.datasets import build_datasets
@@ -23,6 +25,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, base = load_config(args)
     device = resolve_device(args.device or cfg.optim.device)
     model = FusionClassifier.from_checkpoint(args.checkpoint, device=str(device))
+    if getattr(args, "text_dtype", "float32") == "bfloat16" and model.config.uses_text:
+        model.text_encoder.to(torch.bfloat16)  # as the service runs it with text_dtype = bfloat16
     uses_audio = model.config.uses_audio
     extractor = AudioFeatureExtractor(model.feature_config, device=str(device)) if model.feature_config else None
     data = build_datasets(
@@ -51,6 +55,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "dataset": primary,
             "split": args.split,
             "checkpoint": str(args.checkpoint),
+            "text_dtype": getattr(args, "text_dtype", "float32"),
             "corpora": {k: {kk: vv for kk, vv in v.items() if kk not in ("labels",)} for k, v in results.items()},
         }
     )
