@@ -86,7 +86,7 @@ asr = WhisperTranscriber.load(ASRConfig(model=sys.argv[2], device="cpu"))
 asr.transcribe(np.zeros(SAMPLE_RATE_HZ, dtype=np.float32))
 out["+ Whisper " + sys.argv[2] + " for ASR (int8), after one decode"] = rss()
 from training.inference import EmotionPredictor
-p = EmotionPredictor.from_checkpoint(Path(sys.argv[1]), device="cpu")
+p = EmotionPredictor.from_checkpoint(Path(sys.argv[1]), device="cpu", text_dtype=sys.argv[3])
 p.predict(["warm up"], [None])
 out["+ classifier: text encoder + heads, after one text prediction"] = rss()
 p.predict(["warm up"], [np.zeros(SAMPLE_RATE_HZ, dtype=np.float32)] if p.uses_audio else [None])
@@ -179,8 +179,8 @@ def peak_rss(cmd: list[str], *, timeout_s: float, log: Path) -> dict[str, Any]:
     }
 
 
-def _components(checkpoint: Path, model: str) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, "-c", COMPONENTS_SCRIPT, str(checkpoint), model], cwd=REPO,
+def _components(checkpoint: Path, model: str, text_dtype: str) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, "-c", COMPONENTS_SCRIPT, str(checkpoint), model, text_dtype], cwd=REPO,
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     if proc.returncode != 0:
         logger.warning("component breakdown failed: %s", proc.stderr.strip()[-1000:])
@@ -203,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", choices=("demo", "fast"), default=None, help="run one configuration")
     p.add_argument("--no-components", action="store_true", help="skip the step-by-step breakdown")
     p.add_argument("--full", action="store_true", help="30 utterances, and tiny.en too")
+    p.add_argument("--text-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="[classifier] text_dtype of the service (default auto, as config.toml)")  # fmt: skip
     args = p.parse_args(argv)
     setup_logging()
     checkpoint, source_name = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
@@ -220,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = DEMO if case.source == "demo" else testset.wav  # type: ignore[union-attr]
         with tempfile.TemporaryDirectory(prefix="emostream-memory-") as tmp:
             conf = Path(tmp) / "bench.toml"
-            conf.write_text(f'[server]\nport = 0\nhost = "127.0.0.1"\n[log]\nevent_log_dir = "{tmp}"\n')
+            conf.write_text(f'[server]\nport = 0\nhost = "127.0.0.1"\n[log]\nevent_log_dir = "{tmp}"\n'
+                            f'[classifier]\ntext_dtype = "{args.text_dtype}"\n')  # fmt: skip
             logger.info("memory: %s, %s", case.name, case.asr_model)
             r = peak_rss(_command(case, conf, source, checkpoint), timeout_s=900, log=Path(tmp) / "service.log")
         results.append({"configuration": case.name, "asr_model": case.asr_model, **r})
@@ -230,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
          "file_polled_mib", "wall_s", "within_target"],
     )  # fmt: skip
     print(table)
-    components = {} if args.no_components else _components(checkpoint, "base")
+    components = {} if args.no_components else _components(checkpoint, "base", args.text_dtype)
     if components:
         steps, last = [], 0.0
         for k, v in components.items():
@@ -240,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_result("memory", {
         "settings": {"utterances": testset.n_utterances if testset else None,
                      "audio_s": testset.duration_s if testset else None, "checkpoint": source_name,
+                     "text_dtype": args.text_dtype,
                      "target_mib": TARGET_MIB, "target_bytes": TARGET_BYTES,
                      "measure": "ru_maxrss from wait4 (as /usr/bin/time -v); tree RSS polled every 50 ms"},
         "results": results,
