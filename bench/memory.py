@@ -208,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_logging()
     checkpoint, source_name = checkpoint_or_untrained(args.checkpoint or DEFAULT_CHECKPOINT)
+    checkpoint = checkpoint.resolve()  # the service reads relative paths from its config file's folder
     cases = [*CASES, *(FULL_CASES if args.full else ())]
     if args.only:
         cases = [c for c in cases if (c.source == "demo") == (args.only == "demo")]
