@@ -7,7 +7,7 @@ matched to the truth row it overlaps most (at least half of the shorter of the t
 feature bank (:mod:`training.featurebank` format, one shard) that the audio branch and the fusion head
 are scored on offline, so "streamed accuracy" is measured without rerunning Whisper's decoder.
 
-Usage: ``python -m bench.stream_features STREAM.wav --truth truth.csv --out runs/bank/stream-n45``.
+Usage: ``python -m bench.stream_features STREAM.wav --truth truth.csv --out runs/bank/stream-n45 [--per-stream]``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--truth", required=True)
     parser.add_argument("--out", required=True, help="bank folder to write (shard-0000.npz)")
     parser.add_argument("--config", default=None)
+    parser.add_argument("--per-stream", action="store_true",
+                        help="every row is the stream's own speaker, whatever the truth says: the running audio "
+                        "statistics of the service's default ([classifier] audio_norm = stream)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     config = load_config(args.config) if args.config else Config()
@@ -90,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uids.append(f"{Path(args.media).stem}/{j}")
         texts.append(truth[j].text)
         # The truth's speaker where it names one (the audio branch's per-speaker statistics), else the stream.
-        speakers.append(truth[j].speaker or Path(args.media).stem)
+        speakers.append((not args.per_stream and truth[j].speaker) or Path(args.media).stem)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = len(feats)
