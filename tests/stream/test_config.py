@@ -57,6 +57,7 @@ def test_partial_file_overrides_only_its_keys(tmp_path: Path) -> None:
         ("[server]\nallowed_origins = 'http://x'\n", "server.allowed_origins must be a list"),
         ("vad = 3\n", "[vad] must be a table"),
         ("[classifier]\naudio_norm = 'voice'\n", "classifier.audio_norm"),
+        ("[classifier]\ntext_dtype = 'float16'\n", "classifier.text_dtype"),
         ("[audio]\nmic_retry_initial_s = 5.0\nmic_retry_max_s = 1.0\n", "audio.mic_retry_max_s"),
     ],
 )

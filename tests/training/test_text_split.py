@@ -102,3 +102,25 @@ def test_text_refuses_an_audio_source_without_an_audio_branch_before_training(ti
     assert status == 2
     assert "has no audio branch to carry over" in capsys.readouterr().err
     assert not run_dir.exists()  # refused before any data was read or any epoch was run
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--distill-from", "missing.pt"], "--distill-from missing.pt does not exist"),
+        (["--distill-from", "TEACHER", "--distill-weight", "0"], "--distill-weight must lie in (0, 1]"),
+        (["--distill-from", "TEACHER", "--distill-temperature", "-1"], "--distill-temperature be > 0"),
+        (["--distill-from", "TEACHER", "--init-from", "TEACHER"], "give one of them"),
+    ],
+)
+def test_text_refuses_a_bad_distillation_before_training(tiny: Path, tmp_path: Path, flags: list[str], message: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from training.cli import main
+
+    teacher = _model(tiny).save(tmp_path / "teacher.pt")
+    run_dir = tmp_path / "run"
+    argv = ["text", "--run-dir", str(run_dir), "--text-encoder", str(tiny)]
+    status = main(argv + [str(teacher) if f == "TEACHER" else f for f in flags])
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not run_dir.exists()
