@@ -24,30 +24,23 @@ import torch
 
 from training.data import Example
 from training.model import FusionClassifier
-from training.text_branch import UNKNOWN_SPEAKER, encode_pooled, speaker_tags, tagged
+from training.text_branch import both_tag_forms, encode_pooled
 from training.weights import cache_root, sha256_file
 
-__all__ = ["teacher_logits", "teacher_texts"]
+__all__ = ["teacher_logits"]
 
 logger = logging.getLogger(__name__)
 
 
-def teacher_texts(examples: Sequence[Example]) -> list[str]:
-    """The lines in the order :class:`training.text_branch` indexes them: rows ``0..N-1`` with the
-    speaker's per-dialogue tag, ``N..2N-1`` with the unknown-speaker tag."""
-    tags = speaker_tags(examples)
-    texts = [tagged(str(e.text or ""), t) for e, t in zip(examples, tags, strict=True)]
-    return texts + [tagged(str(e.text or ""), UNKNOWN_SPEAKER) for e in examples]
-
-
 def teacher_logits(checkpoint: str | Path, examples: Sequence[Example], labels: Sequence[str],
                    device: torch.device, cache_dir: Path | None = None) -> torch.Tensor:  # fmt: skip
-    """The teacher checkpoint's text-only logits ``(2N, C)`` for ``examples`` (see :func:`teacher_texts`),
-    read from the cache when this teacher file has scored these lines before."""
+    """The teacher checkpoint's text-only logits ``(2N, C)`` for ``examples``, rows in the order of
+    :func:`training.text_branch.both_tag_forms`; read from the cache when this teacher file has scored
+    these lines before."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"teacher checkpoint {path} does not exist")
-    texts = teacher_texts(examples)
+    texts = both_tag_forms(examples)
     digest = hashlib.sha256(sha256_file(path).encode())
     for t in texts:
         digest.update(t.encode())

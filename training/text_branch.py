@@ -41,6 +41,7 @@ from training.text_split import LowerCache
 __all__ = [
     "UNKNOWN_SPEAKER",
     "TextBranchOptions",
+    "both_tag_forms",
     "conversation_order",
     "dialogue_of",
     "distill_loss",
@@ -92,6 +93,15 @@ def speaker_tags(examples: Sequence[Example]) -> list[str]:
 def tagged(text: str, tag: str) -> str:
     """The line as the text branch reads it: ``"S1: text"``."""
     return f"{tag}: {text.strip()}"
+
+
+def both_tag_forms(examples: Sequence[Example]) -> list[str]:
+    """Every line in the two forms training shows it, indexed as training indexes them: rows ``0..N-1``
+    with the speaker's per-dialogue tag, ``N..2N-1`` with the unknown-speaker tag (the frozen layers'
+    cache and a teacher's logits both use this order)."""
+    tags = speaker_tags(examples)
+    texts = [tagged(str(e.text or ""), t) for e, t in zip(examples, tags, strict=True)]
+    return texts + [tagged(str(e.text or ""), UNKNOWN_SPEAKER) for e in examples]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +218,8 @@ class _TextLoop:
         self.started = time.monotonic()
 
     def _lower_cache(self) -> LowerCache:
-        """The frozen layers' output for every training line in both tag forms: rows ``0..N-1`` with
-        the speaker's tag, ``N..2N-1`` with the unknown-speaker tag."""
-        texts = [tagged(str(e.text), t) for e, t in zip(self.train, self.tags, strict=True)]
-        texts += [tagged(str(e.text), UNKNOWN_SPEAKER) for e in self.train]
+        """The frozen layers' output for every training line in both tag forms (:func:`both_tag_forms`)."""
+        texts = both_tag_forms(self.train)
         logger.info("caching the output of the %d frozen encoder layers for %d lines", self.model.frozen_text_layers,
                     len(texts))  # fmt: skip
         return LowerCache.build(self.model.text_encoder, self.model.tokenize, texts, self.model.frozen_text_layers,

@@ -161,8 +161,8 @@ def test_transition_context_fitted_on_dev_by_cross_validation(encoder: Path) -> 
 def test_distillation_pulls_the_student_towards_the_teacher(encoder: Path, tmp_path: Path) -> None:
     """With only the teacher's soft labels (weight 1), the student learns what the teacher says, even
     where it contradicts the hard label; the teacher's logits are computed once, then read from the cache."""
-    from training.distill import teacher_logits, teacher_texts
-    from training.text_branch import distill_loss
+    from training.distill import teacher_logits
+    from training.text_branch import both_tag_forms, distill_loss
 
     train, dev = _keyword_rows(60, 0, "train"), _keyword_rows(18, 1, "dev")
     teacher_model = _model(encoder)
@@ -173,7 +173,7 @@ def test_distillation_pulls_the_student_towards_the_teacher(encoder: Path, tmp_p
     wrong = [Example(e.uid, (e.label + 1) % len(LABELS), e.text, speaker=e.speaker, corpus=e.corpus) for e in train]
     cache = tmp_path / "cache"
     soft = teacher_logits(teacher_path, wrong, LABELS, torch.device("cpu"), cache_dir=cache)
-    assert soft.shape == (2 * len(wrong), len(LABELS)) and len(teacher_texts(wrong)) == 2 * len(wrong)
+    assert soft.shape == (2 * len(wrong), len(LABELS)) and len(both_tag_forms(wrong)) == 2 * len(wrong)
     assert torch.equal(teacher_logits(teacher_path, wrong, LABELS, torch.device("cpu"), cache_dir=cache), soft)
     assert len(list(cache.iterdir())) == 1
     student = _model(encoder)
