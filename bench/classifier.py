@@ -33,6 +33,7 @@ from bench.common import (
     write_result,
 )
 from stream.records import SAMPLE_RATE_HZ
+from training.settings import TEXT_DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     p.add_argument("--devices", default="auto", help="cpu,cuda or auto (= cpu, plus cuda when present)")
     p.add_argument("--full", action="store_true", help="64 utterances, batches 1,8,16,32, 3 repeats")
-    p.add_argument("--text-dtype", default="float32", choices=("auto", "float32", "bfloat16"),
+    p.add_argument("--text-dtype", default="float32", choices=TEXT_DTYPES,
                    help="the text encoder's compute dtype ([classifier] text_dtype)")  # fmt: skip
     args = p.parse_args(argv)
     setup_logging()

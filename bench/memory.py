@@ -45,6 +45,7 @@ from bench.common import (
     setup_logging,
     write_result,
 )
+from training.settings import TEXT_DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--only", choices=("demo", "fast"), default=None, help="run one configuration")
     p.add_argument("--no-components", action="store_true", help="skip the step-by-step breakdown")
     p.add_argument("--full", action="store_true", help="30 utterances, and tiny.en too")
-    p.add_argument("--text-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+    p.add_argument("--text-dtype", default="auto", choices=TEXT_DTYPES,
                    help="[classifier] text_dtype of the service (default auto, as config.toml)")  # fmt: skip
     args = p.parse_args(argv)
     setup_logging()

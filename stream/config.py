@@ -14,7 +14,16 @@ from typing import Any
 
 from stream.access import MIN_TOKEN_CHARS, is_loopback, origin_problem
 from stream.records import SAMPLE_RATE_HZ
-from training.settings import DEVICE, ConfigError, TrainingConfig, bounds, choices, load_section, read_toml
+from training.settings import (
+    DEVICE,
+    TEXT_DTYPES,
+    ConfigError,
+    TrainingConfig,
+    bounds,
+    choices,
+    load_section,
+    read_toml,
+)
 
 __all__ = [
     "ASRConfig",
@@ -109,7 +118,7 @@ class ClassifierConfig:
     batch_wait_ms: int = field(default=5, metadata=bounds(0, 5000))
     # The text encoder's compute dtype: "auto" = bfloat16 on a CPU that computes it natively (AVX512-BF16
     # or AMX: faster, half the memory), float32 elsewhere; pooled encodings and the heads stay float32.
-    text_dtype: str = field(default="auto", metadata=choices("auto", "float32", "bfloat16"))
+    text_dtype: str = field(default="auto", metadata=choices(*TEXT_DTYPES))
     # Past context (checkpoints with a context module): the text branch also reads the stream's
     # previous utterances, at most context_utterances of them, each ended within context_window_s
     # before the current one starts. Never the future; reset per stream.

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from training.settings import ConfigError
+from training.settings import TEXT_DTYPES, ConfigError
 
-__all__ = ["TEXT_DTYPES", "ctranslate2_device", "native_bf16", "resolve_device", "resolve_text_dtype"]
-
-TEXT_DTYPES = ("auto", "float32", "bfloat16")
+__all__ = ["ctranslate2_device", "native_bf16", "resolve_device", "resolve_text_dtype"]
 
 
 def ctranslate2_device(spec: str) -> tuple[str, int]:

@@ -7,12 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from training.cli_common import evaluate_sets, load_config, metrics_line
 from training.data import LABELS
 from training.datasets import build_datasets
-from training.device import resolve_device
+from training.device import resolve_device, resolve_text_dtype
 from training.features import AudioFeatureExtractor
 from training.metrics import plot_confusion
 from training.model import FusionClassifier
@@ -25,8 +23,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, base = load_config(args)
     device = resolve_device(args.device or cfg.optim.device)
     model = FusionClassifier.from_checkpoint(args.checkpoint, device=str(device))
-    if getattr(args, "text_dtype", "float32") == "bfloat16" and model.config.uses_text:
-        model.text_encoder.to(torch.bfloat16)  # as the service runs it with text_dtype = bfloat16
+    model.run_text_in(resolve_text_dtype(args.text_dtype, device))  # as the service runs it ([classifier] text_dtype)
     uses_audio = model.config.uses_audio
     extractor = AudioFeatureExtractor(model.feature_config, device=str(device)) if model.feature_config else None
     data = build_datasets(
@@ -55,7 +52,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "dataset": primary,
             "split": args.split,
             "checkpoint": str(args.checkpoint),
-            "text_dtype": getattr(args, "text_dtype", "float32"),
+            "text_dtype": args.text_dtype,
             "corpora": {k: {kk: vv for kk, vv in v.items() if kk not in ("labels",)} for k, v in results.items()},
         }
     )

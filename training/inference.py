@@ -69,9 +69,7 @@ class EmotionPredictor:
         self.device = next(model.parameters()).device
         # The text encoder may run in bfloat16 (``text_dtype``); pooled encodings and heads stay float32.
         self.text_dtype = resolve_text_dtype(text_dtype, self.device)
-        encoder = getattr(model, "text_encoder", None)
-        if encoder is not None and self.text_dtype != torch.float32:
-            encoder.to(self.text_dtype)
+        model.run_text_in(self.text_dtype)
         # A linear text head reads speaker-tagged lines ("S1: ...") and can read past context.
         self.speaker_tags = model.config.uses_text and model.config.text_head == "linear"
         self.uses_context = model.config.uses_text and hasattr(model, "context")

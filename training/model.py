@@ -184,6 +184,12 @@ class FusionClassifier(nn.Module):
         states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return _mean_pool(states.float(), attention_mask)  # float32 from here on, whatever the encoder's dtype
 
+    def run_text_in(self, dtype: torch.dtype) -> None:
+        """Run the text encoder in ``dtype`` (e.g. bfloat16, ``[classifier] text_dtype``); :meth:`pool_text`
+        still returns float32, so the context module and the heads are unchanged. No-op without text."""
+        if self.config.uses_text and dtype != torch.float32:
+            self.text_encoder.to(dtype)
+
     @property
     def frozen_text_layers(self) -> int:
         """How many of the encoder's lower layers training leaves frozen (their output can be cached)."""

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 __all__ = [
     "DEVICE",
     "SERVICE_SECTIONS",
+    "TEXT_DTYPES",
     "ConfigError",
     "TrainingConfig",
     "bounds",
@@ -189,6 +190,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 # ``device`` keys everywhere: auto, cpu, cuda or cuda:N (resolved by training.device).
 DEVICE = choices("auto", "cpu", "cuda", pattern_ok="cuda:")
+# The text encoder's compute dtype ("auto": bfloat16 on a CPU that computes it natively; training.device).
+TEXT_DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True, slots=True)
