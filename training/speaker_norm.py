@@ -86,12 +86,12 @@ class StreamSpeakerOffsets:
     """Running offsets per stream and per speaker within it (the service's normalisation state).
 
     Every row of a stream updates the stream's statistics; a row with a speaker label also updates and
-    is normalised by that speaker's (``per_speaker``), a row without one by the stream's. A row with no
-    stream gets no offset. Not thread-safe: the caller serialises (see ``AudioFusion``).
+    is normalised by that speaker's, a row without one (or every row, when no speakers are given) by the
+    stream's. A row with no stream gets no offset. Not thread-safe: the caller serialises (see
+    ``AudioFusion``).
     """
 
-    def __init__(self, dim: int, prior: float, *, include_current: bool, per_speaker: bool = True) -> None:
-        self.per_speaker = per_speaker
+    def __init__(self, dim: int, prior: float, *, include_current: bool) -> None:
         self._state = RunningOffset(dim, prior, include_current=include_current)
         self._dim = dim
 
@@ -107,7 +107,7 @@ class StreamSpeakerOffsets:
             if stream is None:
                 continue
             row = np.asarray(z[i], dtype=np.float64)
-            speaker = speakers[i] if (speakers is not None and self.per_speaker) else None
+            speaker = speakers[i] if speakers is not None else None
             stream_off = self._state.observe((stream, None), row)
             out[i] = self._state.observe((stream, speaker), row) if speaker else stream_off
         return out

@@ -325,7 +325,7 @@ class ClassifierStage:
             tags = planned[1].tags if planned is not None else None
             past = planned[1].past if planned is not None and self.reads_context else None
             ids = planned[1].ids if planned is not None and self.reads_context else None
-            keys = [(batch[i].utterance.stream, getattr(batch[i], "speaker", None)) for i in ready]
+            keys = [(batch[i].utterance.stream, batch[i].speaker) for i in ready]
             t0 = self._clock()
             try:
                 preds = await self._predict(texts, audio, tags, past, keys)
