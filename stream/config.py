@@ -76,6 +76,9 @@ class VADConfig:
     # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
     # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
     end_of_turn_pause_ms: int = field(default=0, metadata=bounds(0, 10000))
+    # ... and only once the reading at the next pause, with the words after it in view, does not run on
+    # past that sentence end (Whisper ends any audio it is given with a full stop). False: at once.
+    end_of_turn_confirm: bool = True
     # Early start: once an utterance has had this much trailing silence, Whisper, the speaker embedding and
     # the audio features start on it as it will be if that silence ends it; the work is used when it does
     # and dropped when speech resumes. Where utterances end does not change. 0 = off; never before

@@ -163,10 +163,12 @@ class Pipeline:
 
     def _own_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            # End of turn: pauses checked, utterances ended there, transcripts reused from those checks.
+            # End of turn: pauses checked, utterances ended there, sentence ends the next reading ran on
+            # past (vad.end_of_turn_confirm), transcripts reused from those checks.
             "turns": {
                 "checks": sum(seg.turn_checks for seg in self._segments),
                 "ends": sum(seg.turn_ends for seg in self._segments),
+                "unconfirmed": sum(seg.turn_unconfirmed for seg in self._segments),
                 "reused": self.asr.reused,
                 # segments cut at a change of speaker (vad.speaker_change_score)
                 "change_cuts": sum(seg.change_cuts for seg in self._segments),

@@ -5,11 +5,20 @@ The VAD (a :class:`~stream.stages.vad.FrameClassifier`) and the sans-I/O
 exact sample index on the source's own timeline. With ``vad.speaker_change_score`` set, a finished
 segment (and its preview, alike) is cut at the changes of speaker :mod:`stream.stages.change_points`
 finds in it: each piece is an utterance of its own, with its own ``speech`` start.
+
+End of turn (``vad.end_of_turn_pause_ms``): at each short pause inside an utterance Whisper reads the
+words so far (:data:`TurnCheck`). A finished sentence ends the utterance there at once, or -- with
+``vad.end_of_turn_confirm`` -- only once the next pause's reading confirms it: Whisper punctuates any
+audio it is given as if it were complete ("I stalk guys." at a breath before "and keep their
+underpants."), but with the words that follow in view it does not. So the candidate stands unless the
+later reading carries on past it with no sentence end there (:func:`confirms_sentence_end`); the cut
+then falls at the earlier pause, and the speech since is the next utterance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -40,12 +49,34 @@ from stream.stages.segmenter import (
     TurnPause,
     UtteranceEnd,
 )
+from stream.stages.transcriber import ends_sentence
 from stream.stages.vad import FrameClassifier
 
-__all__ = ["SegmentStage", "TurnCheck", "change_params", "segmenter_params"]
+__all__ = ["SegmentStage", "TurnCheck", "change_params", "confirms_sentence_end", "segmenter_params"]
 
-# The end-of-turn check: audio of the open utterance so far -> its transcript when it ends a sentence.
+# The end-of-turn check: audio of the open utterance so far -> Whisper's transcript of it (None: it failed).
 TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_WORD_OR_END = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[.?!]+")
+
+
+def confirms_sentence_end(before: Transcript, later: Transcript) -> bool:
+    """Whether ``later`` (a reading of more audio) leaves the sentence end of ``before`` (a reading of its
+    start) standing: False only when ``later`` has more words and none of its sentences ends within one
+    word of where ``before`` ended -- the words ran on. Words are counted, not compared: the two readings
+    of the same speech often differ in a word or two."""
+    k = len(_WORD.findall(before.text))
+    words = 0
+    ends: list[int] = []
+    for token in _WORD_OR_END.findall(later.text):
+        if token[0] in ".?!":
+            ends.append(words)
+        else:
+            words += 1
+    if words <= k:  # nothing heard past it (a fragment Whisper skipped): no evidence against it
+        return True
+    return any(abs(end - k) <= 1 for end in ends if end < words)
 
 
 def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
@@ -59,6 +90,7 @@ def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
         max_utterance_ms=round(vad_cfg.max_utterance_s * 1000),
         end_silence_ms=vad_cfg.end_silence_ms,
         turn_pause_ms=vad_cfg.end_of_turn_pause_ms,
+        turn_confirm=vad_cfg.end_of_turn_confirm,
         early_start_ms=vad_cfg.early_start_ms,
     )
 
@@ -89,7 +121,10 @@ class SegmentStage:
         turn_check: TurnCheck | None = None,
         change: ChangeParams | None = None,
     ) -> None:
-        """``change``: cut segments at changes of speaker (None: only where the segmenter ends them)."""
+        """``turn_check``: reads the words at each ``params.turn_pause_ms`` pause; a sentence end ends the
+        utterance there (with ``params.turn_confirm``, once the next pause's reading confirms it: see the
+        module docstring). ``change``: cut segments at changes of speaker (None: only where the segmenter
+        ends them)."""
         self.stream_id = stream_id
         self._change = change
         self.change_cuts = 0
@@ -102,6 +137,11 @@ class SegmentStage:
         self._turn_check = turn_check if params.turn_pause_ms else None
         self._todo: deque[tuple[int, np.ndarray]] = deque()  # frames after a pause, fed once it is decided
         self._pause: TurnPause | None = None
+        self._confirm = params.turn_confirm
+        # A sentence end waiting for the next pause's reading: its pause, its transcript, the seconds that
+        # took, and the sample the reading heard up to.
+        self._pending: tuple[TurnPause, Transcript, float, int] | None = None
+        self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
         self._early_s = 0.0
         self.turn_checks = 0
         self.turn_ends = 0
@@ -132,7 +172,8 @@ class SegmentStage:
                 # The same cuts and ids as the utterance will get if it ends with this audio.
                 pieces = self._pieces(out.utterance)
                 ids = [self._current] + [f"{self.stream_id}-{self._count + k}" for k in range(1, len(pieces))]
-                items += [UtterancePreview(self._utterance(p, None, uid)) for p, uid in zip(pieces, ids, strict=True)]
+                known = early if len(pieces) == 1 else None  # read already: no early pass needed
+                items += [UtterancePreview(self._utterance(p, known, uid)) for p, uid in zip(pieces, ids, strict=True)]
             else:
                 pieces = self._pieces(out)
                 self.change_cuts += len(pieces) - 1
@@ -196,20 +237,52 @@ class SegmentStage:
 
     def _feed(self) -> list[SegmentItem]:
         """Feed pending frames until they run out or a pause needs the end-of-turn check."""
-        outputs: list[SegmenterOutput] = []
+        items: list[SegmentItem] = []
         while self._todo and self._pause is None:
             start, frame = self._todo.popleft()
             step = self._seg.push(start, frame, self._vad.is_speech(frame))
-            outputs += step
+            items += self._convert(step, self._pending_reading(step))
+            if any(isinstance(o, UtteranceEnd) for o in step):
+                self._pending = None  # ended anyway (silence, max_utterance): nothing left to cut
             if self._turn_check is not None:
                 self._pause = next((o for o in step if isinstance(o, TurnPause)), None)
-        return self._convert(outputs)
+        return items
 
-    def _decide_turn(self, early: Transcript | None) -> list[SegmentItem]:
-        """After a pause was checked: end the utterance there when ``early`` says so, then go on feeding."""
-        self._pause = None
-        items = self._convert(self._seg.end_turn(), early) if early is not None else []
-        return items + self._feed()
+    def _pending_reading(self, step: Sequence[SegmenterOutput]) -> Transcript | None:
+        """The pending sentence end's transcript when ``step`` ends (or previews the end of) the utterance
+        with no speech after what that reading heard: silence confirmed it, and no second pass is needed."""
+        if self._pending is None:
+            return None
+        ends = [
+            o.utterance if isinstance(o, EndPreview) else o for o in step if not isinstance(o, SpeechStart | TurnPause)
+        ]
+        if not ends or any(u.forced or u.speech_end_sample > self._pending[3] for u in ends):
+            return None
+        self._early_s = self._pending[2]
+        return self._pending[1]
+
+    def _decide_turn(self, heard: Transcript | None, spent_s: float, until: int) -> list[SegmentItem]:
+        """After a pause was read (``heard``; None: the check failed): end the utterance where a sentence
+        ends, now or -- confirming -- at the pause before, then go on feeding."""
+        pause, self._pause = self._pause, None
+        pending, self._pending = self._pending, None
+        if pending is not None and heard is not None:
+            if confirms_sentence_end(pending[1], heard):
+                self.turn_ends += 1
+                self._early_s = pending[2]
+                items = self._convert(self._seg.end_turn(pending[0].speech_end_sample), pending[1])
+                # The speech since is the next utterance; this pause is read again, on it alone.
+                self._pause = pause if self._seg.in_utterance else None
+                return items if self._pause is not None else items + self._feed()
+            self.turn_unconfirmed += 1
+        if pause is not None and heard is not None and ends_sentence(heard):
+            if self._confirm:
+                self._pending = (pause, heard, spent_s, until)
+            else:
+                self.turn_ends += 1
+                self._early_s = spent_s
+                return self._convert(self._seg.end_turn(), heard) + self._feed()
+        return self._feed()
 
     def _flush(self) -> list[SegmentItem]:
         return self._convert(self._seg.flush())
@@ -227,12 +300,12 @@ class SegmentStage:
                 # Later frames wait for the decision (a live source buffers them meanwhile), so where an
                 # utterance ends never depends on how fast the check was.
                 pcm = self._seg.current_pcm()
+                until = self._seg.current_start + pcm.size
                 t0 = time.perf_counter()
-                early = await self._turn_check(pcm.astype(np.float32) / 32768.0)
-                self._early_s = time.perf_counter() - t0
+                heard = await self._turn_check(pcm.astype(np.float32) / 32768.0)
+                spent = time.perf_counter() - t0
                 self.turn_checks += 1
-                self.turn_ends += early is not None
-                for out in await loop.run_in_executor(self._executor, self._decide_turn, early):
+                for out in await loop.run_in_executor(self._executor, self._decide_turn, heard, spent, until):
                     yield out
         for out in self._flush():
             yield out

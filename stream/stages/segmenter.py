@@ -21,7 +21,9 @@ Rules (all lengths rounded up to whole frames):
   hides most of a 150-250 ms gap between two people -- 10 ms sub-frames more than ``QUIET_BELOW_PEAK_DB``
   under the utterance's loudest one. The caller may then end the utterance right there
   (:meth:`Segmenter.end_turn`, e.g. when the words so far end a sentence) before it feeds the next frame;
-  otherwise the utterance goes on as usual.
+  otherwise the utterance goes on as usual. It may also end it at an earlier pause, once speech has
+  resumed (``end_turn(at=...)``, e.g. when the words heard since confirm the sentence end): what follows
+  the cut is then the next utterance, begun at the cut, with no sample in both.
 * Early start: with ``early_start_ms`` set (taken as ``post_roll`` when shorter), once a confirmed
   utterance has had that much silence, :class:`EndPreview` carries the utterance it *will be* if that
   silence ends it -- the same samples, since nothing after the post-roll is kept -- so that work on it
@@ -53,6 +55,7 @@ class SegmenterParams:
     max_utterance_ms: int = 15000
     end_silence_ms: int = 500
     turn_pause_ms: int = 0  # 0: no TurnPause outputs
+    turn_confirm: bool = False  # the caller's rule: end a turn at a pause once the next pause confirms it
     early_start_ms: int = 0  # 0: no EndPreview outputs; never before post_roll_ms
 
     def __post_init__(self) -> None:
@@ -280,15 +283,40 @@ class Segmenter:
             return TurnPause(self._turn_cut)
         return None
 
-    def end_turn(self) -> list[SegmenterOutput]:
-        """End the open utterance at the last :class:`TurnPause`: one frame past where the pause began,
-        at most ``post_roll`` past the last speech frame. The rest may be the next utterance's pre-roll.
-        No-op when none is open."""
+    def end_turn(self, at: int | None = None) -> list[SegmenterOutput]:
+        """End the open utterance at a pause: one frame past where it began (``at``, a
+        :attr:`TurnPause.speech_end_sample`; default the last one reported), at most ``post_roll`` past the
+        last speech frame before it. When speech was already heard after that pause, it goes on as the next
+        utterance, begun at the cut (confirmed at once when it already reaches ``min_speech``); otherwise the
+        rest may be the next utterance's pre-roll. No-op when none is open."""
         if not (self._active and self._confirmed):
             return []
-        cut = next((i for i, (start, _) in enumerate(self._frames) if start >= self._turn_cut), len(self._frames))
-        keep = max(self._first_speech + 1, min(cut + 1, self._last_speech + self._post_frames + 1, len(self._frames)))
-        return [self._finish(keep, forced=False)]
+        at = self._turn_cut if at is None else at
+        cut = next((i for i, (start, _) in enumerate(self._frames) if start >= at), len(self._frames))
+        spoken_before = [i for i in range(min(cut, len(self._frames) - 1), -1, -1) if self._flags[i]]
+        last_before = spoken_before[0] if spoken_before else self._first_speech
+        keep = max(self._first_speech + 1, min(cut + 1, last_before + self._post_frames + 1, len(self._frames)))
+        rest, rest_flags = self._frames[keep:], self._flags[keep:]
+        quiet = (self._peak_db, self._quiet_ms, self._quiet_start, self._quiet_reported)
+        out: list[SegmenterOutput] = [self._finish(keep, forced=False)]
+        if True in rest_flags:
+            # The speech after the cut was heard already: the next utterance starts with it, and the pause it
+            # may be in now is the same pause (not reported twice).
+            self._preroll.clear()
+            self._frames, self._flags = rest, rest_flags
+            self._active = True
+            self._first_speech = rest_flags.index(True)
+            self._last_speech = len(rest_flags) - 1 - rest_flags[::-1].index(True)
+            self._peak_db, self._quiet_ms, self._quiet_start, self._quiet_reported = quiet
+            if self._last_speech - self._first_speech + 1 >= self._min_frames:
+                self._confirmed = True
+                out.append(SpeechStart(rest[0][0]))
+        return out
+
+    @property
+    def current_start(self) -> int:
+        """The sample :meth:`current_pcm` begins at (0 when no utterance is open)."""
+        return self._frames[0][0] if self._active and self._frames else 0
 
     def current_pcm(self) -> np.ndarray:
         """The open utterance's audio so far (pre-roll and the pause included); empty when none is open."""

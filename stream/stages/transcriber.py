@@ -91,10 +91,11 @@ class TranscribeStage:
         return dict(self._transcriber.paths)
 
     async def end_of_turn(self, audio: np.ndarray) -> Transcript | None:
-        """The transcript of ``audio`` (an open utterance up to a short pause) if it ends a sentence, else None.
+        """The transcript of ``audio`` (an open utterance up to a short pause); None when Whisper failed.
 
-        Runs in the Whisper thread (after what is already queued there) while :meth:`run` is running. When
-        it ends the utterance, the transcript is reused for it (``Utterance.transcript``): no second pass.
+        Runs in the Whisper thread (after what is already queued there) while :meth:`run` is running. The
+        segment stage decides from it (:func:`ends_sentence`) whether the utterance ends at the pause; when
+        it does, the transcript is reused for it (``Utterance.transcript``): no second pass.
         """
         loop = asyncio.get_running_loop()
         t0 = self._clock()
@@ -106,12 +107,13 @@ class TranscribeStage:
         finally:
             self.busy_s += self._clock() - t0
             self.check_audio_s += audio.size / SAMPLE_RATE_HZ
-        return transcript if ends_sentence(transcript) else None
+        return transcript
 
     def start_early(self, preview: Utterance) -> None:
         """Start transcribing ``preview`` (an open utterance as it will end) in the Whisper thread; a newer
-        preview of the same utterance replaces it. A no-op unless :meth:`run` is running or an executor was given."""
-        if self._running is None:
+        preview of the same utterance replaces it. A no-op unless :meth:`run` is running or an executor was given,
+        and for a preview whose transcript is known already (the end-of-turn check read that audio)."""
+        if self._running is None or preview.transcript is not None:
             return
         loop = asyncio.get_running_loop()
         self._early.put(preview, loop.run_in_executor(self._running, self._timed, preview.audio))

@@ -116,7 +116,7 @@ async def _run(stage: SegmentStage, audio: np.ndarray) -> list[Utterance]:
 
 
 def _stage(check: object) -> SegmentStage:
-    cfg = VADConfig(end_of_turn_pause_ms=180)
+    cfg = VADConfig(end_of_turn_pause_ms=180, end_of_turn_confirm=False)
     vad = make_vad(cfg)
     return SegmentStage("s", vad, segmenter_params(cfg, vad.frame_samples), speed=None, turn_check=check)  # type: ignore[arg-type]
 
@@ -144,3 +144,97 @@ async def test_an_unfinished_sentence_keeps_the_utterance_open() -> None:
 
     utts = await _run(_stage(check), talk.audio)
     assert len(utts) == 1 and utts[0].transcript is None
+
+
+def test_a_turn_can_end_at_an_earlier_pause_and_the_speech_since_goes_on_as_the_next_utterance() -> None:
+    seg = _seg()
+    out: list[object] = []
+    pauses: list[TurnPause] = []
+    for i, c in enumerate("1" * 10 + "0" * 5 + "1" * 8 + "0" * 5 + "1" * 6 + "0" * 15):
+        step = seg.push(i * F, np.full(F, i, dtype=np.int16), c == "1")
+        out += step
+        pauses += [o for o in step if isinstance(o, TurnPause)]
+        if len(pauses) == 2 and any(isinstance(o, TurnPause) for o in step):
+            out += seg.end_turn(pauses[0].speech_end_sample)  # decided at the second pause, cut at the first
+    ends = [o for o in out if isinstance(o, UtteranceEnd)]
+    assert [(e.start_sample, e.speech_end_sample, e.end_sample) for e in ends] == [
+        (0, 10 * F, 11 * F),  # one frame into the first pause, as when cut at once
+        (11 * F, 34 * F, 36 * F),  # the rest: begun at the cut, the second pause inside, ended by silence
+    ]
+    starts = [o.start_sample for o in out if isinstance(o, SpeechStart)]
+    assert starts == [0, 11 * F]
+    assert np.array_equal(ends[1].pcm[:F], np.full(F, 11, dtype=np.int16))  # no sample in both
+    assert len(pauses) == 3  # the second pause was not reported again after the cut
+
+
+@pytest.mark.parametrize(
+    ("before", "later", "stands"),
+    [
+        ("I stalk guys.", "I stalk guys and keep their underpants.", False),  # ran on
+        ("I stalk guys.", "I stalk guys. And keep their underpants.", True),
+        ("Is it raining today?", "Is it raining, today? Yes it is.", True),  # a word more or less
+        ("You know what, Greg?", "You know what Greg, we are good.", False),
+        ("Since I moved.", "Since I moved", True),  # nothing heard past it: no evidence against
+        ("Hi.", "Hi there. How are you?", True),  # within one word
+        ("Okay.", "", True),
+    ],
+)
+def test_a_later_reading_confirms_a_sentence_end_unless_the_words_run_on(before: str, later: str, stands: bool) -> None:
+    from stream.stages.segment import confirms_sentence_end
+
+    reading = lambda text: Transcript(text, "en", -0.2, 0.01)  # noqa: E731
+    assert confirms_sentence_end(reading(before), reading(later)) is stands
+
+
+def _scripted(first: str, later: str) -> tuple[object, list[float]]:
+    """A check reading ``first`` at the first pause and ``later`` at the second, as Whisper reads the first
+    sentence alone and then both; any further reading (after a cut) is what ``later`` adds to ``first``."""
+    seen: list[float] = []
+
+    async def check(audio: np.ndarray) -> Transcript | None:
+        seen.append(audio.size / 16000)
+        text = [first, later][len(seen) - 1] if len(seen) <= 2 else later.removeprefix(first).strip()
+        return Transcript(text, "en", -0.1, 0.01)
+
+    return check, seen
+
+
+def _confirming_stage(check: object) -> SegmentStage:
+    cfg = VADConfig(end_of_turn_pause_ms=180)
+    vad = make_vad(cfg)
+    params = segmenter_params(cfg, vad.frame_samples)
+    assert params.turn_confirm  # the default
+    return SegmentStage("s", vad, params, speed=None, turn_check=check)  # type: ignore[arg-type]
+
+
+async def test_a_confirmed_sentence_end_cuts_at_its_own_pause() -> None:
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    (s0, e0), (s1, e1) = talk.spans_s()
+    check, seen = _scripted("Is it raining today?", "Is it raining today? Yes it is, all day long.")
+    stage = _confirming_stage(check)
+    utts = await _run(stage, talk.audio)
+    assert len(utts) == 2, [(u.start_s, u.end_s) for u in utts]
+    assert utts[0].transcript is not None and utts[0].transcript.text == "Is it raining today?"
+    assert utts[0].speech_end_s == pytest.approx(e0, abs=0.1) and utts[0].end_s <= s1
+    assert utts[1].start_s == utts[0].end_s and utts[1].speech_end_s == pytest.approx(e1, abs=0.1)
+    assert utts[1].transcript is not None and utts[1].transcript.text == "Yes it is, all day long."
+    assert stage.turn_ends == 1 and stage.turn_unconfirmed == 0
+    assert len(seen) == 3  # the first pause, the second (confirming), the second again on the new utterance
+
+
+async def test_without_confirmation_a_sentence_end_cuts_at_once() -> None:
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    check, _ = _scripted("Is it raining today.", "Is it raining today and yes it is all day long.")
+    utts = await _run(_stage(check), talk.audio)
+    assert len(utts) == 2 and utts[0].transcript is not None and utts[0].transcript.text == "Is it raining today."
+
+
+async def test_a_sentence_end_the_next_reading_runs_on_past_does_not_cut() -> None:
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    check, _ = _scripted("Is it raining today.", "Is it raining today and yes it is all day long.")
+    stage = _confirming_stage(check)
+    utts = await _run(stage, talk.audio)
+    assert len(utts) == 1
+    # Silence then ended it right after the last reading, which is reused: no second pass.
+    assert utts[0].transcript is not None and utts[0].transcript.text.endswith("all day long.")
+    assert stage.turn_ends == 0 and stage.turn_unconfirmed == 1
