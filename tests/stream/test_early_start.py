@@ -4,6 +4,7 @@ utterance ends with the same audio."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -145,6 +146,18 @@ async def test_a_failed_early_pass_is_redone_on_the_utterance() -> None:
         texts = await _transcribe(stage, [_utt("s-1", 8000)])
     assert texts == ["8000 samples."] and asr.calls == [8000, 8000]
     assert stage.early["wasted"] == 1 and stage.early["used"] == 0
+
+
+async def test_a_preview_whose_transcript_is_known_starts_no_early_pass() -> None:
+    """The end-of-turn check already read this audio (a pending sentence end that silence confirmed)."""
+    asr = LengthTranscriber()
+    known = dataclasses.replace(_utt("s-1", 8000), transcript=Transcript("Known.", "en", -0.1, 0.01))
+    with ThreadPoolExecutor(1) as pool:
+        stage = TranscribeStage(asr, executor=pool)
+        stage.start_early(known)
+        texts = await _transcribe(stage, [known])
+    assert texts == ["Known."] and asr.calls == []
+    assert stage.early["started"] == 0 and stage.reused == 1
 
 
 class CountingEmbedder:
