@@ -74,11 +74,16 @@ class VADConfig:
     max_utterance_s: float = field(default=15.0, metadata=bounds(0.5, 120.0))
     end_silence_ms: int = field(default=500, metadata=bounds(30, 10000))
     # End of turn: at a pause this long inside an utterance, Whisper reads the words so far; a finished
-    # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances).
-    end_of_turn_pause_ms: int = field(default=0, metadata=bounds(0, 10000))
+    # sentence ends the utterance there (0 = off: only end_silence_ms ends utterances). Turns in a scene
+    # hardly pause (MELD's median gap is 0.17 s); a speaker's multi-sentence turn comes out one utterance
+    # per sentence.
+    end_of_turn_pause_ms: int = field(default=100, metadata=bounds(0, 10000))
     # ... and only once the reading at the next pause, with the words after it in view, does not run on
     # past that sentence end (Whisper ends any audio it is given with a full stop). False: at once.
     end_of_turn_confirm: bool = True
+    # ... or by a comma there (Whisper joins a quick reply to the line before with one) when the voice changes
+    # across the pause by this much (the score of speaker_change_score below); 0 = commas never confirm.
+    end_of_turn_voice_score: float = field(default=2.0, metadata=bounds(0.0, 100.0))
     # Early start: once an utterance has had this much trailing silence, Whisper, the speaker embedding and
     # the audio features start on it as it will be if that silence ends it; the work is used when it does
     # and dropped when speech resumes. Where utterances end does not change. 0 = off; never before

@@ -29,7 +29,7 @@ import numpy as np
 
 from stream.stages.speaker_encoder import mel_spectrogram
 
-__all__ = ["ChangeParams", "change_points", "gap_scores", "select"]
+__all__ = ["ChangeParams", "change_points", "gap_scores", "score_at", "select"]
 
 SAMPLE_RATE_HZ = 16000
 HOP = 160  # 10 ms: the mel front-end's hop, and the pause and pitch frames
@@ -148,6 +148,14 @@ def select(scores: list[tuple[int, float | None]], threshold: float) -> list[int
     scored = [(at, s) for at, s in scores if s is not None]
     return [at for at, s in scored
             if s >= threshold and all(s >= t or abs(at - b) > reach for b, t in scored)]  # fmt: skip
+
+
+def score_at(audio: np.ndarray, sample: int, *, min_gap_ms: int = 50, reach_ms: int = 150) -> float | None:
+    """The score of the pause in ``audio`` nearest ``sample`` (its middle within ``reach_ms``); None when
+    there is none there or either side has too little voiced audio to test."""
+    reach = reach_ms * SAMPLE_RATE_HZ // 1000
+    near = [(abs(at - sample), s) for at, s in gap_scores(audio, min_gap_ms=min_gap_ms) if abs(at - sample) <= reach]
+    return min(near, key=lambda x: x[0])[1] if near else None
 
 
 def change_points(audio: np.ndarray, params: ChangeParams) -> list[int]:

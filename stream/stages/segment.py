@@ -18,6 +18,7 @@ then falls at the earlier pause, and the speech since is the next utterance.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import deque
@@ -38,7 +39,7 @@ from stream.records import (
     Utterance,
     UtterancePreview,
 )
-from stream.stages.change_points import ChangeParams, change_points
+from stream.stages.change_points import ChangeParams, change_points, score_at
 from stream.stages.segmenter import (
     EndPreview,
     Framer,
@@ -52,25 +53,30 @@ from stream.stages.segmenter import (
 from stream.stages.transcriber import ends_sentence
 from stream.stages.vad import FrameClassifier
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["SegmentStage", "TurnCheck", "change_params", "confirms_sentence_end", "segmenter_params"]
 
 # The end-of-turn check: audio of the open utterance so far -> Whisper's transcript of it (None: it failed).
 TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-_WORD_OR_END = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[.?!]+")
+_WORD_OR_END = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[.?!]+|,")
 
 
-def confirms_sentence_end(before: Transcript, later: Transcript) -> bool:
+def confirms_sentence_end(before: Transcript, later: Transcript, *, voice_changed: bool = False) -> bool:
     """Whether ``later`` (a reading of more audio) leaves the sentence end of ``before`` (a reading of its
     start) standing: False only when ``later`` has more words and none of its sentences ends within one
-    word of where ``before`` ended -- the words ran on. Words are counted, not compared: the two readings
-    of the same speech often differ in a word or two."""
+    word of where ``before`` ended -- the words ran on. With ``voice_changed`` (another voice after the
+    pause), a comma there is enough: Whisper joins a quick reply to the line before it with one. Words are
+    counted, not compared: the two readings of the same speech often differ in a word or two."""
     k = len(_WORD.findall(before.text))
     words = 0
     ends: list[int] = []
     for token in _WORD_OR_END.findall(later.text):
-        if token[0] in ".?!":
+        if token == ",":
+            ends += [words] if voice_changed else []
+        elif token[0] in ".?!":
             ends.append(words)
         else:
             words += 1
@@ -91,6 +97,7 @@ def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
         end_silence_ms=vad_cfg.end_silence_ms,
         turn_pause_ms=vad_cfg.end_of_turn_pause_ms,
         turn_confirm=vad_cfg.end_of_turn_confirm,
+        turn_voice_score=vad_cfg.end_of_turn_voice_score,
         early_start_ms=vad_cfg.early_start_ms,
     )
 
@@ -138,6 +145,7 @@ class SegmentStage:
         self._todo: deque[tuple[int, np.ndarray]] = deque()  # frames after a pause, fed once it is decided
         self._pause: TurnPause | None = None
         self._confirm = params.turn_confirm
+        self._voice_score = params.turn_voice_score
         # A sentence end waiting for the next pause's reading: its pause, its transcript, the seconds that
         # took, and the sample the reading heard up to.
         self._pending: tuple[TurnPause, Transcript, float, int] | None = None
@@ -248,6 +256,13 @@ class SegmentStage:
                 self._pause = next((o for o in step if isinstance(o, TurnPause)), None)
         return items
 
+    def _voice_at(self, sample: int) -> float | None:
+        """How much the voice changes across the pause at ``sample`` in the open utterance (see
+        :mod:`stream.stages.change_points`); None when that cannot be told."""
+        start = self._seg.current_start
+        pcm = self._seg.current_pcm().astype(np.float32) / 32768.0
+        return score_at(pcm, sample - start)
+
     def _pending_reading(self, step: Sequence[SegmenterOutput]) -> Transcript | None:
         """The pending sentence end's transcript when ``step`` ends (or previews the end of) the utterance
         with no speech after what that reading heard: silence confirmed it, and no second pass is needed."""
@@ -267,7 +282,11 @@ class SegmentStage:
         pause, self._pause = self._pause, None
         pending, self._pending = self._pending, None
         if pending is not None and heard is not None:
-            if confirms_sentence_end(pending[1], heard):
+            if confirms_sentence_end(pending[1], heard) or (
+                self._voice_score > 0
+                and confirms_sentence_end(pending[1], heard, voice_changed=True)
+                and (self._voice_at(pending[0].speech_end_sample) or 0.0) >= self._voice_score
+            ):
                 self.turn_ends += 1
                 self._early_s = pending[2]
                 items = self._convert(self._seg.end_turn(pending[0].speech_end_sample), pending[1])
@@ -275,6 +294,10 @@ class SegmentStage:
                 self._pause = pause if self._seg.in_utterance else None
                 return items if self._pause is not None else items + self._feed()
             self.turn_unconfirmed += 1
+            logger.debug(
+                "%s: the sentence end of %r was not confirmed by %r", self.stream_id, pending[1].text, heard.text
+            )
+        logger.debug("%s: read %r at a pause (%s)", self.stream_id, heard and heard.text, pending and "pending")
         if pause is not None and heard is not None and ends_sentence(heard):
             if self._confirm:
                 self._pending = (pause, heard, spent_s, until)

@@ -55,7 +55,10 @@ class SegmenterParams:
     max_utterance_ms: int = 15000
     end_silence_ms: int = 500
     turn_pause_ms: int = 0  # 0: no TurnPause outputs
-    turn_confirm: bool = False  # the caller's rule: end a turn at a pause once the next pause confirms it
+    # The caller's rules for a TurnPause: end the turn there only once the next pause's reading confirms it;
+    # a comma there confirms it too when the voice changes across the pause by this score (0: never).
+    turn_confirm: bool = False
+    turn_voice_score: float = 0.0
     early_start_ms: int = 0  # 0: no EndPreview outputs; never before post_roll_ms
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 from stream.config import ConfigError, VADConfig, load_config
 from stream.records import AudioChunk, SourceItem, SpeechBegan, Utterance, UtterancePreview, same_audio
 from stream.sources import to_int16
-from stream.stages.change_points import ChangeParams, change_points, gap_scores, select
+from stream.stages.change_points import ChangeParams, change_points, gap_scores, score_at, select
 from stream.stages.segment import SegmentStage, change_params, segmenter_params
 from stream.stages.vad import make_vad
 from tests.helpers import synthesize
@@ -42,6 +42,14 @@ def test_the_same_voice_after_a_sentence_pause_is_not_cut() -> None:
     scores = [s for _, s in gap_scores(audio) if s is not None]
     other, _ = _scene("en-us+f4", 70, gap_s=0.35)
     assert max(scores) < max(s for _, s in gap_scores(other) if s is not None)
+
+
+def test_the_score_at_a_pause_is_read_where_asked_and_only_there() -> None:
+    audio, join = _scene("en-us+f4", 70, gap_s=0.2)
+    same, same_join = _scene("en-us+m3", 30, gap_s=0.2)
+    changed, kept = score_at(audio, join), score_at(same, same_join)
+    assert changed is not None and kept is not None and changed > 2.0 > kept
+    assert score_at(audio, 8000) is None  # no pause within reach of the first half-second
 
 
 def test_only_the_best_pause_within_a_second_is_cut() -> None:

@@ -1,9 +1,11 @@
-"""The bundled demo (`emostream run`'s default recording) shows 7 of 7 emotions with Whisper base.
+"""The bundled demo (`emostream run`'s default recording) labels 7 of 7 lines with Whisper base.
 
 The demo is the first thing a new user sees, on whatever CPU they have. CTranslate2's int8 kernels
 hear the odd word differently on different CPU families; float32 takes another kernel path that
 disagrees in the same way. The demo's lines (scripts/make-demo.sh) carry their emotion in several
-words each, so the labels must survive both.
+words each, so the labels must survive both. Most lines are two or three sentences, and the end-of-turn
+check (on by default) ends an utterance at each sentence: every line must still be found, its longest
+sentence must carry its emotion, and no utterance may reach across two lines.
 """
 
 from __future__ import annotations
@@ -57,7 +59,11 @@ def test_the_demo_shows_7_of_7_with_base(compute_type: str, tmp_path: Path) -> N
     report = build_report(predictions_from_events(events), truth, oracle=None, min_overlap=0.5, extra={})
     emotions = [e["data"] for e in events if e["type"] == "emotion"]
     heard = [(d["label"], d["text"]) for d in emotions]
-    assert report["counts"]["matched"] == len(truth) == len(emotions), heard
+    assert report["counts"]["matched"] == len(truth) <= len(emotions), heard
     assert report["emotion"]["accuracy"] == 1.0, heard
+    # One utterance per sentence at most: none reaches across two lines (1.2 s of silence between them).
+    spans = [(d["start_s"], d["end_s"]) for d in emotions]
+    for a, b in spans:
+        assert sum(a < t.end_s and b > t.start_s for t in truth) == 1, (a, b, heard)
     # The words may differ between CPUs; together they stay close to the script.
     assert word_error_rate(" ".join(t.text for t in truth), " ".join(d["text"] for d in emotions)) < 0.25, heard

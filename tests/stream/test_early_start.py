@@ -213,8 +213,8 @@ def test_same_audio_compares_stream_id_and_bounds() -> None:
     assert not same_audio(a, _utt("s-2", 8000))
 
 
-def _pipeline(wav: Path, asr: LengthTranscriber, early_ms: int, events: list[Event]) -> Pipeline:
-    config = Config(vad=VADConfig(early_start_ms=early_ms))
+def _pipeline(wav: Path, asr: LengthTranscriber, early_ms: int, events: list[Event], turn_ms: int = 0) -> Pipeline:
+    config = Config(vad=VADConfig(early_start_ms=early_ms, end_of_turn_pause_ms=turn_ms))
     return Pipeline(
         [ReplaySource("a", wav, fast=True)],
         EventBus([events.append]),
@@ -241,6 +241,24 @@ async def test_the_pipeline_gives_the_same_utterances_with_whisper_started_early
     assert len(calls_off) == 2
     assert early["used"] == 2 and early["wasted"] >= 1  # the mid-line pause
     assert len(calls_on) == early["used"] + early["wasted"]
+
+
+async def test_early_start_leaves_the_end_of_turn_cuts_as_they_are(tmp_path: Path) -> None:
+    """With the end-of-turn check on (the fake always reads a finished sentence), the mid-line pause is cut
+    once the next pause confirms it, with early start on or off; the pending reading of a line that silence
+    then ends is its transcript, so no early pass runs for it."""
+    talk = make_dialogue([("Is it raining today?", 0.3), ("I think so.", 1.0), "Take an umbrella then."])
+    wav = write_wav(tmp_path / "a.wav", talk.audio)
+    runs = {}
+    for early_ms in (0, 200):
+        events: list[Event] = []
+        pipeline = _pipeline(wav, LengthTranscriber(), early_ms, events, turn_ms=100)
+        await pipeline.run()
+        texts = [(e.data["start_s"], e.data["end_s"], e.data["text"]) for e in events if e.type == "transcript"]
+        runs[early_ms] = (texts, pipeline.stats())
+    (texts_off, _), (texts_on, stats) = runs[0], runs[200]
+    assert len(texts_off) == 3 and texts_on == texts_off
+    assert stats["turns"]["ends"] == 1 and stats["early"]["started"] == 0
 
 
 def test_early_start_is_a_checked_config_key() -> None:

@@ -186,6 +186,24 @@ def test_a_later_reading_confirms_a_sentence_end_unless_the_words_run_on(before:
     assert confirms_sentence_end(reading(before), reading(later)) is stands
 
 
+@pytest.mark.parametrize(
+    ("before", "later", "plain", "voice_changed"),
+    [
+        ("Okay.", "Okay, maybe people give out fake numbers.", False, True),  # a quick reply joined by a comma
+        ("I stalk guys.", "I stalk guys and keep their underpants.", False, False),  # no comma: ran on anyway
+        ("Oh yeah.", "Oh yeah, hi, how are you.", False, True),
+    ],
+)
+def test_with_another_voice_after_the_pause_a_comma_there_confirms_too(
+    before: str, later: str, plain: bool, voice_changed: bool
+) -> None:
+    from stream.stages.segment import confirms_sentence_end
+
+    first, then = Transcript(before, "en", -0.2, 0.01), Transcript(later, "en", -0.2, 0.01)
+    assert confirms_sentence_end(first, then) is plain
+    assert confirms_sentence_end(first, then, voice_changed=True) is voice_changed
+
+
 def _scripted(first: str, later: str) -> tuple[object, list[float]]:
     """A check reading ``first`` at the first pause and ``later`` at the second, as Whisper reads the first
     sentence alone and then both; any further reading (after a cut) is what ``later`` adds to ``first``."""

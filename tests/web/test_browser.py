@@ -215,7 +215,8 @@ async def test_dashboard_follows_a_real_replay(tmp_path: Path) -> None:
                 while (await watch.get()).event.type != "end":
                     pass
             labels = [e.data["label"] for e in read_events(log_path) if e.type == "emotion"]
-            assert len(labels) == 7  # one per demo line (tests/stream/test_demo.py checks the labels)
+            # One per demo line or per sentence (the end-of-turn check); tests/stream/test_demo.py checks them.
+            assert 7 <= len(labels) <= 21, labels
             await wait_for_feed(page, len(labels))
             assert await feed_labels(page) == labels[::-1]
             await page.wait_for_selector("#ended:not([hidden])")

@@ -209,14 +209,17 @@ async def test_speak_into_the_page(tmp_path: Path) -> None:
                 "() => parseFloat(document.getElementById('mic-level').style.width) > 5", timeout=10000
             )
             await page.screenshot(path=str(ARTIFACTS / "tryit-speaking.png"))
+            # One emotion per line, or per sentence where the end-of-turn check cuts a line at a sentence
+            # end Whisper reads at a pause inside it: until the last line's end has been labelled.
             emotions: list[dict[str, Any]] = []
+            last_end = talk.spans_s()[-1][1]
             async with asyncio.timeout(90):
-                while len(emotions) < len(DEMO_LINES):
+                while not (emotions and emotions[-1]["end_s"] >= last_end - 0.3):
                     event = (await watch_sub.get()).event
                     if event.stream == stream and event.type == "emotion":
                         emotions.append(dict(event.data))
             await page.wait_for_function(
-                "n => document.querySelectorAll('#feed .feed-item').length >= n", arg=len(DEMO_LINES), timeout=15000
+                "n => document.querySelectorAll('#feed .feed-item').length >= n", arg=len(emotions), timeout=15000
             )
             await page.screenshot(path=str(ARTIFACTS / "tryit-spoken.png"), full_page=True)
             await page.click("#mic-btn")  # stop: the stream ends cleanly
@@ -231,8 +234,11 @@ async def test_speak_into_the_page(tmp_path: Path) -> None:
     for e in emotions:  # the same utterance times as the spoken lines, within the VAD's rolls
         assert e["label"] and e["modalities"] and e["latency_ms"] < 10000
     spans = talk.spans_s()
-    for e, (a, b) in zip(emotions, spans, strict=False):
-        assert e["start_s"] <= a + 0.3 and e["end_s"] >= b - 0.3, (e, a, b)
+    assert len(DEMO_LINES) <= len(emotions) <= 2 * len(DEMO_LINES), emotions
+    for a, b in spans:  # each line covered by its own utterances, none reaching into another line
+        mine = [e for e in emotions if a - 0.3 <= (e["start_s"] + e["end_s"]) / 2 <= b + 0.3]
+        assert mine and mine[0]["start_s"] <= a + 0.3 and mine[-1]["end_s"] >= b - 0.3, (mine, a, b)
+        assert all(a - 0.5 <= e["start_s"] and e["end_s"] <= b + 0.5 for e in mine), (mine, a, b)
     logged = [ev for ev in read_events(log_path) if ev.stream == stream]
     assert [ev.type for ev in logged].count("emotion") >= len(DEMO_LINES) and logged[-1].type == "end"
     assert not problems, problems
