@@ -96,9 +96,6 @@ class Utterance:
     # model, the same words), reused by the transcriber, and the seconds it took.
     transcript: Transcript | None = None
     transcript_s: float = 0.0
-    # The utterance this one goes on from: the same voice's turn, cut by the end-of-turn check at a sentence
-    # end (None: a turn of its own). The classifier reads their words together.
-    continues: str | None = None
 
     @property
     def duration_s(self) -> float:

@@ -150,7 +150,7 @@ def select(scores: list[tuple[int, float | None]], threshold: float) -> list[int
             if s >= threshold and all(s >= t or abs(at - b) > reach for b, t in scored)]  # fmt: skip
 
 
-def score_at(audio: np.ndarray, sample: int, *, min_gap_ms: int = 50, reach_ms: int = 300) -> float | None:
+def score_at(audio: np.ndarray, sample: int, *, min_gap_ms: int = 50, reach_ms: int = 150) -> float | None:
     """The score of the pause in ``audio`` nearest ``sample`` (its middle within ``reach_ms``); None when
     there is none there or either side has too little voiced audio to test."""
     reach = reach_ms * SAMPLE_RATE_HZ // 1000

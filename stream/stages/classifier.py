@@ -28,7 +28,7 @@ import numpy as np
 
 from stream.config import ClassifierConfig
 from stream.records import Classified, PredictionLike, Transcribed, Utterance
-from stream.stages.context import ContextRow, ContextWindows, Plan, TurnText
+from stream.stages.context import ContextRow, ContextWindows, Plan
 from stream.stages.early import EarlyWork
 
 __all__ = ["ClassifierStage", "FeaturePredictor", "Predictor", "load_predictor"]
@@ -103,7 +103,6 @@ class ClassifierStage:
         self._windows: ContextWindows | None = None
         if self._speaker_tags or self.reads_context:
             self._windows = ContextWindows(config.context_utterances, config.context_window_s)
-        self._turns = TurnText()  # a sentence that goes on from the one before is read with it
         self._max_batch = config.max_batch
         self._wait_s = config.batch_wait_ms / 1000
         self._queue_items = max(queue_items, config.max_batch)
@@ -206,8 +205,6 @@ class ClassifierStage:
 
     def _row(self, item: Transcribed) -> tuple[str | None, np.ndarray | None]:
         text = item.transcript.text.strip() if item.transcript is not None else ""
-        utt = item.utterance
-        text = self._turns.read(utt.stream, utt.utterance_id, utt.continues, text)
         use_text = self._predictor.uses_text and bool(text)
         use_audio = self._predictor.uses_audio and item.utterance.audio.size > 0
         return (text if use_text else None), (item.utterance.audio if use_audio else None)
@@ -282,7 +279,6 @@ class ClassifierStage:
 
     def end_stream(self, stream: str) -> None:
         """Forget a finished stream's context window and the predictor's running audio statistics."""
-        self._turns.reset(stream)
         if self._windows is not None:
             self._windows.reset(stream)
         if self._stream_keys:

@@ -22,7 +22,7 @@ import numpy as np
 
 from training.context import RELATION_UNKNOWN, relation
 
-__all__ = ["ContextRow", "ContextWindows", "PastUtterance", "Plan", "StreamContext", "TurnText"]
+__all__ = ["ContextRow", "ContextWindows", "PastUtterance", "Plan", "StreamContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,29 +143,3 @@ def _relation(tag: str | None, past_tag: str | None) -> int:
     if tag is None or past_tag is None:
         return RELATION_UNKNOWN
     return relation(tag, past_tag)
-
-
-class TurnText:
-    """The words of each stream's current turn: a sentence that goes on from the utterance before it
-    (``Utterance.continues``: the end-of-turn check cut one voice's turn at a sentence end) is read with
-    the sentences of its turn before it, as MELD's lines -- whole turns -- were labelled and learnt.
-    At most ``max_chars`` (the latest words) are kept."""
-
-    def __init__(self, max_chars: int = 400) -> None:
-        self.max_chars = max_chars
-        self._last: dict[str, tuple[str, str]] = {}  # stream -> (utterance id, its turn's text so far)
-
-    def read(self, stream: str, utterance_id: str, continues: str | None, text: str) -> str:
-        """The text to classify for ``utterance_id``: ``text``, after its turn's earlier sentences."""
-        last = self._last.get(stream)
-        if continues is not None and last is not None and last[0] == continues and last[1] and text:
-            joined = f"{last[1]} {text}"
-            cut = len(joined) - self.max_chars
-            if cut > 0:  # keep the latest words, whole
-                joined = joined[cut:] if joined[cut - 1] == " " else joined[cut:].partition(" ")[2]
-            text = joined
-        self._last[stream] = (utterance_id, text)
-        return text
-
-    def reset(self, stream: str) -> None:
-        self._last.pop(stream, None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import time
 from collections import deque
@@ -151,9 +150,6 @@ class SegmentStage:
         # took, and the sample the reading heard up to.
         self._pending: tuple[TurnPause, Transcript, float, int] | None = None
         self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
-        # (utterance id, the id it continues): the last cut at a sentence end with the same voice on both sides.
-        self._continues: tuple[str, str] | None = None
-        self._voice_cache: tuple[int, float | None] | None = None  # (pause sample, its voice-change score)
         self._early_s = 0.0
         self.turn_checks = 0
         self.turn_ends = 0
@@ -233,7 +229,6 @@ class SegmentStage:
             forced=out.forced,
             transcript=early,
             transcript_s=self._early_s if early is not None else 0.0,
-            continues=self._continues[1] if self._continues and self._continues[0] == utterance_id else None,
         )
 
     def _process(self, chunk: AudioChunk) -> list[SegmentItem]:
@@ -261,28 +256,12 @@ class SegmentStage:
                 self._pause = next((o for o in step if isinstance(o, TurnPause)), None)
         return items
 
-    def _confirmed(self, pause: TurnPause, first: Transcript, heard: Transcript) -> bool:
-        """Whether the sentence end ``first`` read at ``pause`` stands, now that ``heard`` reads on."""
-        if confirms_sentence_end(first, heard):
-            return True
-        if self._voice_score <= 0:
-            return False
-        voice = self._voice_at(pause.speech_end_sample)
-        return voice >= self._voice_score and confirms_sentence_end(first, heard, voice_changed=True)
-
-    def _same_voice(self, pause: TurnPause) -> bool:
-        """Whether the voice goes on across ``pause`` (a sentence end inside one speaker's turn): told only
-        with the voice cue on and enough voiced audio on both sides."""
-        return self._voice_score > 0 and self._voice_at(pause.speech_end_sample, unknown=math.inf) < self._voice_score
-
-    def _voice_at(self, sample: int, *, unknown: float = 0.0) -> float:
+    def _voice_at(self, sample: int) -> float | None:
         """How much the voice changes across the pause at ``sample`` in the open utterance (see
-        :mod:`stream.stages.change_points`; computed once per pause); ``unknown`` when it cannot be told."""
-        if self._voice_cache is None or self._voice_cache[0] != sample:
-            pcm = self._seg.current_pcm().astype(np.float32) / 32768.0
-            self._voice_cache = (sample, score_at(pcm, sample - self._seg.current_start))
-        score = self._voice_cache[1]
-        return unknown if score is None else score
+        :mod:`stream.stages.change_points`); None when that cannot be told."""
+        start = self._seg.current_start
+        pcm = self._seg.current_pcm().astype(np.float32) / 32768.0
+        return score_at(pcm, sample - start)
 
     def _pending_reading(self, step: Sequence[SegmenterOutput]) -> Transcript | None:
         """The pending sentence end's transcript when ``step`` ends (or previews the end of) the utterance
@@ -302,15 +281,15 @@ class SegmentStage:
         ends, now or -- confirming -- at the pause before, then go on feeding."""
         pause, self._pause = self._pause, None
         pending, self._pending = self._pending, None
-        self._voice_cache = None
         if pending is not None and heard is not None:
-            if self._confirmed(pending[0], pending[1], heard):
+            if confirms_sentence_end(pending[1], heard) or (
+                self._voice_score > 0
+                and confirms_sentence_end(pending[1], heard, voice_changed=True)
+                and (self._voice_at(pending[0].speech_end_sample) or 0.0) >= self._voice_score
+            ):
                 self.turn_ends += 1
                 self._early_s = pending[2]
-                before, same_voice = self._current, self._same_voice(pending[0])  # (read before the cut)
                 items = self._convert(self._seg.end_turn(pending[0].speech_end_sample), pending[1])
-                if self._current != before and same_voice:
-                    self._continues = (self._current, before)
                 # The speech since is the next utterance; this pause is read again, on it alone.
                 self._pause = pause if self._seg.in_utterance else None
                 return items if self._pause is not None else items + self._feed()

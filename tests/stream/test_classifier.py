@@ -328,32 +328,3 @@ async def test_a_predictor_without_context_support_is_called_as_before() -> None
     stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=10, context=True))
     out = [c async for c in stage.run(arrive([item("a", 0, "one")]))]
     assert not stage.reads_context and out[0].context_ids is None
-
-
-async def test_a_sentence_that_goes_on_from_the_one_before_is_read_with_its_turn() -> None:
-    pred = ScriptedPredictor()
-    first, second, other = item("a", 0, "This is wonderful news!"), item("a", 1, "I am so happy."), item("a", 2, "Hi.")
-    second = dataclasses.replace(second, utterance=dataclasses.replace(second.utterance, continues="a-0"))
-    other = dataclasses.replace(other, utterance=dataclasses.replace(other.utterance, continues="a-0"))  # not the last
-    out = [
-        c async for c in ClassifierStage(pred, ClassifierConfig(batch_wait_ms=20)).run(arrive([first, second, other]))
-    ]
-    texts = [t for call in pred.calls for t in call[0]]
-    assert texts == ["This is wonderful news!", "This is wonderful news! I am so happy.", "Hi."]
-    assert [c.item.transcript.text for c in out if c.item.transcript] == [
-        "This is wonderful news!",
-        "I am so happy.",
-        "Hi.",
-    ]
-
-
-def test_a_turns_text_keeps_its_latest_words_whole() -> None:
-    from stream.stages.context import TurnText
-
-    turns = TurnText(max_chars=22)
-    assert turns.read("s", "s-1", None, "One two three.") == "One two three."
-    assert turns.read("s", "s-2", "s-1", "Four five six.") == "three. Four five six."  # not "o three."
-    assert turns.read("s", "s-3", "s-2", "Seven.") == "Four five six. Seven."
-    assert turns.read("t", "t-1", "s-2", "Other stream.") == "Other stream."
-    turns.reset("s")
-    assert turns.read("s", "s-3", "s-2", "After the end.") == "After the end."

@@ -14,7 +14,7 @@ from stream.stages.segment import SegmentStage, segmenter_params
 from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, UtteranceEnd
 from stream.stages.transcriber import ends_sentence
 from stream.stages.vad import make_vad
-from tests.helpers import make_dialogue, synthesize
+from tests.helpers import make_dialogue
 
 F = 160
 
@@ -256,25 +256,3 @@ async def test_a_sentence_end_the_next_reading_runs_on_past_does_not_cut() -> No
     # Silence then ended it right after the last reading, which is reused: no second pass.
     assert utts[0].transcript is not None and utts[0].transcript.text.endswith("all day long.")
     assert stage.turn_ends == 0 and stage.turn_unconfirmed == 1
-
-
-A_TEXT = "I still don't get why they would give us a fake number."
-B_TEXT = "Maybe they did not know what they were doing at all."
-
-
-def _two_lines(second_voice: str, second_pitch: int) -> np.ndarray:
-    a = synthesize(A_TEXT, voice="en-us+m3", pitch=30) * 0.5
-    b = synthesize(B_TEXT, voice=second_voice, pitch=second_pitch) * 0.5
-    lead, gap, tail = (np.zeros(round(s * 16000), np.float32) for s in (0.5, 0.3, 1.0))
-    audio = np.concatenate([lead, a, gap, b, tail])
-    return audio + np.random.default_rng(0).normal(0, 3e-4, audio.size).astype(np.float32)
-
-
-@pytest.mark.parametrize(("voice", "pitch", "goes_on"), [("en-us+m3", 30, True), ("en-us+f4", 70, False)])
-async def test_a_sentence_cut_off_the_same_voices_turn_says_which_utterance_it_continues(
-    voice: str, pitch: int, goes_on: bool
-) -> None:
-    check, _ = _scripted(A_TEXT, f"{A_TEXT} {B_TEXT}")
-    utts = await _run(_confirming_stage(check), _two_lines(voice, pitch))
-    assert len(utts) == 2 and utts[0].continues is None
-    assert utts[1].continues == (utts[0].utterance_id if goes_on else None)
