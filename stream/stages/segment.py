@@ -12,7 +12,9 @@ words so far (:data:`TurnCheck`). A finished sentence ends the utterance there a
 audio it is given as if it were complete ("I stalk guys." at a breath before "and keep their
 underpants."), but with the words that follow in view it does not. So the candidate stands unless the
 later reading carries on past it with no sentence end there (:func:`confirms_sentence_end`); the cut
-then falls at the earlier pause, and the speech since is the next utterance.
+then falls at the earlier pause, and the speech since is the next utterance. The later reading comes at
+the next pause, or once :data:`CONFIRM_WITHIN_MS` of audio has followed the candidate, whichever is first
+(a speaker who goes on without a pause would otherwise hold the first sentence back for as long).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ __all__ = ["SegmentStage", "TurnCheck", "change_params", "confirms_sentence_end"
 
 # The end-of-turn check: audio of the open utterance so far -> Whisper's transcript of it (None: it failed).
 TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
+
+# The longest a sentence end waits for its confirming reading: a few words after it are enough.
+CONFIRM_WITHIN_MS = 1000
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _WORD_OR_END = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[.?!]+|,")
@@ -150,6 +155,7 @@ class SegmentStage:
         # took, and the sample the reading heard up to.
         self._pending: tuple[TurnPause, Transcript, float, int] | None = None
         self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
+        self._lookahead = False  # the pending sentence end is due its reading now, without a pause
         self._early_s = 0.0
         self.turn_checks = 0
         self.turn_ends = 0
@@ -236,7 +242,7 @@ class SegmentStage:
         items: list[SegmentItem] = []
         if gap:  # close what was open before the lost audio, timed against the chunks before it
             self._todo.clear()
-            self._pause = None
+            self._pause, self._pending, self._lookahead = None, None, False
             items += self._convert(self._seg.flush())
             self._vad.reset()
         self._last = chunk
@@ -254,6 +260,10 @@ class SegmentStage:
                 self._pending = None  # ended anyway (silence, max_utterance): nothing left to cut
             if self._turn_check is not None:
                 self._pause = next((o for o in step if isinstance(o, TurnPause)), None)
+            due = self._pending[3] + CONFIRM_WITHIN_MS * SAMPLE_RATE_HZ // 1000 if self._pending else None
+            if self._pause is None and due is not None and start + frame.size >= due:
+                self._lookahead = True
+                break
         return items
 
     def _voice_at(self, sample: int) -> float | None:
@@ -279,8 +289,9 @@ class SegmentStage:
     def _decide_turn(self, heard: Transcript | None, spent_s: float, until: int) -> list[SegmentItem]:
         """After a pause was read (``heard``; None: the check failed): end the utterance where a sentence
         ends, now or -- confirming -- at the pause before, then go on feeding."""
-        pause, self._pause = self._pause, None
+        pause, self._pause = self._pause, None  # None: a reading due without a pause (no new candidate)
         pending, self._pending = self._pending, None
+        self._lookahead = False
         if pending is not None and heard is not None:
             if confirms_sentence_end(pending[1], heard) or (
                 self._voice_score > 0
@@ -319,7 +330,7 @@ class SegmentStage:
             self.audio_s += item.pcm.size / SAMPLE_RATE_HZ
             for out in await loop.run_in_executor(self._executor, self._process, item):
                 yield out
-            while self._pause is not None and self._turn_check is not None:
+            while (self._pause is not None or self._lookahead) and self._turn_check is not None:
                 # Later frames wait for the decision (a live source buffers them meanwhile), so where an
                 # utterance ends never depends on how fast the check was.
                 pcm = self._seg.current_pcm()

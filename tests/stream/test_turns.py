@@ -256,3 +256,16 @@ async def test_a_sentence_end_the_next_reading_runs_on_past_does_not_cut() -> No
     # Silence then ended it right after the last reading, which is reused: no second pass.
     assert utts[0].transcript is not None and utts[0].transcript.text.endswith("all day long.")
     assert stage.turn_ends == 0 and stage.turn_unconfirmed == 1
+
+
+async def test_a_sentence_end_is_confirmed_soon_even_when_the_speaker_goes_on_without_a_pause() -> None:
+    from stream.stages.segment import CONFIRM_WITHIN_MS
+
+    long_line = "Yes it is, and it has been raining all day long since early this morning without a break."
+    talk = make_dialogue([("Is it raining today?", 0.3), long_line], gap_s=0.3)
+    (_, e0), (s1, e1) = talk.spans_s()
+    check, seen = _scripted("Is it raining today?", "Is it raining today? Yes it is.")
+    utts = await _run(_confirming_stage(check), talk.audio)
+    assert len(utts) == 2 and utts[0].transcript is not None
+    # The confirming reading came a moment after the candidate's pause, not at the end of the long line.
+    assert seen[1] < seen[0] + 0.3 + CONFIRM_WITHIN_MS / 1000 + 0.15 < e1 - 1.0
