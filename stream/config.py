@@ -78,8 +78,9 @@ class VADConfig:
     # hardly pause (MELD's median gap is 0.17 s); a speaker's multi-sentence turn comes out one utterance
     # per sentence.
     end_of_turn_pause_ms: int = field(default=100, metadata=bounds(0, 10000))
-    # ... and only once the reading at the next pause, with the words after it in view, does not run on
-    # past that sentence end (Whisper ends any audio it is given with a full stop). False: at once.
+    # ... and only once a second reading (at the next pause, or after 1 s more audio), with the words after
+    # it in view, does not run on past that sentence end (Whisper ends any audio it is given with a full
+    # stop). False: at once.
     end_of_turn_confirm: bool = True
     # ... or by a comma there (Whisper joins a quick reply to the line before with one) when the voice changes
     # across the pause by this much (the score of speaker_change_score below); 0 = commas never confirm.
