@@ -296,8 +296,7 @@ class Segmenter:
             return []
         at = self._turn_cut if at is None else at
         cut = next((i for i, (start, _) in enumerate(self._frames) if start >= at), len(self._frames))
-        spoken_before = [i for i in range(min(cut, len(self._frames) - 1), -1, -1) if self._flags[i]]
-        last_before = spoken_before[0] if spoken_before else self._first_speech
+        last_before = self._last_spoken(min(cut, len(self._frames) - 1), self._first_speech)
         keep = max(self._first_speech + 1, min(cut + 1, last_before + self._post_frames + 1, len(self._frames)))
         rest, rest_flags = self._frames[keep:], self._flags[keep:]
         quiet = (self._peak_db, self._quiet_ms, self._quiet_start, self._quiet_reported)
@@ -343,8 +342,7 @@ class Segmenter:
         start = kept[0][0]
         end = kept[-1][0] + kept[-1][1].size
         # The last speech frame inside what is kept (a forced cut may fall in a pause).
-        spoken = [i for i in range(min(self._last_speech, keep - 1), -1, -1) if self._flags[i]]
-        last = self._frames[spoken[0] if spoken else keep - 1]
+        last = self._frames[self._last_spoken(min(self._last_speech, keep - 1), keep - 1)]
         return UtteranceEnd(
             start_sample=start,
             end_sample=end,
@@ -352,6 +350,10 @@ class Segmenter:
             pcm=np.concatenate([f for _, f in kept]),
             forced=forced,
         )
+
+    def _last_spoken(self, upto: int, default: int) -> int:
+        """The index of the last speech frame at or before ``upto`` in the open utterance (``default``: none)."""
+        return next((i for i in range(upto, -1, -1) if self._flags[i]), default)
 
     def _finish(self, keep: int, *, forced: bool) -> UtteranceEnd:
         utt = self._utterance(keep, forced=forced)
