@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -90,6 +91,16 @@ def confirms_sentence_end(before: Transcript, later: Transcript, *, voice_change
     return any(abs(end - k) <= 1 for end in ends if end < words)
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A sentence end read at ``pause``, waiting for its confirming reading."""
+
+    pause: TurnPause
+    reading: Transcript  # what Whisper read up to the pause (the cut utterance's transcript if it stands)
+    spent_s: float  # how long that reading took
+    until: int  # the sample the reading heard up to
+
+
 def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
     """``[vad]`` config -> :class:`SegmenterParams` for a classifier with ``frame_samples`` frames."""
     return SegmenterParams(
@@ -151,9 +162,7 @@ class SegmentStage:
         self._pause: TurnPause | None = None
         self._confirm = params.turn_confirm
         self._voice_score = params.turn_voice_score
-        # A sentence end waiting for the next pause's reading: its pause, its transcript, the seconds that
-        # took, and the sample the reading heard up to.
-        self._pending: tuple[TurnPause, Transcript, float, int] | None = None
+        self._pending: _Pending | None = None  # a sentence end waiting for its confirming reading
         self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
         self._lookahead = False  # the pending sentence end is due its reading now, without a pause
         self._early_s = 0.0
@@ -260,7 +269,7 @@ class SegmentStage:
                 self._pending = None  # ended anyway (silence, max_utterance): nothing left to cut
             if self._turn_check is not None:
                 self._pause = next((o for o in step if isinstance(o, TurnPause)), None)
-            due = self._pending[3] + CONFIRM_WITHIN_MS * SAMPLE_RATE_HZ // 1000 if self._pending else None
+            due = self._pending.until + CONFIRM_WITHIN_MS * SAMPLE_RATE_HZ // 1000 if self._pending else None
             if self._pause is None and due is not None and start + frame.size >= due:
                 self._lookahead = True
                 break
@@ -281,10 +290,10 @@ class SegmentStage:
         ends = [
             o.utterance if isinstance(o, EndPreview) else o for o in step if not isinstance(o, SpeechStart | TurnPause)
         ]
-        if not ends or any(u.forced or u.speech_end_sample > self._pending[3] for u in ends):
+        if not ends or any(u.forced or u.speech_end_sample > self._pending.until for u in ends):
             return None
-        self._early_s = self._pending[2]
-        return self._pending[1]
+        self._early_s = self._pending.spent_s
+        return self._pending.reading
 
     def _decide_turn(self, heard: Transcript | None, spent_s: float, until: int) -> list[SegmentItem]:
         """After a pause was read (``heard``; None: the check failed): end the utterance where a sentence
@@ -293,25 +302,25 @@ class SegmentStage:
         pending, self._pending = self._pending, None
         self._lookahead = False
         if pending is not None and heard is not None:
-            if confirms_sentence_end(pending[1], heard) or (
+            if confirms_sentence_end(pending.reading, heard) or (
                 self._voice_score > 0
-                and confirms_sentence_end(pending[1], heard, voice_changed=True)
-                and (self._voice_at(pending[0].speech_end_sample) or 0.0) >= self._voice_score
+                and confirms_sentence_end(pending.reading, heard, voice_changed=True)
+                and (self._voice_at(pending.pause.speech_end_sample) or 0.0) >= self._voice_score
             ):
                 self.turn_ends += 1
-                self._early_s = pending[2]
-                items = self._convert(self._seg.end_turn(pending[0].speech_end_sample), pending[1])
+                self._early_s = pending.spent_s
+                items = self._convert(self._seg.end_turn(pending.pause.speech_end_sample), pending.reading)
                 # The speech since is the next utterance; this pause is read again, on it alone.
                 self._pause = pause if self._seg.in_utterance else None
                 return items if self._pause is not None else items + self._feed()
             self.turn_unconfirmed += 1
             logger.debug(
-                "%s: the sentence end of %r was not confirmed by %r", self.stream_id, pending[1].text, heard.text
+                "%s: the sentence end of %r was not confirmed by %r", self.stream_id, pending.reading.text, heard.text
             )
         logger.debug("%s: read %r at a pause (%s)", self.stream_id, heard and heard.text, pending and "pending")
         if pause is not None and heard is not None and ends_sentence(heard):
             if self._confirm:
-                self._pending = (pause, heard, spent_s, until)
+                self._pending = _Pending(pause, heard, spent_s, until)
             else:
                 self.turn_ends += 1
                 self._early_s = spent_s
