@@ -6,7 +6,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stream.evaluation.scoring import Match, Utterance, WordErrors, align, emotion_scores, word_errors
+from stream.evaluation.scoring import (
+    Match,
+    Utterance,
+    WordErrors,
+    align,
+    boundaries_kept,
+    emotion_scores,
+    word_errors,
+)
 from stream.evaluation.speaker_scoring import speaker_scores
 from stream.records import LABELS
 
@@ -55,6 +63,7 @@ def build_report(
         },
         "alignment": {"min_overlap": min_overlap, "rule": "overlap >= min_overlap * shorter span, in time order"},
         "detection": _detection(len(matches), len(pred), len(truth)),
+        "boundaries": boundaries_kept(pred, truth, min_overlap=min_overlap),
         "wer": _wer_section(pred, truth, matches),
         "emotion": emotion_scores(
             [truth[m.truth].emotion or "" for m in scored], [pred[m.pred].emotion or "" for m in scored]
@@ -201,6 +210,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         f"| utterances (truth / predicted / matched) | {c['truth']} / {c['predicted']} / {c['matched']} | |",
         f"| detection precision | {_fmt(det['precision'])} | |",
         f"| detection recall | {_fmt(det['recall'])} | |",
+        *_boundary_rows(report),
         f"| WER, matched utterances | {_fmt(wer['matched'])} | |",
         f"| WER, whole recording | {_fmt(wer['overall'])} | |",
         f"| emotion n (matched, labelled) | {emo['n']} | {oracle['n'] if oracle else '–'} |",
@@ -219,6 +229,23 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     for label, row in zip(LABELS, emo["confusion"]["matrix"], strict=True):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _boundary_rows(report: Mapping[str, Any]) -> list[str]:
+    """How many boundaries between truth lines no utterance spans: all, and by speaker change when known."""
+    b = report.get("boundaries")
+    if not b or not b["all"]["n"]:
+        return []
+
+    def kept(kind: str) -> str:
+        n, m = b[kind]["n"], b[kind]["merged"]
+        return f"{n - m} of {n} ({_fmt(b[kind]['kept'], 2)})"
+
+    rows = [f"| line boundaries kept apart (no utterance holds both lines) | {kept('all')} | |"]
+    if b["speaker_changes"]["n"] or b["same_speaker"]["n"]:
+        rows.append(f"| ... where the speaker changes / where one speaker goes on | {kept('speaker_changes')} / "
+                    f"{kept('same_speaker')} | |")  # fmt: skip
+    return rows
 
 
 def _optional_rows(report: Mapping[str, Any]) -> list[str]:

@@ -7,6 +7,8 @@ accuracy and the confusion matrix (scikit-learn). :mod:`stream.evaluation.report
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import re
 import unicodedata
@@ -22,6 +24,7 @@ __all__ = [
     "Utterance",
     "WordErrors",
     "align",
+    "boundaries_kept",
     "emotion_scores",
     "normalise_words",
     "word_errors",
@@ -91,6 +94,39 @@ def _eligible_pairs(
             if ov > 0 and ov >= min_overlap * shorter - 1e-9:
                 pairs.append((i, j, ov))
     return pairs
+
+
+def boundaries_kept(
+    pred: Sequence[Utterance], truth: Sequence[Utterance], *, min_overlap: float = 0.5
+) -> dict[str, dict[str, float | int | None]]:
+    """Whether each boundary between consecutive truth lines was kept: no prediction *holds* both lines
+    (overlaps at least ``min_overlap`` of each line's own span), so no one emotion stands for both.
+
+    Counted apart where the speaker changes (both lines name different speakers: one label for two
+    people's words) and where one speaker goes on (a line split the annotators made, often with no
+    pause or change of voice to hear). Boundaries of lines without a speaker count under ``all`` only.
+    Both inputs sorted by start time."""
+    starts = [p.start_s for p in pred]
+    reach = list(itertools.accumulate((p.end_s for p in pred), max))  # latest end among pred[: i + 1]
+    holds: list[set[int]] = []
+    for t in truth:
+        held, i = set(), bisect.bisect_left(starts, t.end_s) - 1  # pred[i] starts before t ends
+        while i >= 0 and reach[i] > t.start_s:
+            if _overlap(pred[i], t) >= min_overlap * max(t.end_s - t.start_s, 1e-9):
+                held.add(i)
+            i -= 1
+        holds.append(held)
+    counts = {"all": [0, 0], "speaker_changes": [0, 0], "same_speaker": [0, 0]}
+    for k in range(len(truth) - 1):
+        a, b = truth[k], truth[k + 1]
+        merged = bool(holds[k] & holds[k + 1])
+        kinds = ["all"]
+        if a.speaker and b.speaker:
+            kinds.append("speaker_changes" if a.speaker != b.speaker else "same_speaker")
+        for kind in kinds:
+            counts[kind][0] += 1
+            counts[kind][1] += merged
+    return {kind: {"n": n, "merged": m, "kept": (n - m) / n if n else None} for kind, (n, m) in counts.items()}
 
 
 class _PrefixMax:

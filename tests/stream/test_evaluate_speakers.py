@@ -99,3 +99,33 @@ def test_speaker_error_after_corrections() -> None:
     assert sp["as_sent"]["error"] == pytest.approx(0.25) and sp["after_merges"]["error"] == pytest.approx(0.25)
     assert sp["after_corrections"]["error"] == 0.0 and sp["corrections"] == 1
     assert "(after 0 merges; and 1 corrections) | 0.250 (0.250; 0.000)" in report_markdown(report)
+
+
+def test_boundaries_between_lines_count_merges_by_speaker_change() -> None:
+    from stream.evaluation import Utterance, boundaries_kept
+
+    truth = read_truth_rows(TRUTH + "6.2,7.0,Good.,joy,rachel\n")  # ross, rachel, ross, rachel, rachel
+    pred = [
+        Utterance(0.4, 1.6, "Hi.", "joy"),
+        Utterance(1.9, 4.6, "Hey. How are you?", "joy"),  # holds rachel's and ross's lines: one label for two
+        Utterance(4.9, 7.1, "Fine. Good.", "joy"),  # rachel's two lines together
+    ]
+    kept = boundaries_kept(pred, truth)
+    assert kept["all"] == {"n": 4, "merged": 2, "kept": 0.5}
+    assert kept["speaker_changes"] == {"n": 3, "merged": 1, "kept": pytest.approx(2 / 3)}
+    assert kept["same_speaker"] == {"n": 1, "merged": 1, "kept": 0.0}
+    # A prediction that only grazes the next line (less than half of it) does not hold it.
+    graze = [Utterance(0.4, 2.3, "Hi. Hey", "joy"), Utterance(2.3, 6.1, "rest", "joy")]
+    assert boundaries_kept(graze, truth[:2])["speaker_changes"]["merged"] == 0
+    md = report_markdown(build_report(pred, truth))
+    assert "| line boundaries kept apart (no utterance holds both lines) | 2 of 4 (0.50) | |" in md
+    assert "where the speaker changes / where one speaker goes on | 2 of 3 (0.67) / 0 of 1 (0.00)" in md
+
+
+def test_without_speakers_only_all_boundaries_are_reported() -> None:
+    rows = read_truth_rows("start_s,end_s,text,emotion\n0,1,a,joy\n1.1,2,b,joy\n")
+    from stream.evaluation import Utterance
+
+    md = report_markdown(build_report([Utterance(0, 2, "a b", "joy")], rows))
+    assert "| line boundaries kept apart (no utterance holds both lines) | 0 of 1 (0.00) | |" in md
+    assert "where the speaker changes" not in md
