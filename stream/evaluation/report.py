@@ -239,7 +239,7 @@ def _boundary_rows(report: Mapping[str, Any]) -> list[str]:
 
     def kept(kind: str) -> str:
         n, m = b[kind]["n"], b[kind]["merged"]
-        return f"{n - m} of {n} ({_fmt(b[kind]['kept'], 2)})"
+        return f"{n - m} of {n} ({_fmt(b[kind]['kept'], 2)})" if n else "none"
 
     rows = [f"| line boundaries kept apart (no utterance holds both lines) | {kept('all')} | |"]
     if b["speaker_changes"]["n"] or b["same_speaker"]["n"]:
