@@ -165,7 +165,6 @@ class SegmentStage:
         self._pending: _Pending | None = None  # a sentence end waiting for its confirming reading
         self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
         self._lookahead = False  # the pending sentence end is due its reading now, without a pause
-        self._early_s = 0.0
         self.turn_checks = 0
         self.turn_ends = 0
         self._count = first_utterance  # utterances numbered before (a resumed replay continues the ids)
@@ -182,7 +181,11 @@ class SegmentStage:
             return chunk.arrival
         return chunk.arrival - max(0, chunk.end_sample - sample) / (SAMPLE_RATE_HZ * self._speed)
 
-    def _convert(self, outputs: Sequence[SegmenterOutput], early: Transcript | None = None) -> list[SegmentItem]:
+    def _convert(
+        self, outputs: Sequence[SegmenterOutput], early: tuple[Transcript, float] | None = None
+    ) -> list[SegmentItem]:
+        """Segmenter outputs -> segment items; ``early``: a reading of the utterance that ends here (its
+        transcript and how long Whisper took), reused as its transcript."""
         items: list[SegmentItem] = []
         for out in outputs:
             if isinstance(out, TurnPause):
@@ -232,7 +235,7 @@ class SegmentStage:
             )
         return pieces
 
-    def _utterance(self, out: UtteranceEnd, early: Transcript | None, utterance_id: str) -> Utterance:
+    def _utterance(self, out: UtteranceEnd, early: tuple[Transcript, float] | None, utterance_id: str) -> Utterance:
         return Utterance(
             stream=self.stream_id,
             utterance_id=utterance_id,
@@ -242,8 +245,8 @@ class SegmentStage:
             audio=(out.pcm.astype(np.float32) / 32768.0),
             speech_end_at=self._wall_time(out.speech_end_sample),
             forced=out.forced,
-            transcript=early,
-            transcript_s=self._early_s if early is not None else 0.0,
+            transcript=early[0] if early is not None else None,
+            transcript_s=early[1] if early is not None else 0.0,
         )
 
     def _process(self, chunk: AudioChunk) -> list[SegmentItem]:
@@ -282,9 +285,10 @@ class SegmentStage:
         pcm = self._seg.current_pcm().astype(np.float32) / 32768.0
         return score_at(pcm, sample - start)
 
-    def _pending_reading(self, step: Sequence[SegmenterOutput]) -> Transcript | None:
-        """The pending sentence end's transcript when ``step`` ends (or previews the end of) the utterance
-        with no speech after what that reading heard: silence confirmed it, and no second pass is needed."""
+    def _pending_reading(self, step: Sequence[SegmenterOutput]) -> tuple[Transcript, float] | None:
+        """The pending sentence end's reading (transcript, Whisper's time) when ``step`` ends (or previews the
+        end of) the utterance with no speech after what that reading heard: silence confirmed it, and no
+        second pass is needed."""
         if self._pending is None:
             return None
         ends = [
@@ -292,8 +296,7 @@ class SegmentStage:
         ]
         if not ends or any(u.forced or u.speech_end_sample > self._pending.until for u in ends):
             return None
-        self._early_s = self._pending.spent_s
-        return self._pending.reading
+        return self._pending.reading, self._pending.spent_s
 
     def _decide_turn(self, heard: Transcript | None, spent_s: float, until: int) -> list[SegmentItem]:
         """After a pause was read (``heard``; None: the check failed): end the utterance where a sentence
@@ -308,8 +311,9 @@ class SegmentStage:
                 and (self._voice_at(pending.pause.speech_end_sample) or 0.0) >= self._voice_score
             ):
                 self.turn_ends += 1
-                self._early_s = pending.spent_s
-                items = self._convert(self._seg.end_turn(pending.pause.speech_end_sample), pending.reading)
+                items = self._convert(
+                    self._seg.end_turn(pending.pause.speech_end_sample), (pending.reading, pending.spent_s)
+                )
                 # The speech since is the next utterance; this pause is read again, on it alone.
                 self._pause = pause if self._seg.in_utterance else None
                 return items if self._pause is not None else items + self._feed()
@@ -323,8 +327,7 @@ class SegmentStage:
                 self._pending = _Pending(pause, heard, spent_s, until)
             else:
                 self.turn_ends += 1
-                self._early_s = spent_s
-                return self._convert(self._seg.end_turn(), heard) + self._feed()
+                return self._convert(self._seg.end_turn(), (heard, spent_s)) + self._feed()
         return self._feed()
 
     def _flush(self) -> list[SegmentItem]:
