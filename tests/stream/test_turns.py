@@ -269,3 +269,61 @@ async def test_a_sentence_end_is_confirmed_soon_even_when_the_speaker_goes_on_wi
     assert len(utts) == 2 and utts[0].transcript is not None
     # The confirming reading came a moment after the candidate's pause, not at the end of the long line.
     assert seen[1] < seen[0] + 0.3 + CONFIRM_WITHIN_MS / 1000 + 0.15 < e1 - 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "trails"),
+    [
+        ("Dogs are sitting by the...", True),
+        ("Kids are talking by the-", True),
+        ("The dogs are s-", False),  # a word heard only in part: the pause fell inside it
+        ("Um…", False),  # too short: a hesitation
+        ("I mean...", False),
+        ("Well I mean…", True),
+        ("Dogs are sitting by the door.", False),  # a sentence end, not a trailing one
+        ("a well-known", False),
+        ("", False),
+    ],
+)
+def test_a_reading_that_trails_off(text: str, trails: bool) -> None:
+    from stream.stages.segment import trails_off
+
+    assert trails_off(Transcript(text, "en", -0.2, 0.01)) is trails
+    assert not trails_off(Transcript("", "en", -2, 0.9, dropped="no_speech", raw_text="Um..."))
+
+
+@pytest.mark.parametrize(
+    ("before", "later", "stands"),
+    [
+        ("Kids are talking by the-", "Kids are talking by the- She has just hit the high.", True),  # a word cut off
+        ("I was-", "I was going to say we should go.", False),
+        ("Dogs are sitting by the...", "Dogs are sitting by the... Kids are talking.", True),
+        # After a reading that trails off only a new sentence there counts, not the line's own last word(s).
+        ("Dogs are sitting by the...", "Dogs are sitting by the... door.", False),
+        ("Dogs are sitting by the...", "Dogs are sitting by the door. Kids are talking.", False),
+        ("Dogs are sitting by the...", "Dogs are sitting by the", True),  # nothing heard past it: no evidence against
+    ],
+)
+def test_a_cut_off_word_in_the_later_reading_ends_a_sentence_there(before: str, later: str, stands: bool) -> None:
+    from stream.stages.segment import confirms_sentence_end
+
+    assert confirms_sentence_end(Transcript(before, "en", -0.2, 0.01), Transcript(later, "en", -0.2, 0.01)) is stands
+
+
+@pytest.mark.parametrize(
+    ("first", "cut"),
+    [
+        ("Is it raining today...", True),  # a line read as trailing off: confirmed like a sentence end
+        ("Is it...", False),  # a hesitation of two words: no candidate
+    ],
+)
+async def test_a_reading_that_trails_off_at_a_pause_is_a_candidate_end_of_turn(first: str, cut: bool) -> None:
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    (_, e0), (s1, _) = talk.spans_s()
+    check, _ = _scripted(first, first + " Yes it is, all day long.")
+    stage = _confirming_stage(check)
+    utts = await _run(stage, talk.audio)
+    assert len(utts) == (2 if cut else 1), [(u.start_s, u.end_s) for u in utts]
+    if cut:
+        assert utts[0].speech_end_s == pytest.approx(e0, abs=0.1) and utts[0].end_s <= s1
+    assert stage.turn_ends == int(cut)
