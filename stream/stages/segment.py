@@ -80,8 +80,9 @@ _WORD_OR_END = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[.?!]+|(?<=\w)[-—](?=\s|
 
 
 def trails_off(transcript: Transcript) -> bool:
-    """Whether Whisper's kept text ends in an ellipsis or a cut-off word (``by the...``, ``by the-``): at a
-    pause it often reads a finished line so, and the later reading tells a line that went on."""
+    """Whether Whisper's kept text of :data:`TRAILING_MIN_WORDS` words or more ends in an ellipsis or a
+    cut-off word (``by the...``, ``by the-``): at a pause it often reads a finished line so, and the later
+    reading tells a line that went on."""
     text = transcript.text.strip()
     words = _WORD.findall(text)
     if transcript.dropped or len(words) < TRAILING_MIN_WORDS:
