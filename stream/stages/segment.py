@@ -11,21 +11,20 @@ words so far (:data:`TurnCheck`). A finished sentence ends the utterance there a
 ``vad.end_of_turn_confirm`` -- only once the next pause's reading confirms it: Whisper punctuates any
 audio it is given as if it were complete ("I stalk guys." at a breath before "and keep their
 underpants."), but with the words that follow in view it does not. So the candidate stands unless the
-later reading carries on past it with no sentence end there (:func:`confirms_sentence_end`); the cut
+later reading carries on past it with no sentence end there (:mod:`stream.stages.end_of_turn`); the cut
 then falls at the earlier pause, and the speech since is the next utterance. The later reading comes at
 the next pause, or once :data:`CONFIRM_WITHIN_MS` of audio has followed the candidate, whichever is first
 (a speaker who goes on without a pause would otherwise hold the first sentence back for as long).
-With confirmation on, a reading that trails off at the pause (``by the...``, ``by the-``:
-:func:`trails_off`) is a candidate too: Whisper often reads an acted line's end so when the next
-speaker's words are not yet in view. It stands only when the later reading starts a new sentence where
-it stopped (see :func:`confirms_sentence_end`); a cut-off word (``by the- She has``) ends a sentence there.
+With confirmation on, a reading that trails off at the pause (``by the...``, ``by the-``) is a candidate
+too: Whisper often reads an acted line's end so when the next speaker's words are not yet in view. It
+stands only when the later reading starts a new sentence where it stopped; a cut-off word (``by the- She
+has``) ends a sentence there. The text rules are :mod:`stream.stages.end_of_turn`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -47,6 +46,7 @@ from stream.records import (
     UtterancePreview,
 )
 from stream.stages.change_points import ChangeParams, change_points, score_at
+from stream.stages.end_of_turn import EndCandidate, end_candidate
 from stream.stages.segmenter import (
     EndPreview,
     Framer,
@@ -57,12 +57,11 @@ from stream.stages.segmenter import (
     TurnPause,
     UtteranceEnd,
 )
-from stream.stages.transcriber import ends_sentence
 from stream.stages.vad import FrameClassifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegmentStage", "TurnCheck", "change_params", "confirms_sentence_end", "segmenter_params"]
+__all__ = ["SegmentStage", "TurnCheck", "change_params", "segmenter_params"]
 
 # The end-of-turn check: audio of the open utterance so far -> Whisper's transcript of it (None: it failed).
 TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
@@ -70,60 +69,13 @@ TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
 # The longest a sentence end waits for its confirming reading: a few words after it are enough.
 CONFIRM_WITHIN_MS = 1000
 
-# A reading that trails off is a candidate end of turn only with this many words: "Um..." and "I mean..."
-# are a speaker's hesitations, not a line left unfinished.
-TRAILING_MIN_WORDS = 3
-
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-# Sentence ends: . ? ! (and ...), and a dash that cuts a word off ("by the- She has"); commas apart.
-_WORD_OR_END = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[.?!]+|(?<=\w)[-—](?=\s|$)|,")
-
-
-def trails_off(transcript: Transcript) -> bool:
-    """Whether Whisper's kept text of :data:`TRAILING_MIN_WORDS` words or more ends in an ellipsis or a
-    cut-off word (``by the...``, ``by the-``): at a pause it often reads a finished line so, and the later
-    reading tells a line that went on."""
-    text = transcript.text.strip()
-    words = _WORD.findall(text)
-    if transcript.dropped or len(words) < TRAILING_MIN_WORDS:
-        return False
-    # A dash after a letter or two is a word Whisper heard only the start of ("The dogs are s-"): the
-    # pause fell inside it.
-    return text.endswith(("...", "…")) or (text.endswith(("-", "—")) and len(words[-1]) > 2)
-
-
-def confirms_sentence_end(before: Transcript, later: Transcript, *, voice_changed: bool = False) -> bool:
-    """Whether ``later`` (a reading of more audio) leaves the sentence end of ``before`` (a reading of its
-    start) standing: False only when ``later`` has more words and none of its sentences ends within one
-    word of where ``before`` ended -- the words ran on. With ``voice_changed`` (another voice after the
-    pause), a comma there is enough: Whisper joins a quick reply to the line before it with one. Words are
-    counted, not compared: the two readings of the same speech often differ in a word or two.
-
-    When ``before`` trailed off (:func:`trails_off`) and ``later`` heard more, that must be a new sentence:
-    ``later`` ends one where ``before`` stopped or one word sooner, and two words or more follow before
-    the next end (``by the... door.`` is the same line's last word, not a new speaker)."""
-    k = len(_WORD.findall(before.text))
-    words = 0
-    ends: list[int] = []
-    for token in _WORD_OR_END.findall(later.text):
-        if token == ",":
-            ends += [words] if voice_changed else []
-        elif token[0] in ".?!-—":
-            ends.append(words)
-        else:
-            words += 1
-    if words <= k:  # nothing heard past it (a fragment Whisper skipped): no evidence against it
-        return True
-    if trails_off(before):
-        return any(k - 1 <= end <= k and end + 2 <= words and end + 1 not in ends for end in ends)
-    return any(abs(end - k) <= 1 for end in ends if end < words)
-
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A sentence end read at ``pause``, waiting for its confirming reading."""
+    """A candidate end of turn read at ``pause``, waiting for its confirming reading."""
 
     pause: TurnPause
+    candidate: EndCandidate
     reading: Transcript  # what Whisper read up to the pause (the cut utterance's transcript if it stands)
     spent_s: float  # how long that reading took
     until: int  # the sample the reading heard up to
@@ -333,9 +285,9 @@ class SegmentStage:
         pending, self._pending = self._pending, None
         self._lookahead = False
         if pending is not None and heard is not None:
-            if confirms_sentence_end(pending.reading, heard) or (
+            if pending.candidate.confirmed_by(heard) or (
                 self._voice_score > 0
-                and confirms_sentence_end(pending.reading, heard, voice_changed=True)
+                and pending.candidate.confirmed_by(heard, voice_changed=True)
                 and (self._voice_at(pending.pause.speech_end_sample) or 0.0) >= self._voice_score
             ):
                 self.turn_ends += 1
@@ -350,13 +302,14 @@ class SegmentStage:
                 "%s: the sentence end of %r was not confirmed by %r", self.stream_id, pending.reading.text, heard.text
             )
         logger.debug("%s: read %r at a pause (%s)", self.stream_id, heard and heard.text, pending and "pending")
-        if pause is not None and heard is not None and (ends_sentence(heard) or (self._confirm and trails_off(heard))):
-            if self._confirm:
-                self._pending = _Pending(pause, heard, spent_s, until)
-            else:
-                self.turn_ends += 1
-                return self._convert(self._seg.end_turn(), (heard, spent_s)) + self._feed()
-        return self._feed()
+        candidate = None if pause is None or heard is None else end_candidate(heard, trailing=self._confirm)
+        if candidate is None or pause is None or heard is None:
+            return self._feed()
+        if self._confirm:
+            self._pending = _Pending(pause, candidate, heard, spent_s, until)
+            return self._feed()
+        self.turn_ends += 1
+        return self._convert(self._seg.end_turn(), (heard, spent_s)) + self._feed()
 
     def _flush(self) -> list[SegmentItem]:
         return self._convert(self._seg.flush())

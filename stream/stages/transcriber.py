@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -24,7 +23,7 @@ import numpy as np
 from stream.records import SAMPLE_RATE_HZ, Transcribed, Transcript, Utterance
 from stream.stages.early import EarlyWork
 
-__all__ = ["TranscribeStage", "Transcriber", "ends_sentence"]
+__all__ = ["TranscribeStage", "Transcriber"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +37,6 @@ class Transcriber(Protocol):
         ...
 
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
-
-
-_SENTENCE_END = re.compile(r"[.?!][\"')\]]*$")
-
-
-def ends_sentence(transcript: Transcript) -> bool:
-    """Whether Whisper's text ends a sentence (``.``, ``?``, ``!``; not an ellipsis) and was kept."""
-    text = transcript.text.strip()
-    if transcript.dropped or not text or text.endswith(("...", "…")):
-        return False
-    return _SENTENCE_END.search(text) is not None
 
 
 class TranscribeStage:
@@ -94,7 +82,7 @@ class TranscribeStage:
         """The transcript of ``audio`` (an open utterance up to a short pause); None when Whisper failed.
 
         Runs in the Whisper thread (after what is already queued there) while :meth:`run` is running. The
-        segment stage decides from it (:func:`ends_sentence`) whether the utterance ends at the pause; when
+        segment stage decides from it (:mod:`stream.stages.end_of_turn`) whether the utterance ends at the pause; when
         it does, the transcript is reused for it (``Utterance.transcript``): no second pass.
         """
         loop = asyncio.get_running_loop()

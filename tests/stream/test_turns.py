@@ -10,9 +10,9 @@ import pytest
 from stream.config import VADConfig
 from stream.records import AudioChunk, SourceItem, Transcript, Utterance
 from stream.sources import to_int16
+from stream.stages.end_of_turn import EndCandidate, end_candidate, ends_sentence, trails_off
 from stream.stages.segment import SegmentStage, segmenter_params
 from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, UtteranceEnd
-from stream.stages.transcriber import ends_sentence
 from stream.stages.vad import make_vad
 from tests.helpers import make_dialogue
 
@@ -105,6 +105,31 @@ def test_a_dropped_transcript_never_ends_a_turn() -> None:
     assert not ends_sentence(Transcript("", "en", -2, 0.9, dropped="no_speech", raw_text="Thank you."))
 
 
+def _reading(text: str) -> Transcript:
+    return Transcript(text, "en", -0.2, 0.01)
+
+
+def _candidate(text: str) -> EndCandidate:
+    candidate = end_candidate(_reading(text))
+    assert candidate is not None, f"{text!r} is no candidate end of turn"
+    return candidate
+
+
+@pytest.mark.parametrize(
+    ("text", "plain", "trailing"),
+    [
+        ("Dogs are sitting by the door.", EndCandidate(6, trailing=False), EndCandidate(6, trailing=False)),
+        ("Dogs are sitting by the...", None, EndCandidate(5, trailing=True)),
+        ("Kids are talking by the-", None, EndCandidate(5, trailing=True)),
+        ("I was-", None, None),  # two words: a hesitation, not a line left unfinished
+        ("Hello there,", None, None),
+    ],
+)
+def test_a_reading_is_a_candidate_end_of_its_kind(text: str, plain: object, trailing: object) -> None:
+    assert end_candidate(_reading(text), trailing=False) == plain
+    assert end_candidate(_reading(text)) == trailing
+
+
 async def _chunks(audio: np.ndarray, chunk: int = 1600) -> AsyncIterator[SourceItem]:
     pcm = to_int16(audio)
     for start in range(0, pcm.size, chunk):
@@ -180,10 +205,7 @@ def test_a_turn_can_end_at_an_earlier_pause_and_the_speech_since_goes_on_as_the_
     ],
 )
 def test_a_later_reading_confirms_a_sentence_end_unless_the_words_run_on(before: str, later: str, stands: bool) -> None:
-    from stream.stages.segment import confirms_sentence_end
-
-    reading = lambda text: Transcript(text, "en", -0.2, 0.01)  # noqa: E731
-    assert confirms_sentence_end(reading(before), reading(later)) is stands
+    assert _candidate(before).confirmed_by(_reading(later)) is stands
 
 
 @pytest.mark.parametrize(
@@ -197,11 +219,9 @@ def test_a_later_reading_confirms_a_sentence_end_unless_the_words_run_on(before:
 def test_with_another_voice_after_the_pause_a_comma_there_confirms_too(
     before: str, later: str, plain: bool, voice_changed: bool
 ) -> None:
-    from stream.stages.segment import confirms_sentence_end
-
-    first, then = Transcript(before, "en", -0.2, 0.01), Transcript(later, "en", -0.2, 0.01)
-    assert confirms_sentence_end(first, then) is plain
-    assert confirms_sentence_end(first, then, voice_changed=True) is voice_changed
+    first, then = _candidate(before), _reading(later)
+    assert first.confirmed_by(then) is plain
+    assert first.confirmed_by(then, voice_changed=True) is voice_changed
 
 
 def _scripted(first: str, later: str) -> tuple[object, list[float]]:
@@ -286,8 +306,6 @@ async def test_a_sentence_end_is_confirmed_soon_even_when_the_speaker_goes_on_wi
     ],
 )
 def test_a_reading_that_trails_off(text: str, trails: bool) -> None:
-    from stream.stages.segment import trails_off
-
     assert trails_off(Transcript(text, "en", -0.2, 0.01)) is trails
     assert not trails_off(Transcript("", "en", -2, 0.9, dropped="no_speech", raw_text="Um..."))
 
@@ -296,7 +314,7 @@ def test_a_reading_that_trails_off(text: str, trails: bool) -> None:
     ("before", "later", "stands"),
     [
         ("Kids are talking by the-", "Kids are talking by the- She has just hit the high.", True),  # a word cut off
-        ("I was-", "I was going to say we should go.", False),
+        ("We were going-", "We were going to say we should go.", False),
         ("Dogs are sitting by the...", "Dogs are sitting by the... Kids are talking.", True),
         # After a reading that trails off only a new sentence there counts, not the line's own last word(s).
         ("Dogs are sitting by the...", "Dogs are sitting by the... door.", False),
@@ -305,9 +323,7 @@ def test_a_reading_that_trails_off(text: str, trails: bool) -> None:
     ],
 )
 def test_a_cut_off_word_in_the_later_reading_ends_a_sentence_there(before: str, later: str, stands: bool) -> None:
-    from stream.stages.segment import confirms_sentence_end
-
-    assert confirms_sentence_end(Transcript(before, "en", -0.2, 0.01), Transcript(later, "en", -0.2, 0.01)) is stands
+    assert _candidate(before).confirmed_by(_reading(later)) is stands
 
 
 @pytest.mark.parametrize(
