@@ -82,6 +82,9 @@ class VADConfig:
     # it in view, does not run on past that sentence end (Whisper ends any audio it is given with a full
     # stop). False: at once.
     end_of_turn_confirm: bool = True
+    # ... the reading made when the speaker goes on without a pause: after this much audio past the candidate
+    # (a sentence end waits at most this long, plus Whisper's time, for its confirmation).
+    end_of_turn_confirm_ms: int = field(default=1000, metadata=bounds(100, 10000))
     # ... or by a comma there (Whisper joins a quick reply to the line before with one) when the voice changes
     # across the pause by this much (the score of speaker_change_score below); 0 = commas never confirm.
     end_of_turn_voice_score: float = field(default=2.0, metadata=bounds(0.0, 100.0))

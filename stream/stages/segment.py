@@ -13,7 +13,7 @@ audio it is given as if it were complete ("I stalk guys." at a breath before "an
 underpants."), but with the words that follow in view it does not. So the candidate stands unless the
 later reading carries on past it with no sentence end there (:mod:`stream.stages.end_of_turn`); the cut
 then falls at the earlier pause, and the speech since is the next utterance. The later reading comes at
-the next pause, or once :data:`CONFIRM_WITHIN_MS` of audio has followed the candidate, whichever is first
+the next pause, or once ``vad.end_of_turn_confirm_ms`` of audio has followed the candidate, whichever is first
 (a speaker who goes on without a pause would otherwise hold the first sentence back for as long).
 With confirmation on, a reading that trails off at the pause (``by the...``, ``by the-``) is a candidate
 too: Whisper often reads an acted line's end so when the next speaker's words are not yet in view. It
@@ -66,9 +66,6 @@ __all__ = ["SegmentStage", "TurnCheck", "change_params", "segmenter_params"]
 # The end-of-turn check: audio of the open utterance so far -> Whisper's transcript of it (None: it failed).
 TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
 
-# The longest a sentence end waits for its confirming reading: a few words after it are enough.
-CONFIRM_WITHIN_MS = 1000
-
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
@@ -93,6 +90,7 @@ def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
         end_silence_ms=vad_cfg.end_silence_ms,
         turn_pause_ms=vad_cfg.end_of_turn_pause_ms,
         turn_confirm=vad_cfg.end_of_turn_confirm,
+        turn_confirm_ms=vad_cfg.end_of_turn_confirm_ms,
         turn_voice_score=vad_cfg.end_of_turn_voice_score,
         early_start_ms=vad_cfg.early_start_ms,
     )
@@ -141,6 +139,7 @@ class SegmentStage:
         self._todo: deque[tuple[int, np.ndarray]] = deque()  # frames after a pause, fed once it is decided
         self._pause: TurnPause | None = None
         self._confirm = params.turn_confirm
+        self._confirm_samples = params.turn_confirm_ms * SAMPLE_RATE_HZ // 1000
         self._voice_score = params.turn_voice_score
         self._pending: _Pending | None = None  # a sentence end waiting for its confirming reading
         self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
@@ -252,7 +251,7 @@ class SegmentStage:
                 self._pending = None  # ended anyway (silence, max_utterance): nothing left to cut
             if self._turn_check is not None:
                 self._pause = next((o for o in step if isinstance(o, TurnPause)), None)
-            due = self._pending.until + CONFIRM_WITHIN_MS * SAMPLE_RATE_HZ // 1000 if self._pending else None
+            due = self._pending.until + self._confirm_samples if self._pending else None
             if self._pause is None and due is not None and start + frame.size >= due:
                 self._lookahead = True
                 break

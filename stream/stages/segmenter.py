@@ -55,16 +55,26 @@ class SegmenterParams:
     max_utterance_ms: int = 15000
     end_silence_ms: int = 500
     turn_pause_ms: int = 0  # 0: no TurnPause outputs
-    # The caller's rules for a TurnPause: end the turn there only once the next pause's reading confirms it;
-    # a comma there confirms it too when the voice changes across the pause by this score (0: never).
+    # The caller's rules for a TurnPause: end the turn there only once the next pause's reading (or one made
+    # after turn_confirm_ms more audio, whichever is first) confirms it; a comma there confirms it too when
+    # the voice changes across the pause by this score (0: never).
     turn_confirm: bool = False
+    turn_confirm_ms: int = 1000
     turn_voice_score: float = 0.0
     early_start_ms: int = 0  # 0: no EndPreview outputs; never before post_roll_ms
 
     def __post_init__(self) -> None:
         if self.frame_samples <= 0:
             raise ValueError(f"frame_samples must be positive, got {self.frame_samples}")
-        lengths = ("pre_roll_ms", "post_roll_ms", "min_speech_ms", "end_silence_ms", "turn_pause_ms", "early_start_ms")
+        lengths = (
+            "pre_roll_ms",
+            "post_roll_ms",
+            "min_speech_ms",
+            "end_silence_ms",
+            "turn_pause_ms",
+            "turn_confirm_ms",
+            "early_start_ms",
+        )
         for name in lengths:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -237,8 +237,8 @@ def _scripted(first: str, later: str) -> tuple[object, list[float]]:
     return check, seen
 
 
-def _confirming_stage(check: object) -> SegmentStage:
-    cfg = VADConfig(end_of_turn_pause_ms=180)
+def _confirming_stage(check: object, *, confirm_ms: int = 1000) -> SegmentStage:
+    cfg = VADConfig(end_of_turn_pause_ms=180, end_of_turn_confirm_ms=confirm_ms)
     vad = make_vad(cfg)
     params = segmenter_params(cfg, vad.frame_samples)
     assert params.turn_confirm  # the default
@@ -278,17 +278,17 @@ async def test_a_sentence_end_the_next_reading_runs_on_past_does_not_cut() -> No
     assert stage.turn_ends == 0 and stage.turn_unconfirmed == 1
 
 
-async def test_a_sentence_end_is_confirmed_soon_even_when_the_speaker_goes_on_without_a_pause() -> None:
-    from stream.stages.segment import CONFIRM_WITHIN_MS
-
+@pytest.mark.parametrize("confirm_ms", [1000, 500])
+async def test_a_sentence_end_is_confirmed_soon_even_when_the_speaker_goes_on_without_a_pause(confirm_ms: int) -> None:
     long_line = "Yes it is, and it has been raining all day long since early this morning without a break."
     talk = make_dialogue([("Is it raining today?", 0.3), long_line], gap_s=0.3)
     (_, e0), (s1, e1) = talk.spans_s()
     check, seen = _scripted("Is it raining today?", "Is it raining today? Yes it is.")
-    utts = await _run(_confirming_stage(check), talk.audio)
+    utts = await _run(_confirming_stage(check, confirm_ms=confirm_ms), talk.audio)
     assert len(utts) == 2 and utts[0].transcript is not None
-    # The confirming reading came a moment after the candidate's pause, not at the end of the long line.
-    assert seen[1] < seen[0] + 0.3 + CONFIRM_WITHIN_MS / 1000 + 0.15 < e1 - 1.0
+    # The confirming reading came end_of_turn_confirm_ms past what the first reading heard, not at the end of
+    # the long line.
+    assert seen[0] + confirm_ms / 1000 - 0.05 < seen[1] < seen[0] + confirm_ms / 1000 + 0.15 < e1 - 1.0
 
 
 @pytest.mark.parametrize(
