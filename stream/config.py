@@ -78,13 +78,13 @@ class VADConfig:
     # hardly pause (MELD's median gap is 0.17 s); a speaker's multi-sentence turn comes out one utterance
     # per sentence.
     end_of_turn_pause_ms: int = field(default=100, metadata=bounds(0, 10000))
-    # ... and only once a second reading (at the next pause, or after 1 s more audio), with the words after
+    # ... and only once a second reading (at the next pause, or end_of_turn_confirm_ms on), with the words after
     # it in view, does not run on past that sentence end (Whisper ends any audio it is given with a full
     # stop). False: at once.
     end_of_turn_confirm: bool = True
     # ... the reading made when the speaker goes on without a pause: after this much audio past the candidate
     # (a sentence end waits at most this long, plus Whisper's time, for its confirmation).
-    end_of_turn_confirm_ms: int = field(default=1000, metadata=bounds(100, 10000))
+    end_of_turn_confirm_ms: int = field(default=600, metadata=bounds(100, 10000))
     # ... or by a comma there (Whisper joins a quick reply to the line before with one) when the voice changes
     # across the pause by this much (the score of speaker_change_score below); 0 = commas never confirm.
     end_of_turn_voice_score: float = field(default=2.0, metadata=bounds(0.0, 100.0))

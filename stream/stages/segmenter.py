@@ -59,7 +59,7 @@ class SegmenterParams:
     # after turn_confirm_ms more audio, whichever is first) confirms it; a comma there confirms it too when
     # the voice changes across the pause by this score (0: never).
     turn_confirm: bool = False
-    turn_confirm_ms: int = 1000
+    turn_confirm_ms: int = 600
     turn_voice_score: float = 0.0
     early_start_ms: int = 0  # 0: no EndPreview outputs; never before post_roll_ms
 

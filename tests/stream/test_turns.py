@@ -237,7 +237,7 @@ def _scripted(first: str, later: str) -> tuple[object, list[float]]:
     return check, seen
 
 
-def _confirming_stage(check: object, *, confirm_ms: int = 1000) -> SegmentStage:
+def _confirming_stage(check: object, *, confirm_ms: int = 600) -> SegmentStage:
     cfg = VADConfig(end_of_turn_pause_ms=180, end_of_turn_confirm_ms=confirm_ms)
     vad = make_vad(cfg)
     params = segmenter_params(cfg, vad.frame_samples)
