@@ -23,7 +23,7 @@ trap 'rm -rf "$tmp"' EXIT
 lines=(
   "joy|en-us+f3|155|75|1.2|This is wonderful news! I am so happy for you, congratulations!"
   "sadness|en-us+m3|130|30|1.4|I feel so sad and lonely. I miss her so much, I can't stop crying."
-  "anger|en-us+m1|165|45|1.2|You lied to me again! I am so angry, I am sick and tired of your excuses!"
+  "anger|en-us+m1|165|45|1.2|How dare you lie to me again! Shut up, I am sick and tired of your stupid excuses!"
   "fear|en-us+f2|155|70|1.2|I'm scared. Please help me, I'm so afraid, someone is following me."
   "surprise|en-us+f4|155|85|1.2|Whoa! Wait, what? Are you serious? Oh my God!"
   "neutral|en-us|145|50|1.2|The next train leaves at ten o'clock from platform two."
