@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from training.data import LABELS, Example
 
-__all__ = ["load_emodb", "load_goemotions", "load_ravdess", "split_by_speaker"]
+__all__ = ["at_most_per_class", "load_emodb", "load_goemotions", "load_ravdess", "split_by_speaker"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +136,16 @@ def split_by_speaker(examples: Sequence[Example], held_out: Iterable[str]) -> tu
     train = [e for e in examples if e.speaker not in held]
     test = [e for e in examples if e.speaker in held]
     return train, test
+
+
+def at_most_per_class(examples: Sequence[Example], per_class: int, seed: int) -> list[Example]:
+    """A seeded sample with at most ``per_class`` rows of each label (all of a rarer one), in uid order:
+    extra text data that adds the classes MELD lacks without drowning MELD in the common ones."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    rng = random.Random(seed)
+    by_label: dict[int, list[Example]] = {}
+    for e in examples:
+        by_label.setdefault(e.label, []).append(e)
+    out = [e for rows in by_label.values() for e in (rng.sample(rows, per_class) if len(rows) > per_class else rows)]
+    return sorted(out, key=lambda e: e.uid)

@@ -27,7 +27,7 @@ from training.model import FusionClassifier
 from training.text_branch import both_tag_forms, encode_pooled
 from training.weights import cache_root, sha256_file
 
-__all__ = ["teacher_logits"]
+__all__ = ["teacher_logits", "with_unscored"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +64,16 @@ def teacher_logits(checkpoint: str | Path, examples: Sequence[Example], labels: 
     torch.save(out, tmp)
     tmp.replace(cached)
     return out
+
+
+def with_unscored(logits: torch.Tensor, extra: int) -> torch.Tensor:
+    """Teacher logits ``(2N, C)`` for N lines, widened to N + ``extra`` lines appended after them (in the
+    :func:`training.text_branch.both_tag_forms` order): the extra lines' rows are NaN, which the student's
+    loss reads as "not scored" (their label alone trains them)."""
+    if logits.ndim != 2 or logits.shape[0] % 2:
+        raise ValueError(f"teacher logits must be (2N, C), got {tuple(logits.shape)}")
+    if extra < 0:
+        raise ValueError(f"extra must be >= 0, got {extra}")
+    n, c = logits.shape[0] // 2, logits.shape[1]
+    gap = torch.full((extra, c), float("nan"), dtype=logits.dtype)
+    return torch.cat([logits[:n], gap, logits[n:], gap])

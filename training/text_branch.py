@@ -12,7 +12,8 @@ What it does differently from the joint ``train`` path, and why (issue 12's prob
   the unknown-speaker tag ``S?: ``, which is what a stream without speaker labels sends;
 * batches of similar length (dynamic padding), so an epoch costs about what its tokens cost;
 * optionally distilled: with a teacher's logits for every training line (:mod:`training.distill`), the
-  loss mixes cross-entropy on the label with the KL to the teacher's softened distribution.
+  loss mixes cross-entropy on the label with the KL to the teacher's softened distribution. A line the
+  teacher did not score (its row is NaN: extra data such as GoEmotions) learns from its label alone.
 
 :func:`speaker_tags` and :func:`tagged` are the one place the tag format lives; the stream uses them.
 """
@@ -166,13 +167,16 @@ def evaluate_texts(model: FusionClassifier, texts: Sequence[str], labels: np.nda
     return classification_metrics(labels, pred, model.config.labels)
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, *, per_row: bool = False,
+                 ) -> torch.Tensor:  # fmt: skip
     """KL(teacher || student) between distributions softened by ``temperature``, times ``temperature**2``
-    (Hinton et al.: the gradients keep their size whatever the temperature)."""
+    (Hinton et al.: the gradients keep their size whatever the temperature); averaged over the rows, or
+    one value per row with ``per_row``."""
     t = float(temperature)
     log_p = F.log_softmax(student.float() / t, dim=-1)
     log_q = F.log_softmax(teacher.float() / t, dim=-1)
-    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * (t * t)
+    kl = F.kl_div(log_p, log_q, log_target=True, reduction="none").sum(dim=-1) * (t * t)
+    return kl if per_row else kl.mean()
 
 
 def _one_cycle(
@@ -237,6 +241,20 @@ class _TextLoop:
                             float(np.mean(losses[-50:])), time.monotonic() - self.started)  # fmt: skip
         return losses
 
+    def _distilled_loss(self, logits: torch.Tensor, idx: list[int], rows: list[int]) -> torch.Tensor:
+        """Per line: (1 - w) x cross-entropy + w x KL to the teacher; a line the teacher did not score
+        (NaN row) gets its cross-entropy alone."""
+        assert self.teacher is not None
+        w, t = self.opts.distill_weight, self.opts.distill_temperature
+        ce = F.cross_entropy(logits.float(), self.labels[idx].to(self.device), reduction="none")
+        soft = self.teacher[rows].to(self.device)
+        scored = ~torch.isnan(soft).any(dim=1)
+        loss = ce.clone()
+        if bool(scored.any()):
+            kl = distill_loss(logits[scored], soft[scored], t, per_row=True)
+            loss[scored] = (1.0 - w) * ce[scored] + w * kl
+        return loss.mean()
+
     def _step(self, idx: list[int]) -> float:
         opts, model = self.opts, self.model
         unknown = [self.rng.random() < opts.unknown_speaker_prob for _ in idx]
@@ -250,10 +268,10 @@ class _TextLoop:
             enc = model.tokenize(texts, self.device)
             pooled = model.pool_text(enc["input_ids"], enc["attention_mask"])
         logits = model.text_logits(pooled)
-        loss = self.loss_fn(logits.float(), self.labels[idx].to(self.device))
         if self.teacher is not None and opts.distill_weight > 0:
-            soft = distill_loss(logits, self.teacher[rows].to(self.device), opts.distill_temperature)
-            loss = (1.0 - opts.distill_weight) * loss + opts.distill_weight * soft
+            loss = self._distilled_loss(logits, idx, rows)
+        else:
+            loss = self.loss_fn(logits.float(), self.labels[idx].to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -275,7 +293,8 @@ def train_text_branch(
     """Fine-tune ``model``'s encoder + text head in place; returns with the best dev epoch's weights.
 
     ``teacher``: a teacher's logits for every training line in both tag forms, ``(2 * len(train), C)``
-    (:func:`training.distill.teacher_logits`), mixed into the loss by ``opts.distill_weight``."""
+    (:func:`training.distill.teacher_logits`), mixed into the loss by ``opts.distill_weight``; NaN rows
+    mark lines it did not score (:func:`training.distill.with_unscored`)."""
     if model.config.text_head != "linear":
         raise ValueError("train_text_branch needs a model with text_head = 'linear'")
     if not 0.0 <= opts.distill_weight <= 1.0 or opts.distill_temperature <= 0:

@@ -75,6 +75,13 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         "training line join the loss; they are computed once and cached",
     )
     p.add_argument("--distill-weight", type=float, default=0.5, help="share of the loss from the teacher (0.5)")
+    p.add_argument(
+        "--extra-text",
+        choices=("goemotions",),
+        help="add single-label GoEmotions train rows (Reddit, Ekman labels = MELD's 7; [data] goemotions_dir) "
+        "to stage 1, tagged as unknown speakers; a teacher does not score them. Dev stays MELD dev",
+    )
+    p.add_argument("--extra-per-class", type=int, default=1000, help="at most this many extra rows per label (1000)")
     p.add_argument("--distill-temperature", type=float, default=2.0, help="softening temperature (2)")
     p.add_argument(
         "--unknown-speaker-prob",
@@ -117,6 +124,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--trainable-layers must be >= 0 (0 = all), got {args.trainable_layers}")
     if not 0.0 <= args.unknown_speaker_prob <= 1.0:
         raise ValueError(f"--unknown-speaker-prob must lie in [0, 1], got {args.unknown_speaker_prob}")
+    if args.extra_per_class < 1:
+        raise ValueError(f"--extra-per-class must be >= 1, got {args.extra_per_class}")
+    if args.extra_text and args.init_from:
+        raise ValueError("--extra-text trains stage 1; --init-from skips it: give one of them")
     if not 0 <= args.context_window <= 64:
         raise ValueError(f"--context-window must lie in [0, 64], got {args.context_window}")
     for flag in ("init_from", "audio_from", "distill_from"):
@@ -226,10 +237,15 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     trained_on = {"text": f"MELD train ({len(train)} lines, {meld_dir.name}/train_sent_emo.csv), speaker-tagged"}
     if args.distill_from:
         trained_on["text"] += f"; distilled from {Path(args.distill_from).name} (weight {args.distill_weight})"
+    extra = _extra_text(args, cfg, base)
+    if extra:
+        trained_on["text"] += (
+            f"; + {len(extra)} {args.extra_text} train rows (at most {args.extra_per_class} per label)"
+        )
     if args.init_from:
         model, trained_on, audio_base = _from_checkpoint(args, report, device)
     else:
-        model = _stage1(args, cfg, train, dev, report, device)
+        model = _stage1(args, cfg, train, extra, dev, report, device)
     round_trip_text(model, _stored_dtype(args, model))  # what is measured from here on is what gets stored
     # Train encodings are read only by a context module fitted on train (a full encoder pass over 10k lines).
     needed = {"dev": dev, "test": test}
@@ -266,10 +282,21 @@ def _from_checkpoint(args: argparse.Namespace, report: dict[str, Any], device: t
     return model, dict(meta.get("trained_on", {})), audio_base
 
 
-def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], dev: list[Any], report: dict[str, Any],
-            device: torch.device) -> FusionClassifier:  # fmt: skip
+def _extra_text(args: argparse.Namespace, cfg: TrainingConfig, base: Path) -> list[Any]:
+    """``--extra-text``'s rows: GoEmotions train, single-label, at most ``--extra-per-class`` per label."""
+    if not args.extra_text:
+        return []
+    from training.corpora import at_most_per_class, load_goemotions
+
+    root = Path(cfg.data.goemotions_dir)
+    rows = load_goemotions(root if root.is_absolute() else base / root, "train")
+    return at_most_per_class(rows, args.extra_per_class, args.seed)
+
+
+def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], extra: list[Any], dev: list[Any],
+            report: dict[str, Any], device: torch.device) -> FusionClassifier:  # fmt: skip
     """Fine-tune every transformer layer + a linear head (the word embeddings stay frozen: most of the
-    size, little gain)."""
+    size, little gain) on MELD train + ``extra`` rows (which a teacher does not score)."""
     from transformers import AutoConfig
 
     name = args.text_encoder or cfg.model.text_encoder
@@ -280,15 +307,16 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], dev
     model = FusionClassifier(mcfg)
     teacher = None
     if args.distill_from:
-        from training.distill import teacher_logits
+        from training.distill import teacher_logits, with_unscored
 
-        teacher = teacher_logits(args.distill_from, train, LABELS, device)
+        teacher = with_unscored(teacher_logits(args.distill_from, train, LABELS, device), len(extra))
     opts = TextBranchOptions(epochs=args.epochs, batch_size=args.batch_size, lr_encoder=args.lr_encoder,
                              lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
                              seed=args.seed, distill_weight=args.distill_weight if teacher is not None else 0.0,
                              distill_temperature=args.distill_temperature)  # fmt: skip
-    res = train_text_branch(model, train, dev, opts, device, teacher=teacher)
-    report["stage1"] = {"options": dataclasses.asdict(opts), "teacher": args.distill_from, "history": res.history,
+    res = train_text_branch(model, [*train, *extra], dev, opts, device, teacher=teacher)
+    report["stage1"] = {"options": dataclasses.asdict(opts), "teacher": args.distill_from, "extra_rows": len(extra),
+                        "history": res.history,
                         "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
     return model
 

@@ -186,3 +186,39 @@ def test_distillation_pulls_the_student_towards_the_teacher(encoder: Path, tmp_p
         train_text_branch(_model(encoder), wrong, dev, opts, torch.device("cpu"))
     same = torch.randn(4, len(LABELS))
     assert float(distill_loss(same, same, 2.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lines_the_teacher_did_not_score_learn_from_their_labels(encoder: Path) -> None:
+    """Extra rows appended after the scored ones (NaN teacher rows, ``with_unscored``) train on their
+    labels alone: here only they carry the keyword "terrified", and the student learns it."""
+    from training.distill import with_unscored
+
+    scored = [e for e in _keyword_rows(90, 0, "train") if "terrified" not in str(e.text)]
+    extra = [e for e in _keyword_rows(90, 2, "extra") if "terrified" in str(e.text)]
+    extra = [Example(f"goemotions/train/{i}", e.label, e.text, corpus="goemotions") for i, e in enumerate(extra)]
+    dev = _keyword_rows(30, 1, "dev")
+    # The teacher knows nothing (uniform logits): the scored rows learn from their labels and the KL.
+    teacher = with_unscored(torch.zeros(2 * len(scored), len(LABELS)), len(extra))
+    assert teacher.shape == (2 * (len(scored) + len(extra)), len(LABELS))
+    nan_rows = torch.isnan(teacher).any(dim=1).nonzero().flatten().tolist()
+    n = len(scored) + len(extra)
+    assert nan_rows == [*range(len(scored), n), *range(n + len(scored), 2 * n)]
+    opts = TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3, lr_head=3e-2, seed=0, distill_weight=0.5)
+    result = train_text_branch(_model(encoder), [*scored, *extra], dev, opts, torch.device("cpu"), teacher=teacher)
+    assert result.best_dev_weighted_f1 >= 0.9  # dev has all three keywords
+    assert all(np.isfinite(r["train_loss"]) for r in result.history)
+    with pytest.raises(ValueError, match="2N, C"):
+        with_unscored(torch.zeros(3, len(LABELS)), 1)
+
+
+def test_extra_rows_are_capped_per_label_and_seeded() -> None:
+    from training.corpora import at_most_per_class
+
+    rows = [Example(f"g/{i}", i % 3 if i < 60 else 4, "x", corpus="goemotions") for i in range(65)]
+    picked = at_most_per_class(rows, 10, seed=3)
+    counts = {lab: sum(e.label == lab for e in picked) for lab in (0, 1, 2, 4)}
+    assert counts == {0: 10, 1: 10, 2: 10, 4: 5}
+    assert picked == at_most_per_class(rows, 10, seed=3) and picked != at_most_per_class(rows, 10, seed=4)
+    assert [e.uid for e in picked] == sorted(e.uid for e in picked)
+    with pytest.raises(ValueError, match="per_class"):
+        at_most_per_class(rows, 0, seed=3)
