@@ -222,3 +222,24 @@ def test_extra_rows_are_capped_per_label_and_seeded() -> None:
     assert [e.uid for e in picked] == sorted(e.uid for e in picked)
     with pytest.raises(ValueError, match="per_class"):
         at_most_per_class(rows, 0, seed=3)
+
+
+def test_extra_rows_read_as_a_known_writer_not_the_unknown_speaker(tmp_path: Path) -> None:
+    """``--extra-text`` rows are tagged ``S1`` (each its own dialogue): the unknown tag is what a stream
+    without speaker labels sends, and it must not learn the extra corpus's label mix."""
+    import argparse
+
+    from training.settings import TrainingConfig, TrainingDataConfig
+    from training.text_cli import _extra_text
+
+    go = tmp_path / "goemotions"
+    go.mkdir()
+    (go / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    lines = [f"comment {i}\t{i % len(LABELS)}\tid{i}" for i in range(40)] + ["two labels\t0,3\tid99"]
+    (go / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = TrainingConfig(data=TrainingDataConfig(goemotions_dir=str(go)))
+    args = argparse.Namespace(extra_text="goemotions", extra_per_class=2, seed=1)
+    rows = _extra_text(args, cfg, tmp_path)
+    assert len(rows) == 2 * len(LABELS) and {r.corpus for r in rows} == {"goemotions"}
+    assert speaker_tags(rows) == ["S1"] * len(rows)
+    assert _extra_text(argparse.Namespace(extra_text=None, extra_per_class=2, seed=1), cfg, tmp_path) == []
