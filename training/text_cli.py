@@ -68,6 +68,14 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         help="how the checkpoint stores the trained encoder layers (int8: per-row scales, a quarter of float32); "
         "the reported metrics are those of the stored weights",
     )
+    p.add_argument(
+        "--lora-rank",
+        type=int,
+        default=0,
+        help="train LoRA adapters of this rank (peft) on the trained layers instead of their weights, then "
+        "merge them in: the checkpoint and the service see plain layers (0 = off; try --lr-encoder 5e-4)",
+    )
+    p.add_argument("--lora-alpha", type=int, help="LoRA scaling alpha (default: 2 x --lora-rank)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--distill-from",
@@ -79,7 +87,7 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         "--extra-text",
         choices=("goemotions",),
         help="add single-label GoEmotions train rows (Reddit, Ekman labels = MELD's 7; [data] goemotions_dir) "
-        "to stage 1, tagged as unknown speakers; a teacher does not score them. Dev stays MELD dev",
+        "to stage 1, each tagged as a known writer; a teacher does not score them. Dev stays MELD dev",
     )
     p.add_argument("--extra-per-class", type=int, default=1000, help="at most this many extra rows per label (1000)")
     p.add_argument("--distill-temperature", type=float, default=2.0, help="softening temperature (2)")
@@ -124,6 +132,11 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--trainable-layers must be >= 0 (0 = all), got {args.trainable_layers}")
     if not 0.0 <= args.unknown_speaker_prob <= 1.0:
         raise ValueError(f"--unknown-speaker-prob must lie in [0, 1], got {args.unknown_speaker_prob}")
+    if args.lora_rank < 0 or (args.lora_alpha is not None and args.lora_alpha <= 0):
+        raise ValueError(f"--lora-rank must be >= 0 (0 = off) and --lora-alpha > 0, got {args.lora_rank}, "
+                         f"{args.lora_alpha}")  # fmt: skip
+    if args.lora_rank and args.init_from:
+        raise ValueError("--lora-rank trains stage 1; --init-from skips it: give one of them")
     if args.extra_per_class < 1:
         raise ValueError(f"--extra-per-class must be >= 1, got {args.extra_per_class}")
     if args.extra_text and args.init_from:
@@ -319,8 +332,17 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], ext
                              lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
                              seed=args.seed, distill_weight=args.distill_weight if teacher is not None else 0.0,
                              distill_temperature=args.distill_temperature)  # fmt: skip
+    if args.lora_rank:
+        from training.text_lora import add_lora
+
+        add_lora(model.text_encoder, model.frozen_text_layers, args.lora_rank, args.lora_alpha)
     res = train_text_branch(model, [*train, *extra], dev, opts, device, teacher=teacher)
+    if args.lora_rank:
+        from training.text_lora import merge_lora
+
+        merge_lora(model.text_encoder)  # plain layers again: stored and run like a full fine-tune
     report["stage1"] = {"options": dataclasses.asdict(opts), "teacher": args.distill_from, "extra_rows": len(extra),
+                        "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha,
                         "history": res.history,
                         "best_epoch": res.best_epoch, "seconds": round(res.seconds, 1)}  # fmt: skip
     return model

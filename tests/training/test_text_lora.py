@@ -1,0 +1,62 @@
+"""LoRA adapters over the text encoder: only they train, and merged they are the same function as a
+plain encoder, which the checkpoint stores and the service runs unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tests.training.test_text_branch import _keyword_rows, _model
+from tests.training.tiny_encoder import make_tiny_encoder
+from training.model import FusionClassifier
+from training.text_branch import TextBranchOptions, train_text_branch
+from training.text_lora import add_lora, merge_lora
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny") / "encoder")
+
+
+def _pooled(model: FusionClassifier, text: str) -> torch.Tensor:
+    enc = model.tokenize([text])
+    with torch.no_grad():
+        return model.pool_text(enc["input_ids"], enc["attention_mask"])
+
+
+def test_only_the_adapters_of_the_upper_layers_train(encoder: Path) -> None:
+    model = _model(encoder)
+    before = _pooled(model.eval(), "S1: honestly i am furious right now")
+    n = add_lora(model.text_encoder, first_layer=1, rank=4)
+    trainable = [name for name, p in model.text_encoder.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name and ".layer.1." in name for name in trainable)
+    assert n == sum(p.numel() for p in model.text_encoder.parameters() if p.requires_grad)
+    # B starts at zero: the adapted encoder is the plain one until it trains
+    torch.testing.assert_close(_pooled(model.eval(), "S1: honestly i am furious right now"), before)
+    with pytest.raises(ValueError, match="rank"):
+        add_lora(_model(encoder).text_encoder, first_layer=0, rank=0)
+    with pytest.raises(ValueError, match="no Linear"):
+        add_lora(_model(encoder).text_encoder, first_layer=5, rank=2)
+
+
+def test_trained_adapters_merge_into_plain_layers_that_save_and_load(encoder: Path, tmp_path: Path) -> None:
+    model = _model(encoder)
+    add_lora(model.text_encoder, first_layer=0, rank=4)
+    train, dev = _keyword_rows(60, 0, "train"), _keyword_rows(18, 1, "dev")
+    opts = TextBranchOptions(epochs=20, batch_size=8, lr_encoder=3e-3, lr_head=3e-2, seed=0)
+    result = train_text_branch(model, train, dev, opts, torch.device("cpu"))
+    assert result.best_dev_weighted_f1 >= 0.9  # chance is about 1/3
+    text = "S2: honestly i am terrified right now"
+    adapted = _pooled(model, text)
+    assert merge_lora(model.text_encoder) == 2 * 6  # q, k, v, attention out, intermediate, out per layer
+    assert not any("lora_" in name for name, _ in model.text_encoder.named_parameters())
+    assert all(type(m) is nn.Linear for n, m in model.text_encoder.named_modules() if n.endswith(".query"))
+    merged = _pooled(model, text)
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
+    plain = _pooled(_model(encoder).eval(), text)
+    assert not torch.allclose(merged, plain, atol=1e-3)  # the layers did change
+    loaded = FusionClassifier.from_checkpoint(model.save(tmp_path / "m.pt", text_encoder_dtype="float32"), "cpu")
+    torch.testing.assert_close(_pooled(loaded, text), merged, atol=1e-5, rtol=1e-5)
