@@ -332,14 +332,12 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], ext
                              lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
                              seed=args.seed, distill_weight=args.distill_weight if teacher is not None else 0.0,
                              distill_temperature=args.distill_temperature)  # fmt: skip
-    if args.lora_rank:
-        from training.text_lora import add_lora
+    from training.text_lora import add_lora, merge_lora
 
+    if args.lora_rank:
         add_lora(model.text_encoder, model.frozen_text_layers, args.lora_rank, args.lora_alpha)
     res = train_text_branch(model, [*train, *extra], dev, opts, device, teacher=teacher)
     if args.lora_rank:
-        from training.text_lora import merge_lora
-
         merge_lora(model.text_encoder)  # plain layers again: stored and run like a full fine-tune
     report["stage1"] = {"options": dataclasses.asdict(opts), "teacher": args.distill_from, "extra_rows": len(extra),
                         "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha,

@@ -10,26 +10,22 @@ full fine-tune gives them, at the same cost per utterance (``emostream-train tex
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from torch import nn
+
+from training.model import _encoder_layers
 
 __all__ = ["add_lora", "merge_lora"]
 
 logger = logging.getLogger(__name__)
 
-_LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
-
 
 def _linear_names(encoder: nn.Module, first_layer: int) -> list[str]:
     """Every Linear inside the transformer layers numbered ``first_layer`` and up (not the pooler)."""
-    out = []
-    for name, module in encoder.named_modules():
-        found = _LAYER.search(name)
-        if isinstance(module, nn.Linear) and found and int(found.group(1)) >= first_layer:
-            out.append(name)
-    return out
+    layers = list(_encoder_layers(encoder))[first_layer:]
+    inside = {id(m) for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)}
+    return [name for name, module in encoder.named_modules() if id(module) in inside]
 
 
 def add_lora(encoder: nn.Module, first_layer: int, rank: int, alpha: int | None = None,
@@ -67,6 +63,4 @@ def merge_lora(encoder: nn.Module) -> int:
         parent_name, _, child = name.rpartition(".")
         setattr(encoder.get_submodule(parent_name) if parent_name else encoder, child, base)
         merged += 1
-    for p in encoder.parameters():
-        p.requires_grad_(False)
     return merged
