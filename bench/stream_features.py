@@ -2,7 +2,8 @@
 
 The recording is cut into utterances by the service's own VAD and sans-I/O segmenter (``[vad]`` of
 ``config.toml``, the same frames and rules as ``SegmentStage``), each utterance goes through the ASR's
-encoder pass and pooling (:class:`training.asr_features.AsrEncoder`, ``asr.pad_s``), and each is
+encoder pass and pooling (:class:`training.asr_features.AsrEncoder`, ``asr.pad_s``; the acoustic
+statistics of :mod:`training.acoustic` in their own array, as in every bank), and each is
 matched to the truth row it overlaps most (at least half of the shorter of the two). The result is a
 feature bank (:mod:`training.featurebank` format, one shard) that the audio branch and the fusion head
 are scored on offline, so "streamed accuracy" is measured without rerunning Whisper's decoder.
@@ -24,6 +25,7 @@ from stream.evaluation.truth import load_truth
 from stream.stages.segment import segmenter_params
 from stream.stages.segmenter import Framer, Segmenter, UtteranceEnd
 from stream.stages.vad import make_vad
+from training.acoustic import ACOUSTIC_DIM
 from training.asr_features import AsrEncoder, pool_utterance
 from training.audio import load_audio
 from training.data import LABELS
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if j < 0 or j in used or truth[j].emotion is None:
             continue  # an utterance of no truth row, or a second piece of one: not scored here
         used.add(j)
-        feats.append(pool_utterance(pcm, encoder.encode(pcm)))
+        feats.append(pool_utterance(pcm, encoder.encode(pcm), acoustic=True))
         labels.append(LABELS.index(str(truth[j].emotion)))
         uids.append(f"{Path(args.media).stem}/{j}")
         texts.append(truth[j].text)
@@ -97,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = len(feats)
-    np.savez(out / "shard-0000.npz", features=np.asarray(feats, dtype=np.float32), label=np.asarray(labels),
+    both = np.asarray(feats, dtype=np.float32).reshape(len(feats), -1)
+    np.savez(out / "shard-0000.npz", features=both[:, :-ACOUSTIC_DIM], acoustic=both[:, -ACOUSTIC_DIM:],
+             label=np.asarray(labels),
              uid=np.asarray(uids), corpus=np.asarray(["stream"] * n), speaker=np.asarray(speakers),
              text=np.asarray(texts), variant=np.zeros(n, dtype=np.int64))  # fmt: skip
     logger.info("%s: %d utterances cut, %d of %d truth rows matched", args.media, len(utts), n, len(truth))

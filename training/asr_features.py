@@ -11,7 +11,8 @@ way, and turns the encoder output into the audio branch's input (:func:`pool_utt
   the VAD's pre/post-roll and low-level background noise are left out of the pooling whether the
   utterance came from a clean clip or a noisy stream;
 * the encoder frames of that span are pooled: mean and standard deviation (2 x width values);
-* prosody (:func:`training.prosody.prosody_features`) of the same span is appended.
+* prosody (:func:`training.prosody.prosody_features`) of the same span is appended, and (checkpoints
+  trained with them) its spectral and voice-quality statistics (:mod:`training.acoustic`).
 
 The trainer encodes every clip through :class:`AsrEncoder`, which loads the same faster-whisper
 model with the same compute type the service uses (int8 on CPU), so a clip's features in training and
@@ -29,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from training.prosody import PROSODY_DIM, prosody_features
+from training.acoustic import ACOUSTIC_DIM, acoustic_features
+from training.prosody import PROSODY_DIM, pitch_track, prosody_features
 from training.weights import resolve_asr_model
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "asr_log_mel",
     "asr_window_s",
     "pool_utterance",
+    "speech_clip",
     "speech_span",
 ]
 
@@ -107,23 +110,42 @@ def speech_span(
     return first, end
 
 
-def pool_utterance(audio: np.ndarray, frames: np.ndarray, *, prosody: bool = True) -> np.ndarray:
-    """The audio branch's input for one utterance: pooled encoder frames of its speech span + prosody.
+def _span_frames(audio: np.ndarray, n_frames: int) -> tuple[int, int]:
+    first, end = speech_span(audio)
+    end = min(end, max(1, math.ceil(audio.size / ENCODER_FRAME_SAMPLES)), n_frames)
+    return min(first, end - 1), end
+
+
+def speech_clip(audio: np.ndarray) -> np.ndarray:
+    """The samples of ``audio``'s speech span, as :func:`pool_utterance` measures prosody and acoustics on
+    (for an encoder output that covers the audio, which the trimmed ASR path's always does)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    first, end = _span_frames(audio, max(1, math.ceil(audio.size / ENCODER_FRAME_SAMPLES)))
+    clip = audio[first * ENCODER_FRAME_SAMPLES : end * ENCODER_FRAME_SAMPLES]
+    return clip if clip.size else audio
+
+
+def pool_utterance(
+    audio: np.ndarray, frames: np.ndarray, *, prosody: bool = True, acoustic: bool = False
+) -> np.ndarray:
+    """The audio branch's input for one utterance: pooled encoder frames of its speech span + prosody
+    (+ the span's spectral and voice-quality statistics, :mod:`training.acoustic`, with ``acoustic``).
 
     ``frames``: the encoder output for ``audio`` (``(n, width)``, frame ``k`` covering samples
     ``[320 k, 320 k + 320)``; frames beyond the audio, from the silence padding, may be included and
     are ignored).
     """
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    first, end = speech_span(audio)
-    real = max(1, math.ceil(audio.size / ENCODER_FRAME_SAMPLES))
-    end = min(end, real, frames.shape[0])
-    first = min(first, end - 1)
+    first, end = _span_frames(audio, frames.shape[0])
     span = np.asarray(frames[first:end], dtype=np.float32)
     parts = [span.mean(axis=0), span.std(axis=0)]
+    clip = audio[first * ENCODER_FRAME_SAMPLES : end * ENCODER_FRAME_SAMPLES]
+    clip = clip if clip.size else audio
+    f0 = pitch_track(clip) if (prosody or acoustic) else None  # once for both
     if prosody:
-        clip = audio[first * ENCODER_FRAME_SAMPLES : end * ENCODER_FRAME_SAMPLES]
-        parts.append(prosody_features(clip if clip.size else audio))
+        parts.append(prosody_features(clip, f0=f0))
+    if acoustic:
+        parts.append(acoustic_features(clip, f0=f0))
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -197,10 +219,10 @@ class AsrEncoder:
             out.append(frames[: max(1, math.ceil(piece.size / ENCODER_FRAME_SAMPLES))])
         return np.concatenate(out)
 
-    def features(self, audio: np.ndarray, *, prosody: bool = True) -> np.ndarray:
+    def features(self, audio: np.ndarray, *, prosody: bool = True, acoustic: bool = False) -> np.ndarray:
         """:func:`pool_utterance` over this encoder's frames of ``audio``."""
-        return pool_utterance(audio, self.encode(audio), prosody=prosody)
+        return pool_utterance(audio, self.encode(audio), prosody=prosody, acoustic=acoustic)
 
 
-def feature_dim(width: int, prosody: bool) -> int:
-    return 2 * width + (PROSODY_DIM if prosody else 0)
+def feature_dim(width: int, prosody: bool, acoustic: bool = False) -> int:
+    return 2 * width + (PROSODY_DIM if prosody else 0) + (ACOUSTIC_DIM if acoustic else 0)

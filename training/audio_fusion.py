@@ -56,6 +56,7 @@ class AudioFusion:
         *,
         whisper_model: str,
         prosody: bool = True,
+        acoustic: bool = False,
         info: dict[str, Any] | None = None,
     ) -> None:
         self.branch = branch.eval()
@@ -63,6 +64,7 @@ class AudioFusion:
         self.encoder_identity = encoder
         self.whisper_model = whisper_model
         self.prosody = prosody
+        self.acoustic = acoustic  # spectral / voice-quality statistics appended (training.acoustic)
         self.info = dict(info or {})
         self.labels_n = branch.config.n_labels
         cfg = branch.config
@@ -76,7 +78,8 @@ class AudioFusion:
         return {
             "format": AUDIO_FUSION_FORMAT,
             "encoder": {"whisper_model": self.whisper_model, "model_id": e.model_id, "sha256": e.sha256,
-                        "compute_type": e.compute_type, "pad_s": e.pad_s, "prosody": self.prosody},
+                        "compute_type": e.compute_type, "pad_s": e.pad_s, "prosody": self.prosody,
+                        "acoustic": self.acoustic},
             "audio_branch": {"config": self.branch.config.to_dict(), "state": _half(self.branch.state_dict())},
             "fusion_head": {"config": self.head.config.to_dict(), "state": _half(self.head.state_dict())},
             "info": self.info,
@@ -94,7 +97,7 @@ class AudioFusion:
         identity = EncoderIdentity(str(enc["model_id"]), str(enc["sha256"]), str(enc["compute_type"]),
                                    float(enc["pad_s"]))  # fmt: skip
         return cls(branch, head, identity, whisper_model=str(enc["whisper_model"]), prosody=bool(enc["prosody"]),
-                   info=dict(blob.get("info", {})))  # fmt: skip
+                   acoustic=bool(enc.get("acoustic", False)), info=dict(blob.get("info", {})))  # fmt: skip
 
     # ------------------------------------------------------------------ features
     @property
@@ -124,10 +127,11 @@ class AudioFusion:
 
     def features(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         enc = self.encoder()
-        return np.stack([enc.features(np.asarray(a, dtype=np.float32), prosody=self.prosody) for a in audio])
+        return np.stack([enc.features(np.asarray(a, dtype=np.float32), prosody=self.prosody, acoustic=self.acoustic)
+                         for a in audio])  # fmt: skip
 
     def pool(self, audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        return pool_utterance(audio, frames, prosody=self.prosody)
+        return pool_utterance(audio, frames, prosody=self.prosody, acoustic=self.acoustic)
 
     # ------------------------------------------------------------------ prediction
     def reset(self, key: str | None = None) -> None:

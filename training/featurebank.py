@@ -1,9 +1,12 @@
 """Feature banks: encoder features of many utterances, computed once, reused by every cheap retrain.
 
 A bank is a folder of ``.npz`` shards, each holding for a few hundred utterances the pooled feature
-vector (:func:`training.asr_features.pool_utterance`) and the metadata that the audio branch and the
-fusion head train on (uid, corpus, speaker, label, text, variant). Shards that exist are skipped, so an
-interrupted build resumes. Sources:
+vector (:func:`training.asr_features.pool_utterance`: encoder mean+std and prosody), the span's
+spectral and voice-quality statistics (``acoustic``, :mod:`training.acoustic`; appended to the features
+by ``load_bank(..., acoustic=True)``) and the metadata that the audio branch and the fusion head train on
+(uid, corpus, speaker, label, text, variant). Shards that exist are skipped, so an interrupted build
+resumes. ``--add-acoustic`` gives the statistics to a bank built before they existed, from the same
+audio (the copies are seeded per clip), without a Whisper pass. Sources:
 
 * ``ravdess`` / ``emodb``: every clip as it is (``variant`` 0: the training path for a clip file) and
   ``--variants - 1`` stream-like copies (:func:`training.augment.stream_like`: VAD roll, noise, level);
@@ -11,7 +14,7 @@ interrupted build resumes. Sources:
   (independent of the label: the voice carries nothing), paired with their text; label from the text;
 * ``meld-raw``: real MELD clips (``dia{D}_utt{U}.mp4`` in MELD.Raw) paired with their text.
 
-Usage: ``python -m training.featurebank --source ravdess --out runs/bank/ravdess [--variants 3]``.
+Usage: ``python -m training.featurebank --source ravdess --out runs/bank/ravdess [--variants 3] [--add-acoustic]``.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from training.asr_features import AsrEncoder, pool_utterance
+from training.acoustic import ACOUSTIC_DIM, acoustic_features
+from training.asr_features import AsrEncoder, pool_utterance, speech_clip
 from training.audio import AudioDecodeError, load_audio
 from training.augment import stream_like
 from training.corpora import load_emodb, load_ravdess
 from training.data import LABELS, attach_meld_raw, load_meld
 
-__all__ = ["BankItem", "Bank", "load_bank", "main", "espeak_voice", "synthesize_espeak"]
+__all__ = ["BankItem", "Bank", "add_acoustic", "load_bank", "main", "espeak_voice", "synthesize_espeak"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,14 +180,22 @@ def _audio_variants(item: BankItem, variants: int) -> Iterator[tuple[int, np.nda
         yield v, stream_like(audio, rng)
 
 
-def build(items: Sequence[BankItem], out: Path, *, encoder: AsrEncoder, variants: int, reverse: bool = False) -> None:
+def build(
+    items: Sequence[BankItem],
+    out: Path,
+    *,
+    encoder: AsrEncoder,
+    variants: int,
+    reverse: bool = False,
+    source: dict[str, object] | None = None,
+) -> None:
     """Compute the missing shards (in reverse order with ``reverse``, so that a second worker can
     share the job: a shard another worker has started is skipped)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").write_text(json.dumps({
         "encoder": {"model_id": encoder.identity.model_id, "sha256": encoder.identity.sha256,
                     "compute_type": encoder.identity.compute_type, "pad_s": encoder.identity.pad_s},
-        "variants": variants, "items": len(items)}, indent=1))  # fmt: skip
+        "variants": variants, "items": len(items), "source": source or {}}, indent=1))  # fmt: skip
     starts = list(range(0, len(items), SHARD))
     for s in reversed(starts) if reverse else starts:
         path = out / f"shard-{s // SHARD:04d}.npz"
@@ -196,7 +208,7 @@ def build(items: Sequence[BankItem], out: Path, *, encoder: AsrEncoder, variants
         for item in items[s : s + SHARD]:
             try:
                 for v, audio in _audio_variants(item, variants):
-                    feats.append(pool_utterance(audio, encoder.encode(audio)))
+                    feats.append(pool_utterance(audio, encoder.encode(audio), acoustic=True))
                     for k, val in (
                         ("uid", item.uid),
                         ("corpus", item.corpus),
@@ -210,21 +222,65 @@ def build(items: Sequence[BankItem], out: Path, *, encoder: AsrEncoder, variants
                 logger.warning("skipping %s: %s", item.uid, exc)
         tmp = path.with_name(path.name + ".tmp.npz")
         arrays: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in rows.items()}
-        arrays["features"] = np.asarray(feats, dtype=np.float32)
+        both = np.asarray(feats, dtype=np.float32).reshape(len(feats), -1)
+        arrays["features"], arrays["acoustic"] = both[:, :-ACOUSTIC_DIM], both[:, -ACOUSTIC_DIM:]
         np.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)
         claim.unlink(missing_ok=True)
         logger.info("%s: %d of %d items", out, min(s + SHARD, len(items)), len(items))
 
 
-def load_bank(folder: str | Path) -> Bank:
-    """All shards of a bank folder, concatenated."""
+def add_acoustic(items: Sequence[BankItem], folder: Path, source: dict[str, object] | None = None) -> int:
+    """Give every shard of a bank built without them its rows' acoustic statistics (no Whisper pass:
+    each row's audio is made again, the stream-like copies from the clip's own seed). Returns the
+    number of shards changed."""
+    by_uid = {item.uid: item for item in items}
+    meta = json.loads((folder / "meta.json").read_text())
+    built = meta.get("source") or {}
+    differ = {k: (built[k], v) for k, v in (source or {}).items() if k in built and built[k] != v}
+    if differ:  # e.g. another --limit draws other espeak-ng voices for the same lines
+        raise SystemExit(f"{folder} was built with other settings (built, now): {differ}")
+    changed = 0
+    for path in sorted(folder.glob("shard-*.npz")):
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if "acoustic" in arrays:
+            continue
+        rows = np.zeros((arrays["uid"].size, ACOUSTIC_DIM), dtype=np.float32)
+        audio_of: dict[int, np.ndarray] = {}
+        last = ""
+        for i, (uid, v) in enumerate(zip(arrays["uid"].astype(str), arrays["variant"], strict=True)):
+            if uid not in by_uid:
+                raise SystemExit(f"{path}: row {uid!r} is not an item of this source; was the bank built from it?")
+            if uid != last:
+                audio_of = dict(_audio_variants(by_uid[uid], int(meta["variants"])))
+                last = uid
+            rows[i] = acoustic_features(speech_clip(audio_of[int(v)]))
+        arrays["acoustic"] = rows
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        changed += 1
+        logger.info("%s: acoustic statistics added", path)
+    return changed
+
+
+def load_bank(folder: str | Path, *, acoustic: bool = False) -> Bank:
+    """All shards of a bank folder, concatenated (``acoustic``: the statistics appended to the features)."""
     shards = sorted(Path(folder).glob("shard-*.npz"))
     if not shards:
         raise FileNotFoundError(f"no feature bank shards in {folder}; build it with python -m training.featurebank")
     parts = []
     for p in shards:
         with np.load(p, allow_pickle=False) as z:
+            features = z["features"]
+            if acoustic:
+                if "acoustic" not in z.files:
+                    raise ValueError(
+                        f"{p} has no acoustic statistics (built before they existed); add them with "
+                        f"python -m training.featurebank --source ... --out {folder} --add-acoustic"
+                    )
+                features = np.concatenate([features, z["acoustic"]], axis=1)
             parts.append(
                 Bank(
                     z["uid"],
@@ -233,7 +289,7 @@ def load_bank(folder: str | Path) -> Bank:
                     z["label"].astype(np.int64),
                     z["text"],
                     z["variant"].astype(np.int64),
-                    z["features"],
+                    features,
                 )
             )
     return Bank.concat(parts)
@@ -248,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="MELD lines at most (0 = all), rare classes first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reverse", action="store_true", help="shards in reverse order (a second worker)")
+    parser.add_argument("--add-acoustic", action="store_true",
+                        help="only add the acoustic statistics to the shards of a bank that lack them")  # fmt: skip
     parser.add_argument("--whisper-model", default="base")
     parser.add_argument("--pad-s", type=float, default=8.0, help="the service's asr.pad_s")
     parser.add_argument("--cpu-threads", type=int, default=2)
@@ -260,8 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.variants < 1:
         parser.error("--variants must be >= 1")
     items = _items(args.source, args)
+    source = {"source": args.source, "split": args.split, "limit": args.limit, "seed": args.seed}
+    if args.add_acoustic:
+        logger.info("%d shards given acoustic statistics", add_acoustic(items, Path(args.out), source))
+        return 0
     encoder = AsrEncoder(args.whisper_model, pad_s=args.pad_s, cpu_threads=args.cpu_threads)
-    build(items, Path(args.out), encoder=encoder, variants=args.variants, reverse=args.reverse)
+    build(items, Path(args.out), encoder=encoder, variants=args.variants, reverse=args.reverse, source=source)
     return 0
 
 

@@ -175,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
         help="speaker offsets from the earlier utterances only (before: the current one counts)",
     )
     parser.add_argument("--norm-prior", type=float, default=4.0, help="pseudo-count of the global mean in offsets")
+    parser.add_argument("--no-acoustic", dest="acoustic", action="store_false",
+                        help="the encoder's pooled frames and prosody only, without the spectral and voice-quality "
+                        "statistics (training.acoustic; checkpoints before 2026-12-03)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", default="", help="also write the metrics here (JSON)")
     return parser
@@ -262,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = list(argv) if argv is not None else sys.argv[1:]
     command = "python -m training.fuse " + " ".join(shlex.quote(a) for a in given)
 
-    audio = Bank.concat([load_bank(p) for p in args.audio_bank])
+    audio = Bank.concat([load_bank(p, acoustic=args.acoustic) for p in args.audio_bank])
     test_m = _in(audio.speaker, RAVDESS_TEST + EMODB_TEST)
     dev_m = _in(audio.speaker, RAVDESS_DEV + EMODB_DEV)
     train, dev, test = audio.select(~test_m & ~dev_m), audio.select(dev_m), audio.select(test_m)
@@ -271,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     text_model = text_only_model(FusionClassifier.from_checkpoint(args.base, device="cpu"))
     texts = TextCache(text_model)
-    tts = Bank.concat([load_bank(p) for p in args.tts_bank])
+    tts = Bank.concat([load_bank(p, acoustic=args.acoustic) for p in args.tts_bank])
     tts_cal = np.array([zlib.crc32(_dialogue(u).encode()) % 10 < 3 for u in tts.uid.astype(str)])
     tts_la, tts_d = _audio_only(branch, tts, running=False)
     n_words = int((~tts_cal).sum())
@@ -280,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.add(texts(list(tts.text.astype(str)))[~tts_cal], tts_la[~tts_cal], tts_d[~tts_cal], tts.label[~tts_cal],
              np.ones(n_words))  # fmt: skip
     for p in args.meld_raw_bank:
-        raw = load_bank(p)
+        raw = load_bank(p, acoustic=args.acoustic)
         raw_la, raw_d = _audio_only(branch, raw, running=False)
         rows.add(texts(list(raw.text.astype(str))), raw_la, raw_d, raw.label, np.ones(len(raw)))
     head = fit_fusion_head(np.concatenate(rows.lt), np.concatenate(rows.la), np.concatenate(rows.d),
@@ -291,8 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics["fusion_temperature"] = round(float(head.temperature), 3)
 
     identity = EncoderIdentity(**json.loads((Path(args.audio_bank[0]) / "meta.json").read_text())["encoder"])
-    fusion = AudioFusion(branch, head, identity, whisper_model="base", info={})
-    _evaluate(fusion, texts, test, [(Path(p).name, load_bank(p)) for p in args.eval_bank], metrics)
+    fusion = AudioFusion(branch, head, identity, whisper_model="base", acoustic=args.acoustic, info={})
+    evals = [(Path(p).name, load_bank(p, acoustic=args.acoustic)) for p in args.eval_bank]
+    _evaluate(fusion, texts, test, evals, metrics)
     fusion.info = {
         "command": command,
         "audio_branch": cfg.to_dict(),

@@ -57,8 +57,12 @@ def pitch_track(
     return np.where(best > 0.5, f0, 0.0).astype(np.float32)
 
 
-def prosody_features(audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
-    """Cheap prosody: :data:`PROSODY_DIM` float32 values, finite for any input (silence included)."""
+def prosody_features(
+    audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ, *, f0: np.ndarray | None = None
+) -> np.ndarray:
+    """Cheap prosody: :data:`PROSODY_DIM` float32 values, finite for any input (silence included).
+
+    ``f0``: :func:`pitch_track` of ``audio`` when the caller already has it (it is most of the cost)."""
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     duration_s = max(audio.size / sample_rate_hz, 1e-3)
     frames = _frame_signal(audio, int(0.025 * sample_rate_hz), int(0.010 * sample_rate_hz))
@@ -80,7 +84,7 @@ def prosody_features(audio: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) ->
     active_s = max(float(active.sum()) * 0.010, 0.05)
 
     pitch_mean = pitch_std = pitch_range = 0.0
-    f0 = pitch_track(audio, sample_rate_hz)
+    f0 = pitch_track(audio, sample_rate_hz) if f0 is None else f0
     n = min(f0.size, active.size)
     voiced = f0[:n][active[:n] & (f0[:n] > 0)]
     if voiced.size >= 3:

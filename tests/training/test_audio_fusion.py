@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from tests.training.meld_fakes import tone
-from training.asr_features import ENCODER_FRAME_SAMPLES, EncoderIdentity, asr_window_s, pool_utterance, speech_span
+from training.acoustic import ACOUSTIC_DIM, acoustic_features
+from training.asr_features import (
+    ENCODER_FRAME_SAMPLES,
+    EncoderIdentity,
+    asr_window_s,
+    pool_utterance,
+    speech_clip,
+    speech_span,
+)
 from training.audio_branch import AudioBranchConfig, RunningOffset, evaluate_rows, fit_audio_branch, speaker_offsets
 from training.audio_fusion import AudioFusion
 from training.augment import coloured_noise, stream_like
@@ -71,6 +79,10 @@ def test_pool_utterance_pools_only_the_span() -> None:
     vec = pool_utterance(audio, frames, prosody=False)
     np.testing.assert_allclose(vec, [1, 1, 1, 1, 0, 0, 0, 0])
     assert pool_utterance(audio, frames).shape == (8 + 10,)
+    with_acoustic = pool_utterance(audio, frames, acoustic=True)
+    assert with_acoustic.shape == (8 + 10 + ACOUSTIC_DIM,)
+    np.testing.assert_allclose(with_acoustic[-ACOUSTIC_DIM:], acoustic_features(speech_clip(audio)))
+    np.testing.assert_array_equal(with_acoustic[:18], pool_utterance(audio, frames))
 
 
 def test_stream_like_copies_vary_roll_noise_and_level() -> None:
@@ -209,5 +221,13 @@ def test_audio_fusion_round_trips_through_its_blob() -> None:
     np.testing.assert_allclose(d, d2, rtol=1e-2)
     assert float(again.head.temperature) == pytest.approx(1.7)
     assert again.accepts_asr("abc", 8.0) and not again.accepts_asr("abc", 5.0) and not again.accepts_asr("x", 8.0)
+    assert again.acoustic is False
     with pytest.raises(ValueError, match="format"):
         AudioFusion.from_blob({**blob, "format": 99})
+    # The acoustic statistics are part of the features a checkpoint expects; one written before the key
+    # existed reads as without them.
+    fusion.acoustic = True
+    assert AudioFusion.from_blob(fusion.to_blob()).acoustic is True
+    old = fusion.to_blob()
+    del old["encoder"]["acoustic"]
+    assert AudioFusion.from_blob(old).acoustic is False
