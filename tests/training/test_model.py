@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.training.meld_fakes import REPO, tone
+from training.acoustic import ACOUSTIC_DIM
 from training.batches import Dataset, batch_inputs
 from training.checkpoint import CheckpointError
 from training.data import LABELS, Example
@@ -16,6 +17,7 @@ from training.features import FeatureConfig
 from training.inference import EmotionPredictor, Prediction
 from training.model import FusionClassifier
 from training.model_config import ModelConfig
+from training.prosody import PROSODY_DIM
 from training.train import TrainOptions, fit
 
 AUDIO_DIM = 12
@@ -168,6 +170,9 @@ def test_shipped_default_checkpoint_loads_and_predicts() -> None:
     assert meta["text_encoder_dtype"] == "float16"  # every layer fine-tuned: float16 keeps it under 25 MB
     assert "MELD" in meta["trained_on"]["text"] and "ravdess" in meta["trained_on"]["audio"]
     assert predictor.model_ids["text_encoder"].startswith("all-MiniLM-L6-v2")
+    # the audio branch reads the spectral and voice-quality statistics beside the encoder's pooled frames
+    assert predictor.fusion is not None and predictor.fusion.acoustic
+    assert predictor.feature_dim == 2 * 512 + PROSODY_DIM + ACOUSTIC_DIM
     clip = tone(180, 1.5, seed=3)
     preds = predictor.predict(["I can't believe you did that, get out!", "", "Thanks, that's lovely."],
                               [None, clip, clip])  # fmt: skip
