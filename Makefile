@@ -39,7 +39,7 @@ $(VENV)/bin/python:
 # Reinstall only when the dependency list changes (pyproject.toml, or the --no-deps pins below).
 $(STAMP_PY): pyproject.toml Makefile | $(VENV)/bin/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,lora]'
 	# The GE2E speaker encoder's weights ship inside Resemblyzer's wheel. --no-deps: its `webrtcvad`
 	# dependency would shadow the `webrtcvad-wheels` module, and its librosa front-end is not used
 	# (stream/stages/speaker_encoder.py loads the weights and computes the mel itself).

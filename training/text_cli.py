@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import shlex
@@ -137,6 +138,8 @@ def _check(args: argparse.Namespace) -> None:
                          f"{args.lora_alpha}")  # fmt: skip
     if args.lora_rank and args.init_from:
         raise ValueError("--lora-rank trains stage 1; --init-from skips it: give one of them")
+    if args.lora_rank and importlib.util.find_spec("peft") is None:  # before hours of caching, not after
+        raise ValueError("--lora-rank needs peft, an optional extra: pip install 'emostream[lora]'")
     if args.extra_per_class < 1:
         raise ValueError(f"--extra-per-class must be >= 1, got {args.extra_per_class}")
     if args.extra_text and args.init_from:

@@ -32,8 +32,10 @@ def add_lora(encoder: nn.Module, first_layer: int, rank: int, alpha: int | None 
              dropout: float = 0.1) -> int:  # fmt: skip
     """Put rank-``rank`` adapters on every Linear of the layers from ``first_layer`` up, and leave only
     the adapters trainable. ``alpha`` defaults to ``2 * rank``. Returns the number of adapter parameters."""
-    from peft import LoraConfig, inject_adapter_in_model
-
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as exc:
+        raise ImportError(f"LoRA adapters need peft, an optional extra: pip install 'emostream[lora]' ({exc})") from exc
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     targets = _linear_names(encoder, first_layer)

@@ -3,6 +3,7 @@ plain encoder, which the checkpoint stores and the service runs unchanged."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,10 @@ def test_trained_adapters_merge_into_plain_layers_that_save_and_load(encoder: Pa
     assert not torch.allclose(merged, plain, atol=1e-3)  # the layers did change
     loaded = FusionClassifier.from_checkpoint(model.save(tmp_path / "m.pt", text_encoder_dtype="float32"), "cpu")
     torch.testing.assert_close(_pooled(loaded, text), merged, atol=1e-5, rtol=1e-5)
+
+
+def test_without_peft_lora_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """peft is the optional extra ``emostream[lora]``: the service install does without it."""
+    monkeypatch.setitem(sys.modules, "peft", None)  # what a lean install looks like to an import
+    with pytest.raises(ImportError, match=r"pip install 'emostream\[lora\]'"):
+        add_lora(nn.Sequential(nn.Linear(2, 2)), 0, 4)
