@@ -25,10 +25,10 @@ from stream.evaluation.truth import load_truth
 from stream.stages.segment import segmenter_params
 from stream.stages.segmenter import Framer, Segmenter, UtteranceEnd
 from stream.stages.vad import make_vad
-from training.acoustic import ACOUSTIC_DIM
 from training.asr_features import AsrEncoder, pool_utterance
 from training.audio import load_audio
 from training.data import LABELS
+from training.featurebank import split_acoustic
 
 __all__ = ["main", "match_truth", "segment"]
 
@@ -99,9 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = len(feats)
-    both = np.asarray(feats, dtype=np.float32).reshape(len(feats), -1)
-    np.savez(out / "shard-0000.npz", features=both[:, :-ACOUSTIC_DIM], acoustic=both[:, -ACOUSTIC_DIM:],
-             label=np.asarray(labels),
+    features, acoustic = split_acoustic(feats)
+    np.savez(out / "shard-0000.npz", features=features, acoustic=acoustic, label=np.asarray(labels),
              uid=np.asarray(uids), corpus=np.asarray(["stream"] * n), speaker=np.asarray(speakers),
              text=np.asarray(texts), variant=np.zeros(n, dtype=np.int64))  # fmt: skip
     logger.info("%s: %d utterances cut, %d of %d truth rows matched", args.media, len(utts), n, len(truth))

@@ -14,9 +14,10 @@ Computed over the span's active frames (within 35 dB of the loudest), 25 ms Hann
 * the voiced share of the active frames, jitter (median absolute change of F0 between voiced frames,
   semitones) and shimmer (the same of frame energy, dB) (3 values).
 
-:data:`ACOUSTIC_DIM` values, finite for any input (silence included). Pure numpy, ~5 ms per second of
-audio here; nothing depends on the absolute level except through ratios, so the speaker offset and the
-standardisation of the audio branch handle gain and microphone.
+:data:`ACOUSTIC_DIM` values, finite for any input (silence included). Pure numpy, about 7 ms of CPU per
+second of audio here besides the pitch track (which the prosody values share); nothing depends on the
+absolute level except through ratios, so the speaker offset and the standardisation of the audio branch
+handle gain and microphone.
 """
 
 from __future__ import annotations

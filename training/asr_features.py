@@ -110,19 +110,23 @@ def speech_span(
     return first, end
 
 
-def _span_frames(audio: np.ndarray, n_frames: int) -> tuple[int, int]:
+def _span_frames(audio: np.ndarray, n_frames: int | None = None) -> tuple[int, int]:
+    """``speech_span`` within the audio and the first ``n_frames`` encoder frames (default: all that
+    cover the audio, as the trimmed ASR path's output always does)."""
     first, end = speech_span(audio)
-    end = min(end, max(1, math.ceil(audio.size / ENCODER_FRAME_SAMPLES)), n_frames)
+    end = min(end, max(1, math.ceil(audio.size / ENCODER_FRAME_SAMPLES)), end if n_frames is None else n_frames)
     return min(first, end - 1), end
 
 
-def speech_clip(audio: np.ndarray) -> np.ndarray:
-    """The samples of ``audio``'s speech span, as :func:`pool_utterance` measures prosody and acoustics on
-    (for an encoder output that covers the audio, which the trimmed ASR path's always does)."""
-    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    first, end = _span_frames(audio, max(1, math.ceil(audio.size / ENCODER_FRAME_SAMPLES)))
+def _span_samples(audio: np.ndarray, first: int, end: int) -> np.ndarray:
     clip = audio[first * ENCODER_FRAME_SAMPLES : end * ENCODER_FRAME_SAMPLES]
     return clip if clip.size else audio
+
+
+def speech_clip(audio: np.ndarray) -> np.ndarray:
+    """The samples of ``audio``'s speech span, as :func:`pool_utterance` measures prosody and acoustics on."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    return _span_samples(audio, *_span_frames(audio))
 
 
 def pool_utterance(
@@ -139,8 +143,7 @@ def pool_utterance(
     first, end = _span_frames(audio, frames.shape[0])
     span = np.asarray(frames[first:end], dtype=np.float32)
     parts = [span.mean(axis=0), span.std(axis=0)]
-    clip = audio[first * ENCODER_FRAME_SAMPLES : end * ENCODER_FRAME_SAMPLES]
-    clip = clip if clip.size else audio
+    clip = _span_samples(audio, first, end)
     f0 = pitch_track(clip) if (prosody or acoustic) else None  # once for both
     if prosody:
         parts.append(prosody_features(clip, f0=f0))

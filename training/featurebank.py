@@ -39,7 +39,16 @@ from training.augment import stream_like
 from training.corpora import load_emodb, load_ravdess
 from training.data import LABELS, attach_meld_raw, load_meld
 
-__all__ = ["BankItem", "Bank", "add_acoustic", "load_bank", "main", "espeak_voice", "synthesize_espeak"]
+__all__ = [
+    "BankItem",
+    "Bank",
+    "add_acoustic",
+    "load_bank",
+    "main",
+    "espeak_voice",
+    "split_acoustic",
+    "synthesize_espeak",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -222,12 +231,17 @@ def build(
                 logger.warning("skipping %s: %s", item.uid, exc)
         tmp = path.with_name(path.name + ".tmp.npz")
         arrays: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in rows.items()}
-        both = np.asarray(feats, dtype=np.float32).reshape(len(feats), -1)
-        arrays["features"], arrays["acoustic"] = both[:, :-ACOUSTIC_DIM], both[:, -ACOUSTIC_DIM:]
+        arrays["features"], arrays["acoustic"] = split_acoustic(feats)
         np.savez(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path)
         claim.unlink(missing_ok=True)
         logger.info("%s: %d of %d items", out, min(s + SHARD, len(items)), len(items))
+
+
+def split_acoustic(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``pool_utterance(..., acoustic=True)`` rows as a bank stores them: (features, acoustic)."""
+    both = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    return both[:, :-ACOUSTIC_DIM], both[:, -ACOUSTIC_DIM:]
 
 
 def add_acoustic(items: Sequence[BankItem], folder: Path, source: dict[str, object] | None = None) -> int:
