@@ -49,7 +49,7 @@ class _InstantTranscriber:
     def paths(self) -> dict[str, int]:
         return {}
 
-    def transcribe(self, audio: Any) -> Any:
+    def transcribe(self, audio: Any, *, redo: bool = True) -> Any:
         from stream.records import Transcript
 
         text = "Well, I guess that is the last time we ever let Joey choose the restaurant."

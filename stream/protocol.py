@@ -277,7 +277,8 @@ class Stats:
     queue_limits: Mapping[str, int]
     drops: Mapping[str, float | int]
     rtf: Mapping[str, float]
-    asr_paths: Mapping[str, int]  # how Whisper decoded: trimmed, padded, loop_redone, unsure_redone
+    asr_paths: Mapping[str, int]  # how Whisper decoded: trimmed, padded, loop_redone, unsure_redone, and the
+    # end-of-turn readings kept without their redo: loop_kept, unsure_kept
     streams: Mapping[str, Mapping[str, float]]  # each source's own figures (e.g. dropped_s)
     utterances: int
     batches: int

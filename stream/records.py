@@ -138,6 +138,9 @@ class Transcript:
     # The audio branch's input, computed from this utterance's own Whisper encoder pass (see
     # WhisperTranscriber.feature_hook); None when no hook is set or the trimmed path was not taken.
     features: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # A quick reading that Whisper doubted and was not redone on the padded path (the end-of-turn check's, see
+    # WhisperTranscriber.transcribe): enough to decide where a turn ends, never reused as an utterance's transcript.
+    doubted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,6 +215,8 @@ class SegmentStage:
         return pieces
 
     def _utterance(self, out: UtteranceEnd, early: tuple[Transcript, float] | None, utterance_id: str) -> Utterance:
+        if early is not None and early[0].doubted:
+            early = None  # a reading Whisper doubted decides cuts, but the utterance is transcribed in full
         return Utterance(
             stream=self.stream_id,
             utterance_id=utterance_id,

@@ -12,6 +12,7 @@ instead of a second pass, so Whisper's time leaves the path from end of speech t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -36,7 +37,7 @@ class Transcriber(Protocol):
         """How utterances were decoded so far, for ``stats`` (see :class:`stream.stages.whisper.WhisperTranscriber`)."""
         ...
 
-    def transcribe(self, audio: np.ndarray) -> Transcript: ...
+    def transcribe(self, audio: np.ndarray, *, redo: bool = True) -> Transcript: ...
 
 
 class TranscribeStage:
@@ -88,7 +89,9 @@ class TranscribeStage:
         loop = asyncio.get_running_loop()
         t0 = self._clock()
         try:
-            transcript = await loop.run_in_executor(self._running, self._transcriber.transcribe, audio)
+            # A quick reading: no second, padded pass when Whisper doubts the first (see WhisperTranscriber).
+            read = functools.partial(self._transcriber.transcribe, audio, redo=False)
+            transcript = await loop.run_in_executor(self._running, read)
         except Exception:
             logger.exception("the end-of-turn check failed; the utterance goes on")
             return None

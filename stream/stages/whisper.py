@@ -115,7 +115,8 @@ class WhisperTranscriber:
     language below ``MIN_LANGUAGE_PROB``): non-speech and very short lines are where the short
     window errs more than the 30 s one, and speech that Whisper is sure of never pays for the check.
     ``paths`` counts what happened: ``trimmed`` (kept), ``padded``, and of those, ``loop_redone`` and
-    ``unsure_redone``.
+    ``unsure_redone``; a quick reading (``redo=False``) that would have been redone counts as ``loop_kept`` or
+    ``unsure_kept``.
 
     One encoder pass for both branches: with ``feature_hook`` set (``(audio, encoder frames) ->
     feature vector``, see ``EmotionPredictor.attach_asr``), the trimmed path hands its encoder output
@@ -205,20 +206,25 @@ class WhisperTranscriber:
             compute_type=self.compute_type,
         )
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, redo: bool = True) -> Transcript:
+        """Whisper's transcript of ``audio``. ``redo=False`` (a quick reading: the end-of-turn check's) keeps a
+        trimmed result that would be redone on the padded path, marked ``doubted``: the redo takes ~1 s of
+        CPU on a 2-core machine, and the check holds the segmentation of everything after it meanwhile."""
         audio = np.asarray(audio, dtype=np.float32)
         decoded = None
         features = None
+        doubted = False
         if self._cfg.pad_s < WINDOW_S and audio.size <= WINDOW_S * SAMPLE_RATE_HZ:
             decoded = self._decode_trimmed(audio)
             features = decoded.features  # from this encoder pass, valid even if the text is redone
-            redo = self._redo_reason(decoded)
-            if redo:
-                logger.debug("redoing a trimmed decode on the padded path (%s): %r", redo, decoded.text[:80])
-                self.paths[f"{redo}_redone"] += 1
+            why = self._redo_reason(decoded)
+            if why and redo:
+                logger.debug("redoing a trimmed decode on the padded path (%s): %r", why, decoded.text[:80])
+                self.paths[f"{why}_redone"] += 1
                 decoded = None
             else:
-                self.paths["trimmed"] += 1
+                self.paths[f"{why}_kept" if why else "trimmed"] += 1
+                doubted = bool(why)
         if decoded is None:
             decoded = self._decode_padded(audio)
             self.paths["padded"] += 1
@@ -238,6 +244,7 @@ class WhisperTranscriber:
             dropped=reason,
             raw_text=decoded.text,
             features=features,
+            doubted=doubted,
         )
 
     def _redo_reason(self, decoded: _Decoded) -> str | None:

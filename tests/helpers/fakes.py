@@ -72,7 +72,7 @@ class ScriptedTranscriber:
         self.default = default
         self.calls = 0
 
-    def transcribe(self, audio: np.ndarray) -> object:
+    def transcribe(self, audio: np.ndarray, *, redo: bool = True) -> object:
         text = self.texts[self.calls] if self.calls < len(self.texts) else self.default
         self.calls += 1
         if text is None:
@@ -92,7 +92,7 @@ class FakeTranscriber:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray, *, redo: bool = True) -> Transcript:
         with self._lock:
             self.calls += 1
             n = self.calls

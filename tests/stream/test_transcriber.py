@@ -283,6 +283,31 @@ class _LoopingModel:
         return getattr(self._real, name)
 
 
+class _DoubtfulDecoder(_LoopingDecoder):
+    """A decode of a few words Whisper is unsure of (average log-prob -2)."""
+
+    def generate(self, encoded: Any, prompts: list[list[int]], *, max_length: int, **kw: Any) -> list[_Looping]:
+        return [_Looping([[40, 760, 3]], [-2.0])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("decoder", "why"), [(_LoopingDecoder, "loop"), (_DoubtfulDecoder, "unsure")])
+def test_a_quick_reading_keeps_the_trimmed_decode_whisper_doubts_and_says_so(
+    tiny_en: WhisperTranscriber, decoder: type, why: str
+) -> None:
+    model = _LoopingModel(tiny_en._model)
+    model.model = decoder(tiny_en._model.model)
+    asr = WhisperTranscriber(model, ASRConfig(model="tiny.en"), english_only=True)
+    audio = synthesize(ASR_SENTENCES[0])
+    quick = asr.transcribe(audio, redo=False)
+    assert asr.paths == {f"{why}_kept": 1}  # no padded pass
+    assert quick.doubted and quick.raw_text
+    assert (quick.dropped == "repetition") if why == "loop" else (quick.text == quick.raw_text)
+    full = asr.transcribe(audio)
+    assert asr.paths == {f"{why}_kept": 1, f"{why}_redone": 1, "padded": 1}
+    assert not full.doubted and full.dropped is None
+
+
 @pytest.mark.slow
 def test_a_trimmed_decode_that_loops_is_redone_on_the_padded_path(tiny_en: WhisperTranscriber) -> None:
     asr = WhisperTranscriber(_LoopingModel(tiny_en._model), ASRConfig(model="tiny.en"), english_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -13,6 +14,7 @@ from stream.sources import to_int16
 from stream.stages.end_of_turn import EndCandidate, end_candidate, ends_sentence, trails_off
 from stream.stages.segment import SegmentStage, segmenter_params
 from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, UtteranceEnd
+from stream.stages.transcriber import TranscribeStage
 from stream.stages.vad import make_vad
 from tests.helpers import make_dialogue
 
@@ -276,6 +278,35 @@ async def test_a_sentence_end_the_next_reading_runs_on_past_does_not_cut() -> No
     # Silence then ended it right after the last reading, which is reused: no second pass.
     assert utts[0].transcript is not None and utts[0].transcript.text.endswith("all day long.")
     assert stage.turn_ends == 0 and stage.turn_unconfirmed == 1
+
+
+async def test_a_reading_whisper_doubted_decides_the_cut_but_is_not_reused_as_the_transcript() -> None:
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    check, _ = _scripted("Is it raining today?", "Is it raining today? Yes it is, all day long.")
+
+    async def doubted(audio: np.ndarray) -> Transcript | None:
+        reading = await check(audio)  # type: ignore[operator]
+        return dataclasses.replace(reading, avg_logprob=-1.5, doubted=True)
+
+    stage = _confirming_stage(doubted)
+    utts = await _run(stage, talk.audio)
+    assert len(utts) == 2 and stage.turn_ends == 1
+    assert [u.transcript for u in utts] == [None, None]  # the transcription stage transcribes them in full
+
+
+async def test_the_end_of_turn_check_asks_whisper_for_a_quick_reading() -> None:
+    asked: list[bool] = []
+
+    class Whisper:
+        model_id = "fake"
+        paths: dict[str, int] = {}
+
+        def transcribe(self, audio: np.ndarray, *, redo: bool = True) -> Transcript:
+            asked.append(redo)
+            return _reading("Hi.")
+
+    assert await TranscribeStage(Whisper()).end_of_turn(np.zeros(1600, np.float32)) == _reading("Hi.")
+    assert asked == [False]
 
 
 @pytest.mark.parametrize("confirm_ms", [1000, 500])
