@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import logging
 import shlex
@@ -38,6 +37,7 @@ from training.model import FusionClassifier
 from training.model_config import ModelConfig
 from training.settings import TrainingConfig
 from training.text_branch import TextBranchOptions, train_text_branch
+from training.text_lora import PEFT_MISSING, add_lora, merge_lora, peft_installed
 from training.weights import resolve_text_encoder
 
 __all__ = ["add_text_parser", "cmd_text", "compose_with_audio", "meld_text_metrics"]
@@ -138,8 +138,8 @@ def _check(args: argparse.Namespace) -> None:
                          f"{args.lora_alpha}")  # fmt: skip
     if args.lora_rank and args.init_from:
         raise ValueError("--lora-rank trains stage 1; --init-from skips it: give one of them")
-    if args.lora_rank and importlib.util.find_spec("peft") is None:  # before hours of caching, not after
-        raise ValueError("--lora-rank needs peft, an optional extra: pip install 'emostream[lora]'")
+    if args.lora_rank and not peft_installed():  # before hours of caching, not after
+        raise ValueError(f"--lora-rank: {PEFT_MISSING}")
     if args.extra_per_class < 1:
         raise ValueError(f"--extra-per-class must be >= 1, got {args.extra_per_class}")
     if args.extra_text and args.init_from:
@@ -335,7 +335,6 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], ext
                              lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
                              seed=args.seed, distill_weight=args.distill_weight if teacher is not None else 0.0,
                              distill_temperature=args.distill_temperature)  # fmt: skip
-    from training.text_lora import add_lora, merge_lora
 
     if args.lora_rank:
         add_lora(model.text_encoder, model.frozen_text_layers, args.lora_rank, args.lora_alpha)

@@ -9,6 +9,7 @@ full fine-tune gives them, at the same cost per utterance (``emostream-train tex
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any
 
@@ -16,9 +17,16 @@ from torch import nn
 
 from training.model import _encoder_layers
 
-__all__ = ["add_lora", "merge_lora"]
+__all__ = ["PEFT_MISSING", "add_lora", "merge_lora", "peft_installed"]
 
 logger = logging.getLogger(__name__)
+
+PEFT_MISSING = "LoRA adapters need peft, an optional extra: pip install 'emostream[lora]'"
+
+
+def peft_installed() -> bool:
+    """Whether ``peft`` (the ``emostream[lora]`` extra) can be imported, without importing it."""
+    return importlib.util.find_spec("peft") is not None
 
 
 def _linear_names(encoder: nn.Module, first_layer: int) -> list[str]:
@@ -35,7 +43,7 @@ def add_lora(encoder: nn.Module, first_layer: int, rank: int, alpha: int | None 
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as exc:
-        raise ImportError(f"LoRA adapters need peft, an optional extra: pip install 'emostream[lora]' ({exc})") from exc
+        raise ImportError(f"{PEFT_MISSING} ({exc})") from exc
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
     targets = _linear_names(encoder, first_layer)

@@ -80,8 +80,8 @@ def test_a_clip_streamed_through_the_service_gets_the_training_paths_features_an
         predictor.predict_features([None] * len(clips), list(trained)),
         strict=True,
     ))  # fmt: skip
-    sure = [b for _, b in pairs if max(b.scores.values()) >= 0.5]
+    sure = [(a, b) for a, b in pairs if max(b.scores.values()) >= 0.5]
     assert len(sure) >= len(clips) // 2, [round(max(b.scores.values()), 2) for _, b in pairs]
-    assert all(a.label == b.label for a, b in pairs if max(b.scores.values()) >= 0.5), [
+    assert all(a.label == b.label for a, b in sure), [
         (a.label, b.label, round(max(b.scores.values()), 2)) for a, b in pairs
     ]

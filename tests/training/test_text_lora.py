@@ -68,3 +68,14 @@ def test_without_peft_lora_names_the_extra_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "peft", None)  # what a lean install looks like to an import
     with pytest.raises(ImportError, match=r"pip install 'emostream\[lora\]'"):
         add_lora(nn.Sequential(nn.Linear(2, 2)), 0, 4)
+
+
+def test_lora_rank_without_peft_stops_at_the_argument_check(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--lora-rank`` on a lean install fails before any data is read or layer cached, naming the extra."""
+    from training.cli import main
+
+    monkeypatch.setitem(sys.modules, "peft", None)
+    assert main(["text", "--lora-rank", "4", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path)]) == 2
+    assert "pip install 'emostream[lora]'" in capsys.readouterr().err
