@@ -370,7 +370,8 @@ def _save(text_model: FusionClassifier, fusion: AudioFusion, base: str, out: Pat
         extra["fusion_base_checkpoint"] = str(base)
         tmp = out.with_name(out.name + ".text.tmp")
         text_model.save(tmp, metrics=dict(meta.get("metrics", {})), trained_on=trained_on, extra=extra,
-                        text_encoder_dtype=meta.get("text_encoder_dtype", "float32"))  # fmt: skip
+                        text_encoder_dtype=meta.get("text_encoder_dtype", "float32"),
+                        text_delta_rank=int(meta.get("text_delta_rank") or 0))  # fmt: skip
         blob = torch.load(tmp, map_location="cpu", weights_only=True)
         tmp.unlink()
     blob.setdefault("trained_on", {}).update(fusion.info["trained_on"])

@@ -66,7 +66,8 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         "--text-encoder-dtype",
         choices=TEXT_ENCODER_DTYPES,
         default="float16",
-        help="how the checkpoint stores the trained encoder layers (int8: per-row scales, a quarter of float32); "
+        help="how the checkpoint stores the trained encoder layers (int8: per-row scales, a quarter of float32; "
+        "lowrank, with --lora-rank: the adapters' change from the packaged encoder, a few MB for every layer); "
         "the reported metrics are those of the stored weights",
     )
     p.add_argument(
@@ -140,6 +141,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--lora-rank trains stage 1; --init-from skips it: give one of them")
     if args.lora_rank and not peft_installed():  # before hours of caching, not after
         raise ValueError(f"--lora-rank: {PEFT_MISSING}")
+    if args.text_encoder_dtype == "lowrank" and not args.lora_rank:
+        raise ValueError("--text-encoder-dtype lowrank stores the adapters' change: it needs --lora-rank")
     if args.extra_per_class < 1:
         raise ValueError(f"--extra-per-class must be >= 1, got {args.extra_per_class}")
     if args.extra_text and args.init_from:
@@ -262,7 +265,8 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         model, trained_on, audio_base = _from_checkpoint(args, report, device)
     else:
         model = _stage1(args, cfg, train, extra, dev, report, device)
-    round_trip_text(model, _stored_dtype(args, model))  # what is measured from here on is what gets stored
+    storage = _storage(args, model)  # what is measured from here on is what gets stored
+    round_trip_text(model, storage["text_encoder_dtype"], storage["text_delta_rank"])
     # Train encodings are read only by a context module fitted on train (a full encoder pass over 10k lines).
     needed = {"dev": dev, "test": test}
     if args.context_window and args.context_fit == "train":
@@ -362,10 +366,12 @@ def _stage2(args: argparse.Namespace, model: FusionClassifier, encoded: dict[str
                         "seconds": round(cres.seconds, 1)}  # fmt: skip
 
 
-def _stored_dtype(args: argparse.Namespace, model: FusionClassifier) -> str:
+def _storage(args: argparse.Namespace, model: FusionClassifier) -> dict[str, Any]:
     """How the checkpoint stores the trained encoder layers: ``--text-encoder-dtype`` for this command's
-    own text branch (linear head); a ``train`` checkpoint's branch taken with ``--init-from`` stays float32."""
-    return str(args.text_encoder_dtype) if model.config.text_head == "linear" else "float32"
+    own text branch (linear head), ``lowrank`` at the LoRA rank; a ``train`` checkpoint's branch taken with
+    ``--init-from`` stays float32. Keyword arguments of ``write_checkpoint``."""
+    dtype = str(args.text_encoder_dtype) if model.config.text_head == "linear" else "float32"
+    return {"text_encoder_dtype": dtype, "text_delta_rank": args.lora_rank if dtype == "lowrank" else 0}
 
 
 def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, metrics: dict[str, Any], *,
@@ -383,7 +389,7 @@ def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, met
                       audio_model=audio_base,
                       extra={"run": run_dir.name, "command": report["command"], "stage1": report.get("stage1", {}),
                              "stage2": report.get("stage2", {})},
-                      text_encoder_dtype=_stored_dtype(args, model))  # fmt: skip
+                      **_storage(args, model))  # fmt: skip
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_bytes(ckpt.read_bytes())

@@ -12,6 +12,7 @@ from torch import nn
 
 from tests.training.test_text_branch import _keyword_rows, _model
 from tests.training.tiny_encoder import make_tiny_encoder
+from training.checkpoint import CheckpointError, round_trip_text
 from training.model import FusionClassifier
 from training.text_branch import TextBranchOptions, train_text_branch
 from training.text_lora import add_lora, merge_lora
@@ -62,6 +63,31 @@ def test_trained_adapters_merge_into_plain_layers_that_save_and_load(encoder: Pa
     loaded = FusionClassifier.from_checkpoint(model.save(tmp_path / "m.pt", text_encoder_dtype="float32"), "cpu")
     torch.testing.assert_close(_pooled(loaded, text), merged, atol=1e-5, rtol=1e-5)
 
+    # lowrank: only the adapters' change is stored, as float16 factors, and added to the packaged layers on load
+    path = model.save(tmp_path / "low.pt", text_encoder_dtype="lowrank", text_delta_rank=4)
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    matrices = [k for k, v in stored.items() if k.startswith("text_encoder.") and v.ndim == 2]
+    assert len(matrices) == 2 * 2 * 6 and all(k.endswith((".lowrank_u", ".lowrank_v")) for k in matrices)
+    assert all(4 in stored[k].shape and stored[k].dtype == torch.float16 for k in matrices)
+    loaded = FusionClassifier.from_checkpoint(path, "cpu")
+    assert loaded.checkpoint_meta["text_delta_rank"] == 4
+    torch.testing.assert_close(_pooled(loaded, text), merged, atol=2e-3, rtol=2e-3)
+    round_trip_text(model, "lowrank", 4)  # what training evaluates before saving is what the load gives
+    torch.testing.assert_close(_pooled(model, text), _pooled(loaded, text), atol=1e-5, rtol=1e-5)
+
+
+def test_a_lowrank_checkpoint_needs_its_rank_and_a_base_that_has_its_layers(encoder: Path, tmp_path: Path) -> None:
+    model = _model(encoder)
+    with pytest.raises(ValueError, match="rank >= 1"):
+        model.save(tmp_path / "m.pt", text_encoder_dtype="lowrank")
+    path = model.save(tmp_path / "m.pt", text_encoder_dtype="lowrank", text_delta_rank=2)
+    blob = torch.load(path, weights_only=True)
+    key = next(k for k in blob["state_dict"] if k.endswith(".lowrank_u"))
+    blob["state_dict"][key.replace(".layer.", ".nolayer.")] = blob["state_dict"].pop(key)
+    torch.save(blob, path)
+    with pytest.raises(CheckpointError, match="nolayer.* is stored as a change from the packaged encoder"):
+        FusionClassifier.from_checkpoint(path, "cpu")
+
 
 def test_without_peft_lora_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     """peft is the optional extra ``emostream[lora]``: the service install does without it."""
@@ -79,3 +105,13 @@ def test_lora_rank_without_peft_stops_at_the_argument_check(
     monkeypatch.setitem(sys.modules, "peft", None)
     assert main(["text", "--lora-rank", "4", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path)]) == 2
     assert "pip install 'emostream[lora]'" in capsys.readouterr().err
+
+
+def test_lowrank_storage_without_lora_stops_at_the_argument_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+
+    args = ["text", "--text-encoder-dtype", "lowrank", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path)]
+    assert main(args) == 2
+    assert "lowrank stores the adapters' change: it needs --lora-rank" in capsys.readouterr().err
