@@ -64,8 +64,20 @@ def _low_rank(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     return (u[:, :rank] * root).half(), (root[:, None] * vh[:rank]).half()
 
 
+def _known_factors(key: str, value: torch.Tensor, base: torch.Tensor, known: dict[str, torch.Tensor],
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+    """``known``'s factors of ``key`` when ``value`` is still what they give (to float32 rounding): storing
+    them again instead of factorising anew keeps a stored checkpoint's weights those that were evaluated."""
+    u, v = known.get(key + ".lowrank_u"), known.get(key + ".lowrank_v")
+    if u is None or v is None or not torch.allclose(value.float(), base.float() + u.float() @ v.float(),
+                                                    rtol=0.0, atol=1e-6):  # fmt: skip
+        return None
+    return u, v
+
+
 def _stored_text(state: dict[str, torch.Tensor], dtype: str, base: dict[str, torch.Tensor] | None = None,
-                 rank: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
+                 rank: int = 0, known: dict[str, torch.Tensor] | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
     """The state with its trained text-encoder tensors stored as ``dtype``, and the int8 row scales.
 
     ``int8``: each weight matrix is stored as symmetric int8 per output row (its scale in float32),
@@ -73,7 +85,8 @@ def _stored_text(state: dict[str, torch.Tensor], dtype: str, base: dict[str, tor
     at a quarter of the float32 size. ``lowrank``: each weight matrix is stored as its change from the
     packaged encoder's (``base``) in rank-``rank`` float16 factors (keys ``<name>.lowrank_u`` and
     ``.lowrank_v``), vectors as they are: what LoRA training changes is exactly such a product, so a
-    rank-16 adapter over every layer of MPNet-base takes 5 MB instead of the layers' 340.
+    rank-16 adapter over every layer of MPNet-base takes 5 MB instead of the layers' 340. A matrix that
+    ``known`` factors (from the last round trip or load) still give is stored with those factors.
     """
     if dtype not in TEXT_ENCODER_DTYPES:
         raise ValueError(f"text_encoder_dtype must be one of {', '.join(TEXT_ENCODER_DTYPES)}, not {dtype!r}")
@@ -86,7 +99,9 @@ def _stored_text(state: dict[str, torch.Tensor], dtype: str, base: dict[str, tor
         elif dtype == "lowrank":
             assert base is not None
             if value.ndim == 2:
-                out[key + ".lowrank_u"], out[key + ".lowrank_v"] = _low_rank(value.float() - base[key].float(), rank)
+                factors = _known_factors(key, value, base[key], known or {})
+                factors = factors or _low_rank(value.float() - base[key].float(), rank)
+                out[key + ".lowrank_u"], out[key + ".lowrank_v"] = factors
             else:
                 out[key] = value
         elif dtype == "int8" and value.ndim == 2:
@@ -120,8 +135,9 @@ def round_trip_text(model: FusionClassifier, dtype: str, rank: int = 0) -> None:
     """Give ``model`` the text-encoder weights it will have after being stored as ``dtype`` and read
     back, so that what is evaluated before saving is what a checkpoint load gives."""
     base = packaged_text_state(model) if dtype == "lowrank" else None
-    state, scales = _stored_text(model.trained_state_dict(), dtype, base, rank)
+    state, scales = _stored_text(model.trained_state_dict(), dtype, base, rank, model.lowrank_factors)
     model.load_state_dict(_restored_text(state, scales, base), strict=False)
+    model.lowrank_factors = {k: v for k, v in state.items() if k.endswith((".lowrank_u", ".lowrank_v"))}
 
 
 def write_checkpoint(
@@ -144,7 +160,8 @@ def write_checkpoint(
     beyond that rank, so round-trip it first, :func:`round_trip_text`).
     """
     packaged = packaged_text_state(model) if text_encoder_dtype == "lowrank" else None
-    state, scales = _stored_text(model.trained_state_dict(), text_encoder_dtype, packaged, text_delta_rank)
+    state, scales = _stored_text(model.trained_state_dict(), text_encoder_dtype, packaged, text_delta_rank,
+                                 model.lowrank_factors)  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = model.base_models()
@@ -240,6 +257,7 @@ def load_checkpoint(cls: type[FusionClassifier], path: str | Path, device: str =
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} has weights of the wrong shape: {exc}") from exc
     model.checkpoint_meta = {k: v for k, v in blob.items() if k != "state_dict"}
+    model.lowrank_factors = {k: v for k, v in blob["state_dict"].items() if k.endswith((".lowrank_u", ".lowrank_v"))}
     try:
         dev = resolve_device(device)
     except ConfigError as exc:

@@ -374,3 +374,6 @@ class FusionClassifier(nn.Module):
         return load_checkpoint(cls, path, device)
 
     checkpoint_meta: dict[str, Any] = {}  # noqa: RUF012 - set per instance by from_checkpoint
+    # The lowrank factors the text layers were last read from or rounded to (training.checkpoint), so that
+    # saving again stores those same factors instead of factorising anew. Set per instance.
+    lowrank_factors: dict[str, torch.Tensor] = {}  # noqa: RUF012

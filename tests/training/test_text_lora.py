@@ -74,6 +74,15 @@ def test_trained_adapters_merge_into_plain_layers_that_save_and_load(encoder: Pa
     torch.testing.assert_close(_pooled(loaded, text), merged, atol=2e-3, rtol=2e-3)
     round_trip_text(model, "lowrank", 4)  # what training evaluates before saving is what the load gives
     torch.testing.assert_close(_pooled(model, text), _pooled(loaded, text), atol=1e-5, rtol=1e-5)
+    # ... to the bit: a round-tripped (or loaded) model is stored with the factors it was rounded to, not
+    # factorised anew (which would round them to float16 a second time)
+    again = FusionClassifier.from_checkpoint(model.save(tmp_path / "again.pt", text_encoder_dtype="lowrank",
+                                                        text_delta_rank=4), "cpu")  # fmt: skip
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+    resaved = torch.load(again.save(tmp_path / "resaved.pt", text_encoder_dtype="lowrank", text_delta_rank=4),
+                         weights_only=True)["state_dict"]  # fmt: skip
+    stored_again = torch.load(tmp_path / "again.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(resaved[k], stored_again[k]) for k in matrices)
 
 
 def test_a_lowrank_checkpoint_needs_its_rank_and_a_base_that_has_its_layers(encoder: Path, tmp_path: Path) -> None:
