@@ -212,7 +212,9 @@ def train_context_cv(model: FusionClassifier, dev: EncodedSplit, opts: ContextOp
     labels = model.config.labels
     oof = np.zeros((opts.epochs, len(dev.examples), len(labels)), dtype=np.float32)
     started = time.monotonic()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    # Every fold and the final fit attach a fresh module, so a module the model came with (e.g. --init-from,
+    # perhaps of another window) is not part of what is put back.
+    state = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("context.")}
     for fold in folds:
         held = [i for i, d in enumerate(dev.dialogues) if d in fold]
         fit = _subset(dev, [i for i, d in enumerate(dev.dialogues) if d not in fold])

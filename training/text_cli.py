@@ -141,8 +141,11 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--lora-rank trains stage 1; --init-from skips it: give one of them")
     if args.lora_rank and not peft_installed():  # before hours of caching, not after
         raise ValueError(f"--lora-rank: {PEFT_MISSING}")
-    if args.text_encoder_dtype == "lowrank" and not args.lora_rank:
-        raise ValueError("--text-encoder-dtype lowrank stores the adapters' change: it needs --lora-rank")
+    if args.text_encoder_dtype == "lowrank" and not args.lora_rank and not args.init_from:
+        raise ValueError(
+            "--text-encoder-dtype lowrank stores the adapters' change: it needs --lora-rank "
+            "(or --init-from a checkpoint stored so)"
+        )
     if args.extra_per_class < 1:
         raise ValueError(f"--extra-per-class must be >= 1, got {args.extra_per_class}")
     if args.extra_text and args.init_from:
@@ -368,10 +371,16 @@ def _stage2(args: argparse.Namespace, model: FusionClassifier, encoded: dict[str
 
 def _storage(args: argparse.Namespace, model: FusionClassifier) -> dict[str, Any]:
     """How the checkpoint stores the trained encoder layers: ``--text-encoder-dtype`` for this command's
-    own text branch (linear head), ``lowrank`` at the LoRA rank; a ``train`` checkpoint's branch taken with
-    ``--init-from`` stays float32. Keyword arguments of ``write_checkpoint``."""
+    own text branch (linear head), ``lowrank`` at the LoRA rank or at the rank of the ``--init-from``
+    checkpoint; a ``train`` checkpoint's branch taken with ``--init-from`` stays float32. Keyword arguments
+    of ``write_checkpoint``."""
     dtype = str(args.text_encoder_dtype) if model.config.text_head == "linear" else "float32"
-    return {"text_encoder_dtype": dtype, "text_delta_rank": args.lora_rank if dtype == "lowrank" else 0}
+    if dtype != "lowrank":
+        return {"text_encoder_dtype": dtype, "text_delta_rank": 0}
+    rank = args.lora_rank or int(model.checkpoint_meta.get("text_delta_rank") or 0)
+    if rank < 1:
+        raise ValueError(f"--text-encoder-dtype lowrank: --init-from {args.init_from} was not stored lowrank")
+    return {"text_encoder_dtype": dtype, "text_delta_rank": rank}
 
 
 def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, metrics: dict[str, Any], *,

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,9 @@ def test_transition_context_fitted_on_dev_by_cross_validation(encoder: Path) -> 
     with_ctx = predict_split(model, enc_test, window=2, speakers=True, device=cpu).argmax(1)
     assert float((with_ctx[echo] == enc_test.labels[echo]).mean()) >= 0.9
     assert model.config.context["kind"] == "transition"
+    # Fitted again over another window (a stage 2 on an --init-from checkpoint): the old module is replaced.
+    wider = train_context_cv(model, enc_dev, dataclasses.replace(opts, window=4), cpu)
+    assert len(wider.history) == 15 and model.config.context["max_utterances"] == 4
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(encoder: Path, tmp_path: Path) -> None:

@@ -124,3 +124,19 @@ def test_lowrank_storage_without_lora_stops_at_the_argument_check(
     args = ["text", "--text-encoder-dtype", "lowrank", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path)]
     assert main(args) == 2
     assert "lowrank stores the adapters' change: it needs --lora-rank" in capsys.readouterr().err
+
+
+def test_a_stage_2_run_on_a_lowrank_checkpoint_stores_it_at_its_rank(encoder: Path, tmp_path: Path) -> None:
+    """``--init-from`` skips stage 1, so there is no ``--lora-rank``: the rank is the checkpoint's own."""
+    import argparse
+
+    from training.text_cli import _storage
+
+    args = argparse.Namespace(text_encoder_dtype="lowrank", lora_rank=0, init_from="C")
+    lowrank = FusionClassifier.from_checkpoint(
+        _model(encoder).save(tmp_path / "low.pt", text_encoder_dtype="lowrank", text_delta_rank=2), "cpu"
+    )
+    assert _storage(args, lowrank) == {"text_encoder_dtype": "lowrank", "text_delta_rank": 2}
+    plain = FusionClassifier.from_checkpoint(_model(encoder).save(tmp_path / "f16.pt", text_encoder_dtype="float16"))
+    with pytest.raises(ValueError, match="C was not stored lowrank"):
+        _storage(args, plain)
