@@ -73,6 +73,8 @@ class EmotionPredictor:
         # A linear text head reads speaker-tagged lines ("S1: ...") and can read past context.
         self.speaker_tags = model.config.uses_text and model.config.text_head == "linear"
         self.uses_context = model.config.uses_text and hasattr(model, "context")
+        # The most past utterances its context module reads (a longer window given is cut to the latest).
+        self.context_utterances = int((model.config.context or {}).get("max_utterances", 0)) if self.uses_context else 0
         self._extractor: AudioFeatureExtractor | None = None
         # A checkpoint written by training.fuse: text model + audio branch + learned fusion head.
         self.fusion: AudioFusion | None = None

@@ -102,7 +102,10 @@ class ClassifierStage:
         )
         self._windows: ContextWindows | None = None
         if self._speaker_tags or self.reads_context:
-            self._windows = ContextWindows(config.context_utterances, config.context_window_s)
+            # No more than the checkpoint's context module reads, so that an event names only what was read.
+            limit = int(getattr(predictor, "context_utterances", 0) or 0)
+            most = min(config.context_utterances, limit) if limit else config.context_utterances
+            self._windows = ContextWindows(most, config.context_window_s)
         self._max_batch = config.max_batch
         self._wait_s = config.batch_wait_ms / 1000
         self._queue_items = max(queue_items, config.max_batch)

@@ -314,6 +314,16 @@ async def test_context_reads_the_streams_cached_past_and_batch_mates_and_says_wh
     assert again[0].context_ids == ()  # reset when the stream ended
 
 
+async def test_context_names_no_more_past_utterances_than_the_checkpoints_module_reads() -> None:
+    """A module built for 1 past line reads only the latest of a longer window: the event says so."""
+    pred = ContextPredictor()
+    pred.context_utterances = 1  # type: ignore[attr-defined]
+    stage = ClassifierStage(pred, ClassifierConfig(max_batch=1, batch_wait_ms=5, context_utterances=8))
+    out = [c async for c in stage.run(arrive([item("a", k, f"line {k}") for k in range(3)]))]
+    assert [c.context_ids for c in out] == [(), ("a-0",), ("a-1",)]
+    assert [len(kw["past"][0]) for kw in pred.kwargs] == [0, 1, 1]
+
+
 async def test_context_turned_off_passes_no_past_and_reports_none() -> None:
     pred = ContextPredictor()
     stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=10, context=False))
