@@ -43,6 +43,7 @@ class CheckpointError(RuntimeError):
 
 
 TEXT_ENCODER_DTYPES = ("float32", "float16", "int8", "lowrank")
+_U, _V = ".lowrank_u", ".lowrank_v"  # key suffixes of a lowrank matrix's two factors
 
 
 def packaged_text_state(model: FusionClassifier) -> dict[str, torch.Tensor]:
@@ -68,7 +69,7 @@ def _known_factors(key: str, value: torch.Tensor, base: torch.Tensor, known: dic
                    ) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
     """``known``'s factors of ``key`` when ``value`` is still what they give (to float32 rounding): storing
     them again instead of factorising anew keeps a stored checkpoint's weights those that were evaluated."""
-    u, v = known.get(key + ".lowrank_u"), known.get(key + ".lowrank_v")
+    u, v = known.get(key + _U), known.get(key + _V)
     if u is None or v is None or not torch.allclose(value.float(), base.float() + u.float() @ v.float(),
                                                     rtol=0.0, atol=1e-6):  # fmt: skip
         return None
@@ -101,7 +102,7 @@ def _stored_text(state: dict[str, torch.Tensor], dtype: str, base: dict[str, tor
             if value.ndim == 2:
                 factors = _known_factors(key, value, base[key], known or {})
                 factors = factors or _low_rank(value.float() - base[key].float(), rank)
-                out[key + ".lowrank_u"], out[key + ".lowrank_v"] = factors
+                out[key + _U], out[key + _V] = factors
             else:
                 out[key] = value
         elif dtype == "int8" and value.ndim == 2:
@@ -113,19 +114,24 @@ def _stored_text(state: dict[str, torch.Tensor], dtype: str, base: dict[str, tor
     return out, scales
 
 
+def _lowrank_factors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The lowrank factors in a stored state (what ``FusionClassifier.lowrank_factors`` keeps)."""
+    return {k: v for k, v in state.items() if k.endswith((_U, _V))}
+
+
 def _restored_text(state: dict[str, torch.Tensor], scales: dict[str, torch.Tensor],
                    base: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Undo :func:`_stored_text` (float16 tensors are cast back by ``load_state_dict``); ``lowrank``
     factors are added to ``base``, the packaged encoder's values."""
     out = {}
     for key, value in state.items():
-        if key.endswith(".lowrank_v"):
+        if key.endswith(_V):
             continue
-        if key.endswith(".lowrank_u"):
-            name = key.removesuffix(".lowrank_u")
+        if key.endswith(_U):
+            name = key.removesuffix(_U)
             if base is None or name not in base:
                 raise KeyError(f"{name} is stored as a change from the packaged encoder, which lacks it")
-            out[name] = base[name].float() + value.float() @ state[name + ".lowrank_v"].float()
+            out[name] = base[name].float() + value.float() @ state[name + _V].float()
         else:
             out[key] = value.float() * scales[key][:, None] if key in scales else value
     return out
@@ -137,7 +143,7 @@ def round_trip_text(model: FusionClassifier, dtype: str, rank: int = 0) -> None:
     base = packaged_text_state(model) if dtype == "lowrank" else None
     state, scales = _stored_text(model.trained_state_dict(), dtype, base, rank, model.lowrank_factors)
     model.load_state_dict(_restored_text(state, scales, base), strict=False)
-    model.lowrank_factors = {k: v for k, v in state.items() if k.endswith((".lowrank_u", ".lowrank_v"))}
+    model.lowrank_factors = _lowrank_factors(state)
 
 
 def write_checkpoint(
@@ -257,7 +263,7 @@ def load_checkpoint(cls: type[FusionClassifier], path: str | Path, device: str =
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} has weights of the wrong shape: {exc}") from exc
     model.checkpoint_meta = {k: v for k, v in blob.items() if k != "state_dict"}
-    model.lowrank_factors = {k: v for k, v in blob["state_dict"].items() if k.endswith((".lowrank_u", ".lowrank_v"))}
+    model.lowrank_factors = _lowrank_factors(blob["state_dict"])
     try:
         dev = resolve_device(device)
     except ConfigError as exc:
