@@ -33,6 +33,7 @@ from bench.common import (
     write_result,
 )
 from stream.records import SAMPLE_RATE_HZ
+from training.device import dtype_name
 from training.settings import TEXT_DTYPES
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_result("classifier", {
         "settings": {"utterances": len(texts), "audio_s": round(seconds, 2), "repeats": repeats,
                      "checkpoint": source, "torch_threads": torch.get_num_threads(),
-                     "text_dtype": str(predictor.text_dtype).removeprefix("torch.")},
+                     "text_dtype": dtype_name(predictor.text_dtype)},
         "results": results,
         "table": table,
     })  # fmt: skip

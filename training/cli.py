@@ -18,7 +18,7 @@ from training.closed_pipe import run_until_pipe_closes
 from training.distributed import Dist
 from training.distributed import shutdown as shutdown_distributed
 from training.evaluate_cli import cmd_evaluate, cmd_export
-from training.settings import ConfigError
+from training.settings import TEXT_DTYPES, ConfigError
 from training.text_cli import add_text_parser, cmd_text
 from training.train_cli import cmd_ablate, cmd_train
 from training.weights import ModelError
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("dev", "test"), default="test")
     ev.add_argument("--json", dest="json_out", help="write the metrics JSON here")
     ev.add_argument("--figure", help="write the main confusion matrix PNG here")
-    ev.add_argument("--text-dtype", choices=("float32", "bfloat16"), default="float32",
+    ev.add_argument("--text-dtype", choices=TEXT_DTYPES, default="float32",
                     help="run the text encoder in this dtype (the service's [classifier] text_dtype)")  # fmt: skip
     ab = sub.add_parser("ablate", help="text-only vs audio-only vs fusion")
     add_common(ab)

@@ -6,7 +6,7 @@ import torch
 
 from training.settings import TEXT_DTYPES, ConfigError
 
-__all__ = ["ctranslate2_device", "native_bf16", "resolve_device", "resolve_text_dtype"]
+__all__ = ["ctranslate2_device", "dtype_name", "native_bf16", "resolve_device", "resolve_text_dtype"]
 
 
 def ctranslate2_device(spec: str) -> tuple[str, int]:
@@ -60,9 +60,20 @@ def native_bf16() -> bool:
 
 def resolve_text_dtype(spec: str, device: torch.device) -> torch.dtype:
     """The dtype the text encoder runs in: ``"auto"`` is bfloat16 on a CPU with native bf16, float32
-    elsewhere (on CUDA too: the text encoder is a few milliseconds there either way)."""
+    elsewhere (on CUDA too: the text encoder is a few milliseconds there either way). ``"int8"``
+    (``torch.qint8``, :mod:`training.quantize`) is CPU-only and never chosen by ``"auto"``: it costs
+    accuracy, which only a large encoder on a CPU without bf16 may want to pay for its speed."""
     if spec not in TEXT_DTYPES:
         raise ConfigError(f"unknown text dtype {spec!r}; use {', '.join(TEXT_DTYPES)}")
     if spec == "auto":
         return torch.bfloat16 if device.type == "cpu" and native_bf16() else torch.float32
+    if spec == "int8":
+        if device.type != "cpu":
+            raise ConfigError(f"text dtype 'int8' runs on the CPU only, not on {device}; use auto, float32 or bfloat16")
+        return torch.qint8
     return torch.bfloat16 if spec == "bfloat16" else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The ``text_dtype`` name of a resolved dtype: ``"float32"``, ``"bfloat16"`` or ``"int8"``."""
+    return "int8" if dtype == torch.qint8 else str(dtype).removeprefix("torch.")

@@ -20,7 +20,7 @@ import torch
 
 from training.audio_fusion import AudioFusion
 from training.checkpoint import CheckpointError
-from training.device import resolve_text_dtype
+from training.device import dtype_name, resolve_text_dtype
 from training.features import AudioFeatureExtractor
 from training.model import FusionClassifier
 
@@ -67,7 +67,7 @@ class EmotionPredictor:
         self.uses_audio = model.config.uses_audio
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
-        # The text encoder may run in bfloat16 (``text_dtype``); pooled encodings and heads stay float32.
+        # The text encoder may run in bfloat16 or int8 (``text_dtype``); pooled encodings and heads stay float32.
         self.text_dtype = resolve_text_dtype(text_dtype, self.device)
         model.run_text_in(self.text_dtype)
         # A linear text head reads speaker-tagged lines ("S1: ...") and can read past context.
@@ -100,7 +100,7 @@ class EmotionPredictor:
         if model.text_model is not None:
             self.model_ids["text_encoder"] = model.text_model.model_id
             if self.text_dtype != torch.float32:
-                self.model_ids["text_encoder"] += f" ({str(self.text_dtype).removeprefix('torch.')})"
+                self.model_ids["text_encoder"] += f" ({dtype_name(self.text_dtype)})"
         if self._extractor is not None:
             self.model_ids["audio_encoder"] = self._extractor.model_id or model.config.audio_kind
         if self.fusion is not None:
@@ -112,8 +112,8 @@ class EmotionPredictor:
                         ) -> EmotionPredictor:  # fmt: skip
         """Load ``path``; raises :class:`training.model.CheckpointError` with a clear message.
 
-        ``text_dtype``: ``"float32"``, ``"bfloat16"``, or ``"auto"`` (bfloat16 on a CPU that computes it
-        natively, :func:`training.device.resolve_text_dtype`)."""
+        ``text_dtype``: ``"float32"``, ``"bfloat16"``, ``"int8"`` (CPU only), or ``"auto"`` (bfloat16 on a
+        CPU that computes it natively, :func:`training.device.resolve_text_dtype`)."""
         path = Path(path)
         model = FusionClassifier.from_checkpoint(path, device=device)
         return cls(model, name=f"{path.name} (sha256 {_file_sha256(path)[:12]})", text_dtype=text_dtype)

@@ -31,6 +31,7 @@ from torch import nn
 from training.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint
 from training.features import LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
 from training.model_config import ModelConfig
+from training.quantize import quantize_int8
 from training.text_split import upper_states
 from training.weights import ModelError, ResolvedModel, resolve_text_encoder, sha256_file
 
@@ -185,9 +186,14 @@ class FusionClassifier(nn.Module):
         return _mean_pool(states.float(), attention_mask)  # float32 from here on, whatever the encoder's dtype
 
     def run_text_in(self, dtype: torch.dtype) -> None:
-        """Run the text encoder in ``dtype`` (e.g. bfloat16, ``[classifier] text_dtype``); :meth:`pool_text`
-        still returns float32, so the context module and the heads are unchanged. No-op without text."""
-        if self.config.uses_text and dtype != torch.float32:
+        """Run the text encoder in ``dtype`` (e.g. bfloat16, ``[classifier] text_dtype``; ``torch.qint8``:
+        dynamic int8 Linear layers, :mod:`training.quantize`, for inference only); :meth:`pool_text` still
+        returns float32, so the context module and the heads are unchanged. No-op without text."""
+        if not self.config.uses_text or dtype == torch.float32:
+            return
+        if dtype == torch.qint8:
+            quantize_int8(self.text_encoder)
+        else:
             self.text_encoder.to(dtype)
 
     @property

@@ -190,8 +190,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 # ``device`` keys everywhere: auto, cpu, cuda or cuda:N (resolved by training.device).
 DEVICE = choices("auto", "cpu", "cuda", pattern_ok="cuda:")
-# The text encoder's compute dtype ("auto": bfloat16 on a CPU that computes it natively; training.device).
-TEXT_DTYPES = ("auto", "float32", "bfloat16")
+# The text encoder's compute dtype ("auto": bfloat16 on a CPU that computes it natively; training.device;
+# "int8": dynamic int8 on the CPU, training.quantize).
+TEXT_DTYPES = ("auto", "float32", "bfloat16", "int8")
 
 
 @dataclass(frozen=True, slots=True)
