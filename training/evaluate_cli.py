@@ -23,7 +23,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, base = load_config(args)
     device = resolve_device(args.device or cfg.optim.device)
     model = FusionClassifier.from_checkpoint(args.checkpoint, device=str(device))
-    model.run_text_in(resolve_text_dtype(args.text_dtype, device))  # as the service runs it ([classifier] text_dtype)
+    # As the service runs it ([classifier] text_dtype).
+    model.run_text_in(resolve_text_dtype(args.text_dtype, device, encoder_params=model.text_encoder_params))
     uses_audio = model.config.uses_audio
     extractor = AudioFeatureExtractor(model.feature_config, device=str(device)) if model.feature_config else None
     data = build_datasets(

@@ -185,6 +185,11 @@ class FusionClassifier(nn.Module):
         states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return _mean_pool(states.float(), attention_mask)  # float32 from here on, whatever the encoder's dtype
 
+    @property
+    def text_encoder_params(self) -> int:
+        """How many parameters the text encoder has (0 without text): ``text_dtype = "auto"`` reads it."""
+        return sum(p.numel() for p in self.text_encoder.parameters()) if self.config.uses_text else 0
+
     def run_text_in(self, dtype: torch.dtype) -> None:
         """Run the text encoder in ``dtype`` (e.g. bfloat16, ``[classifier] text_dtype``; ``torch.qint8``:
         dynamic int8 Linear layers, :mod:`training.quantize`, for inference only); :meth:`pool_text` still

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.training.meld_fakes import REPO
-from training.device import dtype_name, resolve_text_dtype
+from training.device import dtype_name, native_bf16, resolve_text_dtype
 from training.quantize import TokenScaledLinear, quantize_int8
 from training.settings import ConfigError
 
@@ -69,13 +69,18 @@ def test_a_stack_of_layers_with_biases_keeps_its_shape_and_values() -> None:
     assert _relative_error(got, want) < 0.05
 
 
-def test_int8_resolves_on_the_cpu_only_and_is_never_chosen_by_auto() -> None:
-    cpu = torch.device("cpu")
+def test_int8_resolves_on_the_cpu_only_and_auto_picks_it_for_a_large_encoder_without_native_bf16() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_text_dtype("int8", cpu) == torch.qint8
     assert dtype_name(torch.qint8) == "int8" and dtype_name(torch.bfloat16) == "bfloat16"
-    assert resolve_text_dtype("auto", cpu) in (torch.float32, torch.bfloat16)
     with pytest.raises(ConfigError, match="CPU only"):
-        resolve_text_dtype("int8", torch.device("cuda"))
+        resolve_text_dtype("int8", cuda)
+    mpnet, minilm = 109_000_000, 22_700_000
+    native = native_bf16()
+    assert resolve_text_dtype("auto", cpu, encoder_params=mpnet) == (torch.bfloat16 if native else torch.qint8)
+    assert resolve_text_dtype("auto", cpu, encoder_params=minilm) == (torch.bfloat16 if native else torch.float32)
+    assert resolve_text_dtype("auto", cuda, encoder_params=mpnet) == torch.float32
+    assert resolve_text_dtype("float32", cpu, encoder_params=mpnet) == torch.float32
 
 
 @pytest.mark.slow
