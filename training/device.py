@@ -13,6 +13,7 @@ __all__ = [
     "native_bf16",
     "resolve_device",
     "resolve_text_dtype",
+    "x86_int8",
 ]
 
 # "auto" runs a text encoder this large in int8 on a CPU without native bf16 (MPNet-base has 110M parameters,
@@ -69,12 +70,19 @@ def native_bf16() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
+def x86_int8() -> bool:
+    """Whether torch quantises with its x86 kernels (fbgemm/oneDNN), the ones int8 was measured with; on
+    other engines (QNNPACK on ARM) ``"auto"`` keeps float32 rather than run unmeasured kernels."""
+    return str(torch.backends.quantized.engine) in ("x86", "fbgemm")
+
+
 def resolve_text_dtype(spec: str, device: torch.device, *, encoder_params: int = 0) -> torch.dtype:
     """The dtype the text encoder runs in. ``"auto"``: bfloat16 on a CPU with native bf16; on another CPU,
     int8 (``torch.qint8``, :mod:`training.quantize`) for an encoder of ``encoder_params`` >=
     :data:`INT8_AUTO_MIN_PARAMS` (MPNet-base: float32 costs it 100-125 ms per line on two AVX2 cores, int8
-    60 ms, MELD dev within 0.003), float32 for a small one (MiniLM runs faster in float32 than int8);
-    float32 on CUDA (the text encoder is a few milliseconds there either way). ``"int8"`` is CPU-only."""
+    60 ms, MELD dev within 0.003) where torch has its x86 int8 kernels, float32 for a small one (MiniLM
+    runs faster in float32 than int8) or elsewhere; float32 on CUDA (the text encoder is a few
+    milliseconds there either way). ``"int8"`` is CPU-only."""
     if spec not in TEXT_DTYPES:
         raise ConfigError(f"unknown text dtype {spec!r}; use {', '.join(TEXT_DTYPES)}")
     if spec == "auto":
@@ -82,7 +90,7 @@ def resolve_text_dtype(spec: str, device: torch.device, *, encoder_params: int =
             return torch.float32
         if native_bf16():
             return torch.bfloat16
-        return torch.qint8 if encoder_params >= INT8_AUTO_MIN_PARAMS else torch.float32
+        return torch.qint8 if encoder_params >= INT8_AUTO_MIN_PARAMS and x86_int8() else torch.float32
     if spec == "int8":
         if device.type != "cpu":
             raise ConfigError(f"text dtype 'int8' runs on the CPU only, not on {device}; use auto, float32 or bfloat16")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.training.meld_fakes import REPO
-from training.device import dtype_name, native_bf16, resolve_text_dtype
+from training.device import dtype_name, native_bf16, resolve_text_dtype, x86_int8
 from training.quantize import TokenScaledLinear, quantize_int8
 from training.settings import ConfigError
 
@@ -77,7 +77,8 @@ def test_int8_resolves_on_the_cpu_only_and_auto_picks_it_for_a_large_encoder_wit
         resolve_text_dtype("int8", cuda)
     mpnet, minilm = 109_000_000, 22_700_000
     native = native_bf16()
-    assert resolve_text_dtype("auto", cpu, encoder_params=mpnet) == (torch.bfloat16 if native else torch.qint8)
+    large = torch.bfloat16 if native else (torch.qint8 if x86_int8() else torch.float32)
+    assert resolve_text_dtype("auto", cpu, encoder_params=mpnet) == large
     assert resolve_text_dtype("auto", cpu, encoder_params=minilm) == (torch.bfloat16 if native else torch.float32)
     assert resolve_text_dtype("auto", cuda, encoder_params=mpnet) == torch.float32
     assert resolve_text_dtype("float32", cpu, encoder_params=mpnet) == torch.float32
