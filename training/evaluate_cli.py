@@ -10,7 +10,7 @@ from pathlib import Path
 from training.cli_common import evaluate_sets, load_config, metrics_line
 from training.data import LABELS
 from training.datasets import build_datasets
-from training.device import resolve_device, resolve_text_dtype
+from training.device import resolve_device
 from training.features import AudioFeatureExtractor
 from training.metrics import plot_confusion
 from training.model import FusionClassifier
@@ -23,8 +23,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, base = load_config(args)
     device = resolve_device(args.device or cfg.optim.device)
     model = FusionClassifier.from_checkpoint(args.checkpoint, device=str(device))
-    # As the service runs it ([classifier] text_dtype).
-    model.run_text_in(resolve_text_dtype(args.text_dtype, device, encoder_params=model.text_encoder_params))
+    model.run_text_as(args.text_dtype)  # as the service runs it ([classifier] text_dtype)
     uses_audio = model.config.uses_audio
     extractor = AudioFeatureExtractor(model.feature_config, device=str(device)) if model.feature_config else None
     data = build_datasets(

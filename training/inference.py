@@ -20,7 +20,7 @@ import torch
 
 from training.audio_fusion import AudioFusion
 from training.checkpoint import CheckpointError
-from training.device import dtype_name, resolve_text_dtype
+from training.device import dtype_name
 from training.features import AudioFeatureExtractor
 from training.model import FusionClassifier
 
@@ -68,8 +68,7 @@ class EmotionPredictor:
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
         # The text encoder may run in bfloat16 or int8 (``text_dtype``); pooled encodings and heads stay float32.
-        self.text_dtype = resolve_text_dtype(text_dtype, self.device, encoder_params=model.text_encoder_params)
-        model.run_text_in(self.text_dtype)
+        self.text_dtype = model.run_text_as(text_dtype)
         # A linear text head reads speaker-tagged lines ("S1: ...") and can read past context.
         self.speaker_tags = model.config.uses_text and model.config.text_head == "linear"
         self.uses_context = model.config.uses_text and hasattr(model, "context")

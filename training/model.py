@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from training.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint
+from training.device import resolve_text_dtype
 from training.features import LOGMEL_BANDS, LOGMEL_FRAMES, FeatureConfig
 from training.model_config import ModelConfig
 from training.quantize import quantize_int8
@@ -189,6 +190,14 @@ class FusionClassifier(nn.Module):
     def text_encoder_params(self) -> int:
         """How many parameters the text encoder has (0 without text): ``text_dtype = "auto"`` reads it."""
         return sum(p.numel() for p in self.text_encoder.parameters()) if self.config.uses_text else 0
+
+    def run_text_as(self, spec: str) -> torch.dtype:
+        """Resolve ``[classifier] text_dtype`` ``spec`` for this model (its device, its encoder's size:
+        :func:`training.device.resolve_text_dtype`), run the text encoder in it, and return it."""
+        device = next(self.parameters()).device
+        dtype = resolve_text_dtype(spec, device, encoder_params=self.text_encoder_params)
+        self.run_text_in(dtype)
+        return dtype
 
     def run_text_in(self, dtype: torch.dtype) -> None:
         """Run the text encoder in ``dtype`` (e.g. bfloat16, ``[classifier] text_dtype``; ``torch.qint8``:

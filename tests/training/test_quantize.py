@@ -1,4 +1,4 @@
-"""Dynamic int8 text encoding (training.quantize): outlier tokens, the swap, the dtype's resolution."""
+"""Dynamic int8 text encoding (training.quantize): per-token ranges, the swap, the dtype's resolution."""
 
 from __future__ import annotations
 
@@ -49,12 +49,12 @@ def test_one_shared_range_is_what_per_token_ranges_avoid() -> None:
     with torch.inference_mode():
         want = layer(x)
         plain = torch.ao.quantization.quantize_dynamic(nn.Sequential(layer), {nn.Linear}, inplace=False)
-        split = nn.Sequential(nn.Linear(256, 128))
-        split.load_state_dict(nn.Sequential(layer).state_dict())
-        quantize_int8(split)
+        per_token = nn.Sequential(nn.Linear(256, 128))
+        per_token.load_state_dict(nn.Sequential(layer).state_dict())
+        quantize_int8(per_token)
         err_plain = _relative_error(plain(x)[0, 1:], want[0, 1:])
-        err_split = _relative_error(split(x)[0, 1:], want[0, 1:])
-    assert err_plain > 5 * err_split
+        err_per_token = _relative_error(per_token(x)[0, 1:], want[0, 1:])
+    assert err_plain > 5 * err_per_token
 
 
 def test_a_stack_of_layers_with_biases_keeps_its_shape_and_values() -> None:
