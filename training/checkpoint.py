@@ -120,12 +120,11 @@ def _lowrank_factors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _restored_text(state: dict[str, torch.Tensor], scales: dict[str, torch.Tensor],
-                   base: dict[str, torch.Tensor] | None = None, in_place: bool = False,
-                   ) -> dict[str, torch.Tensor]:  # fmt: skip
+                   base: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Undo :func:`_stored_text` (float16 tensors are cast back by ``load_state_dict``); ``lowrank``
-    factors are added to ``base``, the packaged encoder's values. ``in_place`` adds them into ``base``'s own
-    tensors (a model's state, which loading then leaves as it is): no second float32 copy of every changed
-    matrix exists at once, which for MPNet changed in all 12 layers would be 330 MB more at the peak."""
+    factors are added into ``base``'s own float32 tensors, the packaged encoder's values, which both callers
+    own (the model just built, or the packaged weights read again for this): no second copy of every
+    changed matrix exists at once, which for MPNet changed in all 12 layers would be 330 MB more at the peak."""
     out = {}
     for key, value in state.items():
         if key.endswith(_V):
@@ -134,8 +133,7 @@ def _restored_text(state: dict[str, torch.Tensor], scales: dict[str, torch.Tenso
             name = key.removesuffix(_U)
             if base is None or name not in base:
                 raise KeyError(f"{name} is stored as a change from the packaged encoder, which lacks it")
-            change = value.float() @ state[name + _V].float()
-            out[name] = base[name].add_(change) if in_place else base[name].float() + change
+            out[name] = base[name].add_(value.float() @ state[name + _V].float())
         else:
             out[key] = value.float() * scales[key][:, None] if key in scales else value
     return out
@@ -252,7 +250,7 @@ def load_checkpoint(cls: type[FusionClassifier], path: str | Path, device: str =
             f"but the installed one has {model.text_sha256[:12]}...; reinstall the pinned package or retrain"
         )
     try:  # the model was just built from the packaged encoder: its own values are the base of a lowrank change
-        state = _restored_text(blob["state_dict"], blob.get("int8_scales") or {}, model.state_dict(), in_place=True)
+        state = _restored_text(blob["state_dict"], blob.get("int8_scales") or {}, model.state_dict())
     except KeyError as exc:
         raise CheckpointError(f"checkpoint {path} does not fit its model config: {exc}") from exc
     expected = set(model.trained_state_dict())
