@@ -257,9 +257,12 @@ async def test_mic_delivers_blocks_and_reconnects_with_backoff_after_the_device_
     assert [p.code for p in problems] == ["device_lost"] * 3
     assert all("retrying" in p.message and "Fake Mic" in p.message for p in problems)
     assert not any(p.fatal for p in problems)
-    # Within one connection the samples are contiguous; each reconnect starts later on the timeline.
+    # Within one connection the samples are contiguous; each reconnect starts later on the timeline. The
+    # first connection starts where the wall clock says it opened: a sample or more after 0 when the
+    # machine is busy, so only its contiguity is exact.
     first = chunks[:10]
-    assert [c.start_sample for c in first] == [i * 480 for i in range(10)]
+    assert first[0].start_sample >= 0
+    assert [c.start_sample - first[0].start_sample for c in first] == [i * 480 for i in range(10)]
     assert chunks[10].start_sample >= first[-1].end_sample
     assert sleeps[:2] == [0.5, 0.5]  # audio flowed in between, so the backoff was reset
     assert sd.opened == 3 and sd.closed >= 2
