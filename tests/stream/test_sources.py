@@ -243,13 +243,10 @@ def _device(spec: str) -> AudioDevice:
 async def test_mic_delivers_blocks_and_reconnects_with_backoff_after_the_device_dies() -> None:
     cfg = AudioConfig(mic_block_ms=30, mic_retry_initial_s=0.5, mic_retry_max_s=1.5)
     sd = FakeSoundDevice(blocks_per_open=10, die_after_blocks=True)
-    sleeps: list[float] = []
-
-    async def sleep(s: float) -> None:
-        sleeps.append(s)
-        await asyncio.sleep(0)
-
-    mic = MicSource("mic", "", config=cfg, sounddevice=sd, find_device=_device, sleep=sleep)
+    # A virtual clock: the first connection opens at sample 0 on the timeline however busy the machine is,
+    # and each backoff moves the clock on by its delay.
+    clock = FakeClock()
+    mic = MicSource("mic", "", config=cfg, sounddevice=sd, find_device=_device, clock=clock, sleep=clock.sleep)
     items = await collect(aiter(mic), limit=10 + 1 + 10 + 1 + 10 + 1)
     chunks = [i for i in items if isinstance(i, AudioChunk)]
     problems = [i for i in items if isinstance(i, SourceProblem)]
@@ -257,14 +254,11 @@ async def test_mic_delivers_blocks_and_reconnects_with_backoff_after_the_device_
     assert [p.code for p in problems] == ["device_lost"] * 3
     assert all("retrying" in p.message and "Fake Mic" in p.message for p in problems)
     assert not any(p.fatal for p in problems)
-    # Within one connection the samples are contiguous; each reconnect starts later on the timeline. The
-    # first connection starts where the wall clock says it opened: a sample or more after 0 when the
-    # machine is busy, so only its contiguity is exact.
+    # Within one connection the samples are contiguous; each reconnect starts later on the timeline.
     first = chunks[:10]
-    assert first[0].start_sample >= 0
-    assert [c.start_sample - first[0].start_sample for c in first] == [i * 480 for i in range(10)]
+    assert [c.start_sample for c in first] == [i * 480 for i in range(10)]
     assert chunks[10].start_sample >= first[-1].end_sample
-    assert sleeps[:2] == [0.5, 0.5]  # audio flowed in between, so the backoff was reset
+    assert clock.sleeps[:2] == [0.5, 0.5]  # audio flowed in between, so the backoff was reset
     assert sd.opened == 3 and sd.closed >= 2
     assert mic.stats()["reconnects"] >= 2
 
