@@ -60,6 +60,8 @@ _SEND_BATCH: Final = 64
 _REPLAY_YIELD_EVERY: Final = 256  # a resume replay lets the other connections run this often
 _COMMAND_QUEUE: Final = 16
 _MAX_GAPS: Final = 256  # lagged ranges remembered per connection (see _Connection.has)
+_CATCH_UP_S: Final = 0.5  # a new connection waits at most this long for the hub to reach the history's head
+_CATCH_UP_POLL_S: Final = 0.005
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity: kept in a set
@@ -239,6 +241,7 @@ class Server:
             logger.warning("refused a websocket: %d connections open (server.max_connections)", limit)
             await ws.close(CloseCode.TRY_AGAIN_LATER, f"server full: at most {limit} connections")
             return
+        await self._catch_up()
         # Subscribe before building hello: every event after hello's watermark is then queued.
         conn = _Connection(ws, self.hub.subscribe())
         watermark = self.hub.last_seq
@@ -273,6 +276,28 @@ class Server:
                     await sender
             conn.sub.close()
             self._connections.discard(conn)
+
+    async def _catch_up(self) -> None:
+        """Wait, at most ``_CATCH_UP_S``, until the hub has published every event the history held when
+        this connection arrived.
+
+        A gateway reads Redis a little behind the others. A client moving to it from a gateway that
+        had read further holds events this hub has not published yet; sent live after ``hello``, before
+        the client's ``resume`` is read, they would reach it twice. With the hub at the history's head,
+        every live event is newer than anything the client can hold. For the service's own event log
+        the head is the hub's watermark already, so this returns at once. Bounded, so a history that
+        cannot answer (Redis down) or a seq that was counted but never written delays ``hello`` only
+        briefly."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CATCH_UP_S
+        try:
+            head = await asyncio.wait_for(self.history.head_seq(), _CATCH_UP_S)
+        except Exception:  # best effort: the connection proceeds from where the hub is
+            return
+        while head is not None and (self.hub.last_seq is None or self.hub.last_seq < head):
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(_CATCH_UP_POLL_S)
 
     def _hello_data(self) -> dict[str, Any]:
         description = dict(DEFAULT_DESCRIPTION)

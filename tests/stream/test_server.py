@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from stream.config import ServerConfig
 from stream.events.bus import EventBus
-from stream.events.eventlog import EventLog
+from stream.events.eventlog import EventLog, LogHistory
 from stream.events.hub import Hub
 from stream.protocol import CONNECTION_STREAM, LABELS, PROTOCOL_VERSION, SERVICE_STREAM, Event
 from stream.server import Server
@@ -178,6 +178,36 @@ async def test_resume_after_reconnect_has_no_gap_and_no_duplicate(tmp_path: Path
         early = got[: got.index(last + 1)]
         assert all(s > 34 for s in early)
         assert got[len(early) :] == sorted(got[len(early) :])
+
+
+async def test_a_connection_to_a_hub_behind_the_history_gets_no_live_event_its_resume_covers(tmp_path: Path) -> None:
+    """A gateway reads the shared history a little behind the gateway a client comes from. The client
+    holds seqs 0..2 from there; this hub has published none of 0..4 yet. Had hello gone out at once,
+    0..4 would come live before the client's resume is read, and 0..2 twice."""
+    hub = Hub(queue_events=100)
+    log = EventLog(tmp_path / "events")
+    writer = EventBus([log.append])  # logged in the shared history, not yet read by this hub
+    events = [writer.emit_nowait("transcript", "ep", {"utterance_id": f"ep-{i}", "text": "x"}) for i in range(5)]
+
+    async def read_behind() -> None:  # this gateway's reader, 0.1 s behind
+        await asyncio.sleep(0.1)
+        for event in events:
+            hub.publish(event)
+
+    try:
+        history = LogHistory(log, lambda: events[-1].seq)
+        async with Server(ServerConfig(port=0), hub, history, lambda: {}) as srv:
+            reader = asyncio.create_task(read_behind())
+            async with connect(srv.ws_url) as ws:
+                hello = await recv_event(ws)
+                await reader
+                await asyncio.sleep(0.1)  # live events, if any, go out before the resume below is read
+                await ws.send(json.dumps({"type": "resume", "after_seq": 2}))
+                got = [e["seq"] for e in await sync(ws) if e["stream"] != CONNECTION_STREAM]
+    finally:
+        log.close()
+    assert hello["data"]["last_seq"] == 4
+    assert got == [3, 4]
 
 
 async def test_resume_from_the_start_and_with_a_filter(tmp_path: Path) -> None:
