@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_metrics", "plot_confusion", "plot_learning_curves"]
+__all__ = ["TrainingDiverged", "classification_metrics", "collapsed_to", "plot_confusion", "plot_learning_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,23 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Seque
         "confusion": conf.tolist(),
         "labels": list(labels),
     }  # fmt: skip
+
+
+class TrainingDiverged(ValueError):
+    """Training ended on weights that give every dev line the same label: nothing was learnt."""
+
+
+def collapsed_to(metrics: dict[str, Any]) -> str | None:
+    """The one label a model gave every line of a set whose truth holds more than one, else ``None``
+    (``metrics`` from :func:`classification_metrics`).
+
+    A run that diverges (a learning rate too high for its draw) settles on the majority class: on MELD
+    that still scores a weighted-F1 of 0.25-0.31, so the figure alone does not give it away."""
+    conf = np.asarray(metrics["confusion"])
+    if conf.sum() == 0 or np.count_nonzero(conf.sum(axis=1)) < 2:
+        return None
+    predicted = np.flatnonzero(conf.sum(axis=0))
+    return str(metrics["labels"][int(predicted[0])]) if predicted.size == 1 else None
 
 
 def _pyplot() -> Any:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.data import Example
-from training.metrics import classification_metrics
+from training.metrics import TrainingDiverged, classification_metrics, collapsed_to
 from training.model import FusionClassifier
 from training.text_split import LowerCache
 
@@ -294,7 +294,10 @@ def train_text_branch(
 
     ``teacher``: a teacher's logits for every training line in both tag forms, ``(2 * len(train), C)``
     (:func:`training.distill.teacher_logits`), mixed into the loss by ``opts.distill_weight``; NaN rows
-    mark lines it did not score (:func:`training.distill.with_unscored`)."""
+    mark lines it did not score (:func:`training.distill.with_unscored`).
+
+    Raises :class:`~training.metrics.TrainingDiverged` when even the best epoch gives every dev line one
+    label (a diverged run), rather than hand back weights that would be saved as a checkpoint."""
     if model.config.text_head != "linear":
         raise ValueError("train_text_branch needs a model with text_head = 'linear'")
     if not 0.0 <= opts.distill_weight <= 1.0 or opts.distill_temperature <= 0:
@@ -312,6 +315,7 @@ def train_text_branch(
     dev_labels = np.array([e.label for e in dev])
     result = TextBranchResult()
     best: dict[str, torch.Tensor] | None = None
+    best_label: str | None = None
     for epoch in range(1, opts.epochs + 1):
         losses = loop.epoch(epoch)
         metrics = evaluate_texts(model, dev_texts, dev_labels, device, opts.eval_batch_size)
@@ -323,9 +327,18 @@ def train_text_branch(
         result.history.append(row)
         if on_epoch:
             on_epoch(row, model)
+        one_label = collapsed_to(metrics)
+        if one_label:
+            logger.warning("epoch %d gives every dev line %r: not learning yet, or diverged", epoch, one_label)
         if metrics["weighted_f1"] > result.best_dev_weighted_f1:
             result.best_dev_weighted_f1, result.best_epoch = metrics["weighted_f1"], epoch
-            best = model.trained_state_dict()
+            best, best_label = model.trained_state_dict(), one_label
+    if best_label:
+        raise TrainingDiverged(
+            f"the text branch did not train: its best epoch ({result.best_epoch} of {opts.epochs}) gives every one "
+            f"of the {len(dev)} dev lines {best_label!r} (dev weighted-F1 {result.best_dev_weighted_f1:.3f}); "
+            "lower the learning rates (--lr-encoder, --lr-head) or try another --seed"
+        )
     if best is not None:
         model.load_state_dict(best, strict=False)
     model.eval()

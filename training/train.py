@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from training.batches import Dataset, batch_inputs, epoch_order, row_modalities, usable_rows
 from training.distributed import Dist
-from training.metrics import classification_metrics
+from training.metrics import TrainingDiverged, classification_metrics, collapsed_to
 from training.model import FusionClassifier
 
 __all__ = [
@@ -166,6 +166,7 @@ def fit(
             if stale >= opts.patience_epochs:
                 logger.info("early stopping after epoch %d (best epoch %d)", epoch, result.best_epoch)
                 break
+    _check_not_collapsed(result)
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     model.eval()
@@ -184,8 +185,28 @@ def _score_dev(
         m = evaluate(model, d, device, batch_size)
         row[f"{d.name}_weighted_f1"] = m["weighted_f1"]
         row[f"{d.name}_accuracy"] = m["accuracy"]
+        one_label = collapsed_to(m)
+        if one_label:
+            row[f"{d.name}_collapsed_to"] = one_label
+            logger.warning("epoch %d gives every %s dev row %r: not learning yet, or diverged", row["epoch"], d.name,
+                           one_label)  # fmt: skip
         scores.append(m["weighted_f1"])
+    row["dev_sets"] = len(scores)
     return scores
+
+
+def _check_not_collapsed(result: FitResult) -> None:
+    """Raise :class:`TrainingDiverged` when the best epoch gave one label to every row of every dev set."""
+    if not result.best_epoch:
+        return
+    row = result.history[result.best_epoch - 1]
+    collapsed = {k.removesuffix("_collapsed_to"): v for k, v in row.items() if k.endswith("_collapsed_to")}
+    if collapsed and len(collapsed) == row.get("dev_sets"):
+        sets = ", ".join(f"{name} -> {label!r}" for name, label in collapsed.items())
+        raise TrainingDiverged(
+            f"training did not learn: its best epoch ({result.best_epoch}) gives every dev row one label ({sets}); "
+            "lower the learning rates (--lr-encoder, --lr-head) or try another --seed"
+        )
 
 
 @dataclass(slots=True)

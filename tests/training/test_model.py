@@ -301,3 +301,33 @@ def test_text_dtype_auto_is_bfloat16_only_on_a_cpu_that_computes_it() -> None:
     assert resolve_text_dtype("bfloat16", cpu) == torch.bfloat16
     with pytest.raises(ConfigError, match="float64"):
         resolve_text_dtype("float64", cpu)
+
+
+def _stuck_on(head: torch.nn.Module, label: str) -> None:
+    """Zero the last Linear of ``head`` and bias it to ``label``: with no learning rate it answers that
+    label for every row, as a diverged run does."""
+    last = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[LABELS.index(label)] = 5.0
+
+
+def test_a_run_that_gives_every_dev_row_one_label_fails_instead_of_returning_weights() -> None:
+    from training.metrics import TrainingDiverged
+
+    model = _audio_model()
+    _stuck_on(model.head, "neutral")
+    data = _toy_data(14)
+    opts = TrainOptions(epochs=2, batch_size=8, lr_head=0.0, lr_encoder=0.0, modality_dropout=0.0, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"best epoch \(1\).*toy -> 'neutral'.*--lr-encoder"):
+        fit(model, data, [data], opts, torch.device("cpu"))
+
+
+def test_a_run_that_learns_on_the_same_rows_is_not_called_diverged() -> None:
+    model = _audio_model()
+    data = _toy_data(14)
+    opts = TrainOptions(epochs=10, batch_size=8, lr_head=0.1, warmup_ratio=0.0, modality_dropout=0.0,
+                        patience_epochs=10, progress=False)  # fmt: skip
+    result = fit(model, data, [data], opts, torch.device("cpu"))
+    assert not any(k.endswith("_collapsed_to") for k in result.history[result.best_epoch - 1])

@@ -100,6 +100,21 @@ def test_stage1_learns_keywords_and_the_fp16_checkpoint_reloads(encoder: Path, t
     assert loaded.checkpoint_meta["text_encoder_dtype"] == "float16"
 
 
+def test_stage1_that_gives_every_dev_line_one_label_raises_rather_than_returns(encoder: Path) -> None:
+    from training.metrics import TrainingDiverged
+
+    model = _model(encoder)
+    head = model.text_head[-1]
+    with torch.no_grad():  # no learning rate and a head that answers neutral: a run that diverged
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[LABELS.index("neutral")] = 5.0
+    train, dev = _keyword_rows(24, 0, "train"), _keyword_rows(18, 1, "dev")
+    opts = TextBranchOptions(epochs=2, batch_size=8, lr_encoder=0.0, lr_head=0.0, seed=0)
+    with pytest.raises(TrainingDiverged, match=r"every one of the 18 dev lines 'neutral'.*--lr-encoder"):
+        train_text_branch(model, train, dev, opts, torch.device("cpu"))
+
+
 def _echo_dialogues(n_dialogues: int, seed: int, split: str) -> list[Example]:
     """Line 0 names an emotion; line 1 ("wow really") takes the label of line 0: only context solves it."""
     rng = random.Random(seed)
