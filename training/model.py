@@ -22,6 +22,7 @@ frozen layers of the packaged text encoder are reloaded from the packaged weight
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,16 +176,67 @@ class FusionClassifier(nn.Module):
                 p.requires_grad_(True)
         self._trainable_text_prefixes = tuple(prefixes)
 
-    def tokenize(self, texts: list[str], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.config.max_text_tokens, return_tensors="pt"
-        )
-        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+    def tokenize(self, texts: list[str], device: torch.device | str = "cpu", pasts: Sequence[str] | None = None,
+                 ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """``input_ids`` and ``attention_mask`` of the (tagged) ``texts``. With ``pasts`` (one string per
+        line, its previous lines tagged and joined, "" for none; :func:`training.text_branch.past_segment`)
+        each line is encoded as a pair, the line first and its past second, the past cut from its oldest
+        end to ``max_pair_tokens``; ``pool_mask`` then marks the line's own tokens (with its specials), and
+        ``token_type_ids`` come too where the encoder has segment ids (BERT)."""
+        if pasts is None:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_text_tokens,
+                                 return_tensors="pt")  # fmt: skip
+            return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+        return {k: v.to(device) for k, v in self._tokenize_pairs(texts, pasts).items()}
 
-    def pool_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The encoder's mean-pooled output over real tokens, ``(B, width)``."""
-        states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return _mean_pool(states.float(), attention_mask)  # float32 from here on, whatever the encoder's dtype
+    def _tokenize_pairs(self, texts: Sequence[str], pasts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if len(pasts) != len(texts):
+            raise ValueError(f"{len(texts)} lines but {len(pasts)} pasts")
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError("past lines in the encoder's input need a fast (Rust) tokenizer")
+        limit, budget = self.config.max_text_tokens, self.config.max_pair_tokens
+        rows: list[tuple[list[int], list[int], int]] = []
+        for text, past in zip(texts, pasts, strict=True):
+            alone = self.tokenizer(text, truncation=True, max_length=limit)
+            ids, types, own = list(alone["input_ids"]), list(alone.get("token_type_ids") or []), len(alone["input_ids"])
+            if past and own < limit:  # a line cut to max_text_tokens is read alone
+                enc = self.tokenizer(text, past)
+                seq = enc.sequence_ids()
+                drop = set()
+                excess = len(seq) - budget
+                for i, s in enumerate(seq):  # the oldest past tokens go first
+                    if excess <= 0:
+                        break
+                    if s == 1:
+                        drop.add(i)
+                        excess -= 1
+                ids = [t for i, t in enumerate(enc["input_ids"]) if i not in drop]
+                types = [t for i, t in enumerate(enc.get("token_type_ids") or []) if i not in drop]
+            rows.append((ids, types, own))
+        width = max(len(ids) for ids, _, _ in rows)
+        pad = int(self.tokenizer.pad_token_id or 0)
+        out = {"input_ids": torch.full((len(rows), width), pad, dtype=torch.long),
+               "attention_mask": torch.zeros(len(rows), width, dtype=torch.long),
+               "pool_mask": torch.zeros(len(rows), width, dtype=torch.long)}  # fmt: skip
+        with_types = all(types for _, types, _ in rows)
+        if with_types:
+            out["token_type_ids"] = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, (ids, types, own) in enumerate(rows):
+            out["input_ids"][r, : len(ids)] = torch.tensor(ids)
+            out["attention_mask"][r, : len(ids)] = 1
+            out["pool_mask"][r, :own] = 1
+            if with_types:
+                out["token_type_ids"][r, : len(types)] = torch.tensor(types)
+        return out
+
+    def pool_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor | None = None,
+                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The encoder's mean-pooled output over real tokens, ``(B, width)``; over ``pool_mask``'s tokens
+        when given (a line read with its past: the line's own tokens, :meth:`tokenize`)."""
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        states = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        # float32 from here on, whatever the encoder's dtype
+        return _mean_pool(states.float(), attention_mask if pool_mask is None else pool_mask)
 
     @property
     def text_encoder_params(self) -> int:
@@ -248,7 +300,7 @@ class FusionClassifier(nn.Module):
         return self.audio_net((features - self.audio_mean) / self.audio_std)
 
     # ------------------------------------------------------------------ forward
-    def forward(
+    def forward(  # noqa: PLR0913 (pool_mask, token_type_ids: what tokenize() adds for a line read with its past)
         self,
         *,
         batch_size: int,
@@ -259,6 +311,8 @@ class FusionClassifier(nn.Module):
         audio_features: torch.Tensor | None = None,
         text_pooled: torch.Tensor | None = None,
         past: PastContext | None = None,
+        pool_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for ``batch_size`` rows.
 
@@ -266,11 +320,13 @@ class FusionClassifier(nn.Module):
         exactly those rows (or their already pooled encoder output ``text_pooled``); ``audio_rows``
         likewise with ``audio_features``. Other rows use the learned "missing" embedding for that
         branch. ``past``: the previous utterances of the text rows (``text_head = "linear"`` only).
+        ``pool_mask``/``token_type_ids``: from :meth:`tokenize` when the lines were read with their past lines.
         """
         if self.config.text_head == "linear" or hasattr(self, "context"):
             return self._forward_branches(
                 batch_size, text_rows=text_rows, input_ids=input_ids, attention_mask=attention_mask,
                 audio_rows=audio_rows, audio_features=audio_features, text_pooled=text_pooled, past=past,
+                pool_mask=pool_mask, token_type_ids=token_type_ids,
             )  # fmt: skip
         hidden = self.config.hidden_dim
         text_vec = self.text_missing.expand(batch_size, hidden)
@@ -304,7 +360,7 @@ class FusionClassifier(nn.Module):
                 logits = logits.index_put((both.nonzero().squeeze(1),), mixed.clamp_min(1e-12).log().to(logits.dtype))
         return logits
 
-    def _forward_branches(
+    def _forward_branches(  # noqa: PLR0913 (forward's arguments)
         self,
         batch_size: int,
         *,
@@ -315,6 +371,8 @@ class FusionClassifier(nn.Module):
         audio_features: torch.Tensor | None,
         text_pooled: torch.Tensor | None,
         past: PastContext | None,
+        pool_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Branch by branch (a linear text head, or a context module): text rows get the text-only
         logits (:meth:`text_logits`, reading ``past`` when given); audio-only rows the shared head over
@@ -331,7 +389,7 @@ class FusionClassifier(nn.Module):
                 raise ValueError("this model has no text branch")
             if pooled is None:
                 assert input_ids is not None and attention_mask is not None
-                pooled = self.pool_text(input_ids, attention_mask)
+                pooled = self.pool_text(input_ids, attention_mask, pool_mask, token_type_ids)
             assert text_rows is not None
             logits = logits.index_put((text_rows,), self.text_logits(pooled, past).to(logits.dtype))
         if has_audio:

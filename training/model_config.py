@@ -34,6 +34,11 @@ class ModelConfig:
     # Past-context module over the pooled embeddings of previous utterances ({} = none); see
     # training.context.ContextConfig.
     context: dict[str, Any] = field(default_factory=dict)
+    # Past lines read inside the text encoder's input (EmoBERTa's design): each line is encoded as a pair,
+    # the line first, then up to this many previous lines of its dialogue or stream, speaker-tagged, cut from
+    # the oldest end to max_pair_tokens; the encoding is pooled over the line's own tokens. 0 = the line alone.
+    text_past_lines: int = 0
+    max_pair_tokens: int = 128
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,6 +54,13 @@ class ModelConfig:
             raise ValueError(f"audio_weight must lie in [0, 1], got {self.audio_weight!r}")
         if self.text_head not in TEXT_HEADS:
             raise ValueError(f"text_head must be one of {TEXT_HEADS}, got {self.text_head!r}")
+        if not 0 <= self.text_past_lines <= 16:
+            raise ValueError(f"text_past_lines must lie in [0, 16], got {self.text_past_lines!r}")
+        if self.text_past_lines and self.text_head != "linear":
+            raise ValueError("text_past_lines needs text_head = 'linear' (a fine-tuned text branch)")
+        if self.text_past_lines and self.max_pair_tokens < self.max_text_tokens + 8:
+            raise ValueError(f"max_pair_tokens ({self.max_pair_tokens}) must leave room for past lines after "
+                             f"the line's own max_text_tokens ({self.max_text_tokens})")  # fmt: skip
 
     @property
     def uses_text(self) -> bool:
@@ -61,6 +73,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["labels"] = list(self.labels)
+        if not self.text_past_lines:  # a checkpoint without past lines stays readable by earlier versions
+            del d["text_past_lines"], d["max_pair_tokens"]
         return d
 
     @classmethod

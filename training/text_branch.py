@@ -45,8 +45,10 @@ __all__ = [
     "both_tag_forms",
     "conversation_order",
     "dialogue_of",
+    "dialogue_pasts",
     "distill_loss",
     "encode_pooled",
+    "past_segment",
     "speaker_tags",
     "tagged",
     "train_text_branch",
@@ -94,6 +96,27 @@ def speaker_tags(examples: Sequence[Example]) -> list[str]:
 def tagged(text: str, tag: str) -> str:
     """The line as the text branch reads it: ``"S1: text"``."""
     return f"{tag}: {text.strip()}"
+
+
+def past_segment(lines: Sequence[tuple[str | None, str]], k: int) -> str:
+    """The past a line is read with (``text_past_lines``): its ``k`` latest previous lines, oldest first,
+    each tagged (``None`` = :data:`UNKNOWN_SPEAKER`) and joined by a space; "" without any."""
+    if k <= 0:
+        return ""
+    return " ".join(tagged(text, tag or UNKNOWN_SPEAKER) for tag, text in list(lines)[-k:])
+
+
+def dialogue_pasts(examples: Sequence[Example], k: int, *, unknown: bool = False) -> list[str]:
+    """:func:`past_segment` of every row (indexed as ``examples``) from the earlier lines of its dialogue,
+    tagged as :func:`speaker_tags` numbers them, or all :data:`UNKNOWN_SPEAKER` with ``unknown``."""
+    tags = speaker_tags(examples)
+    out = [""] * len(examples)
+    history: dict[str, list[tuple[str | None, str]]] = {}
+    for i in conversation_order(examples):
+        earlier = history.setdefault(dialogue_of(examples[i].uid), [])
+        out[i] = past_segment(earlier, k)
+        earlier.append((None if unknown else tags[i], str(examples[i].text or "")))
+    return out
 
 
 def both_tag_forms(examples: Sequence[Example]) -> list[str]:
@@ -144,24 +167,26 @@ def _length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random)
 
 @torch.no_grad()
 def encode_pooled(model: FusionClassifier, texts: Sequence[str], device: torch.device, batch_size: int = 64,
-                  ) -> torch.Tensor:  # fmt: skip
-    """Pooled encoder outputs ``(N, width)`` for the already tagged ``texts`` (eval mode, in order)."""
+                  pasts: Sequence[str] | None = None) -> torch.Tensor:  # fmt: skip
+    """Pooled encoder outputs ``(N, width)`` for the already tagged ``texts`` (eval mode, in order),
+    each read with its ``pasts`` entry when given (:meth:`FusionClassifier.tokenize`)."""
     model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pasts[i]) if pasts else 0))
     out = torch.zeros(len(texts), int(model.text_encoder.config.hidden_size))
     started = time.monotonic()
     for k, s in enumerate(range(0, len(order), batch_size)):
         idx = order[s : s + batch_size]
-        enc = model.tokenize([texts[i] for i in idx], device)
-        out[idx] = model.pool_text(enc["input_ids"], enc["attention_mask"]).float().cpu()
+        enc = model.tokenize([texts[i] for i in idx], device, None if pasts is None else [pasts[i] for i in idx])
+        out[idx] = model.pool_text(enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"),
+                                   enc.get("token_type_ids")).float().cpu()  # fmt: skip
         if k % 50 == 49:
             logger.info("encoded %d of %d lines (%.0f s)", s + len(idx), len(texts), time.monotonic() - started)
     return out
 
 
 def evaluate_texts(model: FusionClassifier, texts: Sequence[str], labels: np.ndarray, device: torch.device,
-                   batch_size: int = 64) -> dict[str, Any]:  # fmt: skip
-    pooled = encode_pooled(model, texts, device, batch_size)
+                   batch_size: int = 64, pasts: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    pooled = encode_pooled(model, texts, device, batch_size, pasts)
     with torch.no_grad():
         pred = model.text_logits(pooled.to(device)).argmax(-1).cpu().numpy()
     return classification_metrics(labels, pred, model.config.labels)
@@ -205,7 +230,12 @@ class _TextLoop:
         self.rows = [i for i, e in enumerate(train) if e.text and e.text.strip()]
         self.tags = speaker_tags(train)
         self.labels = torch.tensor([e.label for e in train])
-        self.lengths = [len(str(train[i].text)) for i in self.rows]
+        k = model.config.text_past_lines
+        if k and model.frozen_text_layers:
+            raise ValueError("past lines in the encoder's input need every layer trained: the cache of frozen "
+                             "layers holds lines read alone (--trainable-layers)")  # fmt: skip
+        self.pasts = (dialogue_pasts(train, k), dialogue_pasts(train, k, unknown=True)) if k else None
+        self.lengths = [len(str(train[i].text)) + (len(self.pasts[0][i]) if self.pasts else 0) for i in self.rows]
         self.cache = self._lower_cache() if model.frozen_text_layers else None
         enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("text_encoder.")]
         head_params = list(model.text_head.parameters())
@@ -265,8 +295,10 @@ class _TextLoop:
         else:
             texts = [tagged(str(self.train[i].text), UNKNOWN_SPEAKER if u else self.tags[i])
                      for i, u in zip(idx, unknown, strict=True)]  # fmt: skip
-            enc = model.tokenize(texts, self.device)
-            pooled = model.pool_text(enc["input_ids"], enc["attention_mask"])
+            pasts = None if self.pasts is None else [self.pasts[u][i] for i, u in zip(idx, unknown, strict=True)]
+            enc = model.tokenize(texts, self.device, pasts)
+            pooled = model.pool_text(enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"),
+                                     enc.get("token_type_ids"))  # fmt: skip
         logits = model.text_logits(pooled)
         if self.teacher is not None and opts.distill_weight > 0:
             loss = self._distilled_loss(logits, idx, rows)
@@ -313,12 +345,13 @@ def train_text_branch(
     loop = _TextLoop(model, train, opts, device, teacher)
     dev_texts = [tagged(str(e.text), t) for e, t in zip(dev, speaker_tags(dev), strict=True)]
     dev_labels = np.array([e.label for e in dev])
+    dev_pasts = dialogue_pasts(dev, model.config.text_past_lines) if model.config.text_past_lines else None
     result = TextBranchResult()
     best: dict[str, torch.Tensor] | None = None
     best_label: str | None = None
     for epoch in range(1, opts.epochs + 1):
         losses = loop.epoch(epoch)
-        metrics = evaluate_texts(model, dev_texts, dev_labels, device, opts.eval_batch_size)
+        metrics = evaluate_texts(model, dev_texts, dev_labels, device, opts.eval_batch_size, dev_pasts)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "dev_weighted_f1": metrics["weighted_f1"], "dev_macro_f1": metrics["macro_f1"],
                "seconds": round(time.monotonic() - loop.started, 1)}  # fmt: skip

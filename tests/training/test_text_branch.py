@@ -24,7 +24,14 @@ from training.data import LABELS, Example
 from training.inference import EmotionPredictor
 from training.model import FusionClassifier
 from training.model_config import ModelConfig
-from training.text_branch import TextBranchOptions, speaker_tags, tagged, train_text_branch
+from training.text_branch import (
+    TextBranchOptions,
+    dialogue_pasts,
+    encode_pooled,
+    speaker_tags,
+    tagged,
+    train_text_branch,
+)
 
 KEYWORDS = {"furious": 0, "delighted": 3, "terrified": 2}  # anger, joy, fear
 
@@ -262,3 +269,71 @@ def test_extra_rows_read_as_a_known_writer_not_the_unknown_speaker(tmp_path: Pat
     assert len(rows) == 2 * len(LABELS) and {r.corpus for r in rows} == {"goemotions"}
     assert speaker_tags(rows) == ["S1"] * len(rows)
     assert _extra_text(argparse.Namespace(extra_text=None, extra_per_class=2, seed=1), cfg, tmp_path) == []
+
+
+def _past_model(encoder: Path, past_lines: int) -> FusionClassifier:
+    torch.manual_seed(0)
+    cfg = ModelConfig(labels=LABELS, mode="text", text_encoder=str(encoder), text_trainable_layers=2,
+                      text_head="linear", max_text_tokens=16, text_past_lines=past_lines,
+                      max_pair_tokens=32)  # fmt: skip
+    return FusionClassifier(cfg)
+
+
+def test_a_line_read_with_its_past_pools_its_own_tokens_and_keeps_the_latest_past(encoder: Path) -> None:
+    model = _past_model(encoder, 3)
+    line = "S1: i am happy"
+    alone = model.tokenize([line])
+    n = int(alone["attention_mask"].sum())
+    enc = model.tokenize([line, line], pasts=["", "S2: " + " ".join(["no"] * 30) + " wow"])
+    assert enc["input_ids"][0, :n].tolist() == alone["input_ids"][0].tolist()
+    assert int(enc["pool_mask"][0].sum()) == int(enc["pool_mask"][1].sum()) == n
+    assert int(enc["attention_mask"][1].sum()) == 32  # cut to max_pair_tokens...
+    kept = model.tokenizer.convert_ids_to_tokens(enc["input_ids"][1].tolist())
+    assert "wow" in kept and "s2" not in kept  # ...from the oldest end of the past
+    assert enc["token_type_ids"][1, :n].eq(0).all() and enc["token_type_ids"][1, n:].eq(1).all()
+    with torch.no_grad():
+        a = model.pool_text(alone["input_ids"], alone["attention_mask"])
+        b = model.pool_text(enc["input_ids"], enc["attention_mask"], enc["pool_mask"], enc["token_type_ids"])
+    assert torch.allclose(a[0], b[0], atol=1e-5)  # a line without a past is encoded as it is alone
+    assert not torch.allclose(b[0], b[1], atol=1e-3)  # the past changes the line's own encoding
+
+
+def test_dialogue_pasts_hold_the_latest_earlier_lines_of_the_dialogue_tagged() -> None:
+    rows = [Example("meld/dev/dia0_utt1", 4, "so what", speaker="Ross"),
+            Example("meld/dev/dia1_utt0", 4, "other dialogue", speaker="Ross"),
+            Example("meld/dev/dia0_utt0", 4, "hi", speaker="Monica"),
+            Example("meld/dev/dia0_utt2", 4, "well", speaker="Monica")]  # fmt: skip
+    assert dialogue_pasts(rows, 1) == ["S1: hi", "", "", "S2: so what"]
+    assert dialogue_pasts(rows, 2) == ["S1: hi", "", "", "S1: hi S2: so what"]
+    assert dialogue_pasts(rows, 2, unknown=True)[3] == "S?: hi S?: so what"
+
+
+def test_a_text_branch_reading_past_lines_learns_what_only_the_previous_line_tells(encoder: Path) -> None:
+    cpu = torch.device("cpu")
+    train, dev = _echo_dialogues(60, 0, "train"), _echo_dialogues(40, 1, "dev")
+    echo = np.arange(len(dev)) % 2 == 1
+    labels = np.array([e.label for e in dev])
+    texts = [tagged(str(e.text), t) for e, t in zip(dev, speaker_tags(dev), strict=True)]
+    opts = TextBranchOptions(epochs=20, batch_size=8, lr_encoder=1e-3, lr_head=3e-2, seed=0, unknown_speaker_prob=0.0)
+    accuracy = {}
+    for k in (0, 1):
+        model = _past_model(encoder, k)
+        train_text_branch(model, train, dev, opts, cpu)
+        pooled = encode_pooled(model, texts, cpu, pasts=dialogue_pasts(dev, k) if k else None)
+        with torch.no_grad():
+            pred = model.text_logits(pooled).argmax(1).numpy()
+        accuracy[k] = float((pred[echo] == labels[echo]).mean())
+    assert accuracy[0] <= 0.6 and accuracy[1] >= 0.9, accuracy
+
+
+def test_past_lines_in_the_config_are_checked_and_kept_out_of_checkpoints_without_them() -> None:
+    with pytest.raises(ValueError, match="text_head = 'linear'"):
+        ModelConfig(labels=LABELS, mode="text", text_past_lines=3)
+    with pytest.raises(ValueError, match=r"text_past_lines must lie in \[0, 16\]"):
+        ModelConfig(labels=LABELS, mode="text", text_head="linear", text_past_lines=-1)
+    with pytest.raises(ValueError, match="max_pair_tokens"):
+        ModelConfig(labels=LABELS, mode="text", text_head="linear", text_past_lines=3, max_pair_tokens=64)
+    plain = ModelConfig(labels=LABELS, mode="text", text_head="linear")
+    assert "text_past_lines" not in plain.to_dict()  # earlier versions still read it
+    with_past = ModelConfig(labels=LABELS, mode="text", text_head="linear", text_past_lines=3)
+    assert ModelConfig.from_dict(with_past.to_dict()) == with_past
