@@ -28,7 +28,15 @@ from training.context import RELATION_UNKNOWN, ContextConfig, ContextModule, Pas
 from training.data import Example
 from training.metrics import classification_metrics
 from training.model import FusionClassifier
-from training.text_branch import UNKNOWN_SPEAKER, conversation_order, dialogue_of, encode_pooled, speaker_tags, tagged
+from training.text_branch import (
+    UNKNOWN_SPEAKER,
+    conversation_order,
+    dialogue_of,
+    dialogue_pasts,
+    encode_pooled,
+    speaker_tags,
+    tagged,
+)
 
 __all__ = ["ContextOptions", "EncodedSplit", "encode_split", "predict_split", "train_context", "train_context_cv"]
 
@@ -48,17 +56,21 @@ class EncodedSplit:
 
 
 def encode_split(model: FusionClassifier, examples: Sequence[Example], device: torch.device,
-                 *, batch_size: int = 64) -> EncodedSplit:  # fmt: skip
-    """Encode ``examples`` (reordered into conversation order) with both tag forms."""
+                 *, batch_size: int = 64, alone: bool = False) -> EncodedSplit:  # fmt: skip
+    """Encode ``examples`` (reordered into conversation order) with both tag forms. A text branch that reads
+    past lines inside its input (``text_past_lines``) gets each line's dialogue past, in the same tag form,
+    unless ``alone``."""
     order = conversation_order(examples)
     exs = tuple(examples[i] for i in order)
+    k = 0 if alone else model.config.text_past_lines
     if model.config.text_head != "linear":  # a text branch trained on untagged lines: one form
         known = unknown = encode_pooled(model, [str(e.text).strip() for e in exs], device, batch_size)
     else:
         tags = speaker_tags(exs)
         lines = [tagged(str(e.text), t) for e, t in zip(exs, tags, strict=True)]
-        known = encode_pooled(model, lines, device, batch_size)
-        unknown = encode_pooled(model, [tagged(str(e.text), UNKNOWN_SPEAKER) for e in exs], device, batch_size)
+        known = encode_pooled(model, lines, device, batch_size, dialogue_pasts(exs, k) if k else None)
+        unknown = encode_pooled(model, [tagged(str(e.text), UNKNOWN_SPEAKER) for e in exs], device, batch_size,
+                                dialogue_pasts(exs, k, unknown=True) if k else None)  # fmt: skip
     return EncodedSplit(exs, known, unknown, np.array([e.label for e in exs]),
                         tuple(dialogue_of(e.uid) for e in exs), tuple(e.speaker for e in exs))  # fmt: skip
 

@@ -8,6 +8,7 @@ A row's text may be ``None``/empty (audio only) and its audio ``None`` (text onl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -46,6 +47,9 @@ class Prediction:
 # ``predict`` call (a line spoken before it in the same micro-batch); and its speaker relation
 # (``training.context.RELATION_*``).
 PastItem = tuple[np.ndarray | int, int]
+# One previous line of a row, for a checkpoint that reads past lines inside its encoder's input
+# (``text_past_lines``): its speaker tag (``None`` = unknown) and its words.
+PastLine = tuple[str | None, str]
 
 
 def _file_sha256(path: Path) -> str:
@@ -74,6 +78,8 @@ class EmotionPredictor:
         self.uses_context = model.config.uses_text and hasattr(model, "context")
         # The most past utterances its context module reads (a longer window given is cut to the latest).
         self.context_utterances = int((model.config.context or {}).get("max_utterances", 0)) if self.uses_context else 0
+        # How many previous lines the text encoder reads inside its input (0: each line alone).
+        self.past_lines = model.config.text_past_lines if model.config.uses_text else 0
         self._extractor: AudioFeatureExtractor | None = None
         # A checkpoint written by training.fuse: text model + audio branch + learned fusion head.
         self.fusion: AudioFusion | None = None
@@ -174,12 +180,15 @@ class EmotionPredictor:
         *,
         speakers: Sequence[str | None] | None = None,
         past: Sequence[Sequence[PastItem]] | None = None,
+        past_lines: Sequence[Sequence[PastLine]] | None = None,
     ) -> list[Prediction]:
         """One :class:`Prediction` per row. Audio: float32 mono 16 kHz in [-1, 1], or ``None``.
 
         ``speakers``: each row's speaker tag (``"S1"``...; ``None`` = unknown), for checkpoints whose
         text branch reads tagged lines. ``past``: each row's previous utterances (oldest first), read
         by a checkpoint with a context module (:attr:`uses_context`); ``None`` = no context.
+        ``past_lines``: each row's previous lines (oldest first), read inside the encoder's input by a
+        checkpoint with :attr:`past_lines`; ``None`` = each line alone.
         """
         if len(texts) != len(audio):
             raise ValueError(f"got {len(texts)} texts but {len(audio)} audio rows")
@@ -190,7 +199,7 @@ class EmotionPredictor:
                 computed = self.audio_features([np.asarray(audio[i]) for i in rows])
                 for j, i in enumerate(rows):
                     feats[i] = computed[j]
-        return self.predict_features(texts, feats, speakers=speakers, past=past,
+        return self.predict_features(texts, feats, speakers=speakers, past=past, past_lines=past_lines,
                                      _audio_given=[a is not None for a in audio])  # fmt: skip
 
     def text_input(self, text: str, speaker: str | None = None) -> str:
@@ -208,6 +217,7 @@ class EmotionPredictor:
         *,
         speakers: Sequence[str | None] | None = None,
         past: Sequence[Sequence[PastItem]] | None = None,
+        past_lines: Sequence[Sequence[PastLine]] | None = None,
         streams: Sequence[str | None] | None = None,
         audio_speakers: Sequence[str | None] | None = None,
         _audio_given: Sequence[bool] | None = None,
@@ -222,7 +232,8 @@ class EmotionPredictor:
         n = len(texts)
         if len(features) != n:
             raise ValueError(f"got {n} texts but {len(features)} feature rows")
-        named = (("speakers", speakers), ("past", past), ("streams", streams), ("audio_speakers", audio_speakers))
+        named = (("speakers", speakers), ("past", past), ("past_lines", past_lines), ("streams", streams),
+                 ("audio_speakers", audio_speakers))  # fmt: skip
         for name, seq in named:
             if seq is not None and len(seq) != n:
                 raise ValueError(f"got {n} texts but {len(seq)} rows of {name}")
@@ -232,9 +243,14 @@ class EmotionPredictor:
             for i, t in enumerate(texts)
         ]  # fmt: skip
         pooled: dict[int, torch.Tensor] = {}
+        pasts = None
         if self.speaker_tags or self.uses_context:
             # One encoder pass per line; the context module and the stream's cache reuse it.
-            pooled = self._encode({i: t for i, t in enumerate(inputs) if t is not None})
+            if self.past_lines and past_lines is not None:
+                from training.text_branch import past_segment
+
+                pasts = {i: past_segment(past_lines[i], self.past_lines) for i in range(n)}
+            pooled = self._encode({i: t for i, t in enumerate(inputs) if t is not None}, pasts)
         windows = self._resolve_past(past, pooled, n) if past is not None and self.uses_context else None
         keys = None
         if streams is not None:
@@ -254,16 +270,20 @@ class EmotionPredictor:
                     audio_keys=keys[start:end] if keys is not None else None,
                 )
             )
+        if pasts is not None and past_lines is not None:  # lines read inside the encoder's input are context too
+            read = [min(len(past_lines[i]), self.past_lines) if inputs[i] is not None else 0 for i in range(n)]
+            out = [dataclasses.replace(p, context_used=max(p.context_used, r)) for p, r in zip(out, read, strict=True)]
         return out
 
     @torch.no_grad()
-    def _encode(self, texts: dict[int, str]) -> dict[int, torch.Tensor]:
-        rows = sorted(texts, key=lambda i: len(texts[i]))
+    def _encode(self, texts: dict[int, str], pasts: dict[int, str] | None = None) -> dict[int, torch.Tensor]:
+        rows = sorted(texts, key=lambda i: len(texts[i]) + (len(pasts[i]) if pasts else 0))
         out: dict[int, torch.Tensor] = {}
         for s in range(0, len(rows), self.batch_size):
             idx = rows[s : s + self.batch_size]
-            enc = self.model.tokenize([texts[i] for i in idx], self.device)
-            vecs = self.model.pool_text(enc["input_ids"], enc["attention_mask"]).float()
+            enc = self.model.tokenize([texts[i] for i in idx], self.device, [pasts[i] for i in idx] if pasts else None)
+            vecs = self.model.pool_text(enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"),
+                                        enc.get("token_type_ids")).float()  # fmt: skip
             out.update({i: vecs[j] for j, i in enumerate(idx)})
         return out
 

@@ -78,6 +78,13 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
         "merge them in: the checkpoint and the service see plain layers (0 = off; try --lr-encoder 5e-4)",
     )
     p.add_argument("--lora-alpha", type=int, help="LoRA scaling alpha (default: 2 x --lora-rank)")
+    p.add_argument(
+        "--past-lines",
+        type=int,
+        default=0,
+        help="read each line with up to N previous lines of its dialogue inside the encoder's input (a pair, "
+        "pooled over the line's own tokens; needs every layer trained; 0 = the line alone)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--distill-from",
@@ -122,6 +129,13 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     p.add_argument("--out", help="also write the checkpoint here (e.g. models/emostream-default.pt)")
 
 
+def _check_past_lines(args: argparse.Namespace) -> None:
+    if not 0 <= args.past_lines <= 16:
+        raise ValueError(f"--past-lines must lie in [0, 16], got {args.past_lines}")
+    if args.past_lines and (args.trainable_layers or args.init_from):
+        raise ValueError("--past-lines trains every layer in stage 1: drop --trainable-layers and --init-from")
+
+
 def _check(args: argparse.Namespace) -> None:
     lr_head_bad = args.lr_head is not None and args.lr_head <= 0
     if args.epochs < 1 or args.batch_size < 1 or args.lr_encoder <= 0 or lr_head_bad:
@@ -132,6 +146,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--distill-from trains stage 1; --init-from skips it: give one of them")
     if args.trainable_layers < 0:
         raise ValueError(f"--trainable-layers must be >= 0 (0 = all), got {args.trainable_layers}")
+    _check_past_lines(args)
     if not 0.0 <= args.unknown_speaker_prob <= 1.0:
         raise ValueError(f"--unknown-speaker-prob must lie in [0, 1], got {args.unknown_speaker_prob}")
     if args.lora_rank < 0 or (args.lora_alpha is not None and args.lora_alpha <= 0):
@@ -196,7 +211,8 @@ def compose_with_audio(
     t = text_model.config
     cfg = dataclasses.replace(old, mode="fusion", text_encoder=t.text_encoder,
                               text_trainable_layers=t.text_trainable_layers, max_text_tokens=t.max_text_tokens,
-                              text_head="linear", context=dict(t.context))  # fmt: skip
+                              text_head="linear", context=dict(t.context), text_past_lines=t.text_past_lines,
+                              max_pair_tokens=t.max_pair_tokens)  # fmt: skip
     model = FusionClassifier(cfg, fcfg, text_model=text_model.text_model)
     audio_state = {k: v for k, v in blob["state_dict"].items() if not k.startswith("text_encoder.")}
     model.load_state_dict(audio_state, strict=False)
@@ -278,6 +294,13 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     if args.context_window:
         _stage2(args, model, encoded, report, device)
     metrics = {f"meld_{s}": meld_text_metrics(model, encoded[s], args.context_window, device) for s in ("dev", "test")}
+    if model.config.text_past_lines:  # "single" read each line with its past lines; also each line alone
+        for s in ("dev", "test"):
+            alone = encode_split(model, needed[s], device, alone=True)
+            for speakers in (True, False):
+                logits = predict_split(model, alone, window=0, speakers=speakers, device=device)
+                key = "alone" if speakers else "alone_unknown_speakers"
+                metrics[f"meld_{s}"][key] = classification_metrics(alone.labels, logits.argmax(1), model.config.labels)
     if args.context_window and args.context_fit == "dev":
         # Fitted on dev: its dev scores are in-sample; the cross-validated one is in report.json (stage2).
         metrics["meld_dev"]["note"] = "context fitted on dev: dev context scores are in-sample"
@@ -331,7 +354,8 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], ext
     n_layers = int(AutoConfig.from_pretrained(resolve_text_encoder(name).path).num_hidden_layers)
     trainable = min(args.trainable_layers or n_layers, n_layers)
     mcfg = ModelConfig(labels=LABELS, mode="text", text_encoder=name, text_trainable_layers=trainable,
-                       max_text_tokens=cfg.model.max_text_tokens, text_head="linear")  # fmt: skip
+                       max_text_tokens=cfg.model.max_text_tokens, text_head="linear",
+                       text_past_lines=args.past_lines)  # fmt: skip
     model = FusionClassifier(mcfg)
     teacher = None
     if args.distill_from:

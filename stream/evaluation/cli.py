@@ -86,7 +86,7 @@ def run_from_cli(config: Config, args: argparse.Namespace) -> int:
                                   corrections=corrections)  # fmt: skip
         except ValueError as exc:
             raise _Failed(2, str(exc)) from exc
-        if predictor is not None and getattr(predictor, "uses_context", False):
+        if predictor is not None and (getattr(predictor, "uses_context", False) or getattr(predictor, "past_lines", 0)):
             from stream.evaluation.context_eval import context_ablation
 
             c = config.classifier

@@ -25,14 +25,16 @@ def classify_in_order(predictor: Any, utts: Sequence[Utterance], *, context: boo
     out: list[str | None] = []
     for k, u in enumerate(utts):
         text = (u.text or "").strip()
-        row = ContextRow("eval", u.uid or str(k), u.start_s, u.end_s, None, bool(text))
+        row = ContextRow("eval", u.uid or str(k), u.start_s, u.end_s, None, bool(text), text)
         if not text:
             out.append(None)
             continue
         plan = windows.plan([row])
         kwargs: dict[str, Any] = {"speakers": [None]}
-        if context:
+        if context and bool(getattr(predictor, "uses_context", False)):
             kwargs["past"] = plan.past
+        if context and int(getattr(predictor, "past_lines", 0) or 0):
+            kwargs["past_lines"] = plan.lines
         (pred,) = predictor.predict([text], [None], **kwargs)
         windows.record(row, None, getattr(pred, "text_embedding", None))
         out.append(pred.label)

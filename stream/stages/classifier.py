@@ -100,6 +100,8 @@ class ClassifierStage:
         self.reads_context = bool(
             config.context and getattr(predictor, "uses_context", False) and config.context_utterances
         )
+        # A checkpoint that reads its past lines inside the encoder's input gets their words (same switch).
+        self._past_lines = int(getattr(predictor, "past_lines", 0) or 0) if config.context else 0
         self._windows: ContextWindows | None = None
         if self._speaker_tags or self.reads_context:
             # No more than the checkpoint's context module reads, so that an event names only what was read.
@@ -297,7 +299,8 @@ class ClassifierStage:
             utt = batch[i].utterance
             speaker = getattr(utt, "speaker", None) or getattr(batch[i], "speaker", None)
             crows.append(ContextRow(utt.stream, utt.utterance_id, utt.start_s, utt.end_s,
-                                    str(speaker) if speaker else None, rows[i][0] is not None))  # fmt: skip
+                                    str(speaker) if speaker else None, rows[i][0] is not None,
+                                    rows[i][0] or ""))  # fmt: skip
         return crows, self._windows.plan(crows)
 
     def _remember(self, planned: tuple[list[ContextRow], Plan] | None, k: int, pred: PredictionLike) -> None:
@@ -328,10 +331,13 @@ class ClassifierStage:
             tags = planned[1].tags if planned is not None else None
             past = planned[1].past if planned is not None and self.reads_context else None
             ids = planned[1].ids if planned is not None and self.reads_context else None
+            lines = planned[1].lines if planned is not None and self._past_lines else None
+            if lines is not None and ids is None and planned is not None:  # the event names the lines read
+                ids = [row_ids[len(row_ids) - min(len(row_ids), self._past_lines) :] for row_ids in planned[1].ids]
             keys = [(batch[i].utterance.stream, batch[i].speaker) for i in ready]
             t0 = self._clock()
             try:
-                preds = await self._predict(texts, audio, tags, past, keys)
+                preds = await self._predict(texts, audio, tags, past, keys, lines)
                 for k, (i, pred) in enumerate(zip(ready, preds, strict=True)):
                     results[i] = Classified(batch[i], pred, None, len(ready),
                                             context_ids=ids[k] if ids is not None else None)  # fmt: skip
@@ -345,14 +351,11 @@ class ClassifierStage:
                     # (each reads only the cached past, not its batch-mates).
                     logger.warning("a batch of %d failed (%s); classifying its rows one by one", len(ready), exc)
                     for k, i in enumerate(ready):
-                        row_past, row_ids = None, None
-                        if past is not None and ids is not None:
-                            kept = [(u, p) for u, p in zip(ids[k], past[k], strict=True) if not isinstance(p[0], int)]
-                            row_past, row_ids = [[p for _, p in kept]], tuple(u for u, _ in kept)
+                        row_past, row_ids, row_lines = self._cached_only(planned, k, past, lines)
                         try:
                             (pred,) = await self._predict([rows[i][0]], [rows[i][1]],
                                                           None if tags is None else [tags[k]], row_past,
-                                                          [keys[k]])  # fmt: skip
+                                                          [keys[k]], row_lines)  # fmt: skip
                             results[i] = Classified(batch[i], pred, None, 1, context_ids=row_ids)
                             self._remember(planned, k, pred)
                         except Exception as row_exc:
@@ -363,6 +366,30 @@ class ClassifierStage:
             self.items += len(ready)
             self.audio_s += sum(batch[i].utterance.duration_s for i in ready)
         return [r for r in results if r is not None]
+
+    def _cached_only(
+        self,
+        planned: tuple[list[ContextRow], Plan] | None,
+        k: int,
+        past: list[list[tuple[np.ndarray | int, int]]] | None,
+        lines: list[list[tuple[str | None, str]]] | None,
+    ) -> tuple[
+        list[list[tuple[np.ndarray | int, int]]] | None,
+        tuple[str, ...] | None,
+        list[list[tuple[str | None, str]]] | None,
+    ]:
+        """Row ``k``'s context without its batch-mates (classified alone after its batch failed): its past
+        items, the ids of what it reads, and its past lines, from the cache only."""
+        if planned is None or (past is None and lines is None):
+            return None, None, None
+        plan = planned[1]
+        cached = [m for m, (item, _) in enumerate(plan.past[k]) if not isinstance(item, int)]
+        row_past = [[plan.past[k][m] for m in cached]] if past is not None else None
+        row_lines = [[plan.lines[k][m] for m in cached]] if lines is not None else None
+        ids = tuple(plan.ids[k][m] for m in cached)
+        if past is None:
+            ids = ids[len(ids) - min(len(ids), self._past_lines) :]
+        return row_past, ids, row_lines
 
     async def classify_text(self, text: str) -> PredictionLike:
         """One sentence through the text branch alone (``POST /api/classify``), in the stage's own
@@ -380,6 +407,7 @@ class ClassifierStage:
         tags: list[str | None] | None = None,
         past: list[list[tuple[np.ndarray | int, int]]] | None = None,
         keys: list[tuple[str, str | None]] | None = None,
+        lines: list[list[tuple[str | None, str]]] | None = None,
     ) -> Sequence[PredictionLike]:
         """``audio`` holds feature vectors when the predictor takes them (see :meth:`_with_features`);
         ``tags``/``past``: speaker tags and past windows, for predictors that read them; ``keys``: each
@@ -392,6 +420,8 @@ class ClassifierStage:
             kwargs["speakers"] = tags
         if past is not None:
             kwargs["past"] = past
+        if lines is not None:
+            kwargs["past_lines"] = lines
         if fp is not None and self._stream_keys and keys is not None:
             kwargs["streams"] = [k[0] for k in keys]  # running audio statistics per stream ...
             if self._speaker_keys:

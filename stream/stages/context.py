@@ -1,7 +1,8 @@
 """The classifier's past context: per-stream windows of already classified utterances (sans-I/O).
 
 Each stream keeps its last ``max_utterances`` utterances that had text, with the text encoding the
-classifier computed for them (so a past line is never encoded again), within ``window_s`` seconds
+classifier computed for them (so a past line is never encoded again) and their words (for a checkpoint
+that reads its past lines inside the encoder's input), within ``window_s`` seconds
 before the current line's start. Only lines that were classified before the current one, and that
 started before it, can be in its window: never the future. Windows are per stream and are dropped
 when the stream ends (:meth:`ContextWindows.reset`).
@@ -32,6 +33,7 @@ class PastUtterance:
     end_s: float
     tag: str | None  # "S1"...; None = unknown speaker
     embedding: np.ndarray
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +46,19 @@ class ContextRow:
     end_s: float
     speaker: str | None  # the speaker stage's label; None = unknown
     has_text: bool
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The batch's context: per row its speaker tag, its past items for the predictor (a cached
-    embedding, or the index of an earlier row of this batch; with the speaker relation), and the
-    ids of those past utterances (for the ``emotion`` event)."""
+    embedding, or the index of an earlier row of this batch; with the speaker relation), the
+    ids of those past utterances (for the ``emotion`` event), and their (tag, words), item for item."""
 
     tags: list[str | None]
     past: list[list[tuple[np.ndarray | int, int]]]
     ids: list[tuple[str, ...]]
+    lines: list[list[tuple[str | None, str]]]
 
 
 class StreamContext:
@@ -114,29 +118,31 @@ class ContextWindows:
         tags: list[str | None] = []
         past: list[list[tuple[np.ndarray | int, int]]] = []
         ids: list[tuple[str, ...]] = []
+        lines: list[list[tuple[str | None, str]]] = []
         for i, row in enumerate(rows):
             ctx = self.stream(row.stream)
             tag = ctx.tag(row.speaker)
             tags.append(tag)
-            cached: list[tuple[str, float, str | None, np.ndarray | int]] = [
-                (p.utterance_id, p.start_s, p.tag, p.embedding) for p in ctx.window(row.start_s)
+            cached: list[tuple[str, str, str | None, np.ndarray | int]] = [
+                (p.utterance_id, p.text, p.tag, p.embedding) for p in ctx.window(row.start_s)
             ]
             # Lines of the same stream earlier in this batch are past too (not yet in the cache).
             for j in range(i):
                 prev = rows[j]
                 if (prev.stream == row.stream and prev.has_text and prev.start_s < row.start_s
                         and prev.end_s >= row.start_s - self.window_s):  # fmt: skip
-                    cached.append((prev.utterance_id, prev.start_s, tags[j], j))
+                    cached.append((prev.utterance_id, prev.text, tags[j], j))
             chosen = cached[-self.max_utterances :] if self.max_utterances > 0 else []
             past.append([(item, _relation(tag, ptag)) for _, _, ptag, item in chosen])
             ids.append(tuple(uid for uid, _, _, _ in chosen))
-        return Plan(tags, past, ids)
+            lines.append([(ptag, text) for _, text, ptag, _ in chosen])
+        return Plan(tags, past, ids, lines)
 
     def record(self, row: ContextRow, tag: str | None, embedding: np.ndarray | None) -> None:
-        """Cache a classified line's text encoding for the lines after it."""
+        """Cache a classified line's text encoding (and words) for the lines after it."""
         if embedding is None or not row.has_text or self.max_utterances <= 0:
             return
-        self.stream(row.stream).add(PastUtterance(row.utterance_id, row.start_s, row.end_s, tag, embedding))
+        self.stream(row.stream).add(PastUtterance(row.utterance_id, row.start_s, row.end_s, tag, embedding, row.text))
 
 
 def _relation(tag: str | None, past_tag: str | None) -> int:

@@ -324,6 +324,31 @@ async def test_context_names_no_more_past_utterances_than_the_checkpoints_module
     assert [len(kw["past"][0]) for kw in pred.kwargs] == [0, 1, 1]
 
 
+class PastLinesPredictor(ContextPredictor):
+    """A checkpoint that reads its 2 latest past lines inside the encoder's input and has no context module."""
+
+    uses_context = False
+    past_lines = 2
+
+
+async def test_a_checkpoint_reading_past_lines_gets_their_words_and_the_event_names_those_lines() -> None:
+    pred = PastLinesPredictor()
+    stage = ClassifierStage(pred, ClassifierConfig(max_batch=8, batch_wait_ms=30, context_utterances=8))
+    assert not stage.reads_context
+    first = [c async for c in stage.run(arrive([item("a", 0, "one"), item("a", 1, "two")]))]
+    out = [c async for c in stage.run(arrive([item("a", 2, "three")]))]
+    assert [c.context_ids for c in first + out] == [(), ("a-0",), ("a-0", "a-1")]
+    assert pred.kwargs[0]["past_lines"] == [[], [(None, "one")]]  # a batch-mate's words, unknown speaker
+    assert pred.kwargs[1]["past_lines"] == [[(None, "one"), (None, "two")]]  # cached words
+    assert "past" not in pred.kwargs[1]  # no context module: no encodings to read
+    more = [c async for c in stage.run(arrive([item("a", 3, "four")]))]
+    assert more[0].context_ids == ("a-1", "a-2")  # the latest two: what the checkpoint reads
+    off = PastLinesPredictor()
+    silent = ClassifierStage(off, ClassifierConfig(batch_wait_ms=10, context=False))
+    [c async for c in silent.run(arrive([item("a", 0, "one"), item("a", 1, "two")]))]
+    assert all("past_lines" not in kw for kw in off.kwargs)  # context = false: each line alone
+
+
 async def test_context_turned_off_passes_no_past_and_reports_none() -> None:
     pred = ContextPredictor()
     stage = ClassifierStage(pred, ClassifierConfig(batch_wait_ms=10, context=False))

@@ -85,3 +85,16 @@ def test_zero_utterances_means_no_context() -> None:
     w = ContextWindows(max_utterances=0, window_s=100.0)
     classify(w, [row("a", 0)])
     assert w.plan([row("a", 1)]).ids == [()]
+
+
+def test_plans_carry_each_past_lines_words_and_tag_item_for_item() -> None:
+    w = ContextWindows(max_utterances=2, window_s=100.0)
+    first = ContextRow("a", "a-0", 0.0, 1.0, "ross", True, "we were on a break")
+    plan = w.plan([first])
+    w.record(first, plan.tags[0], np.zeros(4, np.float32))
+    rows = [ContextRow("a", "a-1", 2.0, 3.0, "rachel", True, "no we were not"),
+            ContextRow("a", "a-2", 4.0, 5.0, None, True, "okay")]  # fmt: skip
+    plan = w.plan(rows)
+    assert plan.lines[0] == [("S1", "we were on a break")]  # cached: its words were kept with it
+    assert plan.lines[1] == [("S1", "we were on a break"), ("S2", "no we were not")]  # a batch-mate too
+    assert [len(x) for x in plan.lines] == [len(x) for x in plan.past]

@@ -325,6 +325,15 @@ def test_a_text_branch_reading_past_lines_learns_what_only_the_previous_line_tel
         accuracy[k] = float((pred[echo] == labels[echo]).mean())
     assert accuracy[0] <= 0.6 and accuracy[1] >= 0.9, accuracy
 
+    # The predictor reads the past lines a stream hands it as training read them.
+    predictor = EmotionPredictor(model)
+    assert predictor.past_lines == 1
+    (alone,) = predictor.predict([dev[1].text], [None], speakers=["S2"])
+    (read,) = predictor.predict([dev[1].text], [None], speakers=["S2"], past_lines=[[("S1", str(dev[0].text))]])
+    assert alone.context_used == 0 and read.context_used == 1
+    assert read.text_embedding is not None and np.allclose(read.text_embedding, pooled[1].numpy(), atol=1e-5)
+    assert read.label == LABELS[int(pred[1])]
+
 
 def test_past_lines_in_the_config_are_checked_and_kept_out_of_checkpoints_without_them() -> None:
     with pytest.raises(ValueError, match="text_head = 'linear'"):
@@ -337,3 +346,16 @@ def test_past_lines_in_the_config_are_checked_and_kept_out_of_checkpoints_withou
     assert "text_past_lines" not in plain.to_dict()  # earlier versions still read it
     with_past = ModelConfig(labels=LABELS, mode="text", text_head="linear", text_past_lines=3)
     assert ModelConfig.from_dict(with_past.to_dict()) == with_past
+
+
+def test_past_lines_with_frozen_layers_stop_at_the_argument_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The frozen layers' cache holds lines read alone: --past-lines needs every layer trained, said up front."""
+    from training.cli import main
+
+    base = ["text", "--past-lines", "3", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path)]
+    assert main([*base, "--trainable-layers", "3"]) == 2
+    assert "--past-lines trains every layer" in capsys.readouterr().err
+    assert main(["text", "--past-lines", "17", "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path)]) == 2
+    assert "--past-lines must lie in [0, 16]" in capsys.readouterr().err
