@@ -282,8 +282,7 @@ class EmotionPredictor:
         for s in range(0, len(rows), self.batch_size):
             idx = rows[s : s + self.batch_size]
             enc = self.model.tokenize([texts[i] for i in idx], self.device, [pasts[i] for i in idx] if pasts else None)
-            vecs = self.model.pool_text(enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"),
-                                        enc.get("token_type_ids")).float()  # fmt: skip
+            vecs = self.model.pool_text(**enc).float()
             out.update({i: vecs[j] for j, i in enumerate(idx)})
         return out
 

@@ -177,8 +177,7 @@ def encode_pooled(model: FusionClassifier, texts: Sequence[str], device: torch.d
     for k, s in enumerate(range(0, len(order), batch_size)):
         idx = order[s : s + batch_size]
         enc = model.tokenize([texts[i] for i in idx], device, None if pasts is None else [pasts[i] for i in idx])
-        out[idx] = model.pool_text(enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"),
-                                   enc.get("token_type_ids")).float().cpu()  # fmt: skip
+        out[idx] = model.pool_text(**enc).float().cpu()
         if k % 50 == 49:
             logger.info("encoded %d of %d lines (%.0f s)", s + len(idx), len(texts), time.monotonic() - started)
     return out
@@ -297,8 +296,7 @@ class _TextLoop:
                      for i, u in zip(idx, unknown, strict=True)]  # fmt: skip
             pasts = None if self.pasts is None else [self.pasts[u][i] for i, u in zip(idx, unknown, strict=True)]
             enc = model.tokenize(texts, self.device, pasts)
-            pooled = model.pool_text(enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"),
-                                     enc.get("token_type_ids"))  # fmt: skip
+            pooled = model.pool_text(**enc)
         logits = model.text_logits(pooled)
         if self.teacher is not None and opts.distill_weight > 0:
             loss = self._distilled_loss(logits, idx, rows)

@@ -296,11 +296,8 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     metrics = {f"meld_{s}": meld_text_metrics(model, encoded[s], args.context_window, device) for s in ("dev", "test")}
     if model.config.text_past_lines:  # "single" read each line with its past lines; also each line alone
         for s in ("dev", "test"):
-            alone = encode_split(model, needed[s], device, alone=True)
-            for speakers in (True, False):
-                logits = predict_split(model, alone, window=0, speakers=speakers, device=device)
-                key = "alone" if speakers else "alone_unknown_speakers"
-                metrics[f"meld_{s}"][key] = classification_metrics(alone.labels, logits.argmax(1), model.config.labels)
+            alone = meld_text_metrics(model, encode_split(model, needed[s], device, alone=True), 0, device)
+            metrics[f"meld_{s}"].update({key.replace("single", "alone"): m for key, m in alone.items()})
     if args.context_window and args.context_fit == "dev":
         # Fitted on dev: its dev scores are in-sample; the cross-validated one is in report.json (stage2).
         metrics["meld_dev"]["note"] = "context fitted on dev: dev context scores are in-sample"

@@ -333,7 +333,7 @@ class ClassifierStage:
             ids = planned[1].ids if planned is not None and self.reads_context else None
             lines = planned[1].lines if planned is not None and self._past_lines else None
             if lines is not None and ids is None and planned is not None:  # the event names the lines read
-                ids = [row_ids[len(row_ids) - min(len(row_ids), self._past_lines) :] for row_ids in planned[1].ids]
+                ids = [self._latest_lines(row_ids) for row_ids in planned[1].ids]
             keys = [(batch[i].utterance.stream, batch[i].speaker) for i in ready]
             t0 = self._clock()
             try:
@@ -387,9 +387,11 @@ class ClassifierStage:
         row_past = [[plan.past[k][m] for m in cached]] if past is not None else None
         row_lines = [[plan.lines[k][m] for m in cached]] if lines is not None else None
         ids = tuple(plan.ids[k][m] for m in cached)
-        if past is None:
-            ids = ids[len(ids) - min(len(ids), self._past_lines) :]
-        return row_past, ids, row_lines
+        return row_past, ids if past is not None else self._latest_lines(ids), row_lines
+
+    def _latest_lines(self, ids: tuple[str, ...]) -> tuple[str, ...]:
+        """The ids of the past lines a checkpoint without a context module reads: its latest ``past_lines``."""
+        return ids[-self._past_lines :]
 
     async def classify_text(self, text: str) -> PredictionLike:
         """One sentence through the text branch alone (``POST /api/classify``), in the stage's own
