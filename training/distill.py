@@ -5,10 +5,13 @@ times the per-utterance time of the shipped MiniLM. Its softened class distribut
 line carries what a hard MELD label does not (which wrong classes are near, which lines are ambiguous);
 a student trained on a mix of both can keep its own cost and take some of the teacher's accuracy.
 
-* :func:`teacher_logits` runs the teacher's single-utterance text branch over every training line in
-  the two forms the student sees (its speaker's tag, and the unknown-speaker tag), once, and keeps the
-  result in the user cache keyed by the teacher file and the lines (an MPNet pass over MELD train costs
-  about 10 minutes on two cores);
+* :func:`teacher_logits` runs the teacher's text branch over every training line in the two forms the
+  student sees (its speaker's tag, and the unknown-speaker tag; a teacher that reads past lines inside
+  its input, ``text_past_lines``, reads each line with its dialogue's past in the same form, as it was
+  trained), once, and keeps the result in the user cache keyed by the teacher file and the lines (an
+  MPNet pass over MELD train costs about 10 minutes on two cores);
+* :func:`ensemble_logits` averages the logits of several teachers (e.g. runs of one recipe with
+  different seeds): the student learns from what the ensemble says, at one model's cost;
 * the student's loss mixes cross-entropy on the labels with Hinton et al.'s softened KL term
   (:func:`training.text_branch.distill_loss`).
 """
@@ -24,10 +27,10 @@ import torch
 
 from training.data import Example
 from training.model import FusionClassifier
-from training.text_branch import both_tag_forms, encode_pooled
+from training.text_branch import both_tag_forms, dialogue_pasts, encode_pooled
 from training.weights import cache_root, sha256_file
 
-__all__ = ["teacher_logits", "with_unscored"]
+__all__ = ["ensemble_logits", "teacher_logits", "with_unscored"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +39,14 @@ def teacher_logits(checkpoint: str | Path, examples: Sequence[Example], labels: 
                    device: torch.device, cache_dir: Path | None = None) -> torch.Tensor:  # fmt: skip
     """The teacher checkpoint's text-only logits ``(2N, C)`` for ``examples``, rows in the order of
     :func:`training.text_branch.both_tag_forms`; read from the cache when this teacher file has scored
-    these lines before."""
+    these lines (in these dialogues) before."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"teacher checkpoint {path} does not exist")
     texts = both_tag_forms(examples)
-    digest = hashlib.sha256(sha256_file(path).encode())
-    for t in texts:
-        digest.update(t.encode())
-        digest.update(b"\0")
+    digest = hashlib.sha256(b"v2" + sha256_file(path).encode())
+    for t, e in zip(texts, [*examples, *examples], strict=True):  # the uids place each line in its dialogue
+        digest.update(t.encode() + b"\0" + e.uid.encode() + b"\0")
     cached = (cache_dir or cache_root() / "teacher-logits") / f"{digest.hexdigest()[:32]}.pt"
     if cached.is_file():
         logger.info("teacher logits from %s", cached)
@@ -55,8 +57,10 @@ def teacher_logits(checkpoint: str | Path, examples: Sequence[Example], labels: 
         raise ValueError(f"teacher {path} has no text branch")
     if list(teacher.config.labels) != list(labels):
         raise ValueError(f"teacher {path} labels {list(teacher.config.labels)} differ from {list(labels)}")
+    k = teacher.config.text_past_lines
+    pasts = [*dialogue_pasts(examples, k), *dialogue_pasts(examples, k, unknown=True)] if k else None
     logger.info("scoring %d lines with the teacher %s (once; cached in %s)", len(texts), path, cached)
-    pooled = encode_pooled(teacher, texts, device)
+    pooled = encode_pooled(teacher, texts, device, pasts=pasts)
     with torch.no_grad():
         out = teacher.text_logits(pooled.to(device)).float().cpu()
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +68,14 @@ def teacher_logits(checkpoint: str | Path, examples: Sequence[Example], labels: 
     torch.save(out, tmp)
     tmp.replace(cached)
     return out
+
+
+def ensemble_logits(checkpoints: Sequence[str | Path], examples: Sequence[Example], labels: Sequence[str],
+                    device: torch.device, cache_dir: Path | None = None) -> torch.Tensor:  # fmt: skip
+    """The mean of :func:`teacher_logits` over ``checkpoints`` (one teacher: its own logits)."""
+    if not checkpoints:
+        raise ValueError("ensemble_logits needs at least one teacher checkpoint")
+    return torch.stack([teacher_logits(p, examples, labels, device, cache_dir) for p in checkpoints]).mean(dim=0)
 
 
 def with_unscored(logits: torch.Tensor, extra: int) -> torch.Tensor:

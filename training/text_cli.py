@@ -88,8 +88,11 @@ def add_text_parser(sub: Any, add_common: Callable[[argparse.ArgumentParser], No
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
         "--distill-from",
-        help="a larger text checkpoint to distil (e.g. models/emostream-mpnet.pt): its soft labels on every "
-        "training line join the loss; they are computed once and cached",
+        nargs="+",
+        metavar="CHECKPOINT",
+        help="one or more text checkpoints to distil (e.g. models/emostream-mpnet.pt, or runs of one recipe with "
+        "different seeds: their logits are averaged); their soft labels on every training line join the loss, "
+        "computed once per teacher and cached",
     )
     p.add_argument("--distill-weight", type=float, default=0.5, help="share of the loss from the teacher (0.5)")
     p.add_argument(
@@ -168,8 +171,10 @@ def _check(args: argparse.Namespace) -> None:
     if not 0 <= args.context_window <= 64:
         raise ValueError(f"--context-window must lie in [0, 64], got {args.context_window}")
     for flag in ("init_from", "audio_from", "distill_from"):
-        if getattr(args, flag) and not Path(getattr(args, flag)).is_file():
-            raise FileNotFoundError(f"--{flag.replace('_', '-')} {getattr(args, flag)} does not exist")
+        given = getattr(args, flag) or []
+        for path in [given] if isinstance(given, str) else given:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"--{flag.replace('_', '-')} {path} does not exist")
     if args.audio_from:  # checked before training, not after it: a late failure would lose the trained model
         _audio_config(FusionClassifier.read_checkpoint(args.audio_from), args.audio_from)
 
@@ -274,7 +279,9 @@ def cmd_text(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     audio_base: dict[str, str] | None = None
     trained_on = {"text": f"MELD train ({len(train)} lines, {meld_dir.name}/train_sent_emo.csv), speaker-tagged"}
     if args.distill_from:
-        trained_on["text"] += f"; distilled from {Path(args.distill_from).name} (weight {args.distill_weight})"
+        teachers = ", ".join(Path(p).name if len(args.distill_from) == 1 else str(p) for p in args.distill_from)
+        mean = "the mean logits of " if len(args.distill_from) > 1 else ""
+        trained_on["text"] += f"; distilled from {mean}{teachers} (weight {args.distill_weight})"
     extra = _extra_text(args, cfg, base)
     if extra:
         trained_on["text"] += (
@@ -356,9 +363,9 @@ def _stage1(args: argparse.Namespace, cfg: TrainingConfig, train: list[Any], ext
     model = FusionClassifier(mcfg)
     teacher = None
     if args.distill_from:
-        from training.distill import teacher_logits, with_unscored
+        from training.distill import ensemble_logits, with_unscored
 
-        teacher = with_unscored(teacher_logits(args.distill_from, train, LABELS, device), len(extra))
+        teacher = with_unscored(ensemble_logits(args.distill_from, train, LABELS, device), len(extra))
     opts = TextBranchOptions(epochs=args.epochs, batch_size=args.batch_size, lr_encoder=args.lr_encoder,
                              lr_head=args.lr_head or args.lr_encoder, unknown_speaker_prob=args.unknown_speaker_prob,
                              seed=args.seed, distill_weight=args.distill_weight if teacher is not None else 0.0,

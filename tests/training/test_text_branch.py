@@ -26,6 +26,7 @@ from training.model import FusionClassifier
 from training.model_config import ModelConfig
 from training.text_branch import (
     TextBranchOptions,
+    both_tag_forms,
     dialogue_pasts,
     encode_pooled,
     speaker_tags,
@@ -188,7 +189,7 @@ def test_distillation_pulls_the_student_towards_the_teacher(encoder: Path, tmp_p
     """With only the teacher's soft labels (weight 1), the student learns what the teacher says, even
     where it contradicts the hard label; the teacher's logits are computed once, then read from the cache."""
     from training.distill import teacher_logits
-    from training.text_branch import both_tag_forms, distill_loss
+    from training.text_branch import distill_loss
 
     train, dev = _keyword_rows(60, 0, "train"), _keyword_rows(18, 1, "dev")
     teacher_model = _model(encoder)
@@ -333,6 +334,37 @@ def test_a_text_branch_reading_past_lines_learns_what_only_the_previous_line_tel
     assert alone.context_used == 0 and read.context_used == 1
     assert read.text_embedding is not None and np.allclose(read.text_embedding, pooled[1].numpy(), atol=1e-5)
     assert read.label == LABELS[int(pred[1])]
+
+
+def test_a_past_lines_teacher_scores_lines_with_their_past_and_teachers_average(encoder: Path, tmp_path: Path) -> None:
+    """A past-lines teacher scores every training line as it was trained to read it (with its dialogue's
+    past, in the row's tag form), not alone; several teachers give the mean of their logits."""
+    from training.distill import ensemble_logits, teacher_logits
+
+    rows = _echo_dialogues(4, 0, "train")
+    first = _past_model(encoder, 1)
+    path = first.save(tmp_path / "past.pt", text_encoder_dtype="float32")
+    teacher = FusionClassifier.from_checkpoint(path)
+    cpu = torch.device("cpu")
+    soft = teacher_logits(path, rows, LABELS, cpu, cache_dir=tmp_path / "cache")
+    forms = both_tag_forms(rows)
+    pasts = [*dialogue_pasts(rows, 1), *dialogue_pasts(rows, 1, unknown=True)]
+    assert pasts[1] == "S1: i am " + str(rows[0].text).split()[-1] and pasts[len(rows) + 1].startswith("S?: ")
+    with torch.no_grad():
+        read = teacher.text_logits(encode_pooled(teacher, forms, cpu, pasts=pasts))
+        alone = teacher.text_logits(encode_pooled(teacher, forms, cpu))
+    assert torch.allclose(soft, read, atol=1e-5)
+    assert torch.allclose(soft[0], alone[0], atol=1e-5)  # a dialogue's first line has no past
+    assert not torch.allclose(soft[1], alone[1], atol=1e-4)
+    flipped = _past_model(encoder, 1)
+    with torch.no_grad():
+        flipped.text_head[1].weight.mul_(-1.0)
+    other = flipped.save(tmp_path / "other.pt", text_encoder_dtype="float32")
+    second = teacher_logits(other, rows, LABELS, cpu, cache_dir=tmp_path / "cache")
+    mean = ensemble_logits([path, other], rows, LABELS, cpu, cache_dir=tmp_path / "cache")
+    assert torch.allclose(mean, (soft + second) / 2) and not torch.allclose(second, soft)
+    with pytest.raises(ValueError, match="at least one teacher"):
+        ensemble_logits([], rows, LABELS, cpu)
 
 
 def test_past_lines_in_the_config_are_checked_and_kept_out_of_checkpoints_without_them() -> None:

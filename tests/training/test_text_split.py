@@ -108,6 +108,7 @@ def test_text_refuses_an_audio_source_without_an_audio_branch_before_training(ti
     ("flags", "message"),
     [
         (["--distill-from", "missing.pt"], "--distill-from missing.pt does not exist"),
+        (["--distill-from", "TEACHER", "missing.pt"], "--distill-from missing.pt does not exist"),
         (["--distill-from", "TEACHER", "--distill-weight", "0"], "--distill-weight must lie in (0, 1]"),
         (["--distill-from", "TEACHER", "--distill-temperature", "-1"], "--distill-temperature be > 0"),
         (["--distill-from", "TEACHER", "--init-from", "TEACHER"], "give one of them"),
