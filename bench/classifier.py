@@ -4,7 +4,8 @@ Inputs are the utterances of the spoken test set (``bench.make_testset``: MELD d
 audio cut at the truth spans), so text lengths and audio durations are realistic for dialogue. Workloads:
 ``text`` (the text branch alone, what an utterance without usable audio costs), ``text+context``
 (checkpoints with a past-context module: the line plus the cached encodings of the 8 lines before it,
-what the stream runs per line) and ``text+audio`` (Whisper-encoder features + prosody + fusion).
+what the stream runs per line; a checkpoint that reads past lines inside its input reads the line with the
+words of its latest lines too) and ``text+audio`` (Whisper-encoder features + prosody + fusion).
 Without the default checkpoint an untrained model of the default architecture is timed instead
 (same cost; the result says so).
 
@@ -67,18 +68,23 @@ CONTEXT_UTTERANCES = 8  # the [classifier] default window
 
 
 def _with_context(predictor: Any, texts: list[str], window: int) -> Callable[[int, int], Any]:
-    """What the stream runs per line with past context: one encoder pass for the new line, the past
-    lines' cached encodings (filled by a first pass), and the context module over them."""
+    """What the stream runs per line with past context: one encoder pass for the new line (read with the
+    words of its latest lines when the checkpoint reads past lines inside its input), the past lines'
+    cached encodings (filled by a first pass), and the context module over them."""
     from training.context import RELATION_UNKNOWN
 
     first = predictor.predict(texts[:1], [None])[0]
     cache = [first.text_embedding] * window
+    k = int(getattr(predictor, "past_lines", 0))
+    words = [texts[0]] * max(window, k)
 
     def run(a: int, b: int) -> Any:
         past = [[(e, RELATION_UNKNOWN) for e in cache[-window:]] for _ in range(a, b)]
-        preds = predictor.predict(texts[a:b], [None] * (b - a), past=past)
+        lines = [[(None, w) for w in words[-k:]] for _ in range(a, b)] if k else None
+        preds = predictor.predict(texts[a:b], [None] * (b - a), past=past, past_lines=lines)
         cache.extend(p.text_embedding for p in preds)
-        del cache[:-window]
+        words.extend(texts[a:b])
+        del cache[:-window], words[: -max(window, k)]
         return preds
 
     return run
