@@ -440,11 +440,14 @@ def _write(args: argparse.Namespace, run_dir: Path, model: FusionClassifier, met
 
 def evaluate_text_context(model: FusionClassifier, meld_dir: Path, split: str, context: str, device: torch.device,
                           ) -> dict[str, Any]:  # fmt: skip
-    """``evaluate`` on MELD for a linear-text-head checkpoint: tagged lines, with or without past context."""
+    """``evaluate`` on MELD for a linear-text-head checkpoint: tagged lines, with or without past context
+    (the context module over cached encodings, and the past lines inside the input where the checkpoint
+    reads them)."""
     if context == "past" and not hasattr(model, "context"):
         raise ValueError("--context past needs a checkpoint with a context module (emostream-train text)")
     exs = load_meld(meld_dir, split)
-    encoded = encode_split(model, exs, device)
+    # "none" reads each line alone, past lines in the input too: what the stream runs with context = false
+    encoded = encode_split(model, exs, device, alone=context != "past")
     window = int(model.config.context.get("max_utterances", 0)) if context == "past" else 0
     known = classification_metrics(
         encoded.labels,

@@ -309,7 +309,8 @@ def test_dialogue_pasts_hold_the_latest_earlier_lines_of_the_dialogue_tagged() -
     assert dialogue_pasts(rows, 2, unknown=True)[3] == "S?: hi S?: so what"
 
 
-def test_a_text_branch_reading_past_lines_learns_what_only_the_previous_line_tells(encoder: Path) -> None:
+def test_a_text_branch_reading_past_lines_learns_what_only_the_previous_line_tells(encoder: Path, tmp_path: Path,
+                                                                                   ) -> None:  # fmt: skip
     cpu = torch.device("cpu")
     train, dev = _echo_dialogues(60, 0, "train"), _echo_dialogues(40, 1, "dev")
     echo = np.arange(len(dev)) % 2 == 1
@@ -325,6 +326,9 @@ def test_a_text_branch_reading_past_lines_learns_what_only_the_previous_line_tel
             pred = model.text_logits(pooled).argmax(1).numpy()
         accuracy[k] = float((pred[echo] == labels[echo]).mean())
     assert accuracy[0] <= 0.6 and accuracy[1] >= 0.9, accuracy
+    with torch.no_grad():
+        pred_alone = model.text_logits(encode_pooled(model, texts, cpu)).argmax(1).numpy()
+    assert float((pred_alone[echo] == labels[echo]).mean()) <= 0.6  # read alone, the echo line is a guess
 
     # The predictor reads the past lines a stream hands it as training read them.
     predictor = EmotionPredictor(model)
@@ -334,6 +338,19 @@ def test_a_text_branch_reading_past_lines_learns_what_only_the_previous_line_tel
     assert alone.context_used == 0 and read.context_used == 1
     assert read.text_embedding is not None and np.allclose(read.text_embedding, pooled[1].numpy(), atol=1e-5)
     assert read.label == LABELS[int(pred[1])]
+
+    # `emostream-train evaluate --context none` reads each line alone, as the stream does with context = false.
+    from training.text_cli import evaluate_text_context
+
+    meld = tmp_path / "meld"
+    meld.mkdir()
+    with (meld / "dev_sent_emo.csv").open("w", encoding="utf-8") as fh:
+        fh.write("Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID\n")
+        for e in dev:
+            dia, utt = e.uid.rsplit("/", 1)[1].removeprefix("dia").split("_utt")
+            fh.write(f"{e.text},{e.speaker},{LABELS[e.label]},{dia},{utt}\n")
+    none = evaluate_text_context(model, meld, "dev", "none", cpu)
+    assert none["accuracy"] == pytest.approx(float((pred_alone == labels).mean()))
 
 
 def test_a_past_lines_teacher_scores_lines_with_their_past_and_teachers_average(encoder: Path, tmp_path: Path) -> None:
