@@ -202,6 +202,27 @@ def test_shipped_mpnet_checkpoint_loads_from_its_adapters_and_reads_the_words() 
     assert preds[0].label in ("anger", "disgust") and preds[1].label in ("joy", "surprise")
 
 
+@pytest.mark.slow
+def test_shipped_mpnet_past_checkpoint_reads_the_lines_before_inside_its_input() -> None:
+    """The MPNet option with past lines: rank-16 changes like the other option, and a line is read with the
+    words of the lines before it (the stream hands them as ``past_lines``), which changes its encoding."""
+    path = REPO / "models" / "emostream-mpnet-past.pt"
+    assert path.stat().st_size < 10_000_000
+    predictor = EmotionPredictor.from_checkpoint(path, device="cpu")
+    meta = predictor.model.checkpoint_meta
+    assert meta["text_encoder_dtype"] == "lowrank" and meta["text_delta_rank"] == 16
+    assert meta["modalities"] == ["text", "audio"] and predictor.past_lines == 3 and predictor.uses_context
+    line, before = "You did what?", ("S1", "I quit my job and sold the car, I'm moving to Yemen tomorrow.")
+    (alone,) = predictor.predict([line], [None], speakers=["S2"])
+    (read,) = predictor.predict([line], [None], speakers=["S2"], past_lines=[[before]])
+    assert alone.context_used == 0 and read.context_used == 1
+    assert alone.text_embedding is not None and read.text_embedding is not None
+    assert not np.allclose(alone.text_embedding, read.text_embedding, atol=1e-3)
+    preds = predictor.predict(["I can't believe you did that, get out!", "Oh wow, that's wonderful, thank you!"],
+                              [None, None])  # fmt: skip
+    assert preds[0].label in ("anger", "disgust") and preds[1].label in ("joy", "surprise")
+
+
 def test_a_row_repeated_in_one_batch_gets_its_audio_in_every_position() -> None:
     model = _audio_model()
     data = _toy_data()
