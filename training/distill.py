@@ -27,7 +27,7 @@ import torch
 
 from training.data import Example
 from training.model import FusionClassifier
-from training.text_branch import both_tag_forms, dialogue_pasts, encode_pooled
+from training.text_branch import both_past_forms, both_tag_forms, encode_pooled
 from training.weights import cache_root, sha256_file
 
 __all__ = ["ensemble_logits", "teacher_logits", "with_unscored"]
@@ -58,7 +58,7 @@ def teacher_logits(checkpoint: str | Path, examples: Sequence[Example], labels: 
     if list(teacher.config.labels) != list(labels):
         raise ValueError(f"teacher {path} labels {list(teacher.config.labels)} differ from {list(labels)}")
     k = teacher.config.text_past_lines
-    pasts = [*dialogue_pasts(examples, k), *dialogue_pasts(examples, k, unknown=True)] if k else None
+    pasts = both_past_forms(examples, k) if k else None
     logger.info("scoring %d lines with the teacher %s (once; cached in %s)", len(texts), path, cached)
     pooled = encode_pooled(teacher, texts, device, pasts=pasts)
     with torch.no_grad():

@@ -42,6 +42,7 @@ from training.text_split import LowerCache
 __all__ = [
     "UNKNOWN_SPEAKER",
     "TextBranchOptions",
+    "both_past_forms",
     "both_tag_forms",
     "conversation_order",
     "dialogue_of",
@@ -126,6 +127,12 @@ def both_tag_forms(examples: Sequence[Example]) -> list[str]:
     tags = speaker_tags(examples)
     texts = [tagged(str(e.text or ""), t) for e, t in zip(examples, tags, strict=True)]
     return texts + [tagged(str(e.text or ""), UNKNOWN_SPEAKER) for e in examples]
+
+
+def both_past_forms(examples: Sequence[Example], k: int) -> list[str]:
+    """Every line's :func:`dialogue_pasts` (``k`` lines) indexed as :func:`both_tag_forms`: rows ``0..N-1``
+    tagged with the speakers' per-dialogue tags, ``N..2N-1`` all with the unknown-speaker tag."""
+    return [*dialogue_pasts(examples, k), *dialogue_pasts(examples, k, unknown=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +240,8 @@ class _TextLoop:
         if k and model.frozen_text_layers:
             raise ValueError("past lines in the encoder's input need every layer trained: the cache of frozen "
                              "layers holds lines read alone (--trainable-layers)")  # fmt: skip
-        self.pasts = (dialogue_pasts(train, k), dialogue_pasts(train, k, unknown=True)) if k else None
-        self.lengths = [len(str(train[i].text)) + (len(self.pasts[0][i]) if self.pasts else 0) for i in self.rows]
+        self.pasts = both_past_forms(train, k) if k else None  # indexed like the both-forms rows of _step
+        self.lengths = [len(str(train[i].text)) + (len(self.pasts[i]) if self.pasts else 0) for i in self.rows]
         self.cache = self._lower_cache() if model.frozen_text_layers else None
         enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("text_encoder.")]
         head_params = list(model.text_head.parameters())
@@ -294,7 +301,7 @@ class _TextLoop:
         else:
             texts = [tagged(str(self.train[i].text), UNKNOWN_SPEAKER if u else self.tags[i])
                      for i, u in zip(idx, unknown, strict=True)]  # fmt: skip
-            pasts = None if self.pasts is None else [self.pasts[u][i] for i, u in zip(idx, unknown, strict=True)]
+            pasts = None if self.pasts is None else [self.pasts[r] for r in rows]
             enc = model.tokenize(texts, self.device, pasts)
             pooled = model.pool_text(**enc)
         logits = model.text_logits(pooled)
