@@ -169,6 +169,8 @@ class Pipeline:
                 "checks": sum(seg.turn_checks for seg in self._segments),
                 "ends": sum(seg.turn_ends for seg in self._segments),
                 "unconfirmed": sum(seg.turn_unconfirmed for seg in self._segments),
+                # ends that stood on the voice alone (vad.end_of_turn_voice_similarity), among "ends"
+                "voice_ends": sum(seg.turn_voice_ends for seg in self._segments),
                 "reused": self.asr.reused,
                 # segments cut at a change of speaker (vad.speaker_change_score)
                 "change_cuts": sum(seg.change_cuts for seg in self._segments),
@@ -195,6 +197,7 @@ class Pipeline:
             first_utterance=getattr(source, "first_utterance", 0),
             turn_check=self._turn_check,
             change=change_params(self._config.vad),
+            voice=self.speakers.voice if self.speakers is not None else None,
         )
         self._segments.append(segment)
         reason = "stopped" if self._stopping else "eof"

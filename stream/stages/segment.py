@@ -18,7 +18,13 @@ the next pause, or once ``vad.end_of_turn_confirm_ms`` of audio has followed the
 With confirmation on, a reading that trails off at the pause (``by the...``, ``by the-``) is a candidate
 too: Whisper often reads an acted line's end so when the next speaker's words are not yet in view. It
 stands only when the later reading starts a new sentence where it stopped; a cut-off word (``by the- She
-has``) ends a sentence there. The text rules are :mod:`stream.stages.end_of_turn`'s.
+has``) ends a sentence there. The text rules are :mod:`stream.stages.end_of_turn`'s. The voice can
+confirm a candidate too (``vad.end_of_turn_voice_similarity``, :data:`VoiceEmbedding`): when the speaker
+encoder hears another voice after the pause than before it, the candidate stands whatever the later
+reading would say -- Whisper often reads two people's acted lines as one sentence, or words a line
+differently the second time, so the count of words no longer finds where the first reading stopped. The
+words before the pause are embedded when the candidate is made, the speech after it when the confirming
+reading is due; the voice is asked first, so a turn it settles costs no second reading and waits for none.
 """
 
 from __future__ import annotations
@@ -61,10 +67,17 @@ from stream.stages.vad import FrameClassifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegmentStage", "TurnCheck", "change_params", "segmenter_params"]
+__all__ = ["SegmentStage", "TurnCheck", "VoiceEmbedding", "change_params", "segmenter_params"]
 
 # The end-of-turn check: audio of the open utterance so far -> Whisper's transcript of it (None: it failed).
 TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
+# A stretch of speech -> the speaker encoder's unit-norm embedding of it (None: it cannot tell).
+VoiceEmbedding = Callable[[np.ndarray], np.ndarray | None]
+
+# The voice check compares the last VOICE_BEFORE_S before a candidate's pause with everything heard after
+# it, when each side has at least VOICE_MIN_S (a GE2E window is 1.6 s; much less says little).
+VOICE_BEFORE_S = 3.0
+VOICE_MIN_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +89,7 @@ class _Pending:
     reading: Transcript  # what Whisper read up to the pause (the cut utterance's transcript if it stands)
     spent_s: float  # how long that reading took
     until: int  # the sample the reading heard up to
+    voice: np.ndarray | None = None  # the speaker embedding of the words before the pause (None: not asked)
 
 
 def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
@@ -92,6 +106,7 @@ def segmenter_params(vad_cfg: VADConfig, frame_samples: int) -> SegmenterParams:
         turn_confirm=vad_cfg.end_of_turn_confirm,
         turn_confirm_ms=vad_cfg.end_of_turn_confirm_ms,
         turn_voice_score=vad_cfg.end_of_turn_voice_score,
+        turn_voice_similarity=vad_cfg.end_of_turn_voice_similarity,
         early_start_ms=vad_cfg.early_start_ms,
     )
 
@@ -110,7 +125,7 @@ class SegmentStage:
     through unchanged; a gap in the samples (microphone drops or reconnects) closes the open utterance.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (the end-of-turn judges, Whisper and the voice, are models, not settings)
         self,
         stream_id: str,
         vad: FrameClassifier,
@@ -121,11 +136,14 @@ class SegmentStage:
         first_utterance: int = 0,
         turn_check: TurnCheck | None = None,
         change: ChangeParams | None = None,
+        voice: VoiceEmbedding | None = None,
     ) -> None:
         """``turn_check``: reads the words at each ``params.turn_pause_ms`` pause; a sentence end ends the
         utterance there (with ``params.turn_confirm``, once the next pause's reading confirms it: see the
         module docstring). ``change``: cut segments at changes of speaker (None: only where the segmenter
-        ends them)."""
+        ends them). ``voice``: with ``params.turn_voice_similarity``, a candidate stands without
+        its confirming reading when the voices either side of its pause are less alike than that (cosine
+        similarity of ``voice``'s embeddings; None: only the readings decide)."""
         self.stream_id = stream_id
         self._change = change
         self.change_cuts = 0
@@ -141,6 +159,9 @@ class SegmentStage:
         self._confirm = params.turn_confirm
         self._confirm_samples = params.turn_confirm_ms * SAMPLE_RATE_HZ // 1000
         self._voice_score = params.turn_voice_score
+        self._voice = voice if params.turn_voice_similarity > 0 else None
+        self._voice_under = params.turn_voice_similarity
+        self.turn_voice_ends = 0  # candidates that stood on the voice alone
         self._pending: _Pending | None = None  # a sentence end waiting for its confirming reading
         self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
         self._lookahead = False  # the pending sentence end is due its reading now, without a pause
@@ -266,6 +287,33 @@ class SegmentStage:
         pcm = self._seg.current_pcm().astype(np.float32) / 32768.0
         return score_at(pcm, sample - start)
 
+    def _voice_before(self, sample: int) -> np.ndarray | None:
+        """The speaker embedding of the last :data:`VOICE_BEFORE_S` of the open utterance before ``sample``
+        (None: the voice check is off, or there is under :data:`VOICE_MIN_S` of it)."""
+        if self._voice is None:
+            return None
+        cut = sample - self._seg.current_start
+        before = self._seg.current_pcm()[max(0, cut - round(VOICE_BEFORE_S * SAMPLE_RATE_HZ)) : cut]
+        return self._voice(before.astype(np.float32) / 32768.0) if before.size >= VOICE_MIN_S * SAMPLE_RATE_HZ else None
+
+    def _another_voice(self, pending: _Pending) -> bool:
+        """Whether the speech since ``pending``'s pause (:data:`VOICE_MIN_S` or more) sounds like another speaker
+        than the words before it: the cosine similarity of their embeddings under the threshold."""
+        if self._voice is None or pending.voice is None:
+            return False
+        after = self._seg.current_pcm()[pending.pause.speech_end_sample - self._seg.current_start :]
+        if after.size < VOICE_MIN_S * SAMPLE_RATE_HZ:
+            return False
+        embedding = self._voice(after.astype(np.float32) / 32768.0)
+        if embedding is None:
+            return False
+        similarity = float(np.dot(pending.voice, embedding))
+        if similarity >= self._voice_under:
+            return False
+        self.turn_voice_ends += 1
+        logger.debug("%s: another voice after the pause (similarity %.2f)", self.stream_id, similarity)
+        return True
+
     def _pending_reading(self, step: Sequence[SegmenterOutput]) -> tuple[Transcript, float] | None:
         """The pending sentence end's reading (transcript, Whisper's time) when ``step`` ends (or previews the
         end of) the utterance with no speech after what that reading heard: silence confirmed it, and no
@@ -279,6 +327,24 @@ class SegmentStage:
             return None
         return self._pending.reading, self._pending.spent_s
 
+    def _voice_turn(self) -> list[SegmentItem] | None:
+        """Before the confirming reading: when another voice follows the pending candidate's pause, the turn
+        ends there and no reading is needed (the outputs); None: the reading decides."""
+        pending = self._pending
+        if pending is None or not self._another_voice(pending):
+            return None
+        pause, self._pause = self._pause, None
+        self._pending, self._lookahead = None, False
+        return self._end_pending(pending, pause)
+
+    def _end_pending(self, pending: _Pending, pause: TurnPause | None) -> list[SegmentItem]:
+        """End the utterance at ``pending``'s pause, its reading the transcript; ``pause``: the pause now being
+        decided, if any, which is read again on the new utterance alone."""
+        self.turn_ends += 1
+        items = self._convert(self._seg.end_turn(pending.pause.speech_end_sample), (pending.reading, pending.spent_s))
+        self._pause = pause if self._seg.in_utterance else None
+        return items if self._pause is not None else items + self._feed()
+
     def _decide_turn(self, heard: Transcript | None, spent_s: float, until: int) -> list[SegmentItem]:
         """After a pause was read (``heard``; None: the check failed): end the utterance where a sentence
         ends, now or -- confirming -- at the pause before, then go on feeding."""
@@ -291,13 +357,7 @@ class SegmentStage:
                 and pending.candidate.confirmed_by(heard, voice_changed=True)
                 and (self._voice_at(pending.pause.speech_end_sample) or 0.0) >= self._voice_score
             ):
-                self.turn_ends += 1
-                items = self._convert(
-                    self._seg.end_turn(pending.pause.speech_end_sample), (pending.reading, pending.spent_s)
-                )
-                # The speech since is the next utterance; this pause is read again, on it alone.
-                self._pause = pause if self._seg.in_utterance else None
-                return items if self._pause is not None else items + self._feed()
+                return self._end_pending(pending, pause)
             self.turn_unconfirmed += 1
             logger.debug(
                 "%s: the sentence end of %r was not confirmed by %r", self.stream_id, pending.reading.text, heard.text
@@ -307,7 +367,9 @@ class SegmentStage:
         if candidate is None or pause is None or heard is None:
             return self._feed()
         if self._confirm:
-            self._pending = _Pending(pause, candidate, heard, spent_s, until)
+            self._pending = _Pending(
+                pause, candidate, heard, spent_s, until, self._voice_before(pause.speech_end_sample)
+            )
             return self._feed()
         self.turn_ends += 1
         return self._convert(self._seg.end_turn(), (heard, spent_s)) + self._feed()
@@ -327,6 +389,11 @@ class SegmentStage:
             while (self._pause is not None or self._lookahead) and self._turn_check is not None:
                 # Later frames wait for the decision (a live source buffers them meanwhile), so where an
                 # utterance ends never depends on how fast the check was.
+                by_voice = await loop.run_in_executor(self._executor, self._voice_turn)
+                if by_voice is not None:  # another voice: a turn whatever a reading would say, so none is made
+                    for out in by_voice:
+                        yield out
+                    continue
                 pcm = self._seg.current_pcm()
                 until = self._seg.current_start + pcm.size
                 t0 = time.perf_counter()

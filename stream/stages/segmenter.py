@@ -61,6 +61,9 @@ class SegmenterParams:
     turn_confirm: bool = False
     turn_confirm_ms: int = 600
     turn_voice_score: float = 0.0
+    # ... and it stands whatever the reading says when the speaker encoder hears another voice after the pause
+    # (embeddings' cosine similarity under this; 0: never).
+    turn_voice_similarity: float = 0.0
     early_start_ms: int = 0  # 0: no EndPreview outputs; never before post_roll_ms
 
     def __post_init__(self) -> None:

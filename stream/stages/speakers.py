@@ -168,6 +168,18 @@ class SpeakerStage:
         if utt.audio.size >= self._min_audio_s * 16000:
             self._early.put(utt, self._executor.submit(self._embed, utt.audio))
 
+    def voice(self, audio: np.ndarray) -> np.ndarray | None:
+        """The embedding of a stretch of a stream's audio, for the segment stage's voice check at a candidate
+        end of turn (in the caller's thread; the encoder serialises its passes). None when the embedder is
+        not ``stateless`` (its answer must depend on the audio alone) or fails."""
+        if not getattr(self._embedder, "stateless", False):
+            return None
+        try:
+            return self._embedder.embed(audio)
+        except Exception:
+            logger.warning("the speaker encoder failed on a voice check at a pause; the reading decides", exc_info=True)
+            return None
+
     def start(self, utt: Utterance) -> None:
         """Start embedding and assigning ``utt`` (call in speech-end order per stream)."""
         loop = asyncio.get_running_loop()

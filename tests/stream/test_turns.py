@@ -280,6 +280,81 @@ async def test_a_sentence_end_the_next_reading_runs_on_past_does_not_cut() -> No
     assert stage.turn_ends == 0 and stage.turn_unconfirmed == 1
 
 
+def _voice_stage(check: object, voice: object, **settings: object) -> SegmentStage:
+    """A confirming stage that also asks ``voice`` (threshold 0.45 unless ``settings`` say otherwise)."""
+    cfg = VADConfig(**{"end_of_turn_pause_ms": 180, "end_of_turn_voice_similarity": 0.45, **settings})  # type: ignore[arg-type]
+    vad = make_vad(cfg)
+    params = segmenter_params(cfg, vad.frame_samples)
+    return SegmentStage("s", vad, params, speed=None, turn_check=check, voice=voice)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("similarity", "cut"), [(0.2, True), (0.44, True), (0.45, False), (0.8, False), (None, False)])
+async def test_another_voice_after_the_pause_confirms_a_sentence_end_before_any_reading(
+    similarity: float | None, cut: bool
+) -> None:
+    """Whisper would read two people's lines as one sentence; the speaker encoder, asked first, decides."""
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    (_, e0), (s1, _) = talk.spans_s()
+    scripted, _ = _scripted("Is it raining today.", "Is it raining today and yes it is all day long.")
+    heard: list[np.ndarray] = []
+
+    async def check(audio: np.ndarray) -> Transcript | None:
+        heard.append(audio)
+        return await scripted(audio)  # type: ignore[operator, no-any-return]
+
+    embedded: list[float] = []
+
+    def voice(audio: np.ndarray) -> np.ndarray | None:
+        """The words before the pause embed as [1, 0]; what follows as ``similarity`` to that."""
+        embedded.append(audio.size / 16000)
+        if similarity is None:
+            return None
+        return np.array([1.0, 0.0]) if len(embedded) % 2 else np.array([similarity, np.sqrt(1 - similarity**2)])
+
+    stage = _voice_stage(check, voice)
+    utts = await _run(stage, talk.audio)
+    # The words before the pause (from the utterance's start, pre-roll included) when the candidate was made,
+    # then all heard after it at its decision (not when the first embedding failed).
+    assert e0 - 0.5 <= embedded[0] <= e0 + 0.3
+    if similarity is not None:
+        assert 0.5 <= embedded[1] <= 1.0
+    assert len(utts) == (2 if cut else 1)
+    assert (stage.turn_ends, stage.turn_voice_ends, stage.turn_unconfirmed) == ((1, 1, 0) if cut else (0, 0, 1))
+    if cut:
+        assert utts[0].speech_end_s == pytest.approx(e0, abs=0.1) and utts[0].end_s <= s1
+        assert utts[0].transcript is not None and utts[0].transcript.text == "Is it raining today."
+        # The voice settled it: no reading of the first utterance's audio and more (a confirming one) was made.
+        first = heard[0]
+        assert not any(r.size > first.size and np.array_equal(r[: first.size], first) for r in heard[1:])
+    else:
+        first = heard[0]
+        assert any(r.size > first.size and np.array_equal(r[: first.size], first) for r in heard[1:])
+
+
+async def test_the_voice_is_not_asked_without_enough_speech_after_the_pause_or_with_the_check_off() -> None:
+    asked: list[int] = []
+
+    def voice(audio: np.ndarray) -> np.ndarray:
+        """Every second of speech or more is one voice, anything shorter another: any check after a pause
+        with less than a second after it would cut."""
+        asked.append(audio.size)
+        return np.array([1.0, 0.0]) if audio.size >= 16000 else np.array([0.0, 1.0])
+
+    # The confirming reading is due 0.3 s past the candidate: too little speech to tell a voice by, so only
+    # the words before the pause were embedded (when the candidate was made) and the reading decides.
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    check, _ = _scripted("Is it raining today?", "Is it raining today? Yes it is, all day long.")
+    stage = _voice_stage(check, voice, end_of_turn_confirm_ms=300)
+    assert len(await _run(stage, talk.audio)) == 2
+    assert stage.turn_ends >= 1 and stage.turn_voice_ends == 0
+    asked.clear()
+    # With the check off it is never asked.
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    check, _ = _scripted("Is it raining today.", "Is it raining today and yes it is all day long.")
+    stage = _voice_stage(check, voice, end_of_turn_voice_similarity=0.0)
+    assert len(await _run(stage, talk.audio)) == 1 and stage.turn_voice_ends == 0 and asked == []
+
+
 async def test_a_reading_whisper_doubted_decides_the_cut_but_is_not_reused_as_the_transcript() -> None:
     talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
     check, _ = _scripted("Is it raining today?", "Is it raining today? Yes it is, all day long.")
