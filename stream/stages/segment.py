@@ -18,13 +18,15 @@ the next pause, or once ``vad.end_of_turn_confirm_ms`` of audio has followed the
 With confirmation on, a reading that trails off at the pause (``by the...``, ``by the-``) is a candidate
 too: Whisper often reads an acted line's end so when the next speaker's words are not yet in view. It
 stands only when the later reading starts a new sentence where it stopped; a cut-off word (``by the- She
-has``) ends a sentence there. The text rules are :mod:`stream.stages.end_of_turn`'s. The voice can
-confirm a candidate too (``vad.end_of_turn_voice_similarity``, :data:`VoiceEmbedding`): when the speaker
-encoder hears another voice after the pause than before it, the candidate stands whatever the later
-reading would say -- Whisper often reads two people's acted lines as one sentence, or words a line
-differently the second time, so the count of words no longer finds where the first reading stopped. The
-words before the pause are embedded when the candidate is made, the speech after it when the confirming
-reading is due; the voice is asked first, so a turn it settles costs no second reading and waits for none.
+has``) ends a sentence there. The text rules are :mod:`stream.stages.end_of_turn`'s. The voice is a
+second judge (``vad.end_of_turn_voice_similarity``, :data:`VoiceEmbedding`): when the speaker encoder hears
+another voice after a pause than before it, the utterance ends at that pause -- at a candidate whatever the
+later reading would say, and (with confirmation on) at a pause whose reading ended no sentence. Whisper
+often reads two people's acted lines as one sentence, words a line differently the second time, or reads the
+next speaker's first words into the line before, so the words alone miss such turns. The words before the
+pause are embedded when it is read, the speech after it (:data:`VOICE_MIN_S` or more) when the confirming
+reading is due; the voice is asked first, so a turn it settles costs no second reading and waits for none,
+and a pause that ended no sentence needs no further reading unless another pause comes first.
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ VOICE_MIN_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A candidate end of turn read at ``pause``, waiting for its confirming reading."""
+    """A candidate end of turn read at ``pause``, waiting for its confirming reading; or (``candidate`` None) a
+    pause whose reading ended no sentence, waiting to hear whether another voice follows it."""
 
     pause: TurnPause
-    candidate: EndCandidate
+    candidate: EndCandidate | None
     reading: Transcript  # what Whisper read up to the pause (the cut utterance's transcript if it stands)
     spent_s: float  # how long that reading took
     until: int  # the sample the reading heard up to
@@ -317,8 +320,9 @@ class SegmentStage:
     def _pending_reading(self, step: Sequence[SegmenterOutput]) -> tuple[Transcript, float] | None:
         """The pending sentence end's reading (transcript, Whisper's time) when ``step`` ends (or previews the
         end of) the utterance with no speech after what that reading heard: silence confirmed it, and no
-        second pass is needed."""
-        if self._pending is None:
+        second pass is needed. (A pause that ended no sentence and waits only for the voice is transcribed as
+        before: its quick reading is not reused.)"""
+        if self._pending is None or self._pending.candidate is None:
             return None
         ends = [
             o.utterance if isinstance(o, EndPreview) else o for o in step if not isinstance(o, SpeechStart | TurnPause)
@@ -337,6 +341,11 @@ class SegmentStage:
         self._pending, self._lookahead = None, False
         return self._end_pending(pending, pause)
 
+    def _drop_pending(self) -> list[SegmentItem]:
+        """Forget the pending pause (nothing confirmed it) and go on feeding."""
+        self._pending, self._lookahead = None, False
+        return self._feed()
+
     def _end_pending(self, pending: _Pending, pause: TurnPause | None) -> list[SegmentItem]:
         """End the utterance at ``pending``'s pause, its reading the transcript; ``pause``: the pause now being
         decided, if any, which is read again on the new utterance alone."""
@@ -351,7 +360,7 @@ class SegmentStage:
         pause, self._pause = self._pause, None  # None: a reading due without a pause (no new candidate)
         pending, self._pending = self._pending, None
         self._lookahead = False
-        if pending is not None and heard is not None:
+        if pending is not None and pending.candidate is not None and heard is not None:
             if pending.candidate.confirmed_by(heard) or (
                 self._voice_score > 0
                 and pending.candidate.confirmed_by(heard, voice_changed=True)
@@ -364,6 +373,11 @@ class SegmentStage:
             )
         logger.debug("%s: read %r at a pause (%s)", self.stream_id, heard and heard.text, pending and "pending")
         candidate = None if pause is None or heard is None else end_candidate(heard, trailing=self._confirm)
+        if pause is not None and heard is not None and candidate is None and self._confirm:
+            # No sentence end here, but another voice after the pause would still make it a turn.
+            voice = self._voice_before(pause.speech_end_sample)
+            self._pending = None if voice is None else _Pending(pause, None, heard, spent_s, until, voice)
+            return self._feed()
         if candidate is None or pause is None or heard is None:
             return self._feed()
         if self._confirm:
@@ -392,6 +406,11 @@ class SegmentStage:
                 by_voice = await loop.run_in_executor(self._executor, self._voice_turn)
                 if by_voice is not None:  # another voice: a turn whatever a reading would say, so none is made
                     for out in by_voice:
+                        yield out
+                    continue
+                if self._pause is None and self._pending is not None and self._pending.candidate is None:
+                    # The same voice went on past a pause that ended no sentence: nothing for a reading to decide.
+                    for out in await loop.run_in_executor(self._executor, self._drop_pending):
                         yield out
                     continue
                 pcm = self._seg.current_pcm()

@@ -331,6 +331,41 @@ async def test_another_voice_after_the_pause_confirms_a_sentence_end_before_any_
         assert any(r.size > first.size and np.array_equal(r[: first.size], first) for r in heard[1:])
 
 
+@pytest.mark.parametrize("another", [True, False])
+async def test_another_voice_makes_a_turn_of_a_pause_whose_reading_ended_no_sentence(another: bool) -> None:
+    """Whisper read no sentence end at the pause ("Is it raining today", the next speaker not yet heard); the
+    voice after it decides alone, and no reading is made to wait for."""
+    talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
+    (_, e0), (s1, _) = talk.spans_s()
+    scripted, _ = _scripted("Is it raining today", "Is it raining today yes it is all day long")
+    heard: list[np.ndarray] = []
+
+    async def check(audio: np.ndarray) -> Transcript | None:
+        heard.append(audio)
+        return await scripted(audio)  # type: ignore[operator, no-any-return]
+
+    def voice(audio: np.ndarray) -> np.ndarray:
+        """The first second of the recording is one voice; after it, ``another`` voice or the same."""
+        return np.array([1.0, 0.0]) if audio.size >= 16000 or not another else np.array([0.0, 1.0])
+
+    stage = _voice_stage(check, voice)
+    utts = await _run(stage, talk.audio)
+    assert stage.turn_unconfirmed == 0  # no sentence end was pending
+    first = heard[0]
+    confirming = [r for r in heard[1:] if r.size > first.size and np.array_equal(r[: first.size], first)]
+    if another:
+        assert len(utts) == 2 and stage.turn_voice_ends == 1
+        assert utts[0].speech_end_s == pytest.approx(e0, abs=0.1) and utts[0].end_s <= s1
+        assert utts[0].transcript is not None and utts[0].transcript.text == "Is it raining today"
+        assert confirming == []
+    else:
+        assert len(utts) == 1 and stage.turn_voice_ends == 0
+        # Only the pauses were read: none was made at the look-ahead, 0.6 s past the pause.
+        assert all(abs(r.size - first.size - 9600) > 800 for r in confirming)
+        # The quick reading at the pause is not the utterance's transcript: it is transcribed in full.
+        assert utts[0].transcript is None or utts[0].transcript.text != "Is it raining today"
+
+
 async def test_the_voice_is_not_asked_without_enough_speech_after_the_pause_or_with_the_check_off() -> None:
     asked: list[int] = []
 
