@@ -88,10 +88,12 @@ class VADConfig:
     # ... or by a comma there (Whisper joins a quick reply to the line before with one) when the voice changes
     # across the pause by this much (the score of speaker_change_score below); 0 = commas never confirm.
     end_of_turn_voice_score: float = field(default=2.0, metadata=bounds(0.0, 100.0))
-    # ... or, whatever the later reading says, when the speaker encoder hears another voice after the pause:
-    # the cosine similarity of the speaker stage's embeddings of the words before it and of the audio after
-    # it (at least 0.5 s of each) under this. Whisper often reads two people's acted lines as one, or words
-    # them differently on the second reading; their voices still differ. Needs [speakers] enabled; 0 = off.
+    # ... or, whatever the later reading says, when the speaker encoder hears another voice after the pause;
+    # with end_of_turn_confirm, so is a pause whose reading ended no sentence. Another voice: the cosine
+    # similarity of the speaker stage's embeddings of the words before the pause and of the audio after it (at
+    # least 0.5 s of each) under this. Whisper often reads two people's acted lines as one, words them
+    # differently on the second reading, or reads the next speaker's first words into the line before; their
+    # voices still differ. Needs [speakers] enabled; 0 = off.
     end_of_turn_voice_similarity: float = field(default=0.45, metadata=bounds(0.0, 1.0))
     # Early start: once an utterance has had this much trailing silence, Whisper, the speaker embedding and
     # the audio features start on it as it will be if that silence ends it; the work is used when it does

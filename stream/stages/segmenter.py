@@ -62,7 +62,7 @@ class SegmenterParams:
     turn_confirm_ms: int = 600
     turn_voice_score: float = 0.0
     # ... and it stands whatever the reading says when the speaker encoder hears another voice after the pause
-    # (embeddings' cosine similarity under this; 0: never).
+    # (embeddings' cosine similarity under this; 0: never), as does a pause whose reading ended no sentence.
     turn_voice_similarity: float = 0.0
     early_start_ms: int = 0  # 0: no EndPreview outputs; never before post_roll_ms
 
