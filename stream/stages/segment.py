@@ -76,8 +76,8 @@ TurnCheck = Callable[[np.ndarray], Awaitable[Transcript | None]]
 # A stretch of speech -> the speaker encoder's unit-norm embedding of it (None: it cannot tell).
 VoiceEmbedding = Callable[[np.ndarray], np.ndarray | None]
 
-# The voice check compares the last VOICE_BEFORE_S before a candidate's pause with everything heard after
-# it, when each side has at least VOICE_MIN_S (a GE2E window is 1.6 s; much less says little).
+# The voice check compares the last VOICE_BEFORE_S before a pause with everything heard after it, when each
+# side has at least VOICE_MIN_S (a GE2E window is 1.6 s; much less says little).
 VOICE_BEFORE_S = 3.0
 VOICE_MIN_S = 0.5
 
@@ -144,9 +144,10 @@ class SegmentStage:
         """``turn_check``: reads the words at each ``params.turn_pause_ms`` pause; a sentence end ends the
         utterance there (with ``params.turn_confirm``, once the next pause's reading confirms it: see the
         module docstring). ``change``: cut segments at changes of speaker (None: only where the segmenter
-        ends them). ``voice``: with ``params.turn_voice_similarity``, a candidate stands without
-        its confirming reading when the voices either side of its pause are less alike than that (cosine
-        similarity of ``voice``'s embeddings; None: only the readings decide)."""
+        ends them). ``voice``: with ``params.turn_voice_similarity``, the utterance ends at a pause
+        (a candidate, or one whose reading ended no sentence) without a confirming reading when the voices
+        either side of it are less alike than that (cosine similarity of ``voice``'s embeddings; None: only
+        the readings decide)."""
         self.stream_id = stream_id
         self._change = change
         self.change_cuts = 0
@@ -164,10 +165,10 @@ class SegmentStage:
         self._voice_score = params.turn_voice_score
         self._voice = voice if params.turn_voice_similarity > 0 else None
         self._voice_under = params.turn_voice_similarity
-        self.turn_voice_ends = 0  # candidates that stood on the voice alone
-        self._pending: _Pending | None = None  # a sentence end waiting for its confirming reading
+        self.turn_voice_ends = 0  # turns ended on the voice alone
+        self._pending: _Pending | None = None  # a sentence end (or a pause) awaiting its reading (or the voice)
         self.turn_unconfirmed = 0  # sentence ends the next reading ran on past
-        self._lookahead = False  # the pending sentence end is due its reading now, without a pause
+        self._lookahead = False  # the pending pause is due its decision now, without a new pause
         self.turn_checks = 0
         self.turn_ends = 0
         self._count = first_utterance  # utterances numbered before (a resumed replay continues the ids)
@@ -332,8 +333,8 @@ class SegmentStage:
         return self._pending.reading, self._pending.spent_s
 
     def _voice_turn(self) -> list[SegmentItem] | None:
-        """Before the confirming reading: when another voice follows the pending candidate's pause, the turn
-        ends there and no reading is needed (the outputs); None: the reading decides."""
+        """Before the confirming reading: when another voice follows the pending pause, the turn ends there and
+        no reading is needed (the outputs); None: the readings decide."""
         pending = self._pending
         if pending is None or not self._another_voice(pending):
             return None
