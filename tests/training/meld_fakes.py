@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import wave
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ def make_fake_meld(
     meld.mkdir(parents=True)
     labels: dict[str, list[int]] = {}
     for split, n in sizes.items():
-        rng = np.random.default_rng(hash(split) % 1000)
+        rng = np.random.default_rng(zlib.crc32(split.encode()) % 1000)  # hash() of a str changes per process
         folder = raw / MELD_RAW_FOLDERS[split]
         folder.mkdir(parents=True)
         labels[split] = []
