@@ -17,7 +17,7 @@ from tests.helpers.speech import (
     word_error_rate,
     write_wav,
 )
-from tests.helpers.stages import feed, run_stage
+from tests.helpers.stages import audio_chunks, feed, run_stage
 
 __all__ = [
     "ASR_COMPUTE_TYPES",
@@ -27,6 +27,7 @@ __all__ = [
     "FakeTranscriber",
     "ScriptedPredictor",
     "ScriptedTranscriber",
+    "audio_chunks",
     "espeak_available",
     "feed",
     "make_dialogue",

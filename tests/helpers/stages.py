@@ -6,7 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["feed", "run_stage"]
+import numpy as np
+
+from stream.records import AudioChunk, SourceItem
+from stream.sources import to_int16
+
+__all__ = ["audio_chunks", "feed", "run_stage"]
 
 A = TypeVar("A")
 
@@ -17,6 +22,13 @@ async def feed(items: Iterable[A], *, gap_s: float = 0.0) -> AsyncIterator[A]:
         if gap_s:
             await asyncio.sleep(gap_s)
         yield item
+
+
+async def audio_chunks(audio: np.ndarray, stream: str = "s", chunk: int = 1600) -> AsyncIterator[SourceItem]:
+    """Float ``audio`` as one source's int16 chunks of ``chunk`` samples, all at once (a segment stage's input)."""
+    pcm = to_int16(audio)
+    for start in range(0, pcm.size, chunk):
+        yield AudioChunk(stream, start, pcm[start : start + chunk], 0.0)
 
 
 async def run_stage(run: Callable[[AsyncIterator[Any]], AsyncIterator[Any]], inputs: Iterable[Any], *,

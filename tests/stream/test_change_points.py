@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import numpy as np
 import pytest
 
 from stream.config import ConfigError, VADConfig, load_config
-from stream.records import AudioChunk, SourceItem, SpeechBegan, Utterance, UtterancePreview, same_audio
-from stream.sources import to_int16
+from stream.records import SpeechBegan, Utterance, UtterancePreview, same_audio
 from stream.stages.change_points import ChangeParams, change_points, gap_scores, score_at, select
 from stream.stages.segment import SegmentStage, change_params, segmenter_params
 from stream.stages.vad import make_vad
-from tests.helpers import synthesize
+from tests.helpers import audio_chunks, synthesize
 
 A_TEXT = "I still don't get why they would give us a fake number."
 B_TEXT = "Maybe they did not know what they were doing at all."
@@ -75,18 +72,12 @@ def test_params_and_config_are_checked() -> None:
         load_config(None, **{"vad.speaker_change_score": -1.0})
 
 
-async def _chunks(audio: np.ndarray, chunk: int = 1600) -> AsyncIterator[SourceItem]:
-    pcm = to_int16(audio)
-    for start in range(0, pcm.size, chunk):
-        yield AudioChunk("s", start, pcm[start : start + chunk], 0.0)
-
-
 async def test_the_segment_stage_cuts_a_two_voice_segment_into_two_utterances_and_previews_alike() -> None:
     audio, join = _scene("en-us+f4", 70, gap_s=0.06)
     cfg = VADConfig(speaker_change_score=2.0)
     vad = make_vad(cfg)
     stage = SegmentStage("s", vad, segmenter_params(cfg, vad.frame_samples), speed=None, change=change_params(cfg))
-    items = [item async for item in stage.run(_chunks(audio))]
+    items = [item async for item in stage.run(audio_chunks(audio))]
     utts = [i for i in items if isinstance(i, Utterance)]
     starts = [i for i in items if isinstance(i, SpeechBegan)]
     previews = [i.utterance for i in items if isinstance(i, UtterancePreview)]

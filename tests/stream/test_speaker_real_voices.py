@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import random
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -13,13 +12,13 @@ import pytest
 from bench.make_dialogue import DATA, build_dialogue, clips_by_speaker, trim_voiced
 from stream.config import VADConfig
 from stream.evaluation.speaker_scoring import speaker_scores
-from stream.records import AudioChunk, SourceItem, Transcript, Utterance
-from stream.sources import to_int16
+from stream.records import Transcript, Utterance
 from stream.stages.segment import VOICE_BEFORE_S, SegmentStage, segmenter_params
 from stream.stages.speaker_clustering import ClusteringParams, OnlineClusterer
 from stream.stages.speaker_encoder import SpeakerEncoder
 from stream.stages.speakers import SpeakerStage
 from stream.stages.vad import make_vad
+from tests.helpers import audio_chunks
 from training.audio import load_audio
 
 pytestmark = [
@@ -83,17 +82,12 @@ async def test_the_voice_cuts_held_out_speakers_turns_that_whisper_would_read_as
     async def reading(pcm: np.ndarray) -> Transcript:
         return Transcript("and then the dogs are sitting by", "en", -0.2, 0.01)
 
-    async def chunks() -> AsyncIterator[SourceItem]:
-        pcm = to_int16(audio)
-        for start in range(0, pcm.size, 1600):
-            yield AudioChunk("d", start, pcm[start : start + 1600], 0.0)
-
     cfg = VADConfig()
     vad = make_vad(cfg)
     segment = SegmentStage(
         "d", vad, segmenter_params(cfg, vad.frame_samples), speed=None, turn_check=reading, voice=stage.voice
     )
-    cuts = [u.end_s async for u in segment.run(chunks()) if isinstance(u, Utterance)][:-1]
+    cuts = [u.end_s async for u in segment.run(audio_chunks(audio, "d")) if isinstance(u, Utterance)][:-1]
     changes = [(a.end_s, b.start_s) for a, b in zip(turns, turns[1:], strict=False) if a.speaker != b.speaker]
     found = sum(any(end - 0.3 <= cut <= start + 0.3 for cut in cuts) for end, start in changes)
     inside = [cut for cut in cuts if any(t.start_s + 0.3 < cut < t.end_s - 0.3 for t in turns)]

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from stream.config import VADConfig
-from stream.records import AudioChunk, SourceItem, Transcript, Utterance
-from stream.sources import to_int16
+from stream.records import Transcript, Utterance
 from stream.stages.end_of_turn import EndCandidate, end_candidate, ends_sentence, trails_off
 from stream.stages.segment import SegmentStage, segmenter_params
 from stream.stages.segmenter import Segmenter, SegmenterParams, SpeechStart, TurnPause, UtteranceEnd
 from stream.stages.transcriber import TranscribeStage
 from stream.stages.vad import make_vad
-from tests.helpers import make_dialogue
+from tests.helpers import audio_chunks, make_dialogue
 
 F = 160
 
@@ -132,14 +130,8 @@ def test_a_reading_is_a_candidate_end_of_its_kind(text: str, plain: object, trai
     assert end_candidate(_reading(text)) == trailing
 
 
-async def _chunks(audio: np.ndarray, chunk: int = 1600) -> AsyncIterator[SourceItem]:
-    pcm = to_int16(audio)
-    for start in range(0, pcm.size, chunk):
-        yield AudioChunk("s", start, pcm[start : start + chunk], 0.0)
-
-
 async def _run(stage: SegmentStage, audio: np.ndarray) -> list[Utterance]:
-    return [u async for u in stage.run(_chunks(audio)) if isinstance(u, Utterance)]
+    return [u async for u in stage.run(audio_chunks(audio)) if isinstance(u, Utterance)]
 
 
 def _stage(check: object) -> SegmentStage:
@@ -280,6 +272,24 @@ async def test_a_sentence_end_the_next_reading_runs_on_past_does_not_cut() -> No
     assert stage.turn_ends == 0 and stage.turn_unconfirmed == 1
 
 
+def _recorded(first: str, later: str) -> tuple[object, list[np.ndarray]]:
+    """:func:`_scripted`'s check, keeping the audio of every reading it was asked for."""
+    scripted, _ = _scripted(first, later)
+    heard: list[np.ndarray] = []
+
+    async def check(audio: np.ndarray) -> Transcript | None:
+        heard.append(audio)
+        return await scripted(audio)  # type: ignore[operator, no-any-return]
+
+    return check, heard
+
+
+def _rereadings(heard: list[np.ndarray]) -> list[np.ndarray]:
+    """The readings after the first that heard its audio and more: the confirming readings of it."""
+    first = heard[0]
+    return [r for r in heard[1:] if r.size > first.size and np.array_equal(r[: first.size], first)]
+
+
 def _voice_stage(check: object, voice: object, **settings: object) -> SegmentStage:
     """A confirming stage that also asks ``voice`` (threshold 0.45 unless ``settings`` say otherwise)."""
     cfg = VADConfig(**{"end_of_turn_pause_ms": 180, "end_of_turn_voice_similarity": 0.45, **settings})  # type: ignore[arg-type]
@@ -295,13 +305,7 @@ async def test_another_voice_after_the_pause_confirms_a_sentence_end_before_any_
     """Whisper would read two people's lines as one sentence; the speaker encoder, asked first, decides."""
     talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
     (_, e0), (s1, _) = talk.spans_s()
-    scripted, _ = _scripted("Is it raining today.", "Is it raining today and yes it is all day long.")
-    heard: list[np.ndarray] = []
-
-    async def check(audio: np.ndarray) -> Transcript | None:
-        heard.append(audio)
-        return await scripted(audio)  # type: ignore[operator, no-any-return]
-
+    check, heard = _recorded("Is it raining today.", "Is it raining today and yes it is all day long.")
     embedded: list[float] = []
 
     def voice(audio: np.ndarray) -> np.ndarray | None:
@@ -323,12 +327,9 @@ async def test_another_voice_after_the_pause_confirms_a_sentence_end_before_any_
     if cut:
         assert utts[0].speech_end_s == pytest.approx(e0, abs=0.1) and utts[0].end_s <= s1
         assert utts[0].transcript is not None and utts[0].transcript.text == "Is it raining today."
-        # The voice settled it: no reading of the first utterance's audio and more (a confirming one) was made.
-        first = heard[0]
-        assert not any(r.size > first.size and np.array_equal(r[: first.size], first) for r in heard[1:])
+        assert _rereadings(heard) == []  # the voice settled it: no confirming reading was made
     else:
-        first = heard[0]
-        assert any(r.size > first.size and np.array_equal(r[: first.size], first) for r in heard[1:])
+        assert _rereadings(heard) != []
 
 
 @pytest.mark.parametrize("another", [True, False])
@@ -337,12 +338,7 @@ async def test_another_voice_makes_a_turn_of_a_pause_whose_reading_ended_no_sent
     voice after it decides alone, and no reading is made to wait for."""
     talk = make_dialogue([("Is it raining today?", 0.3), "Yes it is, all day long."], gap_s=0.3)
     (_, e0), (s1, _) = talk.spans_s()
-    scripted, _ = _scripted("Is it raining today", "Is it raining today yes it is all day long")
-    heard: list[np.ndarray] = []
-
-    async def check(audio: np.ndarray) -> Transcript | None:
-        heard.append(audio)
-        return await scripted(audio)  # type: ignore[operator, no-any-return]
+    check, heard = _recorded("Is it raining today", "Is it raining today yes it is all day long")
 
     def voice(audio: np.ndarray) -> np.ndarray:
         """The first second of the recording is one voice; after it, ``another`` voice or the same."""
@@ -351,8 +347,7 @@ async def test_another_voice_makes_a_turn_of_a_pause_whose_reading_ended_no_sent
     stage = _voice_stage(check, voice)
     utts = await _run(stage, talk.audio)
     assert stage.turn_unconfirmed == 0  # no sentence end was pending
-    first = heard[0]
-    confirming = [r for r in heard[1:] if r.size > first.size and np.array_equal(r[: first.size], first)]
+    first, confirming = heard[0], _rereadings(heard)
     if another:
         assert len(utts) == 2 and stage.turn_voice_ends == 1
         assert utts[0].speech_end_s == pytest.approx(e0, abs=0.1) and utts[0].end_s <= s1
