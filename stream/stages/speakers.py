@@ -169,9 +169,9 @@ class SpeakerStage:
             self._early.put(utt, self._executor.submit(self._embed, utt.audio))
 
     def voice(self, audio: np.ndarray) -> np.ndarray | None:
-        """The embedding of a stretch of a stream's audio, for the segment stage's voice check at a candidate
-        end of turn (in the caller's thread; the encoder serialises its passes). None when the embedder is
-        not ``stateless`` (its answer must depend on the audio alone) or fails."""
+        """The embedding of a stretch of a stream's audio, for the segment stage's voice check at a pause (in
+        the caller's thread; the encoder serialises its passes). None when the embedder is not ``stateless``
+        (its answer must depend on the audio alone) or fails."""
         if not getattr(self._embedder, "stateless", False):
             return None
         try:
